@@ -1,0 +1,86 @@
+// The floor: the very argv vmhostd used, started by hand with nothing around it
+// (spawn, QMP connect, cont, query-status). Whatever vmhostd adds on top of this
+// is its own overhead.
+import { spawn } from "node:child_process";
+import { open, rm } from "node:fs/promises";
+import path from "node:path";
+import { MiniQmp } from "./mini-qmp.js";
+
+/** Where the daemon kept one VM's files, to be swapped for the bench's own directory. */
+export interface VmDirs {
+  runDir: string;
+  stateDir: string;
+}
+
+/**
+ * The daemon's argv with its per-VM socket, pidfile and log paths moved to `dir`,
+ * so the hand-started qemu cannot collide with anything the daemon owns.
+ */
+export function relocateArgv(argv: string[], from: VmDirs, dir: string): string[] {
+  const prefixes = [from.runDir, from.stateDir].map((d) => d.replace(/\/?$/, "/"));
+  return argv.map((arg) => prefixes.reduce((a, p) => a.split(p).join(dir + "/"), arg));
+}
+
+/** The QMP socket path from `-chardev socket,id=qmp,path=...`. */
+export function qmpSocketOf(argv: string[]): string {
+  for (let i = 0; i < argv.length - 1; i++) {
+    const opt = argv[i + 1]!;
+    if (argv[i] === "-chardev" && /(^|,)id=qmp(,|$)/.test(opt)) {
+      const m = /(?:^|,)path=([^,]+)/.exec(opt);
+      if (m) return m[1]!;
+    }
+  }
+  throw new Error("argv has no '-chardev socket,id=qmp,path=...'");
+}
+
+/** The files in `dir` qemu creates itself and refuses to (or should not) reuse. */
+function staleFiles(argv: string[], dir: string): string[] {
+  return argv.flatMap((a) => [...a.matchAll(/(?:^|,)path=([^,]+)/g)].map((m) => m[1]!)).filter((p) => p.startsWith(dir));
+}
+
+/**
+ * One timed start: spawn → QMP up → cont → query-status says running.
+ * Returns milliseconds; qemu is told to quit (untimed) before returning.
+ */
+export async function timeRawStart(argv: string[], dir: string): Promise<number> {
+  await Promise.all(staleFiles(argv, dir).map((f) => rm(f, { force: true })));
+  const log = await open(path.join(dir, "qemu.log"), "a");
+  const t0 = performance.now();
+  // Same launch shape as the daemon: own session, stdio to a file, argv array.
+  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", log.fd, log.fd] });
+  let exited = false;
+  const exit = new Promise<void>((resolve) => {
+    const done = (): void => ((exited = true), resolve());
+    child.once("exit", done);
+    child.once("error", done); // could not spawn: no exit event will follow
+  });
+  let qmp: MiniQmp | undefined;
+  try {
+    qmp = await MiniQmp.connect(qmpSocketOf(argv), 30_000, () => !exited);
+    await qmp.execute("cont");
+    while (((await qmp.execute("query-status")) as { status: string }).status !== "running") {
+      // cont is synchronous in qemu, so this loop normally runs once.
+    }
+    const ms = performance.now() - t0;
+    await qmp.quit();
+    await exitWithin(exit, 10_000, () => child.kill("SIGKILL"));
+    return ms;
+  } catch (err) {
+    qmp?.close();
+    child.kill("SIGKILL");
+    await exit;
+    throw err;
+  } finally {
+    await log.close();
+  }
+}
+
+async function exitWithin(exit: Promise<void>, ms: number, onTimeout: () => void): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), ms)));
+  if ((await Promise.race([exit, timedOut])) === "late") {
+    onTimeout();
+    await exit;
+  }
+  clearTimeout(timer);
+}

@@ -1,0 +1,158 @@
+// A throw-away vmhostd for the bench: its own state and run directories, the
+// HTTP API reached over its Unix socket with a fresh connection per request
+// (as vmctl does), and its resident memory read from /proc.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdir, mkdtemp, open, readFile, rm } from "node:fs/promises";
+import http from "node:http";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+
+export interface ApiReply {
+  status: number;
+  body: unknown;
+}
+
+export class BenchDaemon {
+  private exited = false;
+  private readonly qemuPids = new Set<number>();
+
+  private constructor(
+    readonly root: string,
+    readonly proc: ChildProcess,
+    readonly logFile: string,
+  ) {
+    proc.once("exit", () => (this.exited = true));
+  }
+
+  get stateDir(): string {
+    return path.join(this.root, "state");
+  }
+  get runDir(): string {
+    return path.join(this.root, "run");
+  }
+  get socket(): string {
+    return path.join(this.runDir, "vmhostd.sock");
+  }
+
+  /** Starts `node mainJs` and waits until /healthz answers. */
+  static async start(mainJs: string): Promise<BenchDaemon> {
+    // Short on purpose: QMP and console socket paths below it must fit in 107 bytes.
+    const root = await mkdtemp("/tmp/vmhb-");
+    await mkdir(path.join(root, "state", "images"), { recursive: true });
+    await mkdir(path.join(root, "run"), { recursive: true });
+    const logFile = path.join(root, "vmhostd.log");
+    const log = await open(logFile, "a");
+    const args = [mainJs, "--state-dir", path.join(root, "state"), "--run-dir", path.join(root, "run")];
+    const proc = spawn(process.execPath, [...args, "--accel", "tcg", "--log-level", "warn"], {
+      stdio: ["ignore", log.fd, log.fd],
+    });
+    await log.close();
+    const d = new BenchDaemon(root, proc, logFile);
+    await d.waitReady(30_000);
+    return d;
+  }
+
+  request(method: string, urlPath: string, body?: unknown, timeoutMs = 120_000): Promise<ApiReply> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          socketPath: this.socket,
+          method,
+          path: urlPath,
+          agent: false,
+          timeout: timeoutMs,
+          headers: payload ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } : {},
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => {
+            const text = Buffer.concat(chunks).toString("utf8");
+            let parsed: unknown = text;
+            try {
+              parsed = text ? JSON.parse(text) : undefined;
+            } catch {
+              // not JSON (an error page): keep the text for the message
+            }
+            resolve({ status: res.statusCode ?? 0, body: parsed });
+          });
+          res.on("error", reject);
+        },
+      );
+      req.on("timeout", () => req.destroy(new Error(`${method} ${urlPath}: no answer in ${timeoutMs} ms`)));
+      req.on("error", reject);
+      req.end(payload);
+    });
+  }
+
+  /** Like request, but any status other than `want` is an error naming the reply. */
+  async expect(want: number, method: string, urlPath: string, body?: unknown): Promise<unknown> {
+    const r = await this.request(method, urlPath, body);
+    if (r.status !== want) {
+      throw new Error(`${method} ${urlPath}: expected ${want}, got ${r.status}: ${JSON.stringify(r.body).slice(0, 500)}`);
+    }
+    return r.body;
+  }
+
+  /** VmRSS of the daemon process, in KiB. */
+  async rssKiB(): Promise<number> {
+    const status = await readFile(`/proc/${this.proc.pid}/status`, "utf8");
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(status);
+    if (!m) throw new Error(`no VmRSS in /proc/${this.proc.pid}/status`);
+    return Number(m[1]);
+  }
+
+  async log(): Promise<string> {
+    return readFile(this.logFile, "utf8").catch(() => "");
+  }
+
+  /**
+   * Stops the named VMs (qemu outlives the daemon by design), SIGTERMs the daemon
+   * (SIGKILL after 10 s), kills any qemu of ours it left, then removes its directories.
+   */
+  async shutdown(vms: string[] = []): Promise<void> {
+    if (!this.exited) {
+      for (const vm of vms) await this.request("POST", `/v1/vms/${vm}/stop`, undefined, 30_000).catch(() => undefined);
+    }
+    if (!this.exited) {
+      const gone = new Promise((r) => this.proc.once("exit", r));
+      this.proc.kill("SIGTERM");
+      const late = setTimeout(() => this.proc.kill("SIGKILL"), 10_000);
+      await gone;
+      clearTimeout(late);
+    }
+    for (const pid of this.qemuPids) await killIfOurs(pid, this.root);
+    await rm(this.root, { recursive: true, force: true });
+  }
+
+  /** Records a qemu pid from a start reply, to be killed at shutdown if it is still there. */
+  rememberQemu(pid: unknown): void {
+    if (typeof pid === "number" && pid > 0) this.qemuPids.add(pid);
+  }
+
+  private async waitReady(deadlineMs: number): Promise<void> {
+    const until = performance.now() + deadlineMs;
+    while (performance.now() < until) {
+      if (this.exited) throw new Error(`vmhostd exited at start:\n${await this.log()}`);
+      const ok = await this.request("GET", "/healthz", undefined, 1000).then(
+        (r) => r.status === 200,
+        () => false, // not listening yet
+      );
+      if (ok) return;
+      await sleep(25);
+    }
+    throw new Error(`vmhostd not ready in ${deadlineMs} ms:\n${await this.log()}`);
+  }
+}
+
+/** SIGKILLs pid only while its command line still names our directory (the pid may have been reused). */
+async function killIfOurs(pid: number, root: string): Promise<void> {
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+  if (!cmdline.includes(root)) return;
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // gone meanwhile
+  }
+}

@@ -1,0 +1,43 @@
+// Human-readable rendering of API answers for vmctl.
+export interface VmJson {
+  name: string;
+  uuid: string;
+  state: string;
+  pid?: number;
+  qemuStatus?: string;
+  unresponsive?: boolean;
+  startedAt?: string;
+  argv?: string[];
+  operation?: { name: string; startedAt: string };
+  lastExit?: { at: string; reason: string; exitCode: number | null; signal: string | null; detail?: string };
+  definition: { vcpus: number; memoryMiB: number; machine: string; disks: { name: string; sizeGiB?: number; image?: string; format: string }[]; nics: { mac: string; network: { type: string } }[] };
+}
+
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+export function formatVm(vm: VmJson): string {
+  const d = vm.definition;
+  const lines: [string, string][] = [
+    ["name", vm.name],
+    ["uuid", vm.uuid],
+    ["state", vm.state + (vm.unresponsive ? " (qemu not answering)" : "")],
+    ["vcpus", String(d.vcpus)],
+    ["memory", `${d.memoryMiB} MiB`],
+    ["machine", d.machine],
+  ];
+  if (vm.pid) lines.push(["pid", String(vm.pid)]);
+  if (vm.startedAt) lines.push(["started", vm.startedAt]);
+  if (vm.operation) lines.push(["operation", `${vm.operation.name} since ${vm.operation.startedAt}`]);
+  for (const disk of d.disks) lines.push([`disk ${disk.name}`, disk.image ?? `${disk.sizeGiB} GiB ${disk.format}`]);
+  d.nics.forEach((n, i) => lines.push([`nic ${i}`, `${n.mac} ${n.network.type}`]));
+  if (vm.lastExit) {
+    const e = vm.lastExit;
+    lines.push(["last exit", `${e.reason} at ${e.at}${e.signal ? ` (signal ${e.signal})` : e.exitCode !== null ? ` (code ${e.exitCode})` : ""}`]);
+  }
+  const w = Math.max(...lines.map(([k]) => k.length));
+  return lines.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join("\n");
+}

@@ -1,0 +1,178 @@
+#!/usr/bin/env node
+// vmctl: the operator's command line for vmhostd. Human tables by default,
+// --json for scripts; a non-zero exit status with the daemon's message on failure.
+import { readFile } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Command, Option } from "commander";
+import { ApiClient, ApiError } from "./api-client.js";
+import { formatTable, formatVm, type VmJson } from "./vm-format.js";
+
+const DEFAULT_SOCKET = process.env.VMHOSTD_SOCKET ?? "/run/vmhostd/vmhostd.sock";
+
+const program = new Command("vmctl")
+  .description("control the VMs of a vmhostd host")
+  .addOption(new Option("--socket <path>", "daemon's Unix socket").default(DEFAULT_SOCKET))
+  .option("--url <url>", "daemon's base URL, instead of the socket (e.g. http://127.0.0.1:8600)")
+  .option("--json", "print JSON for scripts")
+  .showHelpAfterError();
+
+function client(): ApiClient {
+  const o = program.opts<{ socket: string; url?: string }>();
+  return new ApiClient(o.url ? { url: o.url } : { socketPath: o.socket });
+}
+const asJson = (): boolean => Boolean(program.opts<{ json?: boolean }>().json);
+const out = (s: string): void => void process.stdout.write(s.endsWith("\n") ? s : s + "\n");
+
+program
+  .command("list")
+  .description("list VMs")
+  .action(async () => {
+    const { vms } = await client().json<{ vms: VmJson[] }>("GET", "/v1/vms");
+    if (asJson()) return out(JSON.stringify(vms, null, 2));
+    out(
+      formatTable(
+        ["NAME", "STATE", "VCPUS", "MEMORY", "PID", "LAST EXIT"],
+        vms.map((v) => [v.name, v.state, String(v.definition.vcpus), `${v.definition.memoryMiB} MiB`, v.pid ? String(v.pid) : "-", v.lastExit?.reason ?? "-"]),
+      ),
+    );
+  });
+
+program
+  .command("show <name>")
+  .description("show one VM")
+  .action(async (name: string) => {
+    const vm = await client().json<VmJson>("GET", `/v1/vms/${encodeURIComponent(name)}`);
+    out(asJson() ? JSON.stringify(vm, null, 2) : formatVm(vm));
+  });
+
+program
+  .command("create [name]")
+  .description("define a VM from a JSON file (-f) and/or flags")
+  .option("-f, --file <path>", "VM definition as JSON ('-' for stdin)")
+  .option("--vcpus <n>", "virtual CPUs", toInt)
+  .option("--memory <MiB>", "memory in MiB", toInt)
+  .option("--disk <name:sizeGiB>", "blank disk, repeatable", collect, [])
+  .option("--image <name:path>", "existing image in a pool as a disk, repeatable", collect, [])
+  .option("--kernel <path>", "direct kernel boot (path in a pool)")
+  .option("--initrd <path>", "initrd for direct kernel boot")
+  .option("--cmdline <text>", "kernel command line")
+  .option("--nic <type>", "add a virtio NIC on this network type (user)", collect, [])
+  .option("--autostart", "start with the host")
+  .action(async (name: string | undefined, o: CreateFlags) => {
+    const def = await definitionFrom(name, o);
+    const vm = await client().json<VmJson>("POST", "/v1/vms", def);
+    out(asJson() ? JSON.stringify(vm, null, 2) : `created ${vm.name} (${vm.uuid})`);
+  });
+
+for (const action of ["start", "stop", "reset", "pause", "resume"] as const) {
+  program
+    .command(`${action} <name>`)
+    .description(`${action} a VM`)
+    .option("--no-wait", "return once the daemon accepted the request")
+    .action(async (name: string, o: { wait: boolean }) => {
+      const q = o.wait ? "" : "?wait=false";
+      const res = await client().json<VmJson>("POST", `/v1/vms/${encodeURIComponent(name)}/${action}${q}`);
+      out(asJson() ? JSON.stringify(res, null, 2) : `${name}: ${res.state ?? "accepted"}`);
+    });
+}
+
+program
+  .command("shutdown <name>")
+  .description("ACPI shutdown; a hard stop after --timeout seconds")
+  .option("--timeout <sec>", "seconds to wait for the guest (default 60)", toInt)
+  .option("--no-wait", "return once the daemon accepted the request")
+  .action(async (name: string, o: { timeout?: number; wait: boolean }) => {
+    const q = o.wait ? "" : "?wait=false";
+    const body = o.timeout ? { timeoutSec: o.timeout } : {};
+    const res = await client().json<VmJson>("POST", `/v1/vms/${encodeURIComponent(name)}/shutdown${q}`, body);
+    out(asJson() ? JSON.stringify(res, null, 2) : `${name}: ${res.state ?? "accepted"}`);
+  });
+
+program
+  .command("delete <name>")
+  .description("delete a stopped VM and its own disks")
+  .action(async (name: string) => {
+    await client().json("DELETE", `/v1/vms/${encodeURIComponent(name)}`);
+    out(asJson() ? JSON.stringify({ deleted: name }) : `deleted ${name}`);
+  });
+
+program
+  .command("console-log <name>")
+  .description("print the serial console log")
+  .option("-f, --follow", "keep printing new output")
+  .option("--offset <bytes>", "start at this byte", toInt, 0)
+  .action(async (name: string, o: { follow?: boolean; offset: number }) => {
+    const api = client();
+    let offset = o.offset;
+    for (;;) {
+      const res = await api.request("GET", `/v1/vms/${encodeURIComponent(name)}/console/log?offset=${offset}`);
+      if (res.status >= 400) {
+        const p = JSON.parse(res.body.toString()) as { code: string; detail: string };
+        throw new ApiError(res.status, p.code, p.detail);
+      }
+      process.stdout.write(res.body);
+      offset = Number(res.headers["x-console-next-offset"] ?? offset + res.body.length);
+      if (!o.follow) return;
+      if (res.body.length === 0) await sleep(250);
+    }
+  });
+
+interface CreateFlags {
+  file?: string;
+  vcpus?: number;
+  memory?: number;
+  disk: string[];
+  image: string[];
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  nic: string[];
+  autostart?: boolean;
+}
+
+async function definitionFrom(name: string | undefined, o: CreateFlags): Promise<Record<string, unknown>> {
+  const def: Record<string, unknown> = o.file
+    ? (JSON.parse(await readFile(o.file === "-" ? "/dev/stdin" : o.file, "utf8")) as Record<string, unknown>)
+    : {};
+  if (name) def.name = name;
+  if (o.vcpus !== undefined) def.vcpus = o.vcpus;
+  if (o.memory !== undefined) def.memoryMiB = o.memory;
+  const disks = (def.disks as unknown[] | undefined) ?? [];
+  for (const d of o.disk) {
+    const [dname, size] = splitPair(d, "--disk");
+    disks.push({ name: dname, sizeGiB: Number(size) });
+  }
+  for (const d of o.image) {
+    const [dname, image] = splitPair(d, "--image");
+    disks.push({ name: dname, image });
+  }
+  if (disks.length) def.disks = disks;
+  if (o.kernel || o.initrd || o.cmdline) {
+    def.boot = { ...(def.boot as object), ...(o.kernel && { kernel: o.kernel }), ...(o.initrd && { initrd: o.initrd }), ...(o.cmdline && { cmdline: o.cmdline }) };
+  }
+  if (o.nic.length) def.nics = [...((def.nics as unknown[]) ?? []), ...o.nic.map((type) => ({ network: { type } }))];
+  if (o.autostart) def.autostart = true;
+  return def;
+}
+
+function splitPair(v: string, flag: string): [string, string] {
+  const i = v.indexOf(":");
+  if (i <= 0) throw new Error(`${flag} expects NAME:VALUE, got "${v}"`);
+  return [v.slice(0, i), v.slice(i + 1)];
+}
+
+function toInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new Error(`not a whole number: ${v}`);
+  return n;
+}
+
+function collect(v: string, all: string[]): string[] {
+  return [...all, v];
+}
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof ApiError) process.stderr.write(`vmctl: ${err.message} (${err.code}, HTTP ${err.status})\n`);
+  else process.stderr.write(`vmctl: ${(err as Error).message}\n`);
+  process.exit(1);
+});

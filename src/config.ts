@@ -1,0 +1,105 @@
+// The daemon's settings as one zod schema. Each setting can come from a flag
+// (`--state-dir`) or an environment variable (`VMHOSTD_STATE_DIR`); a flag wins.
+// A bad value stops the daemon with a message naming the setting.
+import { parseArgs } from "node:util";
+import path from "node:path";
+import { z } from "zod";
+
+export const accelModes = ["kvm", "tcg", "auto"] as const;
+export type AccelMode = (typeof accelModes)[number];
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected HOST:PORT")
+  .refine((v) => {
+    const port = Number(v.slice(v.lastIndexOf(":") + 1));
+    return port > 0 && port < 65536;
+  }, "port must be 1-65535");
+
+const absolutePath = z.string().min(1).refine((p) => path.isAbsolute(p), "must be an absolute path");
+// qemu's -chardev option is comma-separated, and these directories end up inside it.
+const dirPath = absolutePath.refine((p) => !p.includes(","), "must not contain ','");
+
+export const configSchema = z
+  .object({
+    stateDir: dirPath.default("/var/lib/vmhostd"),
+    runDir: dirPath.default("/run/vmhostd"),
+    socket: absolutePath.optional(),
+    listen: hostPort.optional(),
+    accel: z.enum(accelModes).default("auto"),
+    qemu: z.string().min(1).default("qemu-system-x86_64"),
+    qemuImg: z.string().min(1).default("qemu-img"),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  })
+  .strict()
+  .transform((c) => ({ ...c, socket: c.socket ?? path.join(c.runDir, "vmhostd.sock") }));
+
+export type Config = z.output<typeof configSchema>;
+
+/** Flag name ↔ config key ↔ environment variable, in one table so help, parsing and errors agree. */
+export const settings = [
+  { key: "stateDir", flag: "state-dir", env: "VMHOSTD_STATE_DIR", help: "VM definitions, disks and logs" },
+  { key: "runDir", flag: "run-dir", env: "VMHOSTD_RUN_DIR", help: "QMP sockets, pidfiles, runtime records" },
+  { key: "socket", flag: "socket", env: "VMHOSTD_SOCKET", help: "HTTP API Unix socket (default <run-dir>/vmhostd.sock)" },
+  { key: "listen", flag: "listen", env: "VMHOSTD_LISTEN", help: "also serve the API on TCP HOST:PORT" },
+  { key: "accel", flag: "accel", env: "VMHOSTD_ACCEL", help: "kvm | tcg | auto (auto probes that KVM really runs a guest)" },
+  { key: "qemu", flag: "qemu", env: "VMHOSTD_QEMU", help: "qemu-system binary" },
+  { key: "qemuImg", flag: "qemu-img", env: "VMHOSTD_QEMU_IMG", help: "qemu-img binary" },
+  { key: "logLevel", flag: "log-level", env: "VMHOSTD_LOG_LEVEL", help: "fatal|error|warn|info|debug|trace|silent" },
+] as const;
+
+export class ConfigError extends Error {
+  constructor(
+    readonly setting: string,
+    message: string,
+  ) {
+    super(`invalid setting ${setting}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+export function usage(): string {
+  const lines = settings.map((s) => `  --${s.flag.padEnd(12)} ${s.env.padEnd(20)} ${s.help}`);
+  return `usage: vmhostd [options]\n\n  flag           environment\n${lines.join("\n")}\n`;
+}
+
+/** Reads flags then environment; throws ConfigError naming the flag and variable of a bad value. */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
+  let values: Record<string, unknown>;
+  try {
+    values = parseArgs({
+      args: argv,
+      options: Object.fromEntries([
+        ...settings.map((s) => [s.flag, { type: "string" as const }]),
+        ["help", { type: "boolean" as const, short: "h" }],
+      ]),
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    throw new ConfigError("arguments", (err as Error).message);
+  }
+  if (values.help) throw new ConfigError("help", usage());
+
+  const raw: Record<string, string> = {};
+  for (const s of settings) {
+    const v = values[s.flag] ?? env[s.env];
+    if (typeof v === "string" && v !== "") raw[s.key] = v;
+  }
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const s = settings.find((x) => x.key === issue.path[0]);
+    const name = s ? `--${s.flag} (${s.env})` : String(issue.path.join("."));
+    throw new ConfigError(name, issue.message);
+  }
+  return parsed.data;
+}
+
+/** Longest Unix socket path the daemon creates below run-dir: sun_path holds 107 bytes. */
+export function checkSocketPathRoom(config: Config): void {
+  const longest = path.join(config.runDir, "vms", "x".repeat(63), "qmp-debug.sock");
+  if (Buffer.byteLength(longest) > 107) {
+    throw new ConfigError("--run-dir (VMHOSTD_RUN_DIR)", `too long for Unix socket paths (${longest.length} > 107 bytes)`);
+  }
+}

@@ -1,0 +1,128 @@
+// The error catalogue: one class per failure a user can meet, each with a stable
+// code and the HTTP status it maps to. Operators' scripts match on `code`, so a
+// code, once published, never changes meaning. Every code is listed in the README
+// (a test checks both directions).
+
+export interface ProblemFields {
+  /** Request field the problem is about, as a dotted path (`disks.0.sizeGiB`). */
+  field?: string;
+  [extra: string]: unknown;
+}
+
+export abstract class VmhError extends Error {
+  abstract readonly code: string;
+  abstract readonly status: number;
+  readonly fields: ProblemFields;
+
+  constructor(message: string, fields: ProblemFields = {}) {
+    super(message);
+    this.name = new.target.name;
+    this.fields = fields;
+  }
+}
+
+function defineError(code: string, status: number, title: string) {
+  return class extends VmhError {
+    static readonly code = code;
+    static readonly status = status;
+    static readonly title = title;
+    readonly code = code;
+    readonly status = status;
+  };
+}
+
+/** A request body, parameter or query that fails validation. */
+export class ValidationFailed extends defineError("VMH_ERR_VALIDATION", 400, "Invalid request") {
+  constructor(
+    message: string,
+    readonly issues: { field: string; message: string }[],
+  ) {
+    super(message, { field: issues[0]?.field, issues });
+  }
+}
+
+/** A file path (image, kernel, ISO) that does not resolve inside a storage pool. */
+export class PathOutsidePool extends defineError("VMH_ERR_PATH_OUTSIDE_POOL", 400, "Path outside storage pools") {}
+
+/** A file path inside a pool that does not exist or is not a regular file. */
+export class FileNotFound extends defineError("VMH_ERR_FILE_NOT_FOUND", 400, "File not found") {}
+
+export class VmNotFound extends defineError("VMH_ERR_VM_NOT_FOUND", 404, "VM not found") {
+  constructor(vm: string) {
+    super(`no VM named "${vm}"`, { vm });
+  }
+}
+
+export class VmExists extends defineError("VMH_ERR_VM_EXISTS", 409, "VM already exists") {
+  constructor(vm: string) {
+    super(`a VM named "${vm}" already exists`, { vm, field: "name" });
+  }
+}
+
+/** The operation is not allowed in the VM's current state (e.g. start of a running VM). */
+export class VmStateConflict extends defineError("VMH_ERR_VM_STATE", 409, "Operation not allowed in this state") {
+  constructor(vm: string, state: string, wanted: string) {
+    super(`cannot ${wanted} VM "${vm}": it is ${state}`, { vm, state, wanted });
+  }
+}
+
+/** Another operation holds the VM's lock and this one chose not to wait. */
+export class VmBusy extends defineError("VMH_ERR_VM_BUSY", 409, "VM busy with another operation") {
+  constructor(vm: string, operation: string) {
+    super(`VM "${vm}" is busy: ${operation} is in progress`, { vm, operation });
+  }
+}
+
+export class JobNotFound extends defineError("VMH_ERR_JOB_NOT_FOUND", 404, "Job not found") {
+  constructor(job: string) {
+    super(`no job with id "${job}"`, { job });
+  }
+}
+
+export class RouteNotFound extends defineError("VMH_ERR_NOT_FOUND", 404, "No such endpoint") {}
+
+export class MethodNotAllowed extends defineError("VMH_ERR_METHOD_NOT_ALLOWED", 405, "Method not allowed") {}
+
+export class PayloadTooLarge extends defineError("VMH_ERR_PAYLOAD_TOO_LARGE", 413, "Request body too large") {}
+
+export class UnsupportedMediaType extends defineError("VMH_ERR_UNSUPPORTED_MEDIA_TYPE", 415, "Unsupported media type") {}
+
+/** qemu did not answer a QMP command in time (hung or SIGSTOPped). */
+export class QemuUnresponsive extends defineError("VMH_ERR_QEMU_UNRESPONSIVE", 504, "qemu did not answer") {}
+
+/** qemu refused a command or failed to start; `detail` carries qemu's own words. */
+export class QemuFailed extends defineError("VMH_ERR_QEMU_FAILED", 502, "qemu failed") {}
+
+/** A disk image could not be created or inspected. */
+export class StorageFailed extends defineError("VMH_ERR_STORAGE", 500, "Storage operation failed") {}
+
+/** The daemon cannot record state (state disk full or read-only). */
+export class StateWriteFailed extends defineError("VMH_ERR_STATE_WRITE", 507, "Cannot record state") {}
+
+/** The daemon is shutting down and accepts no new operations. */
+export class ShuttingDown extends defineError("VMH_ERR_SHUTTING_DOWN", 503, "Daemon shutting down") {}
+
+/** Anything unforeseen; the message is logged in full, the response says little. */
+export class InternalError extends defineError("VMH_ERR_INTERNAL", 500, "Internal error") {}
+
+/** Every error class, for the README check and the OpenAPI document. */
+export const errorCatalogue = [
+  ValidationFailed,
+  PathOutsidePool,
+  FileNotFound,
+  VmNotFound,
+  VmExists,
+  VmStateConflict,
+  VmBusy,
+  JobNotFound,
+  RouteNotFound,
+  MethodNotAllowed,
+  PayloadTooLarge,
+  UnsupportedMediaType,
+  QemuUnresponsive,
+  QemuFailed,
+  StorageFailed,
+  StateWriteFailed,
+  ShuttingDown,
+  InternalError,
+] as const;

@@ -1,0 +1,40 @@
+// What this host offers: CPUs, memory, storage pools with free space, qemu and
+// its accelerator, and the VMs it holds. Read through systeminformation.
+import { statfs } from "node:fs/promises";
+import os from "node:os";
+import si from "systeminformation";
+import type { HostContext } from "../vm/host-context.js";
+import type { VmRegistry } from "../vm/vm-registry.js";
+
+export const DAEMON_VERSION = "0.1.0";
+
+export class HostInventory {
+  private cpu: { model: string; cores: number } | undefined;
+
+  constructor(
+    private readonly host: HostContext,
+    private readonly registry: VmRegistry,
+  ) {}
+
+  async describe(): Promise<Record<string, unknown>> {
+    this.cpu ??= await si.cpu().then((c) => ({ model: `${c.manufacturer} ${c.brand}`.trim(), cores: c.cores }));
+    const mem = await si.mem();
+    const pools = await Promise.all(
+      this.host.pools.list().map(async (p) => {
+        const fs = await statfs(p.dir).catch(() => undefined);
+        return { name: p.name, dir: p.dir, freeBytes: fs ? fs.bavail * fs.bsize : null, totalBytes: fs ? fs.blocks * fs.bsize : null };
+      }),
+    );
+    const vms = this.registry.list();
+    return {
+      hostname: os.hostname(),
+      daemonVersion: DAEMON_VERSION,
+      qemu: { binary: this.host.config.qemu, version: this.host.qemuVersion },
+      accel: this.host.accel,
+      cpu: { ...this.cpu, logical: os.availableParallelism() },
+      memory: { totalBytes: mem.total, availableBytes: mem.available },
+      pools,
+      vms: { defined: vms.length, running: vms.filter((v) => v.session).length },
+    };
+  }
+}

@@ -1,0 +1,30 @@
+// Request shapes of the HTTP API that are not VM definitions. Shared by the
+// routes (validation) and the OpenAPI document.
+import { z } from "zod";
+import { vmNameSchema } from "../vm/definition.js";
+
+export const vmParams = z.object({ name: vmNameSchema }).strict();
+export const vmActionParams = z
+  .object({ name: vmNameSchema, action: z.enum(["start", "shutdown", "stop", "reset", "pause", "resume"]) })
+  .strict();
+
+export const waitQuery = z
+  .object({
+    wait: z
+      .enum(["true", "false"])
+      .default("true")
+      .describe("false: answer 202 at once and let the operation run; watch the VM for its end"),
+  })
+  .strict();
+
+export const shutdownBody = z
+  .object({ timeoutSec: z.number().int().min(1).max(3600).optional().describe("default 60") })
+  .strict();
+export const emptyBody = z.object({}).strict();
+
+export const consoleLogQuery = z
+  .object({
+    offset: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
+    limit: z.coerce.number().int().min(1).max(16 * 1024 * 1024).default(1024 * 1024),
+  })
+  .strict();

@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+// vmhostd: read the settings, open the stores, adopt the VMs that are already
+// running, serve the API, and on SIGTERM leave every VM running.
+import { chmod, mkdir, rm } from "node:fs/promises";
+import path from "node:path";
+import { pino, type Logger } from "pino";
+import { checkSocketPathRoom, ConfigError, loadConfig, type Config } from "./config.js";
+import { EventBus } from "./events/event-bus.js";
+import { HostInventory } from "./host/host-inventory.js";
+import { buildHttpApp } from "./http/http-app.js";
+import { resolveAccel } from "./qemu/accel-probe.js";
+import { readQemuVersion } from "./qemu/qemu-binary.js";
+import { DefinitionStore } from "./store/definition-store.js";
+import { QemuImg } from "./storage/qemu-img.js";
+import { DEFAULT_POOL, StoragePools } from "./storage/storage-pools.js";
+import type { HostContext } from "./vm/host-context.js";
+import { VmRegistry } from "./vm/vm-registry.js";
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig(process.argv.slice(2), process.env);
+    checkSocketPathRoom(config);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(err.setting === "help" ? err.message.replace(/^invalid setting help: /, "") : `vmhostd: ${err.message}\n`);
+      process.exit(err.setting === "help" ? 0 : 2);
+    }
+    throw err;
+  }
+  const log = pino({ level: config.logLevel, base: { pid: process.pid } });
+  try {
+    await run(config, log);
+  } catch (err) {
+    log.fatal({ err }, "vmhostd cannot start");
+    process.exit(1);
+  }
+}
+
+async function run(config: Config, log: Logger): Promise<void> {
+  const started = performance.now();
+  await mkdir(config.stateDir, { recursive: true, mode: 0o755 });
+  await mkdir(path.join(config.runDir, "vms"), { recursive: true, mode: 0o755 });
+
+  const qemuVersion = await readQemuVersion(config.qemu);
+  const accel = await resolveAccel(config.accel, config.qemu, log);
+  const pools = new StoragePools([{ name: DEFAULT_POOL, dir: path.join(config.stateDir, "images") }]);
+  await pools.init();
+  const store = new DefinitionStore(config.stateDir, config.runDir);
+  await store.init();
+
+  const host: HostContext = { config, accel, qemuVersion, pools, qemuImg: new QemuImg(config.qemuImg), store, bus: new EventBus(), log };
+  const registry = new VmRegistry(host);
+  await registry.load();
+  const vms = registry.list();
+  log.info(
+    { vms: vms.length, running: vms.filter((v) => v.session).length, ms: Math.round(performance.now() - started) },
+    "VMs adopted",
+  );
+  host.bus.publish("daemon.started", undefined, { qemuVersion, accel });
+
+  const inventory = new HostInventory(host, registry);
+  const unixApp = buildHttpApp({ registry, inventory, log });
+  await rm(config.socket, { force: true });
+  await mkdir(path.dirname(config.socket), { recursive: true });
+  await unixApp.listen({ path: config.socket });
+  // Access to the API is access to every VM: owner and group only.
+  await chmod(config.socket, 0o660);
+  const apps = [unixApp];
+  if (config.listen) {
+    const tcpApp = buildHttpApp({ registry, inventory, log });
+    const sep = config.listen.lastIndexOf(":");
+    await tcpApp.listen({ host: config.listen.slice(0, sep).replace(/^\[|\]$/g, ""), port: Number(config.listen.slice(sep + 1)) });
+    apps.push(tcpApp);
+  }
+  log.info({ socket: config.socket, listen: config.listen, accel, qemuVersion }, "vmhostd ready");
+
+  let stopping = false;
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "stopping: VMs keep running");
+    await Promise.all(apps.map((a) => a.close()));
+    await registry.close();
+    log.info("stopped");
+    process.exit(0);
+  };
+  for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => void shutdown(sig));
+}
+
+void main();

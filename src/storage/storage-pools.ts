@@ -1,0 +1,81 @@
+// Storage pools: the only directories whose files a VM may use (images, kernels,
+// ISOs). A path is accepted only if, after resolving every symlink, it still lies
+// inside a pool: `../`, absolute paths elsewhere and symlinks pointing out are 400s.
+import { mkdir, realpath, stat } from "node:fs/promises";
+import path from "node:path";
+import { FileNotFound, PathOutsidePool } from "../errors.js";
+
+export const DEFAULT_POOL = "images";
+
+export interface Pool {
+  name: string;
+  dir: string;
+}
+
+export interface ResolvedFile {
+  pool: string;
+  /** Path relative to the pool's directory. */
+  relative: string;
+  /** Absolute path with symlinks resolved: what qemu is given. */
+  absolute: string;
+}
+
+export class StoragePools {
+  private readonly pools: Pool[];
+
+  constructor(pools: Pool[]) {
+    this.pools = pools.map((p) => ({ name: p.name, dir: path.resolve(p.dir) }));
+  }
+
+  list(): readonly Pool[] {
+    return this.pools;
+  }
+
+  async init(): Promise<void> {
+    for (const p of this.pools) await mkdir(p.dir, { recursive: true, mode: 0o755 });
+  }
+
+  /**
+   * Resolves a file named in a definition. A relative path is relative to the
+   * `images` pool. `field` names the request field for the error.
+   */
+  async resolveFile(input: string, field: string): Promise<ResolvedFile> {
+    const defaultPool = this.pools.find((p) => p.name === DEFAULT_POOL) ?? this.pools[0];
+    if (!defaultPool) throw new PathOutsidePool("no storage pools are configured", { field });
+    const candidate = path.resolve(defaultPool.dir, input);
+    const lexical = this.poolOf(candidate);
+    if (!lexical) {
+      throw new PathOutsidePool(`${field}: "${input}" is outside every storage pool`, { field, path: input });
+    }
+    let real: string;
+    try {
+      real = await realpath(candidate);
+    } catch {
+      throw new FileNotFound(`${field}: "${input}" does not exist`, { field, path: input });
+    }
+    const owner = await this.realPoolOf(real);
+    if (!owner) {
+      throw new PathOutsidePool(`${field}: "${input}" resolves outside every storage pool`, { field, path: input });
+    }
+    const st = await stat(real);
+    if (!st.isFile()) throw new FileNotFound(`${field}: "${input}" is not a regular file`, { field, path: input });
+    return { pool: owner.pool.name, relative: path.relative(owner.realDir, real), absolute: real };
+  }
+
+  private poolOf(abs: string): Pool | undefined {
+    return this.pools.find((p) => isInside(p.dir, abs));
+  }
+
+  private async realPoolOf(real: string): Promise<{ pool: Pool; realDir: string } | undefined> {
+    for (const pool of this.pools) {
+      const realDir = await realpath(pool.dir).catch(() => pool.dir);
+      if (isInside(realDir, real)) return { pool, realDir };
+    }
+    return undefined;
+  }
+}
+
+function isInside(dir: string, p: string): boolean {
+  const rel = path.relative(dir, p);
+  return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel);
+}

@@ -1,0 +1,42 @@
+// Where each VM's files live. Durable things (definition, disks, logs, journal)
+// sit under the state directory; things that only mean something while qemu
+// runs (sockets, pidfile, runtime record) sit under the run directory.
+import path from "node:path";
+
+export interface VmPaths {
+  dir: string;
+  definition: string;
+  disksDir: string;
+  consoleLog: string;
+  qemuLog: string;
+  lastExit: string;
+  journal: string;
+  runDir: string;
+  runtime: string;
+  pidfile: string;
+  qmpSocket: string;
+  consoleSocket: string;
+}
+
+export function vmPaths(stateDir: string, runDir: string, name: string): VmPaths {
+  const dir = path.join(stateDir, "vms", name);
+  const run = path.join(runDir, "vms", name);
+  return {
+    dir,
+    definition: path.join(dir, "definition.json"),
+    disksDir: path.join(dir, "disks"),
+    consoleLog: path.join(dir, "console.log"),
+    qemuLog: path.join(dir, "qemu.log"),
+    lastExit: path.join(dir, "last-exit.json"),
+    journal: path.join(dir, "operation.json"),
+    runDir: run,
+    runtime: path.join(run, "runtime.json"),
+    pidfile: path.join(run, "qemu.pid"),
+    qmpSocket: path.join(run, "qmp.sock"),
+    consoleSocket: path.join(run, "console.sock"),
+  };
+}
+
+export function diskPath(paths: VmPaths, disk: { name: string; format: string }): string {
+  return path.join(paths.disksDir, `${disk.name}.${disk.format}`);
+}

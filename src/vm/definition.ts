@@ -1,0 +1,124 @@
+// The VM definition: one zod schema that validates requests, types the code and
+// writes the OpenAPI document. `vmCreateSchema` is what a client sends;
+// `vmDefinitionSchema` is what is stored, with the uuid and MACs filled in once.
+import { randomBytes, randomUUID } from "node:crypto";
+import { z } from "zod";
+
+export const VM_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+// Disk names become qemu node names (`d-<name>`, 31 characters at most, a letter first).
+export const DISK_NAME_PATTERN = /^[a-z][a-z0-9-]{0,26}$/;
+export const MAC_PATTERN = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+/** Most memory one VM may ask for: 4 TiB. Host admission is checked separately at start. */
+export const MAX_MEMORY_MIB = 4 * 1024 * 1024;
+export const MAX_VCPUS = 255;
+export const MAX_DISK_GIB = 64 * 1024;
+
+export const vmNameSchema = z
+  .string()
+  .regex(VM_NAME_PATTERN, "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit");
+
+/** A file in a storage pool: an absolute path inside a pool, or a path relative to the `images` pool. */
+const poolPath = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((p) => !p.includes("\0"), "must not contain NUL");
+
+const bootSchema = z
+  .object({
+    // qemu splits -initrd on commas, so these two may not contain one.
+    kernel: poolPath.refine((p) => !p.includes(","), "must not contain ','").optional()
+      .describe("direct kernel boot: kernel image in a storage pool"),
+    initrd: poolPath.refine((p) => !p.includes(","), "must not contain ','").optional(),
+    cmdline: z.string().max(4096).optional(),
+    order: z
+      .array(z.enum(["disk", "cdrom", "network"]))
+      .min(1)
+      .max(3)
+      .refine((o) => new Set(o).size === o.length, "must not repeat a device")
+      .optional(),
+  })
+  .strict()
+  .refine((b) => b.kernel !== undefined || (b.initrd === undefined && b.cmdline === undefined), {
+    message: "initrd and cmdline need a kernel",
+    path: ["kernel"],
+  });
+
+const diskSchema = z
+  .object({
+    name: z.string().regex(DISK_NAME_PATTERN, "must be 1-27 characters of a-z, 0-9 and '-', starting with a letter"),
+    sizeGiB: z.number().positive().max(MAX_DISK_GIB).optional().describe("create a blank disk of this size"),
+    image: poolPath.optional().describe("use this existing image in a pool (shared: never deleted with the VM)"),
+    format: z.enum(["qcow2", "raw"]).default("qcow2"),
+    bus: z.literal("virtio-blk").default("virtio-blk"),
+  })
+  .strict()
+  .refine((d) => (d.sizeGiB === undefined) !== (d.image === undefined), {
+    message: "give exactly one of sizeGiB and image",
+    path: ["sizeGiB"],
+  });
+
+const nicSchema = z
+  .object({
+    model: z.literal("virtio-net").default("virtio-net"),
+    mac: z.string().regex(MAC_PATTERN, "must be six lower-case hex pairs like 52:54:00:12:34:56").optional(),
+    network: z.object({ type: z.literal("user") }).strict().default({ type: "user" }),
+  })
+  .strict();
+
+const vmFields = {
+  name: vmNameSchema,
+  vcpus: z.number().int().min(1).max(MAX_VCPUS).default(1),
+  memoryMiB: z.number().int().min(16).max(MAX_MEMORY_MIB).default(512),
+  machine: z
+    .string()
+    .regex(/^(q35|pc|pc-q35-\d+\.\d+|pc-i440fx-\d+\.\d+)$/, "must be q35, pc or a versioned pc-q35-X.Y / pc-i440fx-X.Y")
+    .default("q35"),
+  cpu: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be a qemu CPU model name")
+    .optional()
+    .describe("qemu CPU model; default host under KVM, max under TCG"),
+  firmware: z.enum(["bios"]).default("bios"),
+  boot: bootSchema.default({ order: ["disk"] }),
+  disks: z
+    .array(diskSchema)
+    .max(32)
+    .default([])
+    .refine((ds) => new Set(ds.map((d) => d.name)).size === ds.length, "disk names must be unique"),
+  nics: z.array(nicSchema).max(16).default([]),
+  rng: z.boolean().default(true),
+  autostart: z.boolean().default(false),
+  onCrash: z.enum(["stop", "restart"]).default("stop"),
+};
+
+export const vmCreateSchema = z
+  .object({ ...vmFields, uuid: z.uuid().optional().describe("generated when absent") })
+  .strict();
+export type VmCreateRequest = z.input<typeof vmCreateSchema>;
+
+const storedNic = nicSchema.safeExtend({ mac: z.string().regex(MAC_PATTERN) });
+
+export const vmDefinitionSchema = z
+  .object({ ...vmFields, uuid: z.uuid(), nics: z.array(storedNic), createdAt: z.string() })
+  .strict();
+export type VmDefinition = z.output<typeof vmDefinitionSchema>;
+export type DiskDefinition = VmDefinition["disks"][number];
+export type NicDefinition = VmDefinition["nics"][number];
+
+/** qemu's own OUI 52:54:00, then three random octets. Generated once, then stored. */
+export function generateMac(): string {
+  const tail = [...randomBytes(3)].map((b) => b.toString(16).padStart(2, "0"));
+  return ["52", "54", "00", ...tail].join(":");
+}
+
+/** Turns a validated create request into the definition that is stored. */
+export function completeDefinition(req: z.output<typeof vmCreateSchema>, now = new Date()): VmDefinition {
+  return {
+    ...req,
+    uuid: req.uuid ?? randomUUID(),
+    nics: req.nics.map((n) => ({ ...n, mac: n.mac ?? generateMac() })),
+    createdAt: now.toISOString(),
+  };
+}

@@ -1,0 +1,20 @@
+// What operations need from the host: settings, the chosen accelerator, storage,
+// the stores and the event bus. Built once in main.ts and passed down.
+import type { Logger } from "pino";
+import type { Config } from "../config.js";
+import type { EventBus } from "../events/event-bus.js";
+import type { Accel } from "../qemu/qemu-argv.js";
+import type { DefinitionStore } from "../store/definition-store.js";
+import type { QemuImg } from "../storage/qemu-img.js";
+import type { StoragePools } from "../storage/storage-pools.js";
+
+export interface HostContext {
+  config: Config;
+  accel: Accel;
+  qemuVersion: string;
+  pools: StoragePools;
+  qemuImg: QemuImg;
+  store: DefinitionStore;
+  bus: EventBus;
+  log: Logger;
+}

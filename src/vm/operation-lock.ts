@@ -1,0 +1,48 @@
+// One operation at a time per VM. A second operation does not queue behind the
+// first: it is refused at once with VMH_ERR_VM_BUSY (409), so a client never
+// waits blind. The one exception is a hard stop, which may cut short a graceful
+// shutdown in progress: the shutdown is told to give up waiting for the guest and
+// the stop then waits for it to finish.
+import { VmBusy } from "../errors.js";
+import type { OperationName } from "./vm-state.js";
+
+export interface RunningOperation {
+  name: OperationName;
+  startedAt: string;
+  /** Aborted when another operation preempts this one. */
+  preempt: AbortController;
+  done: Promise<unknown>;
+}
+
+const preemptable: Partial<Record<OperationName, OperationName[]>> = {
+  stop: ["shutdown"],
+};
+
+export class OperationLock {
+  private running: RunningOperation | undefined;
+
+  constructor(private readonly vm: string) {}
+
+  get current(): RunningOperation | undefined {
+    return this.running;
+  }
+
+  async run<T>(name: OperationName, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const held = this.running;
+    if (held) {
+      if (!preemptable[name]?.includes(held.name)) throw new VmBusy(this.vm, held.name);
+      held.preempt.abort();
+      await held.done.catch(() => {});
+      if (this.running) throw new VmBusy(this.vm, this.running.name);
+    }
+    const preempt = new AbortController();
+    const done = fn(preempt.signal);
+    const op: RunningOperation = { name, startedAt: new Date().toISOString(), preempt, done };
+    this.running = op;
+    try {
+      return await done;
+    } finally {
+      if (this.running === op) this.running = undefined;
+    }
+  }
+}

@@ -1,0 +1,40 @@
+// create = check every named file → make the VM's directory aside → create its
+// blank disks there → write the definition → rename it into place. The rename is
+// the commit point: a crash before it leaves nothing, after it a whole VM.
+import { ValidationFailed } from "../../errors.js";
+import { diskPath } from "../../store/vm-paths.js";
+import type { VmDefinition } from "../definition.js";
+import type { HostContext } from "../host-context.js";
+import { resolveVmFiles } from "../vm-files.js";
+
+const GiB = 1024 ** 3;
+
+export async function createVmOnDisk(def: VmDefinition, host: HostContext): Promise<void> {
+  const files = await resolveVmFiles(def, host.pools, host.store.paths(def.name));
+  await checkImageFormats(def, files.disks, host);
+  await host.store.create(def, async (staging) => {
+    for (const disk of def.disks) {
+      if (disk.sizeGiB === undefined) continue;
+      // Whole sectors: qemu rounds odd sizes, and the guest must see what was asked for.
+      const bytes = Math.ceil((disk.sizeGiB * GiB) / 512) * 512;
+      await host.qemuImg.create(diskPath(staging, disk), disk.format, bytes);
+    }
+  });
+}
+
+/**
+ * An existing image must really be in the format declared: a qcow2 file opened
+ * as raw would hand the guest its metadata (and its backing file's name).
+ */
+async function checkImageFormats(def: VmDefinition, images: Record<string, string>, host: HostContext): Promise<void> {
+  for (const [i, disk] of def.disks.entries()) {
+    if (!disk.image) continue;
+    const info = await host.qemuImg.info(images[disk.name]!);
+    if (info.format !== disk.format) {
+      const field = `disks.${i}.format`;
+      throw new ValidationFailed(`${field}: image is ${info.format}, not ${disk.format}`, [
+        { field, message: `image is ${info.format}, not ${disk.format}` },
+      ]);
+    }
+  }
+}

@@ -1,0 +1,110 @@
+// start = check files → build argv → spawn → record → connect QMP → verify → cont.
+// Each step is journaled; a failed step undoes the ones before it, so a start
+// that fails leaves no qemu behind.
+import { writeFile } from "node:fs/promises";
+import { QemuFailed, VmStateConflict } from "../../errors.js";
+import { buildQemuArgv, type ArgvInputs } from "../../qemu/qemu-argv.js";
+import { launchQemu, type LaunchedQemu } from "../../qemu/qemu-launcher.js";
+import { signalProcess } from "../../qemu/qemu-process.js";
+import { removeRuntimeRecord, writeRuntimeRecord, type RuntimeRecord } from "../../store/runtime-store.js";
+import type { HostContext } from "../host-context.js";
+import { runSteps, type Step } from "../operation-steps.js";
+import { QemuSession } from "../qemu-session.js";
+import { resolveVmFiles } from "../vm-files.js";
+import type { Vm } from "../vm.js";
+import { mkdir, rm } from "node:fs/promises";
+import path from "node:path";
+
+/** How long qemu may take to create its QMP socket and answer. */
+const CONNECT_DEADLINE_MS = 30_000;
+
+interface StartContext {
+  vm: Vm;
+  host: HostContext;
+  files?: ArgvInputs["files"];
+  argv?: string[];
+  launched?: LaunchedQemu;
+  record?: RuntimeRecord;
+  session?: QemuSession;
+}
+
+const steps: Step<StartContext>[] = [
+  {
+    name: "resolve-files",
+    run: async (c) => {
+      c.files = await resolveVmFiles(c.vm.definition, c.host.pools, c.vm.paths);
+    },
+  },
+  {
+    name: "build-argv",
+    run: async (c) => {
+      c.argv = buildQemuArgv({ def: c.vm.definition, paths: c.vm.paths, accel: c.host.accel, files: c.files! });
+      // Kept beside the VM's state so an operator can see (and rerun) the exact command.
+      await writeFile(path.join(c.vm.paths.dir, "qemu.argv.json"), JSON.stringify([c.host.config.qemu, ...c.argv]) + "\n");
+      await mkdir(c.vm.paths.runDir, { recursive: true, mode: 0o755 });
+      await rm(c.vm.paths.qmpSocket, { force: true });
+      await rm(c.vm.paths.consoleSocket, { force: true });
+    },
+  },
+  {
+    name: "spawn",
+    run: async (c) => {
+      c.launched = await launchQemu(c.host.config.qemu, c.argv!, c.vm.paths.qemuLog);
+      c.vm.log.info({ pid: c.launched.pid }, "qemu launched");
+    },
+    undo: async (c) => {
+      const l = c.launched!;
+      await signalProcess(l.pid, l.procStartTicks, "SIGKILL");
+      await l.exit;
+    },
+  },
+  {
+    name: "record",
+    run: async (c) => {
+      c.record = {
+        pid: c.launched!.pid,
+        procStartTicks: c.launched!.procStartTicks,
+        uuid: c.vm.definition.uuid,
+        argv: [c.host.config.qemu, ...c.argv!],
+        accel: c.host.accel,
+        startedAt: new Date().toISOString(),
+        qemuVersion: c.host.qemuVersion,
+      };
+      await writeRuntimeRecord(c.vm.paths, c.record);
+    },
+    undo: async (c) => removeRuntimeRecord(c.vm.paths),
+  },
+  {
+    name: "connect",
+    run: async (c) => {
+      const session = new QemuSession(c.vm.name, c.record!, c.vm.paths.qmpSocket, c.vm.log, c.launched!.exit);
+      c.session = session;
+      await session.connect(CONNECT_DEADLINE_MS);
+      const status = await session.refreshStatus(5000);
+      // -S: the guest must not have run a single instruction before we say so.
+      if (status !== "prelaunch" && status !== "paused") {
+        throw new QemuFailed(`qemu reports ${status} before it was told to run`, { vm: c.vm.name });
+      }
+      c.vm.attachSession(session);
+    },
+    undo: async (c) => {
+      c.vm.expectedExit = "start-failed";
+      c.session?.detach();
+    },
+  },
+  {
+    name: "cont",
+    run: async (c) => {
+      await c.session!.execute("cont");
+      await c.session!.refreshStatus(5000);
+    },
+  },
+];
+
+export async function startVm(vm: Vm, host: HostContext): Promise<void> {
+  if (vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "start");
+  await vm.journal.begin(vm.name, "start");
+  await runSteps(steps, { vm, host }, vm.journal, vm.log);
+  await vm.journal.end();
+  vm.publish("vm.state", { state: vm.state() });
+}

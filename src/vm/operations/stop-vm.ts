@@ -1,0 +1,42 @@
+// Hard stop: qemu is told to quit (it flushes its block layer first), and is
+// signalled only if it does not go. The guest gets no say.
+import { setTimeout as sleep } from "node:timers/promises";
+import { VmStateConflict } from "../../errors.js";
+import { signalProcess } from "../../qemu/qemu-process.js";
+import type { Vm } from "../vm.js";
+
+const QUIT_GRACE_MS = 5_000;
+const TERM_GRACE_MS = 5_000;
+
+export async function stopVm(vm: Vm): Promise<void> {
+  if (!vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "stop");
+  await vm.journal.begin(vm.name, "stop");
+  await killQemu(vm, "host-stop");
+  await vm.journal.end();
+}
+
+/** Ends the VM's qemu by the gentlest means that works: QMP quit, SIGTERM, SIGKILL. */
+export async function killQemu(vm: Vm, reason: string): Promise<void> {
+  const session = vm.session;
+  if (!session) return;
+  vm.expectedExit = reason;
+  const { pid, procStartTicks } = session.record;
+  const stopped = vm.waitStopped();
+  // qemu may hang up before it replies to quit; that is success, not an error.
+  await session.execute("quit", undefined, QUIT_GRACE_MS).catch(() => {});
+  if (await settles(stopped, QUIT_GRACE_MS)) return;
+  vm.log.warn("qemu did not quit; sending SIGTERM");
+  await signalProcess(pid, procStartTicks, "SIGTERM");
+  if (await settles(stopped, TERM_GRACE_MS)) return;
+  vm.log.warn("qemu ignored SIGTERM; sending SIGKILL");
+  // SIGKILL also ends a SIGSTOPped qemu.
+  await signalProcess(pid, procStartTicks, "SIGKILL");
+  await stopped;
+}
+
+async function settles(p: Promise<void>, ms: number): Promise<boolean> {
+  const ac = new AbortController();
+  const res = await Promise.race([p.then(() => true), sleep(ms, false, { signal: ac.signal }).catch(() => false)]);
+  ac.abort();
+  return res;
+}

@@ -1,0 +1,173 @@
+// One live qemu of a VM: its runtime record, its QMP connection, and the watch
+// that tells when the process has gone. The QMP client stays protocol-only;
+// this is where its errors become the domain's (timeout → unresponsive).
+import type { Logger } from "pino";
+import { QemuFailed, QemuUnresponsive } from "../errors.js";
+import { QmpClient } from "../qmp/qmp-client.js";
+import { QmpExecuteError, QmpTimeout, QmpError } from "../qmp/errors.js";
+import type { QmpCommands, QmpEvent } from "../qmp/commands.js";
+import { waitForProcessGone, type ProcessExit } from "../qemu/qemu-launcher.js";
+import { isSameProcess } from "../qemu/qemu-process.js";
+import type { RuntimeRecord } from "../store/runtime-store.js";
+import { setTimeout as sleep } from "node:timers/promises";
+
+export interface SessionExit extends ProcessExit {
+  /** The reason from qemu's last SHUTDOWN event, if one came (guest-shutdown, host-qmp-quit, ...). */
+  shutdownReason?: string;
+}
+
+export class QemuSession {
+  /** qemu's RunState as last reported (query-status or STOP/RESUME/SHUTDOWN events). */
+  status = "prelaunch";
+  unresponsive = false;
+  shutdownReason: string | undefined;
+  private qmp: QmpClient | undefined;
+  private readonly stopWatching = new AbortController();
+  private readonly eventListeners = new Set<(e: QmpEvent) => void>();
+  readonly gone: Promise<SessionExit>;
+
+  constructor(
+    readonly vm: string,
+    readonly record: RuntimeRecord,
+    readonly qmpSocket: string,
+    private readonly log: Logger,
+    childExit?: Promise<ProcessExit>,
+  ) {
+    // A non-child's exit status cannot be read; a detach (daemon exit) is not an exit.
+    const exit =
+      childExit ??
+      waitForProcessGone(record.pid, record.procStartTicks, this.stopWatching.signal, 250).then(() =>
+        this.stopWatching.signal.aborted ? new Promise<ProcessExit>(() => {}) : { code: null, signal: null },
+      );
+    this.gone = exit.then((e) => {
+      this.stopWatching.abort();
+      this.qmp?.close();
+      return { ...e, shutdownReason: this.shutdownReason };
+    });
+  }
+
+  get pid(): number {
+    return this.record.pid;
+  }
+
+  get connected(): boolean {
+    return this.qmp !== undefined;
+  }
+
+  /** Connects QMP, retrying while qemu is still creating its socket or the process lives. */
+  async connect(deadlineMs: number): Promise<void> {
+    const until = Date.now() + deadlineMs;
+    let lastErr: unknown;
+    while (Date.now() < until && !this.stopWatching.signal.aborted) {
+      try {
+        const qmp = await QmpClient.connect(this.qmpSocket, {
+          logger: this.log,
+          connectTimeoutMs: Math.max(100, Math.min(5000, until - Date.now())),
+        });
+        this.attach(qmp);
+        return;
+      } catch (err) {
+        lastErr = err;
+        if (!(await isSameProcess(this.record.pid, this.record.procStartTicks))) break;
+        await sleep(10);
+      }
+    }
+    throw new QemuFailed(`cannot connect to qemu's QMP socket: ${(lastErr as Error)?.message ?? "process ended"}`, {
+      vm: this.vm,
+    });
+  }
+
+  private attach(qmp: QmpClient): void {
+    this.qmp = qmp;
+    qmp.onEvent((e) => this.onQmpEvent(e), this.stopWatching.signal);
+    void qmp.closed.then((reason) => {
+      if (this.qmp === qmp) this.qmp = undefined;
+      if (this.stopWatching.signal.aborted) return;
+      this.log.info({ reason: reason?.message }, "QMP connection closed");
+      this.reconnectInBackground();
+    });
+  }
+
+  /** A QMP hang-up (or none yet) with the process still alive: keep trying to get the monitor back. */
+  reconnectInBackground(): void {
+    void this.reconnectWhileAlive();
+  }
+
+  private async reconnectWhileAlive(): Promise<void> {
+    await sleep(200);
+    while (!this.stopWatching.signal.aborted && !this.qmp) {
+      if (!(await isSameProcess(this.record.pid, this.record.procStartTicks))) return;
+      try {
+        await this.connect(1000);
+        await this.refreshStatus(2000);
+        this.log.info("QMP reconnected");
+        return;
+      } catch {
+        await sleep(1000);
+      }
+    }
+  }
+
+  private onQmpEvent(e: QmpEvent): void {
+    switch (e.event) {
+      case "STOP":
+        this.status = "paused";
+        break;
+      case "RESUME":
+        this.status = "running";
+        break;
+      case "SHUTDOWN":
+        this.status = "shutdown";
+        this.shutdownReason = typeof e.data?.reason === "string" ? e.data.reason : "unknown";
+        break;
+    }
+    for (const l of this.eventListeners) l(e);
+  }
+
+  onEvent(listener: (e: QmpEvent) => void, signal?: AbortSignal): void {
+    this.eventListeners.add(listener);
+    signal?.addEventListener("abort", () => this.eventListeners.delete(listener), { once: true });
+  }
+
+  async execute<K extends keyof QmpCommands>(
+    command: K,
+    args?: QmpCommands[K]["args"],
+    timeoutMs?: number,
+  ): Promise<QmpCommands[K]["result"]> {
+    const qmp = this.qmp;
+    if (!qmp) throw new QemuUnresponsive(`qemu of VM "${this.vm}" has no QMP connection`, { vm: this.vm, command });
+    try {
+      const result = await qmp.execute(command, args, timeoutMs ? { timeoutMs } : undefined);
+      this.unresponsive = false;
+      return result;
+    } catch (err) {
+      throw this.domainError(command, err);
+    }
+  }
+
+  async refreshStatus(timeoutMs = 2000): Promise<string> {
+    const st = await this.execute("query-status", undefined, timeoutMs);
+    this.status = st.status;
+    return st.status;
+  }
+
+  private domainError(command: string, err: unknown): Error {
+    if (err instanceof QmpTimeout) {
+      this.unresponsive = true;
+      return new QemuUnresponsive(`qemu of VM "${this.vm}" did not answer ${command} in time`, { vm: this.vm, command });
+    }
+    if (err instanceof QmpExecuteError) {
+      return new QemuFailed(`qemu refused ${command}: ${err.desc}`, { vm: this.vm, command, qemuClass: err.errorClass });
+    }
+    if (err instanceof QmpError) {
+      return new QemuFailed(`QMP ${command} failed: ${err.message}`, { vm: this.vm, command });
+    }
+    return err as Error;
+  }
+
+  /** Stops watching and closes QMP without touching the process (daemon exit). */
+  detach(): void {
+    this.stopWatching.abort();
+    this.qmp?.close();
+  }
+}

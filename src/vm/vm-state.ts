@@ -1,0 +1,37 @@
+// The states a VM is reported in, and how they follow from the truth: the
+// operation in flight, whether a qemu process is alive, and what qemu says.
+import type { LastExit } from "../store/runtime-store.js";
+
+export const vmStates = ["stopped", "starting", "running", "paused", "shutting-down", "crashed"] as const;
+export type VmState = (typeof vmStates)[number];
+
+export type OperationName = "start" | "shutdown" | "stop" | "reset" | "pause" | "resume" | "delete";
+
+export interface StateFacts {
+  operation?: OperationName;
+  qemuAlive: boolean;
+  /** qemu's RunState from query-status or its events, when a qemu is alive. */
+  qemuStatus?: string;
+  lastExit?: LastExit;
+}
+
+export function deriveState(f: StateFacts): VmState {
+  if (!f.qemuAlive) {
+    if (f.operation === "start") return "starting";
+    return f.lastExit?.reason === "crashed" ? "crashed" : "stopped";
+  }
+  if (f.operation === "start") return "starting";
+  if (f.operation === "shutdown" || f.operation === "stop") return "shutting-down";
+  switch (f.qemuStatus) {
+    case "running":
+      return "running";
+    case "shutdown":
+      return "shutting-down";
+    case "internal-error":
+    case "guest-panicked":
+      return "crashed";
+    default:
+      // prelaunch, paused, suspended, io-error, watchdog, ...: the guest is not executing.
+      return "paused";
+  }
+}

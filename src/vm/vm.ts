@@ -1,0 +1,155 @@
+// One VM as the daemon sees it: its stored definition, its live qemu (if any),
+// the operation in flight and how its last run ended. Its state is derived from
+// those facts on every read, never kept as a field to be synchronised by hand.
+import type { Logger } from "pino";
+import type { EventBus } from "../events/event-bus.js";
+import { OperationJournal } from "../store/operation-journal.js";
+import { removeRuntimeRecord, writeLastExit, type LastExit } from "../store/runtime-store.js";
+import type { VmPaths } from "../store/vm-paths.js";
+import type { VmDefinition } from "./definition.js";
+import { OperationLock } from "./operation-lock.js";
+import type { QemuSession, SessionExit } from "./qemu-session.js";
+import { deriveState, type OperationName, type VmState } from "./vm-state.js";
+
+export interface VmView {
+  name: string;
+  uuid: string;
+  state: VmState;
+  pid?: number;
+  qemuStatus?: string;
+  unresponsive?: boolean;
+  startedAt?: string;
+  argv?: string[];
+  operation?: { name: OperationName; startedAt: string };
+  lastExit?: LastExit;
+  definition: VmDefinition;
+}
+
+export class Vm {
+  readonly lock: OperationLock;
+  readonly journal: OperationJournal;
+  session: QemuSession | undefined;
+  lastExit: LastExit | undefined;
+  /** Set by the daemon's own stop/shutdown so that the coming exit is not taken for a crash. */
+  expectedExit: string | undefined;
+  private readonly exitWaiters = new Set<() => void>();
+
+  constructor(
+    public definition: VmDefinition,
+    readonly paths: VmPaths,
+    readonly log: Logger,
+    private readonly bus: EventBus,
+    private readonly onCrash: (vm: Vm) => void,
+  ) {
+    this.lock = new OperationLock(definition.name);
+    this.journal = new OperationJournal(paths.journal);
+  }
+
+  get name(): string {
+    return this.definition.name;
+  }
+
+  state(): VmState {
+    return deriveState({
+      operation: this.lock.current?.name,
+      qemuAlive: this.session !== undefined,
+      qemuStatus: this.session?.status,
+      lastExit: this.lastExit,
+    });
+  }
+
+  /** The state as it would be with no operation in flight: what a precondition checks. */
+  settledState(): VmState {
+    return deriveState({ qemuAlive: this.session !== undefined, qemuStatus: this.session?.status, lastExit: this.lastExit });
+  }
+
+  view(): VmView {
+    const s = this.session;
+    const op = this.lock.current;
+    return {
+      name: this.name,
+      uuid: this.definition.uuid,
+      state: this.state(),
+      ...(s
+        ? {
+            pid: s.pid,
+            qemuStatus: s.status,
+            unresponsive: s.unresponsive,
+            startedAt: s.record.startedAt,
+            argv: [...s.record.argv],
+          }
+        : {}),
+      ...(op ? { operation: { name: op.name, startedAt: op.startedAt } } : {}),
+      ...(this.lastExit ? { lastExit: this.lastExit } : {}),
+      definition: this.definition,
+    };
+  }
+
+  /** Re-reads qemu's status before a view is served; a hung qemu is flagged, not waited on. */
+  async refresh(timeoutMs = 1000): Promise<void> {
+    if (!this.session?.connected) return;
+    await this.session.refreshStatus(timeoutMs).catch(() => {});
+  }
+
+  publish(type: string, data: Record<string, unknown> = {}): void {
+    this.bus.publish(type, this.name, data);
+  }
+
+  /** Takes ownership of a live qemu: from here on its exit is noticed and recorded. */
+  attachSession(session: QemuSession): void {
+    this.session = session;
+    session.onEvent((e) => {
+      this.log.info({ event: e.event, data: e.data }, "qemu event");
+      this.publish(`qemu.${e.event}`, { data: e.data ?? {} });
+      if (["STOP", "RESUME", "SHUTDOWN"].includes(e.event)) this.publish("vm.state", { state: this.state() });
+    });
+    void session.gone.then((exit) => this.onSessionGone(session, exit));
+  }
+
+  private async onSessionGone(session: QemuSession, exit: SessionExit): Promise<void> {
+    if (this.session !== session) return;
+    const reason = this.exitReason(exit);
+    this.lastExit = {
+      at: new Date().toISOString(),
+      reason,
+      exitCode: exit.code,
+      signal: exit.signal,
+      ...(exit.shutdownReason ? { detail: `qemu shutdown reason: ${exit.shutdownReason}` } : {}),
+    };
+    this.session = undefined;
+    this.expectedExit = undefined;
+    this.log.info({ lastExit: this.lastExit }, "qemu exited");
+    try {
+      await writeLastExit(this.paths, this.lastExit);
+      await removeRuntimeRecord(this.paths);
+    } catch (err) {
+      this.log.error({ err }, "cannot record the exit of qemu");
+    }
+    this.publish("vm.state", { state: this.state(), lastExit: this.lastExit });
+    for (const w of this.exitWaiters) w();
+    this.exitWaiters.clear();
+    if (reason === "crashed") this.onCrash(this);
+  }
+
+  private exitReason(exit: SessionExit): string {
+    if (this.expectedExit) return this.expectedExit;
+    // The guest powered itself off (or answered our ACPI request after we gave up waiting).
+    if (exit.shutdownReason === "guest-shutdown") return "guest-shutdown";
+    if (exit.shutdownReason === "host-qmp-quit") return "host-stop";
+    if (exit.shutdownReason === "guest-panic") return "crashed";
+    return "crashed";
+  }
+
+  /** Resolves once no qemu is alive for this VM. */
+  waitStopped(signal?: AbortSignal): Promise<void> {
+    if (!this.session) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.exitWaiters.delete(done);
+        resolve();
+      };
+      this.exitWaiters.add(done);
+      signal?.addEventListener("abort", done, { once: true });
+    });
+  }
+}

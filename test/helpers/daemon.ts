@@ -1,0 +1,134 @@
+// Starts a real vmhostd in throw-away directories for a test, and the means to
+// talk to it, kill it and start it again on the same state.
+import { spawn, type ChildProcess } from "node:child_process";
+import { copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { setTimeout as sleep } from "node:timers/promises";
+import { ApiClient } from "../../src/cli/api-client.js";
+import { ensureGuest } from "./guest.js";
+
+export const distRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const mainJs = path.join(distRoot, "src/main.js");
+export const vmctlJs = path.join(distRoot, "src/cli/vmctl.js");
+
+export interface TestDaemon {
+  root: string;
+  stateDir: string;
+  runDir: string;
+  socket: string;
+  api: ApiClient;
+  proc: ChildProcess;
+  log: () => string;
+  /** SIGKILL, as a crash would. */
+  kill(): Promise<void>;
+  /** Starts the daemon again on the same directories. */
+  restart(extraArgs?: string[]): Promise<void>;
+  /** SIGTERM, then removes every qemu it left and the directories. */
+  cleanup(): Promise<void>;
+}
+
+export interface DaemonOptions {
+  args?: string[];
+  env?: NodeJS.ProcessEnv;
+}
+
+export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
+  // Short: Unix socket paths below it must fit in 107 bytes.
+  const root = await mkdtemp(path.join(os.tmpdir(), "vmh-"));
+  const stateDir = path.join(root, "state");
+  const runDir = path.join(root, "run");
+  const socket = path.join(runDir, "vmhostd.sock");
+  await mkdir(path.join(stateDir, "images"), { recursive: true });
+  const output: string[] = [];
+  const d: TestDaemon = {
+    root,
+    stateDir,
+    runDir,
+    socket,
+    api: new ApiClient({ socketPath: socket }),
+    proc: undefined as unknown as ChildProcess,
+    log: () => output.join(""),
+    async kill() {
+      d.proc.kill("SIGKILL");
+      await new Promise((r) => (d.proc.exitCode !== null || d.proc.signalCode ? r(null) : d.proc.once("exit", r)));
+    },
+    async restart(extraArgs = []) {
+      d.proc = await launch([...(opts.args ?? []), ...extraArgs]);
+    },
+    async cleanup() {
+      if (d.proc.exitCode === null && !d.proc.signalCode) {
+        d.proc.kill("SIGTERM");
+        await new Promise((r) => d.proc.once("exit", r));
+      }
+      await killQemusUnder(root);
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+  const launch = async (args: string[]): Promise<ChildProcess> => {
+    const proc = spawn(
+      process.execPath,
+      [mainJs, "--state-dir", stateDir, "--run-dir", runDir, "--accel", "tcg", "--log-level", "debug", ...args],
+      { env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    proc.stdout!.on("data", (c: Buffer) => output.push(c.toString()));
+    proc.stderr!.on("data", (c: Buffer) => output.push(c.toString()));
+    await waitReady(d.api, proc, output);
+    return proc;
+  };
+  d.proc = await launch(opts.args ?? []);
+  return d;
+}
+
+async function waitReady(api: ApiClient, proc: ChildProcess, output: string[]): Promise<void> {
+  const until = Date.now() + 30_000;
+  while (Date.now() < until) {
+    if (proc.exitCode !== null) throw new Error(`vmhostd exited (${proc.exitCode}):\n${output.join("")}`);
+    try {
+      const res = await api.request("GET", "/healthz", undefined, 1000);
+      if (res.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(50);
+  }
+  throw new Error(`vmhostd not ready in 30 s:\n${output.join("")}`);
+}
+
+/** Kills every qemu whose command line mentions this test's directory. */
+export async function killQemusUnder(root: string): Promise<void> {
+  const { readdir, readFile } = await import("node:fs/promises");
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmd = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (cmd.includes("qemu-system") && cmd.includes(root)) {
+      try {
+        process.kill(Number(pid), "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+/** Copies the test guest's kernel and initrd into the daemon's images pool. */
+export async function installGuest(d: TestDaemon): Promise<{ kernel: string; initrd: string; cmdline: string }> {
+  const g = await ensureGuest();
+  await copyFile(g.kernel, path.join(d.stateDir, "images", "vmlinuz"));
+  await copyFile(g.initrd, path.join(d.stateDir, "images", "initrd.img"));
+  return { kernel: "vmlinuz", initrd: "initrd.img", cmdline: g.cmdline };
+}
+
+/** Polls the console log until `pattern` appears (or the deadline passes). */
+export async function waitForConsole(d: TestDaemon, vm: string, pattern: RegExp, timeoutMs = 60_000): Promise<string> {
+  const until = Date.now() + timeoutMs;
+  let text = "";
+  while (Date.now() < until) {
+    const res = await d.api.request("GET", `/v1/vms/${vm}/console/log`);
+    text = res.body.toString("utf8");
+    if (pattern.test(text)) return text;
+    await sleep(100);
+  }
+  throw new Error(`console of ${vm} did not show ${pattern} within ${timeoutMs} ms; last output:\n${text.slice(-2000)}`);
+}
