@@ -7,7 +7,8 @@
 // a temp dir; only the sockets, reached through the temp dir, are shared with us.
 // No systemd here, so virtlogd and libvirtd are started by hand and killed by pid.
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { access, mkdir, mkdtemp, open, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { closeSync, openSync } from "node:fs";
+import { access, mkdir, mkdtemp, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
@@ -95,7 +96,11 @@ export class PrivateLibvirt {
     return `qemu:///system?socket=${path.join(this.root, "run", "libvirt-sock")}`;
   }
 
-  static async start(): Promise<PrivateLibvirt> {
+  /**
+   * Spawns virtlogd and libvirtd; call waitReady next. Nothing after the spawn
+   * awaits, so a caller registers the cleanup before a signal handler can run.
+   */
+  static async launch(): Promise<PrivateLibvirt> {
     const root = await mkdtemp("/tmp/vmhb-libvirt-");
     for (const key of Object.keys(MOUNTS)) await mkdir(path.join(root, key), { recursive: true });
     await writeFile(path.join(root, "etc", "qemu.conf"), QEMU_CONF);
@@ -113,20 +118,16 @@ export class PrivateLibvirt {
       // exec: unshare does not fork and neither does this, so the child's pid is libvirtd's.
       `exec libvirtd -f /etc/libvirt/libvirtd.conf -p '${root}/libvirtd.pid'`,
     ].join("\n");
-    const log = await open(path.join(root, "libvirtd.log"), "a");
+    const log = openSync(path.join(root, "libvirtd.log"), "a");
     const proc = spawn("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", script], {
-      stdio: ["ignore", log.fd, log.fd],
+      stdio: ["ignore", log, log],
       env: withSbin(),
+      // Own process group: a Ctrl-C reaches only the bench, which destroys the domain before ending libvirtd.
+      detached: true,
     });
-    await log.close();
+    closeSync(log);
     const lv = new PrivateLibvirt(root, proc);
     lv.madeMountPoints.push(...made);
-    try {
-      await lv.waitReady(120_000);
-    } catch (err) {
-      await lv.shutdown();
-      throw err;
-    }
     return lv;
   }
 
@@ -172,12 +173,12 @@ export class PrivateLibvirt {
     await rm(this.root, { recursive: true, force: true });
   }
 
-  private async waitReady(deadlineMs: number): Promise<void> {
+  /** Resolves once virsh gets an answer; the first one waits for libvirtd to probe qemu (seconds). */
+  async waitReady(deadlineMs = 120_000): Promise<void> {
     const until = performance.now() + deadlineMs;
     const sock = path.join(this.root, "run", "libvirt-sock");
     while (performance.now() < until) {
       if (this.exited) throw new Error(`libvirtd exited at start:\n${(await this.log()).slice(-3000)}`);
-      // The first call waits for libvirtd to probe qemu's capabilities (seconds); later ones are fast.
       if ((await exists(sock)) && (await this.virsh("version").then(() => true, () => false))) return;
       await sleep(100);
     }

@@ -1,7 +1,7 @@
 // The floor: the very argv vmhostd used, started by hand with nothing around it
 // (spawn, QMP connect, cont, query-status). Whatever vmhostd adds on top of this
 // is its own overhead.
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { open, rm } from "node:fs/promises";
 import path from "node:path";
 import { MiniQmp } from "./mini-qmp.js";
@@ -38,6 +38,13 @@ function staleFiles(argv: string[], dir: string): string[] {
   return argv.flatMap((a) => [...a.matchAll(/(?:^|,)path=([^,]+)/g)].map((m) => m[1]!)).filter((p) => p.startsWith(dir));
 }
 
+/** The hand-started qemus still running, for killRawQemus on an interrupted bench. */
+const live = new Set<ChildProcess>();
+
+export function killRawQemus(): void {
+  for (const child of live) child.kill("SIGKILL");
+}
+
 /**
  * One timed start: spawn → QMP up → cont → query-status says running.
  * Returns milliseconds; qemu is told to quit (untimed) before returning.
@@ -48,9 +55,10 @@ export async function timeRawStart(argv: string[], dir: string): Promise<number>
   const t0 = performance.now();
   // Same launch shape as the daemon: own session, stdio to a file, argv array.
   const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", log.fd, log.fd] });
+  live.add(child);
   let exited = false;
   const exit = new Promise<void>((resolve) => {
-    const done = (): void => ((exited = true), resolve());
+    const done = (): void => (live.delete(child), (exited = true), resolve());
     child.once("exit", done);
     child.once("error", done); // could not spawn: no exit event will follow
   });

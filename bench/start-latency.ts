@@ -16,7 +16,7 @@ import { ensureGuest, type GuestFiles } from "./guest-files.js";
 import { formatTable, medianRatio } from "./latency-stats.js";
 import { defineDomain, timeLibvirtStart } from "./libvirt-domain.js";
 import { ensureLibvirtInstalled, ensureQemuAccounts, PrivateLibvirt } from "./private-libvirt.js";
-import { qmpSocketOf, relocateArgv, timeRawStart } from "./raw-qemu.js";
+import { killRawQemus, qmpSocketOf, relocateArgv, timeRawStart } from "./raw-qemu.js";
 import { BenchDaemon } from "./vmhostd-daemon.js";
 
 const VM = "benchvm";
@@ -83,8 +83,9 @@ function argvOf(vm: Record<string, unknown>): string[] {
 
 async function startDaemon(guest: GuestFiles): Promise<BenchDaemon> {
   const mainJs = path.join(repoRoot, "dist", "src", "main.js");
-  const d = await BenchDaemon.start(mainJs);
+  const d = await BenchDaemon.launch(mainJs);
   cleanups.push(() => d.shutdown([VM]));
+  await d.waitReady();
   await copyFile(guest.kernel, path.join(d.stateDir, "images", "vmlinuz"));
   await copyFile(guest.initrd, path.join(d.stateDir, "images", "initrd.img"));
   return d;
@@ -106,8 +107,9 @@ async function setUpLibvirt(guest: GuestFiles, qemuBinary: string): Promise<Priv
     ensureLibvirtInstalled();
     const made = ensureQemuAccounts();
     if (made.length) process.stderr.write(`created ${made.join(", ")} (libvirt's qemu driver needs them to exist)\n`);
-    const lv = await PrivateLibvirt.start();
+    const lv = await PrivateLibvirt.launch();
     cleanups.push(() => lv.shutdown());
+    await lv.waitReady();
     const dir = await mkdtemp("/tmp/vmhb-dom-");
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
     await defineDomain(lv, { name: VM, vcpus: VCPUS, memoryMiB: MEMORY_MIB, guest, qemuBinary, dir });
@@ -130,6 +132,7 @@ async function main(): Promise<void> {
   const daemonArgv = argvOf((await timeVmhostdStart(d)).vm);
   const rawDir = await mkdtemp("/tmp/vmhb-raw-");
   cleanups.push(() => rm(rawDir, { recursive: true, force: true }));
+  cleanups.push(async () => killRawQemus());
   const vmDirs = { runDir: path.join(d.runDir, "vms", VM), stateDir: path.join(d.stateDir, "vms", VM) };
   const rawArgv = relocateArgv(daemonArgv, vmDirs, rawDir);
   if (!qmpSocketOf(rawArgv).startsWith(rawDir)) throw new Error(`QMP socket not under ${vmDirs.runDir}: cannot relocate argv`);
@@ -210,14 +213,20 @@ async function cleanUp(): Promise<void> {
   for (const c of cleanups.splice(0).reverse()) await c().catch((err: Error) => process.stderr.write(`cleanup: ${err.message}\n`));
 }
 
+let interrupted = false;
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.once(sig, () => void cleanUp().finally(() => process.exit(130)));
+  process.once(sig, () => {
+    interrupted = true;
+    process.stderr.write(`start-latency: ${sig}, cleaning up\n`);
+    void cleanUp().finally(() => process.exit(130));
+  });
 }
 
 try {
   await main();
 } catch (err) {
-  process.stderr.write(`start-latency: ${(err as Error).stack ?? String(err)}\n`);
+  // After an interrupt main fails on the things cleanUp removed under it: not worth reporting.
+  if (!interrupted) process.stderr.write(`start-latency: ${(err as Error).stack ?? String(err)}\n`);
   process.exitCode = 1;
 } finally {
   await cleanUp();

@@ -2,7 +2,8 @@
 // HTTP API reached over its Unix socket with a fresh connection per request
 // (as vmctl does), and its resident memory read from /proc.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdir, mkdtemp, open, readFile, rm } from "node:fs/promises";
+import { closeSync, openSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -34,22 +35,25 @@ export class BenchDaemon {
     return path.join(this.runDir, "vmhostd.sock");
   }
 
-  /** Starts `node mainJs` and waits until /healthz answers. */
-  static async start(mainJs: string): Promise<BenchDaemon> {
+  /**
+   * Spawns `node mainJs`; call waitReady next. Nothing after the spawn awaits, so
+   * a caller registers the cleanup before a signal handler can run.
+   */
+  static async launch(mainJs: string): Promise<BenchDaemon> {
     // Short on purpose: QMP and console socket paths below it must fit in 107 bytes.
     const root = await mkdtemp("/tmp/vmhb-");
     await mkdir(path.join(root, "state", "images"), { recursive: true });
     await mkdir(path.join(root, "run"), { recursive: true });
     const logFile = path.join(root, "vmhostd.log");
-    const log = await open(logFile, "a");
+    const log = openSync(logFile, "a");
     const args = [mainJs, "--state-dir", path.join(root, "state"), "--run-dir", path.join(root, "run")];
+    // Own process group: a Ctrl-C at the terminal reaches only the bench, which then stops the VMs first.
     const proc = spawn(process.execPath, [...args, "--accel", "tcg", "--log-level", "warn"], {
-      stdio: ["ignore", log.fd, log.fd],
+      stdio: ["ignore", log, log],
+      detached: true,
     });
-    await log.close();
-    const d = new BenchDaemon(root, proc, logFile);
-    await d.waitReady(30_000);
-    return d;
+    closeSync(log);
+    return new BenchDaemon(root, proc, logFile);
   }
 
   request(method: string, urlPath: string, body?: unknown, timeoutMs = 120_000): Promise<ApiReply> {
@@ -131,7 +135,8 @@ export class BenchDaemon {
     if (typeof pid === "number" && pid > 0) this.qemuPids.add(pid);
   }
 
-  private async waitReady(deadlineMs: number): Promise<void> {
+  /** Resolves once /healthz answers 200. */
+  async waitReady(deadlineMs = 30_000): Promise<void> {
     const until = performance.now() + deadlineMs;
     while (performance.now() < until) {
       if (this.exited) throw new Error(`vmhostd exited at start:\n${await this.log()}`);

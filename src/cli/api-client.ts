@@ -33,6 +33,8 @@ export class ApiClient {
       method,
       path: base ? new URL(path, base).pathname + new URL(path, base).search : path,
       headers: payload ? { "content-type": "application/json", "content-length": payload.length } : {},
+      // Node's global agent times idle sockets out after 5 s; a shutdown may take a minute.
+      agent: false,
       ...(base ? { host: base.hostname, port: base.port || 80 } : { socketPath: this.target.socketPath }),
       ...(timeoutMs ? { timeout: timeoutMs } : {}),
     };
@@ -43,7 +45,7 @@ export class ApiClient {
         res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
         res.on("error", reject);
       });
-      req.on("timeout", () => req.destroy(new Error(`no answer from the daemon within ${timeoutMs} ms`)));
+      if (timeoutMs) req.on("timeout", () => req.destroy(new Error(`no answer from the daemon within ${timeoutMs} ms`)));
       req.on("error", (err) => reject(new Error(`cannot reach vmhostd at ${this.describe()}: ${err.message}`)));
       req.end(payload);
     });

@@ -6,6 +6,12 @@ import type { OperationJournal } from "../store/operation-journal.js";
 
 export interface Step<C> {
   name: string;
+  /**
+   * Whether finishing this step is written to the journal. Steps that change
+   * nothing outside the daemon (checks, computing argv) need no record: after a
+   * crash they are simply done again. Default true.
+   */
+  journaled?: boolean;
   run: (ctx: C) => Promise<void>;
   undo?: (ctx: C) => Promise<void>;
 }
@@ -13,8 +19,10 @@ export interface Step<C> {
 export async function runSteps<C>(steps: Step<C>[], ctx: C, journal: OperationJournal, log: Logger): Promise<void> {
   const done: Step<C>[] = [];
   for (const step of steps) {
+    const started = performance.now();
     try {
       await step.run(ctx);
+      log.debug({ step: step.name, ms: Math.round((performance.now() - started) * 10) / 10 }, "step done");
     } catch (err) {
       log.warn({ step: step.name, err }, "step failed; undoing the steps already done");
       for (const prev of done.reverse()) {
@@ -27,6 +35,6 @@ export async function runSteps<C>(steps: Step<C>[], ctx: C, journal: OperationJo
       throw err;
     }
     done.push(step);
-    await journal.stepDone(step.name);
+    if (step.journaled !== false) await journal.stepDone(step.name);
   }
 }

@@ -9,6 +9,7 @@ import type { QmpCommands, QmpEvent } from "../qmp/commands.js";
 import { waitForProcessGone, type ProcessExit } from "../qemu/qemu-launcher.js";
 import { isSameProcess } from "../qemu/qemu-process.js";
 import type { RuntimeRecord } from "../store/runtime-store.js";
+import { stat } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 
 export interface SessionExit extends ProcessExit {
@@ -56,21 +57,30 @@ export class QemuSession {
 
   /** Connects QMP, retrying while qemu is still creating its socket or the process lives. */
   async connect(deadlineMs: number): Promise<void> {
-    const until = Date.now() + deadlineMs;
+    const started = Date.now();
+    const until = started + deadlineMs;
     let lastErr: unknown;
+    let lastAliveCheck = started;
     while (Date.now() < until && !this.stopWatching.signal.aborted) {
-      try {
-        const qmp = await QmpClient.connect(this.qmpSocket, {
-          logger: this.log,
-          connectTimeoutMs: Math.max(100, Math.min(5000, until - Date.now())),
-        });
-        this.attach(qmp);
-        return;
-      } catch (err) {
-        lastErr = err;
-        if (!(await isSameProcess(this.record.pid, this.record.procStartTicks))) break;
-        await sleep(10);
+      // Until the socket exists a connect cannot succeed; a stat is far cheaper than a failed client.
+      if (await socketExists(this.qmpSocket)) {
+        try {
+          const qmp = await QmpClient.connect(this.qmpSocket, {
+            logger: this.log,
+            connectTimeoutMs: Math.max(100, Math.min(5000, until - Date.now())),
+          });
+          this.attach(qmp);
+          return;
+        } catch (err) {
+          lastErr = err;
+        }
       }
+      if (Date.now() - lastAliveCheck >= 100) {
+        lastAliveCheck = Date.now();
+        if (!(await isSameProcess(this.record.pid, this.record.procStartTicks))) break;
+      }
+      // qemu creates its socket within tens of ms; polling briefly at first keeps start latency low.
+      await sleep(Date.now() - started < 500 ? 2 : 20);
     }
     throw new QemuFailed(`cannot connect to qemu's QMP socket: ${(lastErr as Error)?.message ?? "process ended"}`, {
       vm: this.vm,
@@ -169,5 +179,13 @@ export class QemuSession {
   detach(): void {
     this.stopWatching.abort();
     this.qmp?.close();
+  }
+}
+
+async function socketExists(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isSocket();
+  } catch {
+    return false;
   }
 }

@@ -5,7 +5,7 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import t from "tap";
-import { installGuest, startDaemon, vmctlJs, waitForConsole, type TestDaemon } from "../helpers/daemon.js";
+import { installGuest, startDaemon, vmctlJs, waitForBoot, waitForConsole, type TestDaemon } from "../helpers/daemon.js";
 
 const run = promisify(execFile);
 
@@ -49,7 +49,10 @@ t.test("vmctl drives a VM through its life", async (t) => {
   t.match((await vmctl(d, "console-log", "cli")).stdout, /VMH-READY boot_id=/);
   t.equal((await vmctl(d, "pause", "cli")).stdout.trim(), "cli: paused");
   t.equal((await vmctl(d, "resume", "cli")).stdout.trim(), "cli: running");
+  const first = await waitForBoot(d, "cli", 1);
   t.equal((await vmctl(d, "reset", "cli")).code, 0);
+  const second = await waitForBoot(d, "cli", 2);
+  t.not(second.bootId, first.bootId, "reset rebooted the guest");
 
   const refused = await vmctl(d, "delete", "cli");
   t.not(refused.code, 0, "deleting a running VM fails");

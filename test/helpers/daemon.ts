@@ -7,7 +7,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ApiClient } from "../../src/cli/api-client.js";
-import { ensureGuest } from "./guest.js";
+import { ensureGuest, parseGuestMarkers, type GuestMarkers } from "./guest.js";
 
 export const distRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const mainJs = path.join(distRoot, "src/main.js");
@@ -131,4 +131,17 @@ export async function waitForConsole(d: TestDaemon, vm: string, pattern: RegExp,
     await sleep(100);
   }
   throw new Error(`console of ${vm} did not show ${pattern} within ${timeoutMs} ms; last output:\n${text.slice(-2000)}`);
+}
+
+/** Waits until the console shows the `n`th boot of the guest reaching its ready marker. */
+export async function waitForBoot(d: TestDaemon, vm: string, n: number, timeoutMs = 60_000): Promise<GuestMarkers> {
+  const until = Date.now() + timeoutMs;
+  let m: GuestMarkers | undefined;
+  while (Date.now() < until) {
+    const res = await d.api.request("GET", `/v1/vms/${vm}/console/log`);
+    m = parseGuestMarkers(res.body.toString("utf8"));
+    if (m.bootIds.length >= n && m.ready) return m;
+    await sleep(100);
+  }
+  throw new Error(`${vm}: boot ${n} not ready within ${timeoutMs} ms (saw ${m?.bootIds.length ?? 0})`);
 }

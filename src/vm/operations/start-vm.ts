@@ -1,6 +1,7 @@
 // start = check files → build argv → spawn → record → connect QMP → verify → cont.
-// Each step is journaled; a failed step undoes the ones before it, so a start
-// that fails leaves no qemu behind.
+// The intent is journaled first, then each step that leaves a trace outside the
+// daemon; a failed step undoes the ones before it, so a start that fails leaves
+// no qemu behind.
 import { writeFile } from "node:fs/promises";
 import { QemuFailed, VmStateConflict } from "../../errors.js";
 import { buildQemuArgv, type ArgvInputs } from "../../qemu/qemu-argv.js";
@@ -31,12 +32,14 @@ interface StartContext {
 const steps: Step<StartContext>[] = [
   {
     name: "resolve-files",
+    journaled: false,
     run: async (c) => {
       c.files = await resolveVmFiles(c.vm.definition, c.host.pools, c.vm.paths);
     },
   },
   {
     name: "build-argv",
+    journaled: false,
     run: async (c) => {
       c.argv = buildQemuArgv({ def: c.vm.definition, paths: c.vm.paths, accel: c.host.accel, files: c.files! });
       // Kept beside the VM's state so an operator can see (and rerun) the exact command.
@@ -48,6 +51,9 @@ const steps: Step<StartContext>[] = [
   },
   {
     name: "spawn",
+    // The pidfile qemu writes, and the runtime record of the next step, are what a
+    // restarted daemon finds this qemu by; journaling here too would only cost an fsync.
+    journaled: false,
     run: async (c) => {
       c.launched = await launchQemu(c.host.config.qemu, c.argv!, c.vm.paths.qemuLog);
       c.vm.log.info({ pid: c.launched.pid }, "qemu launched");
@@ -76,6 +82,7 @@ const steps: Step<StartContext>[] = [
   },
   {
     name: "connect",
+    journaled: false,
     run: async (c) => {
       const session = new QemuSession(c.vm.name, c.record!, c.vm.paths.qmpSocket, c.vm.log, c.launched!.exit);
       c.session = session;
@@ -94,6 +101,8 @@ const steps: Step<StartContext>[] = [
   },
   {
     name: "cont",
+    // The journal entry ends right after this step.
+    journaled: false,
     run: async (c) => {
       await c.session!.execute("cont");
       await c.session!.refreshStatus(5000);
