@@ -3,6 +3,7 @@
 // running, serve the API, and on SIGTERM leave every VM running.
 import { chmod, mkdir, rm } from "node:fs/promises";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { pino, type Logger } from "pino";
 import { checkSocketPathRoom, ConfigError, loadConfig, type Config } from "./config.js";
 import { EventBus } from "./events/event-bus.js";
@@ -15,6 +16,9 @@ import { QemuImg } from "./storage/qemu-img.js";
 import { DEFAULT_POOL, StoragePools } from "./storage/storage-pools.js";
 import type { HostContext } from "./vm/host-context.js";
 import { VmRegistry } from "./vm/vm-registry.js";
+
+/** How long start-up waits for adoption before opening the API anyway. */
+const ADOPTION_WAIT_MS = 1_500;
 
 async function main(): Promise<void> {
   let config: Config;
@@ -49,14 +53,27 @@ async function run(config: Config, log: Logger): Promise<void> {
   const store = new DefinitionStore(config.stateDir, config.runDir);
   await store.init();
 
-  const host: HostContext = { config, accel, qemuVersion, pools, qemuImg: new QemuImg(config.qemuImg), store, bus: new EventBus(), log };
+  const host: HostContext = {
+    config,
+    accel,
+    qemuVersion,
+    pools,
+    qemuImg: new QemuImg(config.qemuImg),
+    store,
+    bus: new EventBus(),
+    log,
+    stopping: new AbortController(),
+  };
   const registry = new VmRegistry(host);
   await registry.load();
-  const vms = registry.list();
-  log.info(
-    { vms: vms.length, running: vms.filter((v) => v.session).length, ms: Math.round(performance.now() - started) },
-    "VMs adopted",
-  );
+  // The API opens once adoption settles, or after a short wait: a hung qemu must not keep it closed.
+  await Promise.race([registry.adopted, sleep(ADOPTION_WAIT_MS)]);
+  void registry.adopted.then(() => {
+    const vms = registry.list();
+    const running = vms.filter((v) => v.session).length;
+    log.info({ vms: vms.length, running, ms: Math.round(performance.now() - started) }, "VMs adopted");
+    host.bus.publish("daemon.adopted", undefined, { vms: vms.length, running });
+  });
   host.bus.publish("daemon.started", undefined, { qemuVersion, accel });
 
   const inventory = new HostInventory(host, registry);

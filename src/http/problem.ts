@@ -6,6 +6,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import {
   InternalError,
   PayloadTooLarge,
+  StateWriteFailed,
   UnsupportedMediaType,
   ValidationFailed,
   VmhError,
@@ -38,6 +39,10 @@ export function toProblem(err: VmhError): Problem {
 /** Maps anything thrown in a route (or by fastify before the route) to a VmhError. */
 export function asVmhError(err: unknown): VmhError {
   if (err instanceof VmhError) return err;
+  const errno = (err as NodeJS.ErrnoException).code;
+  if (errno === "EROFS" || errno === "ENOSPC" || errno === "EDQUOT") {
+    return new StateWriteFailed(`cannot record state: ${(err as Error).message}`, { errno });
+  }
   const fe = err as Partial<FastifyError>;
   const status = fe.statusCode ?? 0;
   if (status === 413) return new PayloadTooLarge(fe.message ?? "request body too large", { field: "body" });

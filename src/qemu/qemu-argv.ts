@@ -44,6 +44,9 @@ export function buildQemuArgv({ def, paths, accel, files }: ArgvInputs): string[
     `socket,id=serial0,path=${paths.consoleSocket},server=on,wait=off,logfile=${paths.consoleLog},logappend=on`,
     "-serial", "chardev:serial0",
     "-msg", "timestamp=on",
+    // A guest power-off pauses qemu instead of ending it: the daemon sees why the run
+    // ended and ends qemu itself, even if the guest powered off while the daemon was down.
+    "-action", "shutdown=pause",
   ];
 
   argv.push(...bootArgs(def, files));

@@ -28,8 +28,9 @@ export class DefinitionStore {
   async init(): Promise<void> {
     await mkdir(this.vmsDir, { recursive: true, mode: 0o755 });
     // Leftovers of a create or delete that a crash interrupted; never visible as VMs.
+    // Failing to remove them (a read-only state disk) must not stop the daemon.
     for (const entry of await readdir(this.vmsDir)) {
-      if (entry.startsWith(".")) await rm(path.join(this.vmsDir, entry), { recursive: true, force: true });
+      if (entry.startsWith(".")) await rm(path.join(this.vmsDir, entry), { recursive: true, force: true }).catch(() => {});
     }
   }
 

@@ -17,4 +17,6 @@ export interface HostContext {
   store: DefinitionStore;
   bus: EventBus;
   log: Logger;
+  /** Aborted when the daemon begins to exit: long waits give up at a safe point. */
+  stopping: AbortController;
 }

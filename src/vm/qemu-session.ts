@@ -19,7 +19,7 @@ export interface SessionExit extends ProcessExit {
 
 export class QemuSession {
   /** qemu's RunState as last reported (query-status or STOP/RESUME/SHUTDOWN events). */
-  status = "prelaunch";
+  status: string | undefined;
   unresponsive = false;
   shutdownReason: string | undefined;
   private qmp: QmpClient | undefined;

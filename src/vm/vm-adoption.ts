@@ -1,54 +1,77 @@
 // Adoption after a daemon (re)start: the view of each VM is rebuilt from disk
 // and from qemu, never from memory. A live qemu is re-attached (the same process,
-// checked by pid + start time); one that ended while the daemon was away is
-// recorded as such; a start that never completed is undone, so that a VM can
-// never end up with two qemu processes.
+// checked by pid + start time + the uuid in its command line); one that ended
+// while the daemon was away is recorded as such; an operation that a crash cut
+// short is finished or rolled back from its journal. Nothing here ever kills a
+// guest because the daemon itself failed.
 import { readFile, rm } from "node:fs/promises";
+import { readTerminationNote } from "../qemu/qemu-log.js";
 import { isSameProcess, readProcCmdline, readProcStartTicks, signalProcess } from "../qemu/qemu-process.js";
 import { waitForProcessGone } from "../qemu/qemu-launcher.js";
-import { readLastExit, readRuntimeRecord, removeRuntimeRecord, writeLastExit } from "../store/runtime-store.js";
-import type { HostContext } from "./host-context.js";
+import type { JournalEntry } from "../store/operation-journal.js";
+import { readLastExit, readRuntimeRecord, removeRuntimeRecord, writeLastExit, type RuntimeRecord } from "../store/runtime-store.js";
 import { QemuSession } from "./qemu-session.js";
+import type { VmAction } from "./vm-action.js";
 import type { Vm } from "./vm.js";
 
-const ADOPT_CONNECT_MS = 3_000;
+const ADOPT_CONNECT_MS = 2_000;
 
-export async function adoptVm(vm: Vm, host: HostContext): Promise<void> {
-  try {
-    vm.lastExit = await readLastExit(vm.paths);
-    const interrupted = await vm.journal.readInterrupted();
-    if (interrupted?.operation === "start") {
-      vm.log.warn({ done: interrupted.done }, "a start was interrupted by a daemon restart; undoing it");
-      await killUnfinishedStart(vm);
-      await vm.journal.end();
-      return;
-    }
-    await attachLiveQemu(vm, host);
-    if (interrupted) {
-      vm.log.info({ operation: interrupted.operation, done: interrupted.done }, "an operation was interrupted by a daemon restart");
-      await vm.journal.end();
-    }
-  } catch (err) {
-    vm.log.error({ err }, "adoption failed");
+/** What adoption leaves to do once the VM's lock is free again: the rest of an interrupted operation. */
+export type FollowUp = VmAction | undefined;
+
+export async function adoptVm(vm: Vm): Promise<FollowUp> {
+  vm.lastExit = await readLastExit(vm.paths);
+  const interrupted = await vm.journal.readInterrupted();
+  const record = await readRecordOrPidfile(vm);
+  const alive = record !== undefined && (await isOurQemu(vm, record));
+
+  if (alive) {
+    await attach(vm, record);
+    // -action shutdown=pause: a guest that powered off while we were away waits for us to end it.
+    if (vm.session?.status === "shutdown") await vm.endAfterGuestShutdown();
   }
+  else if (record) await recordEndedWhileAway(vm, record);
+
+  if (!interrupted) return undefined;
+  vm.log.warn({ operation: interrupted.operation, done: interrupted.done }, "an operation was cut short by a daemon restart");
+  const follow = await resumeInterrupted(vm, interrupted);
+  await vm.recordState(() => vm.journal.end());
+  return follow;
 }
 
-async function attachLiveQemu(vm: Vm, host: HostContext): Promise<void> {
-  const record = await readRuntimeRecord(vm.paths);
-  if (!record) return;
-  if (!(await isSameProcess(record.pid, record.procStartTicks))) {
-    vm.lastExit = {
-      at: new Date().toISOString(),
-      reason: "crashed",
-      exitCode: null,
-      signal: null,
-      detail: "qemu ended while the daemon was not running; its exit status is unknown",
-    };
-    vm.log.warn("qemu ended while the daemon was down");
-    await writeLastExit(vm.paths, vm.lastExit);
-    await cleanRunFiles(vm);
-    return;
+/**
+ * The runtime record, or when it is missing or torn, what the pidfile and /proc
+ * tell (a start cut short between spawn and record leaves only the pidfile).
+ */
+async function readRecordOrPidfile(vm: Vm): Promise<RuntimeRecord | undefined> {
+  try {
+    const rec = await readRuntimeRecord(vm.paths);
+    if (rec) return rec;
+  } catch (err) {
+    vm.log.error({ err }, "runtime record unreadable; looking for qemu by its pidfile");
   }
+  const pid = Number((await readFile(vm.paths.pidfile, "utf8").catch(() => "")).trim());
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  const [cmdline, ticks] = await Promise.all([readProcCmdline(pid), readProcStartTicks(pid)]);
+  if (!cmdline || ticks === undefined || !cmdline.includes(vm.definition.uuid)) return undefined;
+  return {
+    pid,
+    procStartTicks: ticks,
+    uuid: vm.definition.uuid,
+    argv: cmdline,
+    accel: cmdline.some((a) => a.includes("accel=kvm")) ? "kvm" : "tcg",
+    startedAt: new Date().toISOString(),
+  };
+}
+
+/** The same process that was launched (pid + start time) and qemu of this very VM (uuid in argv). */
+async function isOurQemu(vm: Vm, rec: RuntimeRecord): Promise<boolean> {
+  if (!(await isSameProcess(rec.pid, rec.procStartTicks))) return false;
+  const cmdline = await readProcCmdline(rec.pid);
+  return cmdline?.includes(rec.uuid) ?? false;
+}
+
+async function attach(vm: Vm, record: RuntimeRecord): Promise<void> {
   const session = new QemuSession(vm.name, record, vm.paths.qmpSocket, vm.log);
   vm.attachSession(session);
   try {
@@ -56,30 +79,55 @@ async function attachLiveQemu(vm: Vm, host: HostContext): Promise<void> {
     await session.refreshStatus(ADOPT_CONNECT_MS);
     vm.log.info({ pid: record.pid, status: session.status }, "adopted running qemu");
   } catch (err) {
-    // The guest is left alone: an unreachable monitor is the daemon's problem, not a reason to kill it.
+    // An unreachable monitor is the daemon's problem, not a reason to touch the guest.
     session.unresponsive = true;
-    vm.log.error({ err, pid: record.pid }, "adopted qemu does not answer QMP; will keep trying");
+    vm.log.error({ err: (err as Error).message, pid: record.pid }, "adopted qemu does not answer QMP; will keep trying");
     session.reconnectInBackground();
   }
 }
 
-/** The qemu of a start that never completed: found by runtime record or pidfile, checked by uuid, killed. */
-async function killUnfinishedStart(vm: Vm): Promise<void> {
-  const record = await readRuntimeRecord(vm.paths).catch(() => undefined);
-  let pid = record?.pid;
-  if (!pid) pid = Number((await readFile(vm.paths.pidfile, "utf8").catch(() => "")).trim()) || undefined;
-  if (pid) {
-    const cmdline = await readProcCmdline(pid);
-    const ticks = await readProcStartTicks(pid);
-    if (cmdline?.includes(vm.definition.uuid) && ticks !== undefined) {
-      await signalProcess(pid, ticks, "SIGKILL");
-      await waitForProcessGone(pid, ticks, AbortSignal.timeout(10_000), 50);
-    }
-  }
+async function recordEndedWhileAway(vm: Vm, record: RuntimeRecord): Promise<void> {
+  const note = await readTerminationNote(vm.paths.qemuLog);
+  vm.lastExit = {
+    at: new Date().toISOString(),
+    reason: "crashed",
+    exitCode: null,
+    signal: null,
+    detail: `qemu (pid ${record.pid}) ended while the daemon was not running${note ? `: ${note}` : "; its exit status is unknown"}`,
+  };
+  vm.log.warn({ lastExit: vm.lastExit }, "qemu ended while the daemon was down");
+  await vm.recordState(() => writeLastExit(vm.paths, vm.lastExit!));
   await cleanRunFiles(vm);
 }
 
-async function cleanRunFiles(vm: Vm): Promise<void> {
+async function resumeInterrupted(vm: Vm, entry: JournalEntry): Promise<FollowUp> {
+  const session = vm.session;
+  switch (entry.operation) {
+    case "start":
+      if (!session) return undefined;
+      if (session.connected && session.status !== "prelaunch") return undefined; // it got through cont: done
+      // Never told to run, or not answering: a half-made start is undone rather than guessed at,
+      // so a VM can never end up with a second qemu.
+      vm.log.warn("undoing a start that never completed");
+      vm.expectedExit = "start-failed";
+      await signalProcess(session.record.pid, session.record.procStartTicks, "SIGKILL");
+      await waitForProcessGone(session.record.pid, session.record.procStartTicks, AbortSignal.timeout(10_000), 50);
+      await vm.waitStopped(AbortSignal.timeout(5_000));
+      return undefined;
+    case "shutdown": {
+      if (!session) return undefined;
+      const timeoutSec = Number(entry.params.timeoutSec ?? 60);
+      const elapsed = (Date.now() - Date.parse(entry.startedAt)) / 1000;
+      return { kind: "shutdown", timeoutSec: Math.max(1, Math.ceil(timeoutSec - elapsed)) };
+    }
+    case "stop":
+      return session ? { kind: "stop" } : undefined;
+    default:
+      return undefined;
+  }
+}
+
+export async function cleanRunFiles(vm: Vm): Promise<void> {
   await removeRuntimeRecord(vm.paths).catch(() => {});
-  for (const f of [vm.paths.pidfile, vm.paths.qmpSocket, vm.paths.consoleSocket]) await rm(f, { force: true });
+  for (const f of [vm.paths.pidfile, vm.paths.qmpSocket, vm.paths.consoleSocket]) await rm(f, { force: true }).catch(() => {});
 }

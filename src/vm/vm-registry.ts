@@ -11,15 +11,11 @@ import { stopVm } from "./operations/stop-vm.js";
 import { CrashPolicy } from "./crash-policy.js";
 import { Vm, type VmView } from "./vm.js";
 import { adoptVm } from "./vm-adoption.js";
+import type { VmAction } from "./vm-action.js";
 import type { z } from "zod";
+import { setTimeout as sleep } from "node:timers/promises";
 
-export type VmAction =
-  | { kind: "start" }
-  | { kind: "shutdown"; timeoutSec?: number }
-  | { kind: "stop" }
-  | { kind: "reset" }
-  | { kind: "pause" }
-  | { kind: "resume" };
+export type { VmAction };
 
 export class VmRegistry {
   private readonly vms = new Map<string, Vm>();
@@ -32,16 +28,42 @@ export class VmRegistry {
     this.crashPolicy = new CrashPolicy(host.log, (vm) => this.perform(vm.name, { kind: "start" }));
   }
 
-  /** Loads every stored VM and adopts the qemu of each that was running, all in parallel. */
+  /**
+   * Loads every stored VM, then adopts the qemu of each in parallel. Resolves once
+   * every VM is registered; `adopted` resolves once every adoption has settled.
+   * A VM still being adopted shows state `unknown` and refuses operations (busy),
+   * so one hung qemu never holds up the others or the API.
+   */
   async load(): Promise<void> {
     for (const stored of await this.host.store.list()) {
       if ("error" in stored) {
-        this.host.log.error({ vm: stored.name, reason: stored.error }, "VM skipped: definition unreadable");
+        this.host.log.error({ vm: stored.name, reason: stored.error }, "VM definition unreadable");
+        const vm = this.newVm(placeholderDefinition(stored.name));
+        vm.broken = stored.error;
+        this.vms.set(stored.name, vm);
         continue;
       }
       this.vms.set(stored.name, this.newVm(stored.definition));
     }
-    await Promise.all([...this.vms.values()].map((vm) => adoptVm(vm, this.host)));
+    this.adopted = Promise.all([...this.vms.values()].map((vm) => this.adopt(vm))).then(() => undefined);
+  }
+
+  adopted: Promise<void> = Promise.resolve();
+
+  private async adopt(vm: Vm): Promise<void> {
+    let follow: VmAction | undefined;
+    try {
+      follow = await vm.lock.run("adopt", () => adoptVm(vm));
+    } catch (err) {
+      vm.log.error({ err }, "adoption failed; the VM is left as it is");
+      return;
+    }
+    vm.publish("vm.adopted", { state: vm.state(), pid: vm.session?.pid });
+    if (vm.lastExit?.reason === "crashed" && !vm.session && !follow) this.crashPolicy.onCrash(vm);
+    if (follow) {
+      vm.log.info({ action: follow }, "finishing the interrupted operation");
+      this.perform(vm.name, follow).catch((err) => vm.log.error({ err }, "finishing the interrupted operation failed"));
+    }
   }
 
   private newVm(def: VmDefinition): Vm {
@@ -78,6 +100,7 @@ export class VmRegistry {
   async delete(name: string): Promise<void> {
     this.assertOpen();
     const vm = this.get(name);
+    if (vm.broken) throw new VmStateConflict(name, "error", "delete");
     await vm.lock.run("delete", async () => {
       if (vm.session) throw new VmStateConflict(name, vm.settledState(), "delete");
       await this.host.store.remove(name);
@@ -90,13 +113,15 @@ export class VmRegistry {
   async perform(name: string, action: VmAction): Promise<VmView> {
     this.assertOpen();
     const vm = this.get(name);
+    // A VM whose definition cannot be read may still have a live qemu: the operator may stop it, nothing else.
+    if (vm.broken && action.kind !== "stop") throw new VmStateConflict(name, "error", action.kind);
     switch (action.kind) {
       case "start":
         await vm.lock.run("start", () => startVm(vm, this.host));
         break;
       case "shutdown": {
         const timeoutSec = action.timeoutSec ?? DEFAULT_SHUTDOWN_TIMEOUT_SEC;
-        await vm.lock.run("shutdown", (preempted) => shutdownVm(vm, timeoutSec, preempted));
+        await vm.lock.run("shutdown", (preempted) => shutdownVm(vm, timeoutSec, preempted, this.host.stopping.signal));
         break;
       }
       case "stop":
@@ -121,13 +146,27 @@ export class VmRegistry {
     if (this.closing) throw new ShuttingDown("the daemon is shutting down");
   }
 
-  /** Daemon exit: refuse new work, let operations in flight finish, leave every qemu running. */
+  /**
+   * Daemon exit: refuse new work, let operations in flight reach a safe point (a
+   * shutdown stops waiting for its guest; its journal lets the next daemon carry
+   * it on), and leave every qemu running.
+   */
   async close(): Promise<void> {
     this.closing = true;
     this.crashPolicy.cancelAll();
-    await Promise.all(this.list().map((vm) => vm.lock.current?.done.catch(() => {})));
+    this.host.stopping.abort();
+    const inFlight = this.list().map((vm) => vm.lock.current?.done.catch(() => {}));
+    await Promise.race([Promise.all(inFlight), sleep(CLOSE_GRACE_MS)]);
     for (const vm of this.vms.values()) vm.session?.detach();
   }
+}
+
+/** How long SIGTERM waits for operations in flight to reach a safe point. */
+const CLOSE_GRACE_MS = 10_000;
+
+/** Stands in for a definition that cannot be read, so the VM is still listed (state `error`). */
+function placeholderDefinition(name: string): VmDefinition {
+  return completeDefinition(vmCreateSchema.parse({ name, uuid: "00000000-0000-4000-8000-000000000000" }), new Date(0));
 }
 
 function assertNever(x: never): never {

@@ -2,20 +2,35 @@
 // operation in flight, whether a qemu process is alive, and what qemu says.
 import type { LastExit } from "../store/runtime-store.js";
 
-export const vmStates = ["stopped", "starting", "running", "paused", "shutting-down", "crashed"] as const;
+export const vmStates = [
+  "stopped",
+  "starting",
+  "running",
+  "paused",
+  "shutting-down",
+  "crashed",
+  /** A qemu is alive but the daemon cannot (yet) tell what it is doing: adoption under way or no monitor. */
+  "unknown",
+  /** The daemon cannot read what it needs for this VM (a corrupt definition); the operator decides. */
+  "error",
+] as const;
 export type VmState = (typeof vmStates)[number];
 
-export type OperationName = "start" | "shutdown" | "stop" | "reset" | "pause" | "resume" | "delete";
+export type OperationName = "adopt" | "start" | "shutdown" | "stop" | "reset" | "pause" | "resume" | "delete";
 
 export interface StateFacts {
   operation?: OperationName;
+  /** Why the VM cannot be managed normally, if it cannot. */
+  broken?: string;
   qemuAlive: boolean;
-  /** qemu's RunState from query-status or its events, when a qemu is alive. */
+  /** qemu's RunState from query-status or its events, when a qemu is alive and has been heard from. */
   qemuStatus?: string;
   lastExit?: LastExit;
 }
 
 export function deriveState(f: StateFacts): VmState {
+  if (f.broken) return "error";
+  if (f.operation === "adopt") return "unknown";
   if (!f.qemuAlive) {
     if (f.operation === "start") return "starting";
     return f.lastExit?.reason === "crashed" ? "crashed" : "stopped";
@@ -23,6 +38,8 @@ export function deriveState(f: StateFacts): VmState {
   if (f.operation === "start") return "starting";
   if (f.operation === "shutdown" || f.operation === "stop") return "shutting-down";
   switch (f.qemuStatus) {
+    case undefined:
+      return "unknown";
     case "running":
       return "running";
     case "shutdown":

@@ -22,6 +22,9 @@ export interface VmView {
   argv?: string[];
   operation?: { name: OperationName; startedAt: string };
   lastExit?: LastExit;
+  /** Why the VM is in state `error`. */
+  error?: string;
+  stateWriteError?: string;
   definition: VmDefinition;
 }
 
@@ -32,6 +35,10 @@ export class Vm {
   lastExit: LastExit | undefined;
   /** Set by the daemon's own stop/shutdown so that the coming exit is not taken for a crash. */
   expectedExit: string | undefined;
+  /** Why this VM cannot be managed normally (e.g. its definition is unreadable); shown as state `error`. */
+  broken: string | undefined;
+  /** The last failure to record this VM's state on disk, shown until a write succeeds. */
+  stateWriteError: string | undefined;
   private readonly exitWaiters = new Set<() => void>();
 
   constructor(
@@ -52,6 +59,7 @@ export class Vm {
   state(): VmState {
     return deriveState({
       operation: this.lock.current?.name,
+      broken: this.broken,
       qemuAlive: this.session !== undefined,
       qemuStatus: this.session?.status,
       lastExit: this.lastExit,
@@ -60,7 +68,12 @@ export class Vm {
 
   /** The state as it would be with no operation in flight: what a precondition checks. */
   settledState(): VmState {
-    return deriveState({ qemuAlive: this.session !== undefined, qemuStatus: this.session?.status, lastExit: this.lastExit });
+    return deriveState({
+      broken: this.broken,
+      qemuAlive: this.session !== undefined,
+      qemuStatus: this.session?.status,
+      lastExit: this.lastExit,
+    });
   }
 
   view(): VmView {
@@ -81,6 +94,8 @@ export class Vm {
         : {}),
       ...(op ? { operation: { name: op.name, startedAt: op.startedAt } } : {}),
       ...(this.lastExit ? { lastExit: this.lastExit } : {}),
+      ...(this.broken ? { error: this.broken } : {}),
+      ...(this.stateWriteError ? { stateWriteError: this.stateWriteError } : {}),
       definition: this.definition,
     };
   }
@@ -102,6 +117,7 @@ export class Vm {
       this.log.info({ event: e.event, data: e.data }, "qemu event");
       this.publish(`qemu.${e.event}`, { data: e.data ?? {} });
       if (["STOP", "RESUME", "SHUTDOWN"].includes(e.event)) this.publish("vm.state", { state: this.state() });
+      if (e.event === "SHUTDOWN" && e.data?.guest === true) void this.endAfterGuestShutdown();
     });
     void session.gone.then((exit) => this.onSessionGone(session, exit));
   }
@@ -119,16 +135,30 @@ export class Vm {
     this.session = undefined;
     this.expectedExit = undefined;
     this.log.info({ lastExit: this.lastExit }, "qemu exited");
-    try {
-      await writeLastExit(this.paths, this.lastExit);
+    await this.recordState(async () => {
+      await writeLastExit(this.paths, this.lastExit!);
       await removeRuntimeRecord(this.paths);
-    } catch (err) {
-      this.log.error({ err }, "cannot record the exit of qemu");
-    }
+    });
     this.publish("vm.state", { state: this.state(), lastExit: this.lastExit });
     for (const w of this.exitWaiters) w();
     this.exitWaiters.clear();
     if (reason === "crashed") this.onCrash(this);
+  }
+
+  /**
+   * Runs a write of this VM's state. A failure (state disk full or read-only) is
+   * the daemon's problem, never the guest's: it is logged and shown, not thrown.
+   */
+  async recordState(write: () => Promise<void>): Promise<boolean> {
+    try {
+      await write();
+      this.stateWriteError = undefined;
+      return true;
+    } catch (err) {
+      this.stateWriteError = `cannot record state: ${(err as Error).message}`;
+      this.log.error({ err }, "cannot record state");
+      return false;
+    }
   }
 
   private exitReason(exit: SessionExit): string {
@@ -138,6 +168,20 @@ export class Vm {
     if (exit.shutdownReason === "host-qmp-quit") return "host-stop";
     if (exit.shutdownReason === "guest-panic") return "crashed";
     return "crashed";
+  }
+
+  /**
+   * qemu runs with `-action shutdown=pause`: when the guest powers off (or panics)
+   * qemu stays, paused, until the daemon has seen why and ends it. So how a run
+   * ended is always known, even when the guest powered off while the daemon was down.
+   */
+  async endAfterGuestShutdown(): Promise<void> {
+    const session = this.session;
+    if (!session) return;
+    this.expectedExit ??= session.shutdownReason === "guest-panic" ? "crashed" : "guest-shutdown";
+    await session.execute("quit", undefined, 5_000).catch((err: Error) => {
+      this.log.warn({ err: err.message }, "quit after guest shutdown failed");
+    });
   }
 
   /** Resolves once no qemu is alive for this VM. */

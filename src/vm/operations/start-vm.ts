@@ -6,14 +6,14 @@ import { writeFile } from "node:fs/promises";
 import { QemuFailed, VmStateConflict } from "../../errors.js";
 import { buildQemuArgv, type ArgvInputs } from "../../qemu/qemu-argv.js";
 import { launchQemu, type LaunchedQemu } from "../../qemu/qemu-launcher.js";
-import { signalProcess } from "../../qemu/qemu-process.js";
+import { readProcCmdline, readProcState, signalProcess } from "../../qemu/qemu-process.js";
 import { removeRuntimeRecord, writeRuntimeRecord, type RuntimeRecord } from "../../store/runtime-store.js";
 import type { HostContext } from "../host-context.js";
 import { runSteps, type Step } from "../operation-steps.js";
 import { QemuSession } from "../qemu-session.js";
 import { resolveVmFiles } from "../vm-files.js";
 import type { Vm } from "../vm.js";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 
 /** How long qemu may take to create its QMP socket and answer. */
@@ -30,6 +30,20 @@ interface StartContext {
 }
 
 const steps: Step<StartContext>[] = [
+  {
+    name: "check-no-qemu",
+    journaled: false,
+    // The last line of defence against two qemu for one VM: a qemu the daemon
+    // lost track of (its pidfile names a live process with our uuid) blocks a start.
+    run: async (c) => {
+      const pid = Number((await readFile(c.vm.paths.pidfile, "utf8").catch(() => "")).trim());
+      if (!Number.isInteger(pid) || pid <= 0) return;
+      const cmdline = await readProcCmdline(pid);
+      if (cmdline?.includes(c.vm.definition.uuid) && (await readProcState(pid)) !== "Z") {
+        throw new VmStateConflict(c.vm.name, `running untracked as pid ${pid}`, "start");
+      }
+    },
+  },
   {
     name: "resolve-files",
     journaled: false,
