@@ -8,6 +8,7 @@ import { pino, type Logger } from "pino";
 import { checkSocketPathRoom, ConfigError, loadConfig, type Config } from "./config.js";
 import { EventBus } from "./events/event-bus.js";
 import { HostInventory } from "./host/host-inventory.js";
+import { SystemdNotifier } from "./host/sd-notify.js";
 import { buildHttpApp } from "./http/http-app.js";
 import { resolveAccel } from "./qemu/accel-probe.js";
 import { readQemuVersion } from "./qemu/qemu-binary.js";
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
 
 async function run(config: Config, log: Logger): Promise<void> {
   const started = performance.now();
+  const notifier = SystemdNotifier.fromEnv(process.env, log);
   await mkdir(config.stateDir, { recursive: true, mode: 0o755 });
   await mkdir(path.join(config.runDir, "vms"), { recursive: true, mode: 0o755 });
 
@@ -68,12 +70,6 @@ async function run(config: Config, log: Logger): Promise<void> {
   await registry.load();
   // The API opens once adoption settles, or after a short wait: a hung qemu must not keep it closed.
   await Promise.race([registry.adopted, sleep(ADOPTION_WAIT_MS)]);
-  void registry.adopted.then(() => {
-    const vms = registry.list();
-    const running = vms.filter((v) => v.session).length;
-    log.info({ vms: vms.length, running, ms: Math.round(performance.now() - started) }, "VMs adopted");
-    host.bus.publish("daemon.adopted", undefined, { vms: vms.length, running });
-  });
   host.bus.publish("daemon.started", undefined, { qemuVersion, accel });
 
   const inventory = new HostInventory(host, registry);
@@ -90,15 +86,31 @@ async function run(config: Config, log: Logger): Promise<void> {
     await tcpApp.listen({ host: config.listen.slice(0, sep).replace(/^\[|\]$/g, ""), port: Number(config.listen.slice(sep + 1)) });
     apps.push(tcpApp);
   }
-  log.info({ socket: config.socket, listen: config.listen, accel, qemuVersion }, "vmhostd ready");
+  log.info({ socket: config.socket, listen: config.listen, accel, qemuVersion }, "API listening");
+  notifier?.startWatchdog();
+  void registry.adopted.then(async () => {
+    const vms = registry.list();
+    const running = vms.filter((v) => v.session).length;
+    log.info({ vms: vms.length, running, ms: Math.round(performance.now() - started) }, "VMs adopted");
+    host.bus.publish("daemon.adopted", undefined, { vms: vms.length, running });
+    // systemd's readiness means "every VM is adopted", not merely "the socket is open".
+    notifier?.ready(`${vms.length} VMs, ${running} running; serving ${config.socket}`);
+    for (const orphan of await registry.orphans()) {
+      log.warn({ orphan }, "a qemu of this run directory belongs to no VM; left running for the operator");
+      host.bus.publish("host.orphan-qemu", orphan.name, { ...orphan });
+    }
+  });
 
   let stopping = false;
   const shutdown = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    notifier?.stopping();
     log.info({ signal }, "stopping: VMs keep running");
-    await Promise.all(apps.map((a) => a.close()));
+    // Operations first (new ones refused, waits cut short), then the listeners, whose
+    // close waits for the requests those operations were answering.
     await registry.close();
+    await Promise.all(apps.map((a) => a.close()));
     log.info("stopped");
     process.exit(0);
   };

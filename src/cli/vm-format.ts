@@ -10,7 +10,7 @@ export interface VmJson {
   argv?: string[];
   operation?: { name: string; startedAt: string };
   lastExit?: { at: string; reason: string; exitCode: number | null; signal: string | null; detail?: string };
-  definition: { vcpus: number; memoryMiB: number; machine: string; disks: { name: string; sizeGiB?: number; image?: string; format: string }[]; nics: { mac: string; network: { type: string } }[] };
+  definition: { vcpus: number; memoryMiB: number; machine: string; autostart?: boolean; disks: { name: string; sizeGiB?: number; image?: string; format: string }[]; nics: { mac: string; network: { type: string } }[] };
 }
 
 export function formatTable(header: string[], rows: string[][]): string {

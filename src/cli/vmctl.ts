@@ -5,6 +5,7 @@ import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Command, Option } from "commander";
 import { ApiClient, ApiError } from "./api-client.js";
+import { autostartAll, formatOutcome, shutdownAll, type VmOutcome } from "./host-power.js";
 import { formatTable, formatVm, type VmJson } from "./vm-format.js";
 
 const DEFAULT_SOCKET = process.env.VMHOSTD_SOCKET ?? "/run/vmhostd/vmhostd.sock";
@@ -87,6 +88,24 @@ program
     const res = await client().json<VmJson>("POST", `/v1/vms/${encodeURIComponent(name)}/shutdown${q}`, body);
     out(asJson() ? JSON.stringify(res, null, 2) : `${name}: ${res.state ?? "accepted"}`);
   });
+
+program
+  .command("autostart")
+  .description("start every VM marked autostart that is stopped or crashed, in parallel (at host boot)")
+  .action(async () => report(await autostartAll(client()), "no VM to start: none is marked autostart"));
+
+program
+  .command("shutdown-all")
+  .description("ACPI shutdown of every running VM in parallel, each stopped hard after --timeout (at host shutdown)")
+  .option("--timeout <sec>", "seconds each guest gets to power off (default 60)", toInt, 60)
+  .action(async (o: { timeout: number }) => report(await shutdownAll(client(), o.timeout), "no VM is running"));
+
+/** One line per VM (or JSON); exit status 1 if any VM failed. */
+function report(outcomes: VmOutcome[], none: string): void {
+  if (asJson()) out(JSON.stringify(outcomes, null, 2));
+  else out(outcomes.length ? outcomes.map(formatOutcome).join("\n") : none);
+  if (outcomes.some((o) => o.result === "failed")) process.exitCode = 1;
+}
 
 program
   .command("delete <name>")

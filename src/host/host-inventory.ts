@@ -1,6 +1,8 @@
 // What this host offers: CPUs, memory, storage pools with free space, qemu and
 // its accelerator, and the VMs it holds. Read through systeminformation.
-import { statfs } from "node:fs/promises";
+import { rm, statfs } from "node:fs/promises";
+import path from "node:path";
+import { writeFileAtomic } from "../store/atomic-file.js";
 import os from "node:os";
 import si from "systeminformation";
 import type { HostContext } from "../vm/host-context.js";
@@ -26,6 +28,7 @@ export class HostInventory {
       }),
     );
     const vms = this.registry.list();
+    const [state, orphans] = await Promise.all([this.probeStateDir(), this.registry.orphans()]);
     return {
       hostname: os.hostname(),
       daemonVersion: DAEMON_VERSION,
@@ -35,6 +38,21 @@ export class HostInventory {
       memory: { totalBytes: mem.total, availableBytes: mem.available },
       pools,
       vms: { defined: vms.length, running: vms.filter((v) => v.session).length },
+      state,
+      orphans,
     };
+  }
+
+  /** Whether the daemon can record state right now; a full or read-only state disk is said here. */
+  private async probeStateDir(): Promise<{ dir: string; writable: boolean; error?: string }> {
+    const dir = this.host.config.stateDir;
+    const probe = path.join(dir, ".write-probe");
+    try {
+      await writeFileAtomic(probe, "probe\n");
+      await rm(probe, { force: true });
+      return { dir, writable: true };
+    } catch (err) {
+      return { dir, writable: false, error: `cannot record state: ${(err as Error).message}` };
+    }
   }
 }

@@ -1,6 +1,6 @@
 // Facts about a qemu process read from /proc. A pid alone is not an identity
 // (pids are recycled); pid + start time (field 22 of /proc/<pid>/stat) is.
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 
 export async function readProcStartTicks(pid: number): Promise<number | undefined> {
   try {
@@ -48,4 +48,36 @@ export async function signalProcess(pid: number, startTicks: number, signal: Nod
   } catch {
     return false;
   }
+}
+
+export interface QemuProcessInfo {
+  pid: number;
+  /** From `-name guest=<name>,...`. */
+  name: string | undefined;
+  uuid: string | undefined;
+}
+
+/**
+ * Every qemu whose pidfile lies under `runDir`: the qemu processes launched by a
+ * vmhostd with this run directory, whether or not the daemon still knows them.
+ */
+export async function findQemuProcesses(runDir: string): Promise<QemuProcessInfo[]> {
+  const prefix = runDir.endsWith("/") ? runDir : `${runDir}/`;
+  const pids = (await readdir("/proc")).filter((p) => /^\d+$/.test(p)).map(Number);
+  const found: QemuProcessInfo[] = [];
+  await Promise.all(
+    pids.map(async (pid) => {
+      const argv = await readProcCmdline(pid);
+      if (!argv?.[0]?.includes("qemu-system")) return;
+      const pidfile = argv[argv.indexOf("-pidfile") + 1];
+      if (!pidfile?.startsWith(prefix) || (await readProcState(pid)) === "Z") return;
+      const nameArg = argv[argv.indexOf("-name") + 1];
+      found.push({
+        pid,
+        name: /(?:^|,)guest=([^,]+)/.exec(nameArg ?? "")?.[1],
+        uuid: argv[argv.indexOf("-uuid") + 1],
+      });
+    }),
+  );
+  return found.sort((a, b) => a.pid - b.pid);
 }

@@ -11,6 +11,7 @@ import { stopVm } from "./operations/stop-vm.js";
 import { CrashPolicy } from "./crash-policy.js";
 import { Vm, type VmView } from "./vm.js";
 import { adoptVm } from "./vm-adoption.js";
+import { findQemuProcesses, type QemuProcessInfo } from "../qemu/qemu-process.js";
 import type { VmAction } from "./vm-action.js";
 import type { z } from "zod";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -69,6 +70,19 @@ export class VmRegistry {
   private newVm(def: VmDefinition): Vm {
     const log = this.host.log.child({ vm: def.name });
     return new Vm(def, this.host.store.paths(def.name), log, this.host.bus, (vm) => this.crashPolicy.onCrash(vm));
+  }
+
+  /**
+   * qemu processes of this daemon's run directory that no VM owns: one whose name
+   * has no definition, or that is not the qemu its VM is attached to. They are
+   * reported, never killed: only the operator knows what they are.
+   */
+  async orphans(): Promise<QemuProcessInfo[]> {
+    const all = await findQemuProcesses(this.host.config.runDir);
+    return all.filter((p) => {
+      const vm = p.name ? this.vms.get(p.name) : undefined;
+      return !vm || vm.session?.pid !== p.pid;
+    });
   }
 
   get(name: string): Vm {

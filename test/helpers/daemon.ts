@@ -32,6 +32,8 @@ export interface TestDaemon {
 export interface DaemonOptions {
   args?: string[];
   env?: NodeJS.ProcessEnv;
+  /** Run the daemon in its own process group, as a shell would run a foreground job. */
+  detached?: boolean;
 }
 
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
@@ -70,7 +72,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     const proc = spawn(
       process.execPath,
       [mainJs, "--state-dir", stateDir, "--run-dir", runDir, "--accel", "tcg", "--log-level", "debug", ...args],
-      { env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] },
+      { env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"], detached: opts.detached ?? false },
     );
     proc.stdout!.on("data", (c: Buffer) => output.push(c.toString()));
     proc.stderr!.on("data", (c: Buffer) => output.push(c.toString()));
@@ -144,4 +146,41 @@ export async function waitForBoot(d: TestDaemon, vm: string, n: number, timeoutM
     await sleep(100);
   }
   throw new Error(`${vm}: boot ${n} not ready within ${timeoutMs} ms (saw ${m?.bootIds.length ?? 0})`);
+}
+
+/** The console log read straight from disk: works while the daemon is down. */
+export async function consoleFromDisk(d: TestDaemon, vm: string): Promise<GuestMarkers> {
+  const { readFile } = await import("node:fs/promises");
+  return parseGuestMarkers(await readFile(path.join(d.stateDir, "vms", vm, "console.log"), "utf8").catch(() => ""));
+}
+
+/** Defines a VM booting the test guest; `extra` overrides definition fields. */
+export async function defineGuestVm(d: TestDaemon, name: string, extra: Record<string, unknown> = {}): Promise<void> {
+  const g = await installGuest(d);
+  await d.api.json("POST", "/v1/vms", {
+    name,
+    memoryMiB: 128,
+    boot: { kernel: g.kernel, initrd: g.initrd, cmdline: g.cmdline },
+    ...extra,
+  });
+}
+
+/** Polls GET /v1/vms/NAME until `ok` holds for the VM object (or the deadline passes). */
+export async function waitForVm<T = Record<string, unknown>>(
+  d: TestDaemon,
+  vm: string,
+  ok: (v: T) => boolean,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: T | undefined;
+  while (Date.now() < until) {
+    const res = await d.api.request("GET", `/v1/vms/${vm}`).catch(() => undefined);
+    if (res && res.status === 200) {
+      last = JSON.parse(res.body.toString()) as T;
+      if (ok(last)) return last;
+    }
+    await sleep(50);
+  }
+  throw new Error(`${vm}: condition not met within ${timeoutMs} ms; last: ${JSON.stringify(last)?.slice(0, 500)}`);
 }
