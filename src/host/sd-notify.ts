@@ -35,7 +35,7 @@ my $name = shift @ARGV;
 (my $path = $name) =~ s/^@/\0/;
 socket(my $sock, AF_UNIX, SOCK_DGRAM, 0) or die "socket: $!\n";
 my $addr = pack_sockaddr_un($path);
-while (my $line = <STDIN>) {
+while (defined(my $line = <STDIN>)) {
   chomp $line;
   $line =~ s/\\(.)/$1 eq "n" ? "\n" : $1/ge;
   # Not connect(): sendto() each time keeps working if systemd re-creates the socket.

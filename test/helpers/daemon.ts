@@ -1,6 +1,6 @@
 // Starts a real vmhostd in throw-away directories for a test, and the means to
 // talk to it, kill it and start it again on the same state.
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -34,6 +34,8 @@ export interface DaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** Run the daemon in its own process group, as a shell would run a foreground job. */
   detached?: boolean;
+  /** Put the state directory on a tmpfs of this size, so a test can fill it. */
+  stateTmpfsMiB?: number;
 }
 
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
@@ -42,6 +44,10 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
   const stateDir = path.join(root, "state");
   const runDir = path.join(root, "run");
   const socket = path.join(runDir, "vmhostd.sock");
+  await mkdir(stateDir, { recursive: true });
+  if (opts.stateTmpfsMiB) {
+    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${opts.stateTmpfsMiB}m`, "tmpfs", stateDir]);
+  }
   await mkdir(path.join(stateDir, "images"), { recursive: true });
   const output: string[] = [];
   const d: TestDaemon = {
@@ -65,6 +71,10 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
         await new Promise((r) => d.proc.once("exit", r));
       }
       await killQemusUnder(root);
+      if (opts.stateTmpfsMiB) {
+        await sleep(200);
+        execFileSync("umount", ["-l", stateDir]);
+      }
       await rm(root, { recursive: true, force: true });
     },
   };

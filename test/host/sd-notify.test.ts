@@ -11,17 +11,19 @@ import { SystemdNotifier } from "../../src/host/sd-notify.js";
 import { startDaemon } from "../helpers/daemon.js";
 
 /**
- * Binds a datagram socket (a leading "@" for an abstract one) in a python3 child,
- * which prints each datagram as one JSON string per line: a message may hold newlines.
+ * Binds a datagram socket (a leading "@" for an abstract one) in a perl child (perl-base
+ * is on every Debian host, like the helper's), which prints "bound" and then each
+ * datagram hex-encoded on a line of its own: a message may hold newlines.
  */
-const RECEIVER = `
-import json, socket, sys
-name = sys.argv[1]
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind("\\0" + name[1:] if name.startswith("@") else name)
-print(json.dumps(None), flush=True)
-while True:
-    print(json.dumps(s.recv(65536).decode()), flush=True)
+const RECEIVER = String.raw`
+use strict;
+use Socket qw(AF_UNIX SOCK_DGRAM pack_sockaddr_un);
+(my $path = $ARGV[0]) =~ s/^@/\0/;
+socket(my $sock, AF_UNIX, SOCK_DGRAM, 0) or die "socket: $!\n";
+bind($sock, pack_sockaddr_un($path)) or die "bind $ARGV[0]: $!\n";
+$| = 1;
+print "bound\n";
+while (defined(recv($sock, my $buf, 65536, 0))) { print unpack("H*", $buf), "\n"; }
 `;
 
 class NotifyReceiver {
@@ -31,15 +33,14 @@ class NotifyReceiver {
   private constructor(private readonly proc: ChildProcess) {}
 
   static async bind(name: string): Promise<NotifyReceiver> {
-    const proc = spawn("python3", ["-c", RECEIVER, name], { stdio: ["ignore", "pipe", "inherit"] });
+    const proc = spawn("perl", ["-e", RECEIVER, name], { stdio: ["ignore", "pipe", "inherit"] });
     const r = new NotifyReceiver(proc);
     const bound = new Promise<void>((resolve, reject) => {
       proc.once("error", reject);
       proc.once("exit", (code) => reject(new Error(`receiver exited (${code}) before binding`)));
       createInterface({ input: proc.stdout! }).on("line", (line) => {
-        const msg = JSON.parse(line) as string | null;
-        if (msg === null) return resolve();
-        r.messages.push(msg);
+        if (line === "bound") return resolve();
+        r.messages.push(Buffer.from(line, "hex").toString("utf8"));
         r.wake();
       });
     });
