@@ -39,16 +39,17 @@ export class BenchDaemon {
    * Spawns `node mainJs`; call waitReady next. Nothing after the spawn awaits, so
    * a caller registers the cleanup before a signal handler can run.
    */
-  static async launch(mainJs: string): Promise<BenchDaemon> {
+  static async launch(mainJs: string, existingRoot?: string, logLevel = "warn"): Promise<BenchDaemon> {
     // Short on purpose: QMP and console socket paths below it must fit in 107 bytes.
-    const root = await mkdtemp("/tmp/vmhb-");
+    // An existing root starts a daemon on the state an earlier one left (re-adoption).
+    const root = existingRoot ?? (await mkdtemp("/tmp/vmhb-"));
     await mkdir(path.join(root, "state", "images"), { recursive: true });
     await mkdir(path.join(root, "run"), { recursive: true });
     const logFile = path.join(root, "vmhostd.log");
     const log = openSync(logFile, "a");
     const args = [mainJs, "--state-dir", path.join(root, "state"), "--run-dir", path.join(root, "run")];
     // Own process group: a Ctrl-C at the terminal reaches only the bench, which then stops the VMs first.
-    const proc = spawn(process.execPath, [...args, "--accel", "tcg", "--log-level", "warn"], {
+    const proc = spawn(process.execPath, [...args, "--accel", "tcg", "--log-level", logLevel], {
       stdio: ["ignore", log, log],
       detached: true,
     });
@@ -128,6 +129,14 @@ export class BenchDaemon {
     }
     for (const pid of this.qemuPids) await killIfOurs(pid, this.root);
     await rm(this.root, { recursive: true, force: true });
+  }
+
+  /** SIGKILL, as a crash would; the VMs are left running. */
+  async kill(): Promise<void> {
+    if (this.exited) return;
+    const gone = new Promise((r) => this.proc.once("exit", r));
+    this.proc.kill("SIGKILL");
+    await gone;
   }
 
   /** Records a qemu pid from a start reply, to be killed at shutdown if it is still there. */

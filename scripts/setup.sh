@@ -9,7 +9,7 @@ mode=${1:---daemon}
 packages=(qemu-system-x86 qemu-utils)
 if [ "$mode" = "--test" ]; then
   # cpio builds the test guest's initramfs; iproute2 makes test network namespaces.
-  packages+=(cpio iproute2)
+  packages+=(cpio iproute2 systemd)
 fi
 
 missing=()
