@@ -4,6 +4,7 @@ import { z } from "zod";
 import { errorCatalogue } from "../errors.js";
 import { DAEMON_VERSION } from "../host/host-inventory.js";
 import { vmCreateSchema, vmDefinitionSchema } from "../vm/definition.js";
+import { vmStates } from "../vm/vm-state.js";
 import { consoleLogQuery, shutdownBody } from "./schemas.js";
 
 const schema = (s: z.ZodType, io: "input" | "output" = "input") =>
@@ -77,7 +78,9 @@ export function buildOpenApi(): Record<string, unknown> {
           properties: {
             name: { type: "string" },
             uuid: { type: "string" },
-            state: { type: "string", enum: ["stopped", "starting", "running", "paused", "shutting-down", "crashed"] },
+            state: { type: "string", enum: [...vmStates] },
+            unresponsive: { type: "boolean", description: "qemu did not answer its last command in time" },
+            error: { type: "string", description: "why the VM is in state error" },
             pid: { type: "integer" },
             argv: { type: "array", items: { type: "string" } },
             lastExit: { type: "object" },
