@@ -9,6 +9,7 @@ export interface VmJson {
   startedAt?: string;
   argv?: string[];
   operation?: { name: string; startedAt: string };
+  error?: string;
   lastExit?: { at: string; reason: string; exitCode: number | null; signal: string | null; detail?: string };
   definition: { vcpus: number; memoryMiB: number; machine: string; autostart?: boolean; disks: { name: string; sizeGiB?: number; image?: string; format: string }[]; nics: { mac: string; network: { type: string } }[] };
 }

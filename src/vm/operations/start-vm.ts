@@ -34,24 +34,18 @@ interface StartContext {
 
 const steps: Step<StartContext>[] = [
   {
-    name: "check-no-qemu",
+    name: "check-and-prepare",
     journaled: false,
-    // The last line of defence against two qemu for one VM: a qemu the daemon
-    // lost track of (its pidfile names a live process with our uuid) blocks a start.
+    // Checks and preparations that do not depend on each other, run side by side.
     run: async (c) => {
-      const pid = Number((await readFile(c.vm.paths.pidfile, "utf8").catch(() => "")).trim());
-      if (!Number.isInteger(pid) || pid <= 0) return;
-      const cmdline = await readProcCmdline(pid);
-      if (cmdline?.includes(c.vm.definition.uuid) && (await readProcState(pid)) !== "Z") {
-        throw new VmStateConflict(c.vm.name, `running untracked as pid ${pid}`, "start");
-      }
-    },
-  },
-  {
-    name: "resolve-files",
-    journaled: false,
-    run: async (c) => {
-      c.files = await resolveVmFiles(c.vm.definition, c.host.pools, c.vm.paths);
+      const [, files] = await Promise.all([
+        checkNoUntrackedQemu(c.vm),
+        resolveVmFiles(c.vm.definition, c.host.pools, c.vm.paths),
+        mkdir(c.vm.paths.runDir, { recursive: true, mode: 0o755 }).then(() =>
+          Promise.all([rm(c.vm.paths.qmpSocket, { force: true }), rm(c.vm.paths.consoleSocket, { force: true })]),
+        ),
+      ]);
+      c.files = files;
     },
   },
   {
@@ -61,9 +55,6 @@ const steps: Step<StartContext>[] = [
       c.argv = buildQemuArgv({ def: c.vm.definition, paths: c.vm.paths, accel: c.host.accel, files: c.files! });
       // Kept beside the VM's state so an operator can see (and rerun) the exact command.
       await writeFile(path.join(c.vm.paths.dir, "qemu.argv.json"), JSON.stringify([c.host.config.qemu, ...c.argv]) + "\n");
-      await mkdir(c.vm.paths.runDir, { recursive: true, mode: 0o755 });
-      await rm(c.vm.paths.qmpSocket, { force: true });
-      await rm(c.vm.paths.consoleSocket, { force: true });
     },
   },
   {
@@ -128,6 +119,19 @@ const steps: Step<StartContext>[] = [
     },
   },
 ];
+
+/**
+ * The last line of defence against two qemu for one VM: a qemu the daemon lost
+ * track of (its pidfile names a live process with our uuid) blocks a start.
+ */
+async function checkNoUntrackedQemu(vm: Vm): Promise<void> {
+  const pid = Number((await readFile(vm.paths.pidfile, "utf8").catch(() => "")).trim());
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  const cmdline = await readProcCmdline(pid);
+  if (cmdline?.includes(vm.definition.uuid) && (await readProcState(pid)) !== "Z") {
+    throw new VmStateConflict(vm.name, `running untracked as pid ${pid}`, "start");
+  }
+}
 
 export async function startVm(vm: Vm, host: HostContext): Promise<void> {
   if (vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "start");
