@@ -30,9 +30,34 @@ export const configSchema = z
     qemu: z.string().min(1).default("qemu-system-x86_64"),
     qemuImg: z.string().min(1).default("qemu-img"),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    pools: z
+      .array(z.string().regex(/^[a-z][a-z0-9-]{0,31}=\/[^,]*$/, "expected NAME=/absolute/dir"))
+      .default([])
+      .refine((ps) => new Set(ps.map((p) => p.split("=")[0])).size === ps.length, "a pool name is given twice"),
+    hostReservedMiB: z.coerce.number().int().min(0).max(1 << 30).default(1024),
+    peerToken: z.string().min(16, "must be at least 16 characters").optional(),
+    migrationHost: z
+      .string()
+      .regex(/^[A-Za-z0-9.:-]+$/, "must be an IP address or host name")
+      .optional()
+      .describe("address incoming migrations and NBD disk copies listen on; default the --listen host"),
+    ovmfCode: absolutePath.default("/usr/share/OVMF/OVMF_CODE_4M.fd").describe("UEFI firmware code (Debian's ovmf)"),
+    ovmfVars: absolutePath
+      .optional()
+      .describe("UEFI variable store template; default: the OVMF_VARS*.fd beside the code file whose size fits it"),
   })
   .strict()
-  .transform((c) => ({ ...c, socket: c.socket ?? path.join(c.runDir, "vmhostd.sock") }));
+  // The TCP listener reaches every VM on the host: it is never open without a token.
+  .refine((c) => !c.listen || c.peerToken, { message: "is required with --listen", path: ["peerToken"] })
+  .transform((c) => ({
+    ...c,
+    socket: c.socket ?? path.join(c.runDir, "vmhostd.sock"),
+    // `images` is <state-dir>/images unless a --pool names it.
+    pools: [
+      ...c.pools.map((p) => ({ name: p.slice(0, p.indexOf("=")), dir: path.resolve(p.slice(p.indexOf("=") + 1)) })),
+      ...(c.pools.some((p) => p.startsWith("images=")) ? [] : [{ name: "images", dir: path.join(c.stateDir, "images") }]),
+    ],
+  }));
 
 export type Config = z.output<typeof configSchema>;
 
@@ -46,6 +71,12 @@ export const settings = [
   { key: "qemu", flag: "qemu", env: "VMHOSTD_QEMU", help: "qemu-system binary" },
   { key: "qemuImg", flag: "qemu-img", env: "VMHOSTD_QEMU_IMG", help: "qemu-img binary" },
   { key: "logLevel", flag: "log-level", env: "VMHOSTD_LOG_LEVEL", help: "fatal|error|warn|info|debug|trace|silent" },
+  { key: "pools", flag: "pool", env: "VMHOSTD_POOLS", help: "storage pool NAME=DIR, repeatable (env: comma-separated)" },
+  { key: "hostReservedMiB", flag: "host-reserved-mib", env: "VMHOSTD_HOST_RESERVED_MIB", help: "memory kept for the host; incoming VMs must fit beside it" },
+  { key: "peerToken", flag: "peer-token", env: "VMHOSTD_PEER_TOKEN", help: "shared secret: Bearer token required on TCP" },
+  { key: "migrationHost", flag: "migration-host", env: "VMHOSTD_MIGRATION_HOST", help: "address incoming migrations listen on" },
+  { key: "ovmfCode", flag: "ovmf-code", env: "VMHOSTD_OVMF_CODE", help: "UEFI firmware code file (OVMF)" },
+  { key: "ovmfVars", flag: "ovmf-vars", env: "VMHOSTD_OVMF_VARS", help: "UEFI variable store template (default: found beside the code by size)" },
 ] as const;
 
 export class ConfigError extends Error {
@@ -70,7 +101,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     values = parseArgs({
       args: argv,
       options: Object.fromEntries([
-        ...settings.map((s) => [s.flag, { type: "string" as const }]),
+        ...settings.map((s) => [s.flag, { type: "string" as const, multiple: s.key === "pools" }]),
         ["help", { type: "boolean" as const, short: "h" }],
       ]),
       strict: true,
@@ -81,10 +112,13 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   }
   if (values.help) throw new ConfigError("help", usage());
 
-  const raw: Record<string, string> = {};
+  const raw: Record<string, string | string[]> = {};
   for (const s of settings) {
     const v = values[s.flag] ?? env[s.env];
-    if (typeof v === "string" && v !== "") raw[s.key] = v;
+    if (s.key === "pools") {
+      const list = Array.isArray(v) ? v : typeof v === "string" && v !== "" ? v.split(",") : [];
+      if (list.length) raw.pools = list as string[];
+    } else if (typeof v === "string" && v !== "") raw[s.key] = v;
   }
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) {

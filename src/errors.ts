@@ -73,11 +73,27 @@ export class VmBusy extends defineError("VMH_ERR_VM_BUSY", 409, "VM busy with an
   }
 }
 
+/** A second viewer asked to type into a serial console that already has a writer. */
+export class ConsoleBusy extends defineError("VMH_ERR_CONSOLE_BUSY", 409, "Console already has a writer") {
+  constructor(vm: string) {
+    super(`the console of VM "${vm}" already has a writer; attach read-only (mode=ro) to watch`, { vm });
+  }
+}
+
 export class JobNotFound extends defineError("VMH_ERR_JOB_NOT_FOUND", 404, "Job not found") {
   constructor(job: string) {
     super(`no job with id "${job}"`, { job });
   }
 }
+
+/** A request over TCP without the right peer token. */
+export class Unauthorized extends defineError("VMH_ERR_UNAUTHORIZED", 401, "Unauthorized") {}
+
+/** The destination of a migration refused it or could not be reached. */
+export class MigrationFailed extends defineError("VMH_ERR_MIGRATION", 502, "Migration failed") {}
+
+/** The host has not enough free memory for the VM. */
+export class InsufficientResources extends defineError("VMH_ERR_INSUFFICIENT_RESOURCES", 507, "Not enough host resources") {}
 
 export class RouteNotFound extends defineError("VMH_ERR_NOT_FOUND", 404, "No such endpoint") {}
 
@@ -95,6 +111,15 @@ export class QemuFailed extends defineError("VMH_ERR_QEMU_FAILED", 502, "qemu fa
 
 /** A disk image could not be created or inspected. */
 export class StorageFailed extends defineError("VMH_ERR_STORAGE", 500, "Storage operation failed") {}
+
+/** A NIC names a Linux bridge that does not exist on this host (or is not a bridge). */
+export class BridgeNotFound extends defineError("VMH_ERR_BRIDGE_NOT_FOUND", 400, "Bridge not found") {}
+
+/** A tap device could not be created, attached or removed (`ip` failed, or the name is taken). */
+export class NetworkFailed extends defineError("VMH_ERR_NETWORK", 500, "Network set-up failed") {}
+
+/** UEFI firmware (OVMF) is missing, or its CODE and VARS files do not belong together. */
+export class FirmwareUnavailable extends defineError("VMH_ERR_FIRMWARE", 500, "Firmware unavailable") {}
 
 /** The daemon cannot record state (state disk full or read-only). */
 export class StateWriteFailed extends defineError("VMH_ERR_STATE_WRITE", 507, "Cannot record state") {}
@@ -114,7 +139,11 @@ export const errorCatalogue = [
   VmExists,
   VmStateConflict,
   VmBusy,
+  ConsoleBusy,
   JobNotFound,
+  Unauthorized,
+  MigrationFailed,
+  InsufficientResources,
   RouteNotFound,
   MethodNotAllowed,
   PayloadTooLarge,
@@ -122,6 +151,9 @@ export const errorCatalogue = [
   QemuUnresponsive,
   QemuFailed,
   StorageFailed,
+  FirmwareUnavailable,
+  BridgeNotFound,
+  NetworkFailed,
   StateWriteFailed,
   ShuttingDown,
   InternalError,

@@ -14,9 +14,12 @@ import { resolveAccel } from "./qemu/accel-probe.js";
 import { readQemuVersion } from "./qemu/qemu-binary.js";
 import { DefinitionStore } from "./store/definition-store.js";
 import { QemuImg } from "./storage/qemu-img.js";
-import { DEFAULT_POOL, StoragePools } from "./storage/storage-pools.js";
+import { StoragePools } from "./storage/storage-pools.js";
 import type { HostContext } from "./vm/host-context.js";
 import { VmRegistry } from "./vm/vm-registry.js";
+import { JobRegistry } from "./jobs/job-registry.js";
+import { MigrationSource } from "./migration/migration-source.js";
+import { MigrationTarget } from "./migration/migration-target.js";
 
 /** How long start-up waits for adoption before opening the API anyway. */
 const ADOPTION_WAIT_MS = 1_500;
@@ -50,7 +53,7 @@ async function run(config: Config, log: Logger): Promise<void> {
 
   const qemuVersion = await readQemuVersion(config.qemu);
   const accel = await resolveAccel(config.accel, config.qemu, log);
-  const pools = new StoragePools([{ name: DEFAULT_POOL, dir: path.join(config.stateDir, "images") }]);
+  const pools = new StoragePools(config.pools);
   await pools.init();
   const store = new DefinitionStore(config.stateDir, config.runDir);
   await store.init();
@@ -67,13 +70,19 @@ async function run(config: Config, log: Logger): Promise<void> {
     stopping: new AbortController(),
   };
   const registry = new VmRegistry(host);
+  const jobs = new JobRegistry(host.bus);
+  const target = new MigrationTarget(host, registry);
+  const migration = { jobs, source: new MigrationSource(host, registry, jobs), target };
+  // A migration cut short by a restart of this daemon is finished or rolled back by its own side.
+  registry.recoverMigration = (vm, entry) =>
+    entry.operation === "migrate-in" ? target.recover(vm, entry.done) : migration.source.recover(vm, entry);
   await registry.load();
   // The API opens once adoption settles, or after a short wait: a hung qemu must not keep it closed.
   await Promise.race([registry.adopted, sleep(ADOPTION_WAIT_MS)]);
   host.bus.publish("daemon.started", undefined, { qemuVersion, accel });
 
   const inventory = new HostInventory(host, registry);
-  const unixApp = buildHttpApp({ registry, inventory, log });
+  const unixApp = buildHttpApp({ registry, inventory, migration, log });
   await rm(config.socket, { force: true });
   await mkdir(path.dirname(config.socket), { recursive: true });
   await unixApp.listen({ path: config.socket });
@@ -81,7 +90,7 @@ async function run(config: Config, log: Logger): Promise<void> {
   await chmod(config.socket, 0o660);
   const apps = [unixApp];
   if (config.listen) {
-    const tcpApp = buildHttpApp({ registry, inventory, log });
+    const tcpApp = buildHttpApp({ registry, inventory, migration, log, peerToken: config.peerToken });
     const sep = config.listen.lastIndexOf(":");
     await tcpApp.listen({ host: config.listen.slice(0, sep).replace(/^\[|\]$/g, ""), port: Number(config.listen.slice(sep + 1)) });
     apps.push(tcpApp);

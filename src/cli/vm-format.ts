@@ -11,7 +11,7 @@ export interface VmJson {
   operation?: { name: string; startedAt: string };
   error?: string;
   lastExit?: { at: string; reason: string; exitCode: number | null; signal: string | null; detail?: string };
-  definition: { vcpus: number; memoryMiB: number; machine: string; autostart?: boolean; disks: { name: string; sizeGiB?: number; image?: string; format: string }[]; nics: { mac: string; network: { type: string } }[] };
+  definition: { vcpus: number; memoryMiB: number; machine: string; firmware?: string; cdrom?: { image?: string }; autostart?: boolean; disks: { name: string; sizeGiB?: number; image?: string; format: string }[]; nics: { mac: string; network: { type: string; bridge?: string } }[] };
 }
 
 export function formatTable(header: string[], rows: string[][]): string {
@@ -30,11 +30,13 @@ export function formatVm(vm: VmJson): string {
     ["memory", `${d.memoryMiB} MiB`],
     ["machine", d.machine],
   ];
+  if (d.firmware) lines.push(["firmware", d.firmware]);
+  if (d.cdrom) lines.push(["cdrom", d.cdrom.image ?? "(empty)"]);
   if (vm.pid) lines.push(["pid", String(vm.pid)]);
   if (vm.startedAt) lines.push(["started", vm.startedAt]);
   if (vm.operation) lines.push(["operation", `${vm.operation.name} since ${vm.operation.startedAt}`]);
   for (const disk of d.disks) lines.push([`disk ${disk.name}`, disk.image ?? `${disk.sizeGiB} GiB ${disk.format}`]);
-  d.nics.forEach((n, i) => lines.push([`nic ${i}`, `${n.mac} ${n.network.type}`]));
+  d.nics.forEach((n, i) => lines.push([`nic ${i}`, `${n.mac} ${n.network.type}${n.network.bridge ? ` ${n.network.bridge}` : ""}`]));
   if (vm.lastExit) {
     const e = vm.lastExit;
     lines.push(["last exit", `${e.reason} at ${e.at}${e.signal ? ` (signal ${e.signal})` : e.exitCode !== null ? ` (code ${e.exitCode})` : ""}`]);

@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // vmctl: the operator's command line for vmhostd. Human tables by default,
 // --json for scripts; a non-zero exit status with the daemon's message on failure.
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Command, Option } from "commander";
 import { ApiClient, ApiError } from "./api-client.js";
+import { migrateCommand, type MigrateFlags } from "./migrate-command.js";
 import { autostartAll, formatOutcome, shutdownAll, type VmOutcome } from "./host-power.js";
+import { runConsole } from "./console-client.js";
 import { formatTable, formatVm, type VmJson } from "./vm-format.js";
 
 const DEFAULT_SOCKET = process.env.VMHOSTD_SOCKET ?? "/run/vmhostd/vmhostd.sock";
@@ -57,7 +59,7 @@ program
   .option("--kernel <path>", "direct kernel boot (path in a pool)")
   .option("--initrd <path>", "initrd for direct kernel boot")
   .option("--cmdline <text>", "kernel command line")
-  .option("--nic <type>", "add a virtio NIC on this network type (user)", collect, [])
+  .option("--nic <network>", "add a virtio NIC: user, or bridge:BRIDGE (repeatable)", collect, [])
   .option("--autostart", "start with the host")
   .action(async (name: string | undefined, o: CreateFlags) => {
     const def = await definitionFrom(name, o);
@@ -108,6 +110,19 @@ function report(outcomes: VmOutcome[], none: string): void {
 }
 
 program
+  .command("migrate <name> <destination>")
+  .description("live-migrate a VM to another host's vmhostd (its base URL); shows progress")
+  .option("--storage <mode>", "shared (both hosts see the images) or copy (disks are copied)", "copy")
+  .option("--max-downtime <ms>", "longest pause of the guest allowed at switch-over", toInt)
+  .option("--bandwidth <MiBps>", "bandwidth limit in MiB/s", toInt)
+  .option("--auto-converge", "throttle the guest's vCPUs if it dirties memory faster than it can be sent")
+  .option("--postcopy", "switch to post-copy if pre-copy does not converge")
+  .option("--no-wait", "return once the job has started")
+  .action(async (name: string, destination: string, o: MigrateFlags) => {
+    process.exitCode = await migrateCommand(client(), name, destination, o, asJson());
+  });
+
+program
   .command("delete <name>")
   .description("delete a stopped VM and its own disks")
   .action(async (name: string) => {
@@ -134,6 +149,33 @@ program
       if (!o.follow) return;
       if (res.body.length === 0) await sleep(250);
     }
+  });
+
+program
+  .command("console <name>")
+  .description("attach the terminal to the VM's serial console; Ctrl-] detaches")
+  .option("--read-only", "watch only: keys are not sent (several viewers may watch; one may write)")
+  .action(async (name: string, o: { readOnly?: boolean }) => {
+    const g = program.opts<{ socket: string; url?: string }>();
+    const target = g.url ? { url: g.url } : { socketPath: g.socket };
+    const { stdin, stdout, stderr } = process;
+    process.exitCode = await runConsole({ target, vm: name, readOnly: o.readOnly === true, stdin, stdout, stderr });
+  });
+
+program
+  .command("screenshot <name> <file>")
+  .description("save a PNG of the VM's display ('-' for stdout)")
+  .action(async (name: string, file: string) => {
+    const res = await client().request("GET", `/v1/vms/${encodeURIComponent(name)}/screenshot`);
+    if (res.status >= 400) {
+      const p = JSON.parse(res.body.toString()) as { code: string; detail: string };
+      throw new ApiError(res.status, p.code, p.detail);
+    }
+    if (file === "-") return void process.stdout.write(res.body);
+    await writeFile(file, res.body);
+    // The PNG header (IHDR) starts at byte 16: width, then height.
+    const [width, height] = [res.body.readUInt32BE(16), res.body.readUInt32BE(20)];
+    out(asJson() ? JSON.stringify({ file, bytes: res.body.length, width, height }) : `${name}: ${width}x${height} PNG written to ${file}`);
   });
 
 interface CreateFlags {
@@ -169,9 +211,14 @@ async function definitionFrom(name: string | undefined, o: CreateFlags): Promise
   if (o.kernel || o.initrd || o.cmdline) {
     def.boot = { ...(def.boot as object), ...(o.kernel && { kernel: o.kernel }), ...(o.initrd && { initrd: o.initrd }), ...(o.cmdline && { cmdline: o.cmdline }) };
   }
-  if (o.nic.length) def.nics = [...((def.nics as unknown[]) ?? []), ...o.nic.map((type) => ({ network: { type } }))];
+  if (o.nic.length) def.nics = [...((def.nics as unknown[]) ?? []), ...o.nic.map(nicNetwork)];
   if (o.autostart) def.autostart = true;
   return def;
+}
+
+/** `--nic user` or `--nic bridge:br0`; anything else goes to the daemon as a type, which names what it accepts. */
+function nicNetwork(spec: string): { network: Record<string, string> } {
+  return { network: spec.startsWith("bridge:") ? { type: "bridge", bridge: spec.slice("bridge:".length) } : { type: spec } };
 }
 
 function splitPair(v: string, flag: string): [string, string] {

@@ -1,23 +1,32 @@
 // The fastify application: routes, input limits and error mapping. It knows
 // nothing of VMs beyond calling the registry.
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import websocket from "@fastify/websocket";
 import type { Logger } from "pino";
 import { RouteNotFound } from "../errors.js";
 import type { HostInventory } from "../host/host-inventory.js";
 import type { VmRegistry } from "../vm/vm-registry.js";
 import { buildOpenApi } from "./openapi.js";
 import { errorHandler, sendProblem } from "./problem.js";
+import { registerCdromRoutes } from "./routes/cdrom-routes.js";
 import { registerConsoleRoutes } from "./routes/console-routes.js";
+import { registerConsoleSocketRoutes } from "./routes/console-socket-routes.js";
+import { registerDisplayRoutes } from "./routes/display-routes.js";
 import { registerHostRoutes } from "./routes/host-routes.js";
 import { registerVmRoutes } from "./routes/vm-routes.js";
+import { registerMigrationRoutes, type MigrationDeps } from "./routes/migration-routes.js";
+import { requirePeerToken } from "./peer-auth.js";
 
 export interface HttpDeps {
   registry: VmRegistry;
   inventory: HostInventory;
+  migration: MigrationDeps;
   log: Logger;
+  /** Set for the TCP listener: every request must carry it as a Bearer token. */
+  peerToken?: string;
 }
 
-export function buildHttpApp({ registry, inventory, log }: HttpDeps): FastifyInstance {
+export function buildHttpApp({ registry, inventory, migration, log, peerToken }: HttpDeps): FastifyInstance {
   // fastify types its instance by the logger; the routes take the base type.
   const app = Fastify({
     loggerInstance: log.child({ component: "http" }) as FastifyBaseLogger,
@@ -33,14 +42,22 @@ export function buildHttpApp({ registry, inventory, log }: HttpDeps): FastifyIns
     req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: reply.elapsedTime }, "request");
   });
   app.setErrorHandler(errorHandler);
+  if (peerToken) requirePeerToken(app, peerToken);
   app.setNotFoundHandler((req, reply) => {
     sendProblem(reply, new RouteNotFound(`no endpoint ${req.method} ${req.url.split("?")[0]}`));
   });
 
+  // Before the routes, so it sees them (the serial console is a WebSocket). A
+  // console frame is keystrokes or a paste; a larger one closes the socket (1009).
+  void app.register(websocket, { options: { maxPayload: 64 * 1024 } });
   const openapi = buildOpenApi();
   app.get("/openapi.json", async () => openapi);
   registerHostRoutes(app, inventory);
   registerVmRoutes(app, registry);
   registerConsoleRoutes(app, registry);
+  registerConsoleSocketRoutes(app, registry);
+  registerDisplayRoutes(app, registry);
+  registerMigrationRoutes(app, migration);
+  registerCdromRoutes(app, registry);
   return app;
 }

@@ -5,7 +5,8 @@ import { errorCatalogue } from "../errors.js";
 import { DAEMON_VERSION } from "../host/host-inventory.js";
 import { vmCreateSchema, vmDefinitionSchema } from "../vm/definition.js";
 import { vmStates } from "../vm/vm-state.js";
-import { consoleLogQuery, shutdownBody } from "./schemas.js";
+import { cdromChangeBody, consoleLogQuery, shutdownBody } from "./schemas.js";
+import { migrateRequestSchema } from "../migration/migration-schema.js";
 
 const schema = (s: z.ZodType, io: "input" | "output" = "input") =>
   z.toJSONSchema(s, { io, unrepresentable: "any", target: "openapi-3.0" });
@@ -17,6 +18,7 @@ const problems = (...codes: number[]) =>
   );
 const json = (ref: string) => ({ "application/json": { schema: { $ref: `#/components/schemas/${ref}` } } });
 const nameParam = { name: "name", in: "path", required: true, schema: { type: "string", pattern: "^[a-z0-9][a-z0-9-]{0,62}$" } };
+const jobParam = { name: "id", in: "path", required: true, schema: { type: "string", format: "uuid" } };
 const waitParam = { name: "wait", in: "query", required: false, schema: { type: "string", enum: ["true", "false"] } };
 
 function action(summary: string, body?: string) {
@@ -66,6 +68,62 @@ export function buildOpenApi(): Record<string, unknown> {
           responses: { "200": { description: "text/plain" }, ...problems(400, 404) },
         },
       },
+      "/v1/vms/{name}/console": {
+        get: {
+          summary:
+            "interactive serial console (WebSocket upgrade): guest output as binary frames, the writer's frames to the guest; " +
+            "mode=rw for the one writer, mode=ro (default) to watch. Closed with 4000 when qemu exits, 4001 if its console " +
+            "connection is lost, 4002 for a viewer too far behind",
+          parameters: [nameParam, { name: "mode", in: "query", required: false, schema: { type: "string", enum: ["ro", "rw"] } }],
+          responses: {
+            "101": { description: "switching to WebSocket" },
+            ...problems(400, 404),
+            "409": { description: "VM not running (VMH_ERR_VM_STATE) or the console has a writer (VMH_ERR_CONSOLE_BUSY)", content: { "application/problem+json": { schema: problem } } },
+          },
+        },
+      },
+      "/v1/vms/{name}/screenshot": {
+        get: {
+          summary: "what the VM's display shows now, as PNG (qemu screendump)",
+          parameters: [nameParam],
+          responses: { "200": { description: "image/png", content: { "image/png": { schema: { type: "string", format: "binary" } } } }, ...problems(400, 404, 409, 502, 504) },
+        },
+      },
+      "/v1/vms/{name}/migrate": {
+        post: {
+          summary: "live-migrate to another host; answers 202 with the job",
+          parameters: [nameParam],
+          requestBody: { required: true, content: json("MigrateRequest") },
+          responses: { "202": { description: "the migration job", content: json("Job") }, ...problems(400, 404, 409) },
+        },
+      },
+      "/v1/jobs": { get: { summary: "jobs, running and recently finished", responses: { "200": { description: "{jobs: Job[]}" } } } },
+      "/v1/jobs/{id}": {
+        get: { summary: "one job: phase, progress, result or error", parameters: [jobParam], responses: { "200": { description: "the job", content: json("Job") }, ...problems(404) } },
+      },
+      "/v1/jobs/{id}/cancel": {
+        post: { summary: "cancel a running job", parameters: [jobParam], responses: { "202": { description: "cancelling" }, ...problems(404, 409) } },
+      },
+      "/v1/incoming": {
+        post: { summary: "peer API: prepare to receive a VM (the source daemon calls this)", responses: { "201": { description: "where to send RAM and disks" }, ...problems(400, 401, 409, 507) } },
+      },
+      "/v1/incoming/{name}": {
+        get: { summary: "peer API: receiving, running (committed) or aborted", parameters: [nameParam], responses: { "200": { description: "{name, state}" } } },
+        delete: { summary: "peer API: abort an incoming VM that was not committed", parameters: [nameParam], responses: { "204": { description: "removed" }, ...problems(409) } },
+      },
+      "/v1/incoming/{name}/commit": {
+        post: { summary: "peer API: RAM arrived and the source is paused: resume the guest here", parameters: [nameParam], responses: { "200": { description: "the VM", content: json("Vm") }, ...problems(409) } },
+      },
+      "/v1/vms/{name}/cdrom": {
+        get: { summary: "the CD-ROM drive: the definition's ISO and, while qemu runs, its disc and tray", parameters: [nameParam], responses: { "200": { description: "the drive", content: json("Cdrom") }, ...problems(400, 404) } },
+        post: {
+          summary: "put an ISO into the drive (at once on a running VM) and record it in the definition",
+          parameters: [nameParam],
+          requestBody: { required: true, content: json("CdromChange") },
+          responses: { "200": { description: "the drive afterwards", content: json("Cdrom") }, ...problems(400, 404, 409, 502, 504) },
+        },
+        delete: { summary: "eject the disc (forced: a guest lock is overridden); the drive stays, empty", parameters: [nameParam], responses: { "200": { description: "the drive afterwards", content: json("Cdrom") }, ...problems(404, 409, 502, 504) } },
+      },
       "/openapi.json": { get: { summary: "this document", responses: { "200": { description: "OpenAPI 3" } } } },
     },
     components: {
@@ -88,6 +146,35 @@ export function buildOpenApi(): Record<string, unknown> {
           },
         },
         ShutdownRequest: schema(shutdownBody),
+        CdromChange: schema(cdromChangeBody),
+        Cdrom: {
+          type: "object",
+          required: ["drive", "image"],
+          properties: {
+            drive: { type: "boolean", description: "the VM has a CD-ROM drive" },
+            image: { type: "string", nullable: true, description: "the ISO in the definition: in the drive from the next start" },
+            live: {
+              type: "object",
+              description: "the drive in the running qemu",
+              properties: { medium: { type: "string", nullable: true }, trayOpen: { type: "boolean" }, locked: { type: "boolean" } },
+            },
+          },
+        },
+        MigrateRequest: schema(migrateRequestSchema),
+        Job: {
+          type: "object",
+          required: ["id", "kind", "vm", "state", "phase", "progress", "startedAt"],
+          properties: {
+            id: { type: "string" },
+            kind: { type: "string" },
+            vm: { type: "string" },
+            state: { type: "string", enum: ["running", "succeeded", "failed", "cancelled"] },
+            phase: { type: "string" },
+            progress: { type: "object" },
+            result: { type: "object" },
+            error: { type: "object" },
+          },
+        },
         Problem: {
           type: "object",
           required: ["type", "title", "status", "code", "detail"],

@@ -1,7 +1,7 @@
 // Request shapes of the HTTP API that are not VM definitions. Shared by the
 // routes (validation) and the OpenAPI document.
 import { z } from "zod";
-import { vmNameSchema } from "../vm/definition.js";
+import { cdromSchema, vmNameSchema } from "../vm/definition.js";
 
 export const vmParams = z.object({ name: vmNameSchema }).strict();
 export const vmActionParams = z
@@ -28,3 +28,15 @@ export const consoleLogQuery = z
     limit: z.coerce.number().int().min(1).max(16 * 1024 * 1024).default(1024 * 1024),
   })
   .strict();
+
+export const consoleQuery = z
+  .object({
+    mode: z
+      .enum(["ro", "rw"])
+      .default("ro")
+      .describe("rw: type into the console (one writer at a time); ro: watch"),
+  })
+  .strict();
+
+/** POST /v1/vms/{name}/cdrom: the definition's cdrom, with the image required. */
+export const cdromChangeBody = cdromSchema.required().describe("the ISO to put into the CD-ROM drive");

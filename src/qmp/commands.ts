@@ -82,13 +82,16 @@ export type CpuInfoFast = {
   "cpu-state"?: string;
 };
 
+import type { MigrationCommands } from "./migration-commands.js";
+import type { RemovableMediaCommands } from "./removable-media-commands.js";
+
 /** A command that takes no arguments; `{}` or nothing may be passed. */
 type NoArgs = Record<string, never>;
 /** A command whose success reply is `{"return": {}}`. */
 type EmptyResult = Record<string, never>;
 
 /** Each command we use: its arguments and what its reply's `return` holds. */
-export interface QmpCommands {
+export interface QmpCommands extends MigrationCommands, RemovableMediaCommands {
   qmp_capabilities: { args: { enable?: "oob"[] }; result: EmptyResult };
   "query-status": { args: NoArgs; result: StatusInfo };
   "query-version": { args: NoArgs; result: VersionInfo };
@@ -102,6 +105,11 @@ export interface QmpCommands {
   system_reset: { args: NoArgs; result: EmptyResult };
   /** Resolves on qemu's reply or on its hang-up, whichever comes first. */
   quit: { args: NoArgs; result: EmptyResult };
+  /** Writes the display's current frame to a file qemu opens itself; `format` since qemu 7.1. */
+  screendump: {
+    args: { filename: string; device?: string; head?: number; format?: "ppm" | "png" };
+    result: EmptyResult;
+  };
 }
 
 export type QmpCommandName = keyof QmpCommands;

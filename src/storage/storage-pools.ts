@@ -62,6 +62,19 @@ export class StoragePools {
     return { pool: owner.pool.name, relative: path.relative(owner.realDir, real), absolute: real };
   }
 
+  /**
+   * Where a file named by pool and relative path lives on this host (it need not
+   * exist yet). A migration names files this way: path R in pool P on one host is
+   * path R in pool P on the other.
+   */
+  locate(pool: string, relative: string, field: string): string {
+    const p = this.pools.find((x) => x.name === pool);
+    if (!p) throw new PathOutsidePool(`${field}: this host has no storage pool "${pool}"`, { field, pool });
+    const abs = path.resolve(p.dir, relative);
+    if (!isInside(p.dir, abs)) throw new PathOutsidePool(`${field}: "${relative}" leaves pool "${pool}"`, { field, pool });
+    return abs;
+  }
+
   private poolOf(abs: string): Pool | undefined {
     return this.pools.find((p) => isInside(p.dir, abs));
   }

@@ -11,11 +11,15 @@ export interface VmPaths {
   qemuLog: string;
   lastExit: string;
   journal: string;
+  /** The VM's own copy of the UEFI variable store (boot entries), made from OVMF's template. */
+  uefiVars: string;
   runDir: string;
   runtime: string;
   pidfile: string;
   qmpSocket: string;
   consoleSocket: string;
+  /** qemu's VNC server for the VM's display; only a local client (or the daemon) reaches it. */
+  vncSocket: string;
 }
 
 export function vmPaths(stateDir: string, runDir: string, name: string): VmPaths {
@@ -29,11 +33,13 @@ export function vmPaths(stateDir: string, runDir: string, name: string): VmPaths
     qemuLog: path.join(dir, "qemu.log"),
     lastExit: path.join(dir, "last-exit.json"),
     journal: path.join(dir, "operation.json"),
+    uefiVars: path.join(dir, "uefi-vars.fd"),
     runDir: run,
     runtime: path.join(run, "runtime.json"),
     pidfile: path.join(run, "qemu.pid"),
     qmpSocket: path.join(run, "qmp.sock"),
     consoleSocket: path.join(run, "console.sock"),
+    vncSocket: path.join(run, "vnc.sock"),
   };
 }
 

@@ -45,6 +45,15 @@ const bootSchema = z
     path: ["kernel"],
   });
 
+export const cdromSchema = z
+  .object({
+    image: poolPath
+      .optional()
+      .describe("an ISO image in a storage pool, attached read-only; absent: an empty drive to insert one into later"),
+  })
+  .strict()
+  .describe("a SATA CD-ROM drive (IDE on the pc machine)");
+
 const diskSchema = z
   .object({
     name: z.string().regex(DISK_NAME_PATTERN, "must be 1-27 characters of a-z, 0-9 and '-', starting with a letter"),
@@ -59,11 +68,28 @@ const diskSchema = z
     path: ["sizeGiB"],
   });
 
+/** A Linux interface name: IFNAMSIZ leaves 15 characters, and `/`, `:` or spaces are not allowed. */
+export const BRIDGE_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,15}$/;
+
+const networkSchema = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("user") }).strict().describe("qemu user-mode networking (NAT, no inbound): for development"),
+  z
+    .object({
+      type: z.literal("bridge"),
+      bridge: z
+        .string()
+        .regex(BRIDGE_NAME_PATTERN, "must be a Linux bridge name: 1-15 characters of A-Z, a-z, 0-9, '_', '.' and '-'")
+        .refine((b) => b !== "." && b !== "..", "must be a Linux bridge name, not '.' or '..'")
+        .describe("an existing Linux bridge; the daemon attaches a tap device of its own to it"),
+    })
+    .strict(),
+]);
+
 const nicSchema = z
   .object({
     model: z.literal("virtio-net").default("virtio-net"),
     mac: z.string().regex(MAC_PATTERN, "must be six lower-case hex pairs like 52:54:00:12:34:56").optional(),
-    network: z.object({ type: z.literal("user") }).strict().default({ type: "user" }),
+    network: networkSchema.default({ type: "user" }),
   })
   .strict();
 
@@ -80,8 +106,12 @@ const vmFields = {
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be a qemu CPU model name")
     .optional()
     .describe("qemu CPU model; default host under KVM, max under TCG"),
-  firmware: z.enum(["bios"]).default("bios"),
+  firmware: z
+    .enum(["bios", "uefi"])
+    .default("bios")
+    .describe("bios: SeaBIOS; uefi: OVMF with a variable store of the VM's own (q35 only)"),
   boot: bootSchema.default({ order: ["disk"] }),
+  cdrom: cdromSchema.optional(),
   disks: z
     .array(diskSchema)
     .max(32)
@@ -95,7 +125,12 @@ const vmFields = {
 
 export const vmCreateSchema = z
   .object({ ...vmFields, uuid: z.uuid().optional().describe("generated when absent") })
-  .strict();
+  .strict()
+  // OVMF's pflash and the firmware build Debian ships are for q35.
+  .refine((v) => v.firmware !== "uefi" || isQ35(v.machine), {
+    message: "uefi needs a q35 machine",
+    path: ["firmware"],
+  });
 export type VmCreateRequest = z.input<typeof vmCreateSchema>;
 
 const storedNic = nicSchema.safeExtend({ mac: z.string().regex(MAC_PATTERN) });
@@ -106,6 +141,10 @@ export const vmDefinitionSchema = z
 export type VmDefinition = z.output<typeof vmDefinitionSchema>;
 export type DiskDefinition = VmDefinition["disks"][number];
 export type NicDefinition = VmDefinition["nics"][number];
+
+export function isQ35(machine: string): boolean {
+  return machine === "q35" || machine.startsWith("pc-q35");
+}
 
 /** qemu's own OUI 52:54:00, then three random octets. Generated once, then stored. */
 export function generateMac(): string {

@@ -6,4 +6,7 @@ export type VmAction =
   | { kind: "stop" }
   | { kind: "reset" }
   | { kind: "pause" }
-  | { kind: "resume" };
+  | { kind: "resume" }
+  /** Put this ISO (a path in a pool) into the CD-ROM drive, replacing any disc. */
+  | { kind: "change-cdrom"; image: string }
+  | { kind: "eject-cdrom" };

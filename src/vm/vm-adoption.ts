@@ -10,14 +10,18 @@ import { isSameProcess, readProcCmdline, readProcStartTicks, signalProcess } fro
 import { waitForProcessGone } from "../qemu/qemu-launcher.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import { readLastExit, readRuntimeRecord, removeRuntimeRecord, writeLastExit, type RuntimeRecord } from "../store/runtime-store.js";
+import { removeVmTaps } from "../net/tap-devices.js";
 import { QemuSession } from "./qemu-session.js";
 import type { VmAction } from "./vm-action.js";
 import type { Vm } from "./vm.js";
 
 const ADOPT_CONNECT_MS = 2_000;
 
-/** What adoption leaves to do once the VM's lock is free again: the rest of an interrupted operation. */
-export type FollowUp = VmAction | undefined;
+/**
+ * What adoption leaves to do once the VM's lock is free again: the rest of an
+ * interrupted operation, or a migration for its own side to finish or roll back.
+ */
+export type FollowUp = VmAction | { kind: "recover-migration"; entry: JournalEntry } | undefined;
 
 export async function adoptVm(vm: Vm): Promise<FollowUp> {
   vm.lastExit = await readLastExit(vm.paths);
@@ -31,9 +35,15 @@ export async function adoptVm(vm: Vm): Promise<FollowUp> {
     if (vm.session?.status === "shutdown") await vm.endAfterGuestShutdown();
   }
   else if (record) await recordEndedWhileAway(vm, record);
+  // No qemu of this VM lives: taps it left (its qemu ended while the daemon was down,
+  // or a start was cut short before its spawn) are removed. A running VM's are its own.
+  if (!alive) await removeVmTaps(vm.definition, vm.log);
 
   if (!interrupted) return undefined;
   vm.log.warn({ operation: interrupted.operation, done: interrupted.done }, "an operation was cut short by a daemon restart");
+  if (interrupted.operation === "migrate" || interrupted.operation === "migrate-in") {
+    return { kind: "recover-migration", entry: interrupted };
+  }
   const follow = await resumeInterrupted(vm, interrupted);
   await vm.recordState(() => vm.journal.end());
   return follow;
@@ -122,6 +132,11 @@ async function resumeInterrupted(vm: Vm, entry: JournalEntry): Promise<FollowUp>
     }
     case "stop":
       return session ? { kind: "stop" } : undefined;
+    case "cdrom": {
+      // Done again in full: the disc may or may not have changed, the definition not yet been written.
+      const image = entry.params.image;
+      return typeof image === "string" ? { kind: "change-cdrom", image } : { kind: "eject-cdrom" };
+    }
     default:
       return undefined;
   }
@@ -129,5 +144,5 @@ async function resumeInterrupted(vm: Vm, entry: JournalEntry): Promise<FollowUp>
 
 export async function cleanRunFiles(vm: Vm): Promise<void> {
   await removeRuntimeRecord(vm.paths).catch(() => {});
-  for (const f of [vm.paths.pidfile, vm.paths.qmpSocket, vm.paths.consoleSocket]) await rm(f, { force: true }).catch(() => {});
+  for (const f of [vm.paths.pidfile, vm.paths.qmpSocket, vm.paths.consoleSocket, vm.paths.vncSocket]) await rm(f, { force: true }).catch(() => {});
 }

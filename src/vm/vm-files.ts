@@ -9,13 +9,14 @@ import type { VmCreateRequest, VmDefinition } from "./definition.js";
 type Files = ArgvInputs["files"];
 
 export async function resolveVmFiles(
-  def: Pick<VmDefinition, "boot" | "disks">,
+  def: Pick<VmDefinition, "boot" | "disks" | "cdrom">,
   pools: StoragePools,
   paths: VmPaths,
 ): Promise<Files> {
   const files: Files = { disks: {} };
   if (def.boot.kernel) files.kernel = (await pools.resolveFile(def.boot.kernel, "boot.kernel")).absolute;
   if (def.boot.initrd) files.initrd = (await pools.resolveFile(def.boot.initrd, "boot.initrd")).absolute;
+  if (def.cdrom?.image) files.cdrom = (await pools.resolveFile(def.cdrom.image, "cdrom.image")).absolute;
   for (const [i, disk] of def.disks.entries()) {
     files.disks[disk.name] = disk.image
       ? (await pools.resolveFile(disk.image, `disks.${i}.image`)).absolute

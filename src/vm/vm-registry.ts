@@ -8,9 +8,11 @@ import { pauseVm, resetVm, resumeVm } from "./operations/guest-controls.js";
 import { shutdownVm, DEFAULT_SHUTDOWN_TIMEOUT_SEC } from "./operations/shutdown-vm.js";
 import { startVm } from "./operations/start-vm.js";
 import { stopVm } from "./operations/stop-vm.js";
+import { changeCdrom } from "./operations/change-cdrom.js";
 import { CrashPolicy } from "./crash-policy.js";
 import { Vm, type VmView } from "./vm.js";
-import { adoptVm } from "./vm-adoption.js";
+import { adoptVm, type FollowUp } from "./vm-adoption.js";
+import type { JournalEntry } from "../store/operation-journal.js";
 import { findQemuProcesses, type QemuProcessInfo } from "../qemu/qemu-process.js";
 import type { VmAction } from "./vm-action.js";
 import type { z } from "zod";
@@ -50,9 +52,11 @@ export class VmRegistry {
   }
 
   adopted: Promise<void> = Promise.resolve();
+  /** Finishes or rolls back a migration a restart cut short (set by the migration side). */
+  recoverMigration: ((vm: Vm, entry: JournalEntry) => Promise<void>) | undefined;
 
   private async adopt(vm: Vm): Promise<void> {
-    let follow: VmAction | undefined;
+    let follow: FollowUp;
     try {
       follow = await vm.lock.run("adopt", () => adoptVm(vm));
     } catch (err) {
@@ -61,6 +65,13 @@ export class VmRegistry {
     }
     vm.publish("vm.adopted", { state: vm.state(), pid: vm.session?.pid });
     if (vm.lastExit?.reason === "crashed" && !vm.session && !follow) this.crashPolicy.onCrash(vm);
+    if (follow?.kind === "recover-migration") {
+      const entry = follow.entry;
+      const recover = this.recoverMigration;
+      const op = entry.operation === "migrate-in" ? "migrate-in" : "migrate";
+      if (recover) void vm.lock.run(op, () => recover(vm, entry)).catch((err) => vm.log.error({ err }, "migration recovery failed"));
+      return;
+    }
     if (follow) {
       vm.log.info({ action: follow }, "finishing the interrupted operation");
       this.perform(vm.name, follow).catch((err) => vm.log.error({ err }, "finishing the interrupted operation failed"));
@@ -111,6 +122,31 @@ export class VmRegistry {
     }
   }
 
+  /**
+   * Adds a VM whose directory has just been made for an incoming migration, or
+   * refuses (409) if the name is taken. The caller holds it under its own operation.
+   */
+  registerIncoming(def: VmDefinition): Vm {
+    this.assertOpen();
+    if (this.vms.has(def.name) || this.creating.has(def.name)) throw new VmExists(def.name);
+    const vm = this.newVm(def);
+    this.vms.set(def.name, vm);
+    return vm;
+  }
+
+  /** Reserves a name while an incoming VM's directory is made; the returned function releases it. */
+  reserveName(name: string): () => void {
+    this.assertOpen();
+    if (this.vms.has(name) || this.creating.has(name)) throw new VmExists(name);
+    this.creating.add(name);
+    return () => this.creating.delete(name);
+  }
+
+  /** Removes a VM from the registry whose directory is already gone (migrated away, incoming aborted). */
+  forget(name: string): void {
+    this.vms.delete(name);
+  }
+
   async delete(name: string): Promise<void> {
     this.assertOpen();
     const vm = this.get(name);
@@ -149,6 +185,12 @@ export class VmRegistry {
         break;
       case "resume":
         await vm.lock.run("resume", () => resumeVm(vm));
+        break;
+      case "change-cdrom":
+        await vm.lock.run("cdrom", () => changeCdrom(vm, this.host, action.image));
+        break;
+      case "eject-cdrom":
+        await vm.lock.run("cdrom", () => changeCdrom(vm, this.host, undefined));
         break;
       default:
         assertNever(action);

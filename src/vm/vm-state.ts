@@ -11,12 +11,25 @@ export const vmStates = [
   "crashed",
   /** A qemu is alive but the daemon cannot (yet) tell what it is doing: adoption under way or no monitor. */
   "unknown",
+  /** Being sent to another host, or received from one. */
+  "migrating",
   /** The daemon cannot read what it needs for this VM (a corrupt definition); the operator decides. */
   "error",
 ] as const;
 export type VmState = (typeof vmStates)[number];
 
-export type OperationName = "adopt" | "start" | "shutdown" | "stop" | "reset" | "pause" | "resume" | "delete";
+export type OperationName =
+  | "adopt"
+  | "start"
+  | "shutdown"
+  | "stop"
+  | "reset"
+  | "pause"
+  | "resume"
+  | "delete"
+  | "migrate"
+  | "migrate-in"
+  | "cdrom";
 
 export interface StateFacts {
   operation?: OperationName;
@@ -31,6 +44,7 @@ export interface StateFacts {
 export function deriveState(f: StateFacts): VmState {
   if (f.broken) return "error";
   if (f.operation === "adopt") return "unknown";
+  if (f.operation === "migrate" || f.operation === "migrate-in") return "migrating";
   if (!f.qemuAlive) {
     if (f.operation === "start") return "starting";
     return f.lastExit?.reason === "crashed" ? "crashed" : "stopped";

@@ -3,11 +3,14 @@
 // those facts on every read, never kept as a field to be synchronised by hand.
 import type { Logger } from "pino";
 import type { EventBus } from "../events/event-bus.js";
+import type { Job, JobView } from "../jobs/job-registry.js";
+import { removeVmTaps } from "../net/tap-devices.js";
 import { OperationJournal } from "../store/operation-journal.js";
 import { removeRuntimeRecord, writeLastExit, type LastExit } from "../store/runtime-store.js";
 import type { VmPaths } from "../store/vm-paths.js";
 import type { VmDefinition } from "./definition.js";
 import { OperationLock } from "./operation-lock.js";
+import { ConsoleHub } from "./console-hub.js";
 import type { QemuSession, SessionExit } from "./qemu-session.js";
 import { deriveState, type OperationName, type VmState } from "./vm-state.js";
 
@@ -21,6 +24,7 @@ export interface VmView {
   startedAt?: string;
   argv?: string[];
   operation?: { name: OperationName; startedAt: string };
+  job?: JobView;
   lastExit?: LastExit;
   /** Why the VM is in state `error`. */
   error?: string;
@@ -31,6 +35,8 @@ export interface VmView {
 export class Vm {
   readonly lock: OperationLock;
   readonly journal: OperationJournal;
+  /** The serial console's viewers and its one connection to qemu. */
+  readonly console: ConsoleHub;
   session: QemuSession | undefined;
   lastExit: LastExit | undefined;
   /** Set by the daemon's own stop/shutdown so that the coming exit is not taken for a crash. */
@@ -39,6 +45,8 @@ export class Vm {
   broken: string | undefined;
   /** The last failure to record this VM's state on disk, shown until a write succeeds. */
   stateWriteError: string | undefined;
+  /** The job working on this VM (a migration), shown with it. */
+  job: Job | undefined;
   private readonly exitWaiters = new Set<() => void>();
 
   constructor(
@@ -50,6 +58,7 @@ export class Vm {
   ) {
     this.lock = new OperationLock(definition.name);
     this.journal = new OperationJournal(paths.journal);
+    this.console = new ConsoleHub(this);
   }
 
   get name(): string {
@@ -93,6 +102,7 @@ export class Vm {
           }
         : {}),
       ...(op ? { operation: { name: op.name, startedAt: op.startedAt } } : {}),
+      ...(this.job ? { job: this.job.view() } : {}),
       ...(this.lastExit ? { lastExit: this.lastExit } : {}),
       ...(this.broken ? { error: this.broken } : {}),
       ...(this.stateWriteError ? { stateWriteError: this.stateWriteError } : {}),
@@ -135,10 +145,15 @@ export class Vm {
     this.session = undefined;
     this.expectedExit = undefined;
     this.log.info({ lastExit: this.lastExit }, "qemu exited");
-    await this.recordState(async () => {
-      await writeLastExit(this.paths, this.lastExit!);
-      await removeRuntimeRecord(this.paths);
-    });
+    await Promise.all([
+      this.recordState(async () => {
+        await writeLastExit(this.paths, this.lastExit!);
+        await removeRuntimeRecord(this.paths);
+      }),
+      // Before anyone waiting for the exit hears of it: a stop answers with the taps gone,
+      // and a restart (onCrash, or the next start) makes them afresh.
+      removeVmTaps(this.definition, this.log),
+    ]);
     this.publish("vm.state", { state: this.state(), lastExit: this.lastExit });
     for (const w of this.exitWaiters) w();
     this.exitWaiters.clear();

@@ -36,6 +36,12 @@ export interface DaemonOptions {
   detached?: boolean;
   /** Put the state directory on a tmpfs of this size, so a test can fill it. */
   stateTmpfsMiB?: number;
+  /**
+   * Run the daemon (and so its qemus and taps) in this network namespace, through
+   * `ip netns exec`, which execs in place: the pid is still the daemon's. The API's
+   * Unix socket stays reachable, as the filesystem is shared.
+   */
+  netns?: string;
 }
 
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
@@ -79,9 +85,10 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     },
   };
   const launch = async (args: string[]): Promise<ChildProcess> => {
+    const daemonArgv = [mainJs, "--state-dir", stateDir, "--run-dir", runDir, "--accel", "tcg", "--log-level", "debug", ...args];
     const proc = spawn(
-      process.execPath,
-      [mainJs, "--state-dir", stateDir, "--run-dir", runDir, "--accel", "tcg", "--log-level", "debug", ...args],
+      opts.netns ? "ip" : process.execPath,
+      opts.netns ? ["netns", "exec", opts.netns, process.execPath, ...daemonArgv] : daemonArgv,
       { env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"], detached: opts.detached ?? false },
     );
     proc.stdout!.on("data", (c: Buffer) => output.push(c.toString()));

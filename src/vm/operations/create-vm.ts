@@ -6,13 +6,22 @@ import { diskPath } from "../../store/vm-paths.js";
 import type { VmDefinition } from "../definition.js";
 import type { HostContext } from "../host-context.js";
 import { resolveVmFiles } from "../vm-files.js";
+import { checkBridges } from "../../net/tap-devices.js";
+import { checkIsoImage } from "../cdrom-drive.js";
+import { ensureUefiVars, findOvmf } from "../uefi-firmware.js";
 
 const GiB = 1024 ** 3;
 
 export async function createVmOnDisk(def: VmDefinition, host: HostContext): Promise<void> {
   const files = await resolveVmFiles(def, host.pools, host.store.paths(def.name));
   await checkImageFormats(def, files.disks, host);
+  // A bridge is checked again at each start; here a misspelt name is caught at once.
+  await checkBridges(def);
+  if (files.cdrom) await checkIsoImage(host.qemuImg, files.cdrom, "cdrom.image");
+  const ovmf = def.firmware === "uefi" ? await findOvmf(host.config) : undefined;
   await host.store.create(def, async (staging) => {
+    // The VM's own UEFI variable store is part of the VM: made with it, deleted with it.
+    if (ovmf) await ensureUefiVars(staging.uefiVars, ovmf);
     for (const disk of def.disks) {
       if (disk.sizeGiB === undefined) continue;
       // Whole sectors: qemu rounds odd sizes, and the guest must see what was asked for.

@@ -1,4 +1,4 @@
-// start = check files → build argv → spawn (and record) → connect QMP → verify → cont.
+// start = check files → create taps → build argv → spawn (and record) → connect QMP → verify → cont.
 // The intent is journaled before qemu exists; the runtime record is the durable
 // trace of the spawn. A failed step undoes the ones before it, so a start that
 // fails leaves no qemu and no journal entry behind. The disk writes overlap
@@ -13,6 +13,9 @@ import type { HostContext } from "../host-context.js";
 import { runSteps, type Step } from "../operation-steps.js";
 import { QemuSession } from "../qemu-session.js";
 import { resolveVmFiles } from "../vm-files.js";
+import { ensureUefiVars, findOvmf } from "../uefi-firmware.js";
+import { createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
+import { access } from "node:fs/promises";
 import type { Vm } from "../vm.js";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
@@ -29,6 +32,8 @@ interface StartContext {
   record?: RuntimeRecord;
   recorded?: Promise<void>;
   journalBegun: Promise<unknown>;
+  incoming?: boolean;
+  vhostNet?: boolean;
   session?: QemuSession;
 }
 
@@ -38,21 +43,41 @@ const steps: Step<StartContext>[] = [
     journaled: false,
     // Checks and preparations that do not depend on each other, run side by side.
     run: async (c) => {
-      const [, files] = await Promise.all([
+      const [, files, firmware] = await Promise.all([
         checkNoUntrackedQemu(c.vm),
         resolveVmFiles(c.vm.definition, c.host.pools, c.vm.paths),
+        prepareUefi(c.vm, c.host),
         mkdir(c.vm.paths.runDir, { recursive: true, mode: 0o755 }).then(() =>
           Promise.all([rm(c.vm.paths.qmpSocket, { force: true }), rm(c.vm.paths.consoleSocket, { force: true })]),
         ),
       ]);
-      c.files = files;
+      c.files = { ...files, ...(firmware ? { firmware } : {}) };
     },
+  },
+  {
+    name: "create-taps",
+    // After the check for an untracked qemu, whose taps must not be touched. Not
+    // journaled: the taps' names derive from the VM's uuid, and a restarted daemon
+    // that finds no qemu for the VM removes any it left.
+    journaled: false,
+    run: async (c) => {
+      const taps = await createVmTaps(c.vm.definition, c.vm.log);
+      if (taps.length > 0 && c.host.accel === "kvm") c.vhostNet = await access("/dev/vhost-net").then(() => true, () => false);
+    },
+    undo: (c) => removeVmTaps(c.vm.definition, c.vm.log),
   },
   {
     name: "build-argv",
     journaled: false,
     run: async (c) => {
-      c.argv = buildQemuArgv({ def: c.vm.definition, paths: c.vm.paths, accel: c.host.accel, files: c.files! });
+      c.argv = buildQemuArgv({
+        def: c.vm.definition,
+        paths: c.vm.paths,
+        accel: c.host.accel,
+        files: c.files!,
+        incoming: c.incoming,
+        vhostNet: c.vhostNet,
+      });
       // Kept beside the VM's state so an operator can see (and rerun) the exact command.
       await writeFile(path.join(c.vm.paths.dir, "qemu.argv.json"), JSON.stringify([c.host.config.qemu, ...c.argv]) + "\n");
     },
@@ -97,7 +122,8 @@ const steps: Step<StartContext>[] = [
       await session.connect(CONNECT_DEADLINE_MS);
       const status = await session.refreshStatus(5000);
       // -S: the guest must not have run a single instruction before we say so.
-      if (status !== "prelaunch" && status !== "paused") {
+      const expected = c.incoming ? ["inmigrate"] : ["prelaunch", "paused"];
+      if (!expected.includes(status)) {
         throw new QemuFailed(`qemu reports ${status} before it was told to run`, { vm: c.vm.name });
       }
       c.vm.attachSession(session);
@@ -131,6 +157,24 @@ async function checkNoUntrackedQemu(vm: Vm): Promise<void> {
   if (cmdline?.includes(vm.definition.uuid) && (await readProcState(pid)) !== "Z") {
     throw new VmStateConflict(vm.name, `running untracked as pid ${pid}`, "start");
   }
+}
+
+/**
+ * qemu for the destination of a live migration: the same steps up to a verified
+ * QMP connection, with `-incoming defer` and no `cont`. The caller owns the journal.
+ */
+export async function launchIncomingQemu(vm: Vm, host: HostContext): Promise<void> {
+  if (vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "receive");
+  const incomingSteps = steps.filter((s) => s.name !== "cont");
+  await runSteps(incomingSteps, { vm, host, journalBegun: Promise.resolve(), incoming: true }, vm.journal, vm.log);
+}
+
+/** UEFI: OVMF's CODE and the VM's own VARS, made now if the VM has none yet. */
+async function prepareUefi(vm: Vm, host: HostContext): Promise<{ code: string; vars: string } | undefined> {
+  if (vm.definition.firmware !== "uefi") return undefined;
+  const ovmf = await findOvmf(host.config);
+  await ensureUefiVars(vm.paths.uefiVars, ovmf);
+  return { code: ovmf.code, vars: vm.paths.uefiVars };
 }
 
 export async function startVm(vm: Vm, host: HostContext): Promise<void> {

@@ -1,0 +1,21 @@
+// Requests over TCP come from other hosts (peer daemons, orchestrators) and must
+// carry the shared token: `Authorization: Bearer <token>`, compared in constant
+// time. The Unix socket is authorised by its file mode and group instead.
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { FastifyInstance } from "fastify";
+import { Unauthorized } from "../errors.js";
+
+export function requirePeerToken(app: FastifyInstance, token: string): void {
+  // Hashing first gives equal-length buffers whatever the client sent.
+  const want = createHash("sha256").update(token).digest();
+  app.addHook("onRequest", async (req) => {
+    const header = req.headers.authorization ?? "";
+    const m = /^Bearer\s+(\S+)$/i.exec(header);
+    const got = createHash("sha256").update(m?.[1] ?? "").digest();
+    if (!m || !timingSafeEqual(want, got)) {
+      throw new Unauthorized(m ? "wrong peer token" : "requests over TCP need Authorization: Bearer <peer token>", {
+        field: "authorization",
+      });
+    }
+  });
+}

@@ -1,0 +1,73 @@
+// The interactive serial console: a WebSocket per viewer, relayed by the VM's
+// console hub. Guest output goes out as binary frames; the writer's frames
+// (binary or text) go to the guest as raw bytes. A refusal (no such VM, VM not
+// running, the console already has a writer) is answered before the upgrade, as
+// a problem document, so a client gets the same codes as anywhere else.
+import type { FastifyInstance } from "fastify";
+import type { WebSocket, RawData } from "ws";
+import { ConsoleBusy, ValidationFailed, VmhError } from "../../errors.js";
+import { ConsoleEnd, type ConsoleViewer } from "../../vm/console-hub.js";
+import type { VmRegistry } from "../../vm/vm-registry.js";
+import { consoleQuery, vmParams } from "../schemas.js";
+import { parseInput } from "../validation.js";
+
+export function registerConsoleSocketRoutes(app: FastifyInstance, registry: VmRegistry): void {
+  // Declared from a plugin so that it is added after @fastify/websocket has loaded
+  // (fastify loads plugins in order); a route added before it would not be upgraded.
+  void app.register(async (scope) => consoleRoute(scope, registry));
+}
+
+function consoleRoute(app: FastifyInstance, registry: VmRegistry): void {
+  app.route({
+    method: "GET",
+    url: "/v1/vms/:name/console",
+    preHandler: async (req) => {
+      const { name } = parseInput(vmParams, req.params, "params");
+      const { mode } = parseInput(consoleQuery, req.query, "query");
+      registry.get(name).console.check(mode);
+    },
+    // A plain GET (no upgrade) of a WebSocket endpoint.
+    handler: async () => {
+      throw new ValidationFailed("this endpoint is a WebSocket: send Connection: Upgrade and Upgrade: websocket", [
+        { field: "headers.upgrade", message: "expected websocket" },
+      ]);
+    },
+    // Runs right after preHandler in the same turn of the event loop, so the writer
+    // seen free there is still free here; a refusal after all closes the socket.
+    wsHandler: (socket, req) => {
+      const { name } = parseInput(vmParams, req.params, "params");
+      const { mode } = parseInput(consoleQuery, req.query, "query");
+      let attachment;
+      try {
+        attachment = registry.get(name).console.join(viewerOf(socket), mode);
+      } catch (err) {
+        const why = err instanceof ConsoleBusy ? ConsoleEnd.writerTaken : ConsoleEnd.vmStopped;
+        socket.close(why.code, err instanceof VmhError ? err.message.slice(0, 120) : why.reason);
+        return;
+      }
+      socket.on("message", (data: RawData) => attachment.input(toBuffer(data)));
+      socket.on("close", () => attachment.leave());
+    },
+  });
+}
+
+function viewerOf(socket: WebSocket): ConsoleViewer {
+  return {
+    send: (data) => {
+      if (socket.readyState === socket.OPEN) socket.send(data, { binary: true });
+    },
+    // A close reason is limited to 123 bytes by the protocol.
+    end: (code, reason) => socket.close(code, reason.slice(0, 120)),
+    get backlog() {
+      return socket.bufferedAmount;
+    },
+    pause: () => socket.pause(),
+    resume: () => socket.resume(),
+  };
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}

@@ -1,0 +1,42 @@
+// The shapes exchanged for a live migration: what an operator asks of the source,
+// and what the source daemon asks of the destination daemon.
+import { z } from "zod";
+import { vmDefinitionSchema } from "../vm/definition.js";
+
+export const migrateRequestSchema = z
+  .object({
+    destination: z.url({ protocol: /^https?$/ }).describe("base URL of the destination host's vmhostd, e.g. http://10.0.0.2:8600"),
+    storage: z.enum(["shared", "copy"]).describe("shared: both hosts see the same images; copy: disks are copied over NBD"),
+    maxDowntimeMs: z.number().int().min(1).max(60_000).optional(),
+    bandwidthMiBps: z.number().int().min(1).max(100_000).optional(),
+    autoConverge: z.boolean().optional(),
+    postcopy: z.boolean().optional(),
+  })
+  .strict();
+export type MigrateRequest = z.output<typeof migrateRequestSchema>;
+
+/** A file the guest uses, named by storage pool so each host can find its own copy. */
+export const poolFileSchema = z.object({ pool: z.string(), relative: z.string() }).strict();
+
+export const incomingRequestSchema = z
+  .object({
+    definition: vmDefinitionSchema,
+    storage: z.enum(["shared", "copy"]),
+    /** Pool-relative locations of the files the definition names, by definition field path. */
+    files: z.record(z.string(), poolFileSchema),
+    /** Virtual sizes of the disks to create for a copy, by disk name. */
+    diskSizes: z.record(z.string(), z.number().int().positive()).default({}),
+    postcopy: z.boolean().default(false),
+  })
+  .strict();
+export type IncomingRequest = z.output<typeof incomingRequestSchema>;
+
+export interface IncomingReply {
+  /** Where the source sends RAM: qemu's `tcp:HOST:PORT`. */
+  uri: string;
+  /** For storage copy: where each disk is exported over NBD. */
+  nbd?: { host: string; port: number; exports: Record<string, string> };
+}
+
+/** What the destination says about an incoming VM, for a source that must know the outcome. */
+export type IncomingState = "preparing" | "receiving" | "running" | "aborted";

@@ -1,0 +1,299 @@
+// The source side of a live migration, as a job under the VM's `migrate`
+// operation: prepare the destination → mirror the disks to it (copy) → send RAM →
+// switch over → have the destination resume the guest → drop the copy here.
+// One rule holds throughout: the guest runs on exactly one host. Before RAM has
+// fully arrived any failure resumes it here. After that, the source never resumes
+// on a guess: it asks the destination, and keeps the guest paused until it knows.
+import { setTimeout as sleep } from "node:timers/promises";
+import { MigrationFailed, ValidationFailed, VmStateConflict, VmhError } from "../errors.js";
+import type { Job, JobRegistry } from "../jobs/job-registry.js";
+import type { MigrationInfo } from "../qmp/migration-commands.js";
+import { diskPath } from "../store/vm-paths.js";
+import type { HostContext } from "../vm/host-context.js";
+import { killQemu } from "../vm/operations/stop-vm.js";
+import type { QemuSession } from "../vm/qemu-session.js";
+import type { Vm } from "../vm/vm.js";
+import type { VmRegistry } from "../vm/vm-registry.js";
+import { definitionFiles } from "./definition-files.js";
+import { DiskMirrors } from "./disk-mirrors.js";
+import type { IncomingReply, IncomingState, MigrateRequest } from "./migration-schema.js";
+import { PeerClient, PeerUnreachable } from "./peer-client.js";
+import type { JournalEntry } from "../store/operation-journal.js";
+
+/** Mirror jobs a restarted daemon finds: completed (after RAM) or abandoned (before). */
+async function cancelLeftoverMirrors(session: QemuSession, force = true): Promise<void> {
+  const jobs = await session.execute("query-block-jobs").catch(() => []);
+  for (const j of jobs.filter((x) => x.device.startsWith("mirror-"))) {
+    await session.execute("block-job-cancel", { device: j.device, force }).catch(() => {});
+  }
+  for (let i = 0; i < 100; i++) {
+    const left = (await session.execute("query-block-jobs").catch(() => [])).filter((x) => x.device.startsWith("mirror-"));
+    if (left.length === 0) break;
+    await sleep(100);
+  }
+}
+
+const PROGRESS_EVERY_MS = 250;
+/** RAM transfer that makes no progress for this long is given up (a dead link never errors by itself). */
+const STALL_MS = 10_000;
+/** How often the destination is asked for the outcome when it is unknown. */
+const ASK_EVERY_MS = 2_000;
+
+export class MigrationSource {
+  constructor(
+    private readonly host: HostContext,
+    private readonly registry: VmRegistry,
+    private readonly jobs: JobRegistry,
+  ) {}
+
+  /** Checks the request, then runs the migration as a job; resolves with the job at once. */
+  start(name: string, req: MigrateRequest): Job {
+    const vm = this.registry.get(name);
+    if (!vm.session) throw new VmStateConflict(name, vm.settledState(), "migrate");
+    if (vm.lock.current) throw new VmStateConflict(name, `busy with ${vm.lock.current.name}`, "migrate");
+    if (req.storage === "shared") {
+      const own = vm.definition.disks.findIndex((d) => !d.image);
+      if (own >= 0) {
+        const field = `disks.${own}`;
+        throw new ValidationFailed(`${field}: lives in the VM's own directory; migrate it with storage "copy"`, [
+          { field: "storage", message: `disk ${vm.definition.disks[own]!.name} is not on shared storage` },
+        ]);
+      }
+    }
+    const job = this.jobs.create("migrate", name);
+    vm.job = job;
+    void vm.lock
+      .run("migrate", () => this.run(vm, job, req))
+      .finally(() => {
+        if (vm.job === job) vm.job = undefined;
+      })
+      .catch((err: unknown) => {
+        const e = err instanceof VmhError ? err : new MigrationFailed((err as Error).message);
+        if (job.state === "running") job.finish(job.signal.aborted ? "cancelled" : "failed", undefined, { code: e.code, detail: e.message });
+        vm.log.warn({ err: e.message }, "migration did not complete; the guest runs here");
+      });
+    return job;
+  }
+
+  private async run(vm: Vm, job: Job, req: MigrateRequest): Promise<void> {
+    const session = vm.session!;
+    const peer = new PeerClient(req.destination, this.host.config.peerToken);
+    const started = Date.now();
+    await vm.journal.begin(vm.name, "migrate", { destination: req.destination, storage: req.storage, job: job.id });
+    vm.publish("migration.started", { job: job.id, destination: req.destination, storage: req.storage });
+
+    job.setPhase("preparing-destination");
+    const reply = await this.prepareDestination(vm, peer, req);
+    await vm.journal.stepDone("destination-prepared");
+    const mirrors = new DiskMirrors(session, vm.definition.disks.map((d) => d.name));
+    let ramStarted = false;
+    try {
+      if (req.storage === "copy") {
+        job.setPhase("copying-disks");
+        await mirrors.start(reply.nbd!, (p) => job.update(p), job.signal, () => this.keepAlive(peer, vm));
+        await vm.journal.stepDone("disks-in-sync");
+      }
+      job.setPhase("migrating-ram");
+      await this.configure(session, req);
+      ramStarted = true;
+      await session.execute("migrate", { uri: reply.uri });
+      const info = await this.watchRam(vm, session, peer, job, req);
+      await vm.journal.stepDone("ram-completed");
+      job.update({ downtimeMs: info.downtime ?? null, totalTimeMs: info["total-time"] ?? null });
+    } catch (err) {
+      await this.rollBack(vm, session, peer, mirrors, ramStarted);
+      throw err;
+    }
+
+    // From here the guest is paused here and whole over there: no more guessing.
+    job.setPhase("switching-over");
+    await mirrors.complete();
+    const outcome = await this.commitOrAsk(vm, peer, job);
+    if (outcome === "resumed-here") {
+      throw new MigrationFailed("the destination did not take the guest; it runs here again");
+    }
+    await vm.journal.stepDone("committed");
+    job.setPhase("cleaning-up");
+    await this.dropLocalCopy(vm, req.storage);
+    job.setPhase("completed");
+    job.finish("succeeded", {
+      destination: peer.url,
+      downtimeMs: job.progress.downtimeMs ?? null,
+      totalTimeMs: Date.now() - started,
+    });
+  }
+
+  private async prepareDestination(vm: Vm, peer: PeerClient, req: MigrateRequest): Promise<IncomingReply> {
+    const files: Record<string, { pool: string; relative: string }> = {};
+    for (const f of definitionFiles(vm.definition)) {
+      const r = await this.host.pools.resolveFile(f.path, f.field);
+      files[f.field] = { pool: r.pool, relative: r.relative };
+    }
+    const diskSizes: Record<string, number> = {};
+    if (req.storage === "copy") {
+      const resolved = Object.fromEntries(definitionFiles(vm.definition).map((f) => [f.field, f.path]));
+      for (const [i, disk] of vm.definition.disks.entries()) {
+        const file = disk.image ? (await this.host.pools.resolveFile(resolved[`disks.${i}.image`]!, `disks.${i}.image`)).absolute : diskPath(vm.paths, disk);
+        diskSizes[disk.name] = (await this.host.qemuImg.info(file)).virtualSize;
+      }
+    }
+    try {
+      return await peer.expect<IncomingReply>(201, "POST", "/v1/incoming", {
+        definition: vm.definition,
+        storage: req.storage,
+        files,
+        diskSizes,
+        postcopy: req.postcopy ?? false,
+      });
+    } catch (err) {
+      if (err instanceof PeerUnreachable) throw new MigrationFailed(`destination unreachable: ${err.message}`);
+      throw err;
+    }
+  }
+
+  private async configure(session: QemuSession, req: MigrateRequest): Promise<void> {
+    await session.execute("migrate-set-capabilities", {
+      capabilities: [
+        { capability: "events", state: true },
+        { capability: "auto-converge", state: req.autoConverge ?? false },
+        { capability: "postcopy-ram", state: req.postcopy ?? false },
+      ],
+    });
+    await session.execute("migrate-set-parameters", {
+      ...(req.maxDowntimeMs ? { "downtime-limit": req.maxDowntimeMs } : {}),
+      // 0 would mean "no limit" to some versions: a large value instead.
+      "max-bandwidth": (req.bandwidthMiBps ?? 100_000) * 1024 * 1024,
+    });
+  }
+
+  /** Follows query-migrate until the end, keeping the job's figures and the destination's watchdog fed. */
+  private async watchRam(vm: Vm, session: QemuSession, peer: PeerClient, job: Job, req: MigrateRequest): Promise<MigrationInfo> {
+    let lastTransferred = -1;
+    let lastProgressAt = Date.now();
+    let postcopyStarted = false;
+    for (;;) {
+      if (job.signal.aborted) throw new MigrationFailed("cancelled by the operator");
+      const info = await session.execute("query-migrate");
+      const ram = info.ram;
+      if (ram) {
+        job.update({
+          bytesTransferred: ram.transferred,
+          bytesRemaining: ram.remaining,
+          bytesTotal: ram.total,
+          percent: ram.total ? Math.min(100, Math.round((100 * (ram.total - ram.remaining)) / ram.total)) : 0,
+          dirtyPagesRate: ram["dirty-pages-rate"] ?? null,
+          expectedDowntimeMs: info["expected-downtime"] ?? null,
+        });
+        if (ram.transferred !== lastTransferred) {
+          lastTransferred = ram.transferred;
+          lastProgressAt = Date.now();
+        }
+      }
+      switch (info.status) {
+        case "completed":
+          return info;
+        case "failed":
+        case "cancelled":
+          throw new MigrationFailed(`qemu: migration ${info.status}${info["error-desc"] ? `: ${info["error-desc"]}` : ""}`);
+      }
+      if (Date.now() - lastProgressAt > STALL_MS) throw new MigrationFailed(`no progress for ${STALL_MS / 1000} s: link lost?`);
+      if (req.postcopy && !postcopyStarted && (ram?.["dirty-sync-count"] ?? 0) >= 2) {
+        postcopyStarted = true;
+        await vm.journal.stepDone("postcopy-started");
+        await session.execute("migrate-start-postcopy");
+      }
+      await this.keepAlive(peer, vm);
+      await sleep(PROGRESS_EVERY_MS);
+    }
+  }
+
+  /** Tells the destination the source is still there (it aborts an incoming VM left silent). */
+  private async keepAlive(peer: PeerClient, vm: Vm): Promise<void> {
+    await peer.request("GET", `/v1/incoming/${vm.name}?uuid=${vm.definition.uuid}`, undefined, 2000).catch(() => {});
+  }
+
+  /** Before RAM completed: stop everything under way, remove the destination's copy, the guest runs on here. */
+  private async rollBack(vm: Vm, session: QemuSession, peer: PeerClient, mirrors: DiskMirrors, ramStarted: boolean): Promise<void> {
+    if (ramStarted) {
+      await session.execute("migrate_cancel").catch(() => {});
+      for (let i = 0; i < 50; i++) {
+        const st = (await session.execute("query-migrate").catch(() => ({}) as MigrationInfo)).status;
+        if (st !== "active" && st !== "cancelling" && st !== "setup") break;
+        await sleep(100);
+      }
+    }
+    await mirrors.cancel();
+    await peer.request("DELETE", `/v1/incoming/${vm.name}`, undefined, 5000).catch(() => {
+      vm.log.warn("destination unreachable for the abort; it removes an incoming VM left silent by itself");
+    });
+    if (session.status !== "running") await session.refreshStatus().catch(() => {});
+    await vm.journal.end().catch(() => {});
+  }
+
+  /**
+   * Asks the destination to resume the guest. If the answer is lost, asks what
+   * happened until it knows: the guest runs there (done) or it never will (resume here).
+   */
+  private async commitOrAsk(vm: Vm, peer: PeerClient, job?: Job): Promise<"committed" | "resumed-here"> {
+    const r = await peer.request("POST", `/v1/incoming/${vm.name}/commit`, undefined, 30_000).catch(() => undefined);
+    if (r?.status === 200) return "committed";
+    job?.setPhase("outcome-unknown");
+    vm.log.warn({ status: r?.status }, "commit unanswered: the guest stays paused here until the destination says");
+    for (;;) {
+      const s = await peer
+        .request<{ state: IncomingState | "unknown" }>("GET", `/v1/incoming/${vm.name}?uuid=${vm.definition.uuid}`, undefined, 5000)
+        .catch(() => undefined);
+      const state = s?.status === 200 ? s.body.state : undefined;
+      if (state === "running") return "committed";
+      if (state === "receiving") {
+        const again = await peer.request("POST", `/v1/incoming/${vm.name}/commit`, undefined, 30_000).catch(() => undefined);
+        if (again?.status === 200) return "committed";
+      }
+      if (state === "aborted") {
+        // Nothing runs there and nothing will: the guest may run here again.
+        await vm.session?.execute("cont");
+        await vm.journal.end().catch(() => {});
+        return "resumed-here";
+      }
+      await sleep(ASK_EVERY_MS);
+    }
+  }
+
+  /**
+   * After a restart of this daemon mid-migration. RAM not yet complete: cancel and
+   * roll back, the guest runs on here. RAM complete (or postcopy begun): the
+   * destination decides, exactly as if the commit had gone unanswered.
+   */
+  async recover(vm: Vm, entry: JournalEntry): Promise<void> {
+    const destination = String(entry.params.destination ?? "");
+    const storage = entry.params.storage === "shared" ? "shared" : "copy";
+    const peer = new PeerClient(destination, this.host.config.peerToken);
+    const session = vm.session;
+    vm.log.warn({ destination, done: entry.done }, "a migration was cut short by a daemon restart");
+    if (!session) {
+      const s = await peer.request<{ state: string }>("GET", `/v1/incoming/${vm.name}?uuid=${vm.definition.uuid}`).catch(() => undefined);
+      if (s?.status === 200 && s.body.state === "running") return this.dropLocalCopy(vm, storage);
+      await peer.request("DELETE", `/v1/incoming/${vm.name}`).catch(() => {});
+      await vm.recordState(() => vm.journal.end());
+      return;
+    }
+    const info = await session.execute("query-migrate").catch(() => ({}) as MigrationInfo);
+    const past = info.status === "completed" || session.status === "postmigrate" || entry.done.includes("postcopy-started");
+    if (!past) {
+      await this.rollBack(vm, session, peer, new DiskMirrors(session, []), true);
+      await cancelLeftoverMirrors(session);
+      return;
+    }
+    await cancelLeftoverMirrors(session, false);
+    if ((await this.commitOrAsk(vm, peer)) === "committed") await this.dropLocalCopy(vm, storage);
+  }
+
+  /** The guest runs on the destination: end qemu here and forget the VM (shared images stay). */
+  private async dropLocalCopy(vm: Vm, storage: "shared" | "copy"): Promise<void> {
+    await killQemu(vm, "migrated");
+    vm.log.info({ storage }, "migrated away; removing the local copy");
+    await this.host.store.remove(vm.name);
+    this.registry.forget(vm.name);
+    vm.publish("vm.migrated-away");
+  }
+}

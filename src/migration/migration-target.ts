@@ -1,0 +1,241 @@
+// The destination side of a live migration. The source daemon asks it to prepare
+// (a VM directory, disks for a copy, qemu waiting with -incoming, NBD exports),
+// then to commit (resume the guest) once RAM has arrived, or to abort. The guest
+// runs here only after a commit; until then an abort, a source that goes silent
+// or a restart of this daemon removes everything that was prepared.
+import net from "node:net";
+import os from "node:os";
+import { FileNotFound, InsufficientResources, VmExists, VmStateConflict } from "../errors.js";
+import type { HostContext } from "../vm/host-context.js";
+import { launchIncomingQemu } from "../vm/operations/start-vm.js";
+import { killQemu } from "../vm/operations/stop-vm.js";
+import type { Vm } from "../vm/vm.js";
+import type { VmRegistry } from "../vm/vm-registry.js";
+import { diskPath } from "../store/vm-paths.js";
+import { withFilePaths } from "./definition-files.js";
+import type { IncomingReply, IncomingRequest, IncomingState } from "./migration-schema.js";
+import { access } from "node:fs/promises";
+
+/** An incoming VM whose source has not been heard from for this long is aborted. */
+const SOURCE_SILENCE_MS = 15_000;
+
+interface Incoming {
+  vm: Vm;
+  state: IncomingState;
+  storage: "shared" | "copy";
+  lastContact: number;
+  settle: () => void;
+  watchdog: NodeJS.Timeout;
+}
+
+export class MigrationTarget {
+  private readonly incoming = new Map<string, Incoming>();
+
+  constructor(
+    private readonly host: HostContext,
+    private readonly registry: VmRegistry,
+  ) {}
+
+  async prepare(req: IncomingRequest): Promise<IncomingReply> {
+    const def = req.definition;
+    const release = this.registry.reserveName(def.name);
+    let vm: Vm | undefined;
+    try {
+      await this.checkMemory(def.memoryMiB);
+      const localDef = withFilePaths(def, await this.localPaths(req));
+      await this.host.store.create(localDef, async (staging) => {
+        if (req.storage !== "copy") return;
+        for (const disk of localDef.disks) {
+          const size = req.diskSizes[disk.name];
+          if (!size) throw new FileNotFound(`no size given for disk ${disk.name}`, { field: `diskSizes.${disk.name}` });
+          const file = disk.image ?? diskPath(staging, disk);
+          if (disk.image && (await exists(file))) throw new VmExists(`${def.name}: image ${disk.image} already exists here`);
+          await this.host.qemuImg.create(file, disk.format, size);
+        }
+      });
+      release();
+      vm = this.registry.registerIncoming(localDef);
+      return await this.receive(vm, req);
+    } catch (err) {
+      release();
+      if (vm) await this.removeAll(vm);
+      throw err;
+    }
+  }
+
+  /** Runs qemu -incoming under the VM's migrate-in operation, held until commit or abort. */
+  private receive(vm: Vm, req: IncomingRequest): Promise<IncomingReply> {
+    return new Promise<IncomingReply>((resolveReply, rejectReply) => {
+      void vm.lock
+        .run("migrate-in", async () => {
+          await vm.journal.begin(vm.name, "migrate-in", { storage: req.storage });
+          await launchIncomingQemu(vm, this.host);
+          const session = vm.session!;
+          const hostAddr = this.migrationHost();
+          if (req.postcopy) {
+            await session.execute("migrate-set-capabilities", { capabilities: [{ capability: "postcopy-ram", state: true }] });
+          }
+          let nbd: IncomingReply["nbd"];
+          if (req.storage === "copy") {
+            const port = await freePort(hostAddr);
+            await session.execute("nbd-server-start", { addr: { type: "inet", data: { host: hostAddr, port: String(port) } } });
+            const exports: Record<string, string> = {};
+            for (const disk of vm.definition.disks) {
+              await session.execute("block-export-add", {
+                type: "nbd",
+                id: `exp-${disk.name}`,
+                "node-name": `d-${disk.name}`,
+                name: disk.name,
+                writable: true,
+              });
+              exports[disk.name] = disk.name;
+            }
+            nbd = { host: hostAddr, port, exports };
+          }
+          const uri = `tcp:${hostAddr}:${await freePort(hostAddr)}`;
+          await session.execute("migrate-incoming", { uri });
+          await vm.journal.stepDone("receiving");
+          await new Promise<void>((settle) => {
+            const entry: Incoming = {
+              vm,
+              state: "receiving",
+              storage: req.storage,
+              lastContact: Date.now(),
+              settle,
+              watchdog: setInterval(() => this.checkSilence(vm.name), 1000),
+            };
+            this.incoming.set(vm.name, entry);
+            vm.log.info({ uri, nbd }, "incoming migration prepared");
+            vm.publish("migration.incoming", { uri, storage: req.storage });
+            resolveReply({ uri, ...(nbd ? { nbd } : {}) });
+          });
+        })
+        .catch(rejectReply);
+    });
+  }
+
+  /** The source's word that RAM has arrived and its own copy is stopped: the guest runs here now. */
+  async commit(name: string): Promise<Vm> {
+    const entry = this.incoming.get(name);
+    if (!entry || entry.state !== "receiving") throw new VmStateConflict(name, entry?.state ?? "not incoming", "commit");
+    entry.lastContact = Date.now();
+    const { vm } = entry;
+    const session = vm.session;
+    if (!session) throw new VmStateConflict(name, "without qemu", "commit");
+    const mig = await session.execute("query-migrate");
+    if (mig.status !== "completed") throw new VmStateConflict(name, `incoming migration ${mig.status ?? "not started"}`, "commit");
+    entry.state = "running";
+    await vm.journal.stepDone("commit-begun");
+    if (entry.storage === "copy") await session.execute("nbd-server-stop").catch(() => {});
+    await session.execute("cont");
+    if (session.status !== "running") await session.refreshStatus();
+    this.finish(entry);
+    await vm.journal.end();
+    vm.log.info("incoming migration committed: the guest runs here");
+    vm.publish("migration.committed", {});
+    return vm;
+  }
+
+  /** Removes everything prepared for an incoming VM that was never committed. */
+  async abort(name: string, why: string): Promise<void> {
+    const entry = this.incoming.get(name);
+    if (!entry) throw new VmStateConflict(name, "not incoming", "abort");
+    if (entry.state !== "receiving") throw new VmStateConflict(name, entry.state, "abort");
+    entry.state = "aborted";
+    this.finish(entry);
+    entry.vm.log.warn({ why }, "incoming migration aborted");
+    entry.vm.publish("migration.aborted", { why });
+    await this.removeAll(entry.vm);
+  }
+
+  /** What the source must know: is the guest running here, still on its way, or not here at all. */
+  state(name: string, uuid?: string): IncomingState | "unknown" {
+    const entry = this.incoming.get(name);
+    if (entry) {
+      entry.lastContact = Date.now();
+      return entry.state;
+    }
+    const vm = this.registry.list().find((v) => v.name === name);
+    if (!vm || (uuid && vm.definition.uuid !== uuid)) return "aborted";
+    if (vm.state() === "unknown") return "unknown";
+    return vm.session ? "running" : "aborted";
+  }
+
+  /** After a restart of this daemon: a receive that never got its commit is undone; a commit begun is finished. */
+  async recover(vm: Vm, done: string[]): Promise<void> {
+    if (done.includes("commit-begun") && vm.session) {
+      await vm.session.execute("cont").catch(() => {});
+      await vm.recordState(() => vm.journal.end());
+      return;
+    }
+    vm.log.warn("an incoming migration was cut short by a daemon restart; removing it");
+    await this.removeAll(vm);
+  }
+
+  private finish(entry: Incoming): void {
+    clearInterval(entry.watchdog);
+    this.incoming.delete(entry.vm.name);
+    entry.settle();
+  }
+
+  private checkSilence(name: string): void {
+    const entry = this.incoming.get(name);
+    if (entry && entry.state === "receiving" && Date.now() - entry.lastContact > SOURCE_SILENCE_MS) {
+      void this.abort(name, `no word from the source for ${SOURCE_SILENCE_MS / 1000} s`).catch(() => {});
+    }
+  }
+
+  private async removeAll(vm: Vm): Promise<void> {
+    if (vm.session) await killQemu(vm, "migration-aborted").catch(() => {});
+    await this.host.store.remove(vm.name).catch((err) => vm.log.error({ err }, "cannot remove the incoming VM"));
+    this.registry.forget(vm.name);
+  }
+
+  private async checkMemory(memoryMiB: number): Promise<void> {
+    const available = Math.floor(os.freemem() / 1024 / 1024);
+    const reserved = this.host.config.hostReservedMiB;
+    if (memoryMiB + reserved > available) {
+      throw new InsufficientResources(`this host has ${available} MiB free and keeps ${reserved} MiB; the VM needs ${memoryMiB} MiB`, {
+        field: "definition.memoryMiB",
+      });
+    }
+  }
+
+  /** This host's path for each file the source named by pool; read-only files must already be here. */
+  private async localPaths(req: IncomingRequest): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    for (const [field, f] of Object.entries(req.files)) {
+      const p = this.host.pools.locate(f.pool, f.relative, field);
+      const isDisk = field.startsWith("disks.");
+      if ((!isDisk || req.storage === "shared") && !(await exists(p))) {
+        throw new FileNotFound(`${field}: ${f.pool}:${f.relative} is not on this host`, { field });
+      }
+      out[field] = p;
+    }
+    return out;
+  }
+
+  private migrationHost(): string {
+    const h = this.host.config.migrationHost ?? this.host.config.listen?.slice(0, this.host.config.listen.lastIndexOf(":"));
+    return (h ?? "127.0.0.1").replace(/^\[|\]$/g, "");
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  return access(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** A port free on `host` right now, from the kernel's ephemeral range. */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, host, () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}

@@ -1,0 +1,73 @@
+// The source daemon's client for the destination daemon's API: JSON over HTTP
+// with the shared peer token. A refusal comes back as MigrationFailed carrying the
+// destination's own status, code and words; a lost connection as PeerUnreachable,
+// which callers must treat as "outcome unknown", never as "it failed".
+import http from "node:http";
+import { MigrationFailed } from "../errors.js";
+
+export class PeerUnreachable extends Error {}
+
+export interface PeerReply<T> {
+  status: number;
+  body: T;
+}
+
+export class PeerClient {
+  private readonly base: URL;
+
+  constructor(
+    baseUrl: string,
+    private readonly token: string | undefined,
+  ) {
+    this.base = new URL(baseUrl);
+  }
+
+  get url(): string {
+    return this.base.origin;
+  }
+
+  /** Any reply (status and parsed body); throws PeerUnreachable when there is none. */
+  request<T = unknown>(method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<PeerReply<T>> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const headers: Record<string, string | number> = {};
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (payload) Object.assign(headers, { "content-type": "application/json", "content-length": payload.length });
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        { host: this.base.hostname, port: this.base.port || 80, method, path, headers, agent: false, timeout: timeoutMs },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => {
+            const text = Buffer.concat(chunks).toString("utf8");
+            let parsed: unknown = text;
+            try {
+              parsed = text ? JSON.parse(text) : undefined;
+            } catch {
+              // not JSON: keep the text for the message
+            }
+            resolve({ status: res.statusCode ?? 0, body: parsed as T });
+          });
+          res.on("error", (err) => reject(new PeerUnreachable(err.message)));
+        },
+      );
+      req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+      req.on("error", (err) => reject(new PeerUnreachable(`${this.url}: ${err.message}`)));
+      req.end(payload);
+    });
+  }
+
+  /** A request that must succeed with `want`; a refusal becomes MigrationFailed naming the destination's reason. */
+  async expect<T = unknown>(want: number, method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> {
+    const r = await this.request<T>(method, path, body, timeoutMs);
+    if (r.status !== want) {
+      const p = r.body as { code?: string; detail?: string } | string | undefined;
+      const detail = typeof p === "object" && p ? `${p.detail ?? ""} (${p.code ?? r.status})` : String(p ?? "").slice(0, 300);
+      throw new MigrationFailed(`destination ${this.url} refused ${method} ${path}: HTTP ${r.status}: ${detail}`, {
+        destinationStatus: r.status,
+        destinationCode: typeof p === "object" && p ? p.code : undefined,
+      });
+    }
+    return r.body;
+  }
+}

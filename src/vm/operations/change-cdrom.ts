@@ -1,0 +1,81 @@
+// Changing or ejecting the disc in a VM's CD-ROM drive = check the image →
+// change the disc in qemu (when it runs) → record the definition. A running VM
+// gets the change at once through QMP; a stopped one has only its definition
+// changed (the drive and disc come with its next start), so either way the
+// next start has what the last change left. Journaled with the image asked for:
+// a daemon restarted in the middle does it again, which is harmless.
+import { VmStateConflict } from "../../errors.js";
+import type { VmDefinition } from "../definition.js";
+import type { HostContext } from "../host-context.js";
+import { runSteps, type Step } from "../operation-steps.js";
+import { changeMedium, checkIsoImage, queryCdrom } from "../cdrom-drive.js";
+import type { Vm } from "../vm.js";
+
+interface CdromContext {
+  vm: Vm;
+  host: HostContext;
+  /** As the client named it (relative to a pool): what the definition keeps. Undefined: eject. */
+  image: string | undefined;
+  /** The same, resolved: what qemu opens. */
+  file?: string;
+  /** What the drive held before the change, to put back if recording fails. */
+  previousFile?: string;
+  changedLive?: boolean;
+}
+
+const steps: Step<CdromContext>[] = [
+  {
+    name: "check-image",
+    journaled: false,
+    run: async (c) => {
+      if (c.image === undefined) return;
+      c.file = (await c.host.pools.resolveFile(c.image, "image")).absolute;
+      await checkIsoImage(c.host.qemuImg, c.file, "image");
+    },
+  },
+  {
+    name: "change-medium",
+    run: async (c) => {
+      const session = c.vm.session;
+      if (!session) return;
+      if (!(await queryCdrom(session))) {
+        throw new VmStateConflict(c.vm.name, `${c.vm.settledState()} without a CD-ROM drive`, wanted(c));
+      }
+      c.previousFile = await changeMedium(session, c.file);
+      c.changedLive = true;
+    },
+    undo: async (c) => {
+      if (c.changedLive && c.vm.session) await changeMedium(c.vm.session, c.previousFile);
+    },
+  },
+  {
+    name: "record-definition",
+    run: async (c) => {
+      const def: VmDefinition = { ...c.vm.definition, cdrom: c.image === undefined ? {} : { image: c.image } };
+      await c.host.store.update(def);
+      c.vm.definition = def;
+    },
+  },
+];
+
+/** `image` undefined ejects the disc (the drive stays, empty). */
+export async function changeCdrom(vm: Vm, host: HostContext, image: string | undefined): Promise<void> {
+  // A stopped VM may get a drive by having a disc put in; a running one keeps the
+  // drives it started with (a SATA or IDE drive cannot be hot-plugged).
+  if (!vm.definition.cdrom && (vm.session || image === undefined)) {
+    throw new VmStateConflict(vm.name, `${vm.settledState()} without a CD-ROM drive`, image ? "insert a disc into" : "eject the disc of");
+  }
+  await vm.journal.begin(vm.name, "cdrom", { image: image ?? null });
+  try {
+    await runSteps(steps, { vm, host, image }, vm.journal, vm.log);
+  } catch (err) {
+    await vm.journal.end().catch(() => {});
+    throw err;
+  }
+  await vm.journal.end();
+  vm.publish("vm.cdrom", { image: image ?? null });
+}
+
+function wanted(c: CdromContext): string {
+  return c.image === undefined ? "eject the disc of" : "insert a disc into";
+}
