@@ -38,6 +38,11 @@ function staleFiles(argv: string[], dir: string): string[] {
   return argv.flatMap((a) => [...a.matchAll(/(?:^|,)path=([^,]+)/g)].map((m) => m[1]!)).filter((p) => p.startsWith(dir));
 }
 
+/** Removes the sockets an earlier qemu left in `dir`, before a new one is spawned there. */
+export async function clearStaleFiles(argv: string[], dir: string): Promise<void> {
+  await Promise.all(staleFiles(argv, dir).map((f) => rm(f, { force: true })));
+}
+
 /** The hand-started qemus still running, for killRawQemus on an interrupted bench. */
 const live = new Set<ChildProcess>();
 
@@ -45,16 +50,19 @@ export function killRawQemus(): void {
   for (const child of live) child.kill("SIGKILL");
 }
 
+/** A qemu started by hand: its process, whether it has gone, and a promise of its end. */
+export interface RawQemu {
+  child: ChildProcess;
+  exited(): boolean;
+  exit: Promise<void>;
+}
+
 /**
- * One timed start: spawn → QMP up → cont → query-status says running.
- * Returns milliseconds; qemu is told to quit (untimed) before returning.
+ * Spawns qemu with the same launch shape as the daemon: own session, stdio to
+ * `logFd`, argv array. It is killed by killRawQemus until it exits.
  */
-export async function timeRawStart(argv: string[], dir: string): Promise<number> {
-  await Promise.all(staleFiles(argv, dir).map((f) => rm(f, { force: true })));
-  const log = await open(path.join(dir, "qemu.log"), "a");
-  const t0 = performance.now();
-  // Same launch shape as the daemon: own session, stdio to a file, argv array.
-  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", log.fd, log.fd] });
+export function spawnRawQemu(argv: string[], logFd: number): RawQemu {
+  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", logFd, logFd] });
   live.add(child);
   let exited = false;
   const exit = new Promise<void>((resolve) => {
@@ -62,21 +70,38 @@ export async function timeRawStart(argv: string[], dir: string): Promise<number>
     child.once("exit", done);
     child.once("error", done); // could not spawn: no exit event will follow
   });
+  return { child, exited: () => exited, exit };
+}
+
+/** Asks qemu to quit over QMP and waits for it to go, SIGKILL after `ms`. */
+export async function quitRawQemu(q: RawQemu, qmp: MiniQmp, ms = 10_000): Promise<void> {
+  await qmp.quit();
+  await exitWithin(q.exit, ms, () => q.child.kill("SIGKILL"));
+}
+
+/**
+ * One timed start: spawn → QMP up → cont → query-status says running.
+ * Returns milliseconds; qemu is told to quit (untimed) before returning.
+ */
+export async function timeRawStart(argv: string[], dir: string): Promise<number> {
+  await clearStaleFiles(argv, dir);
+  const log = await open(path.join(dir, "qemu.log"), "a");
+  const t0 = performance.now();
+  const q = spawnRawQemu(argv, log.fd);
   let qmp: MiniQmp | undefined;
   try {
-    qmp = await MiniQmp.connect(qmpSocketOf(argv), 30_000, () => !exited);
+    qmp = await MiniQmp.connect(qmpSocketOf(argv), 30_000, () => !q.exited());
     await qmp.execute("cont");
     while (((await qmp.execute("query-status")) as { status: string }).status !== "running") {
       // cont is synchronous in qemu, so this loop normally runs once.
     }
     const ms = performance.now() - t0;
-    await qmp.quit();
-    await exitWithin(exit, 10_000, () => child.kill("SIGKILL"));
+    await quitRawQemu(q, qmp);
     return ms;
   } catch (err) {
     qmp?.close();
-    child.kill("SIGKILL");
-    await exit;
+    q.child.kill("SIGKILL");
+    await q.exit;
     throw err;
   } finally {
     await log.close();

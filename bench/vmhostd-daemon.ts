@@ -37,9 +37,10 @@ export class BenchDaemon {
 
   /**
    * Spawns `node mainJs`; call waitReady next. Nothing after the spawn awaits, so
-   * a caller registers the cleanup before a signal handler can run.
+   * a caller registers the cleanup before a signal handler can run. `extraArgs`
+   * go on the daemon's command line after the bench's own (`--listen`, `--pool`...).
    */
-  static async launch(mainJs: string, existingRoot?: string, logLevel = "warn"): Promise<BenchDaemon> {
+  static async launch(mainJs: string, existingRoot?: string, logLevel = "warn", extraArgs: readonly string[] = []): Promise<BenchDaemon> {
     // Short on purpose: QMP and console socket paths below it must fit in 107 bytes.
     // An existing root starts a daemon on the state an earlier one left (re-adoption).
     const root = existingRoot ?? (await mkdtemp("/tmp/vmhb-"));
@@ -49,7 +50,7 @@ export class BenchDaemon {
     const log = openSync(logFile, "a");
     const args = [mainJs, "--state-dir", path.join(root, "state"), "--run-dir", path.join(root, "run")];
     // Own process group: a Ctrl-C at the terminal reaches only the bench, which then stops the VMs first.
-    const proc = spawn(process.execPath, [...args, "--accel", "tcg", "--log-level", logLevel], {
+    const proc = spawn(process.execPath, [...args, "--accel", "tcg", "--log-level", logLevel, ...extraArgs], {
       stdio: ["ignore", log, log],
       detached: true,
     });

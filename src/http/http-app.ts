@@ -49,7 +49,14 @@ export function buildHttpApp({ registry, inventory, migration, log, peerToken }:
 
   // Before the routes, so it sees them (the serial console is a WebSocket). A
   // console frame is keystrokes or a paste; a larger one closes the socket (1009).
-  void app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  void app.register(websocket, {
+    options: { maxPayload: 64 * 1024 },
+    // The daemon is stopping: viewers are told it is going away (1001), then attach to the next one.
+    preClose(done) {
+      for (const client of this.websocketServer.clients) client.close(1001, "vmhostd is stopping");
+      done();
+    },
+  });
   const openapi = buildOpenApi();
   app.get("/openapi.json", async () => openapi);
   registerHostRoutes(app, inventory);

@@ -82,11 +82,28 @@ t.test("WebSocket console: writer, viewers, refusals, log, daemon restart", asyn
   after.type("cat /proc/sys/kernel/random/boot_id\n");
   const out = await after.waitFor(/^[0-9a-f-]{36}\r?$/m);
   t.match(out, new RegExp(`^${boot.bootId}\\r?$`, "m"), "a restarted daemon's console reaches the same boot of the guest");
+
+  // A daemon stopped in order (SIGTERM) tells its viewers it is going away; the guest runs on.
+  d.proc.kill("SIGTERM");
+  t.equal((await after.closed).code, 1001, "SIGTERM closes viewers with 1001 (going away)");
+  await new Promise((r) => (d.proc.exitCode !== null ? r(null) : d.proc.once("exit", r)));
+  await d.restart();
+  await waitForVm<{ state: string }>(d, VM, (v) => v.state === "running");
+  const again = await openConsole(d, VM, "rw");
   const watcher = await openConsole(d, VM, "ro");
 
   await d.api.json("POST", `/v1/vms/${VM}/stop`);
-  const [w, v] = await Promise.all([after.closed, watcher.closed]);
+  const [w, v] = await Promise.all([again.closed, watcher.closed]);
   t.equal(w.code, 4000, `viewers are closed when qemu exits (${w.reason})`);
   t.equal(v.code, 4000);
   t.equal((await refusal(VM)).problem.code, "VMH_ERR_VM_STATE", "and the console of the stopped VM is refused");
+
+  // A new qemu: the console attaches to it.
+  await d.api.json("POST", `/v1/vms/${VM}/start`);
+  const second = await waitForBoot(d, VM, 2);
+  await waitForConsole(d, VM, new RegExp(`VMH-READY boot_id=${second.bootId}[^]*vmh# `));
+  const fresh = await openConsole(d, VM, "rw");
+  fresh.type("cat /proc/sys/kernel/random/boot_id\n");
+  t.match(await fresh.waitFor(/^[0-9a-f-]{36}\r?$/m), new RegExp(`^${second.bootId}\\r?$`, "m"), "after a restart of qemu the console reaches the new boot");
+  t.not(second.bootId, boot.bootId);
 });

@@ -125,6 +125,16 @@ t.test("live migration", { timeout: 280_000 }, async (t) => {
     await stillHere(t, "destination killed");
   });
 
+  t.test("the source daemon is SIGKILLed mid-migration", async (t) => {
+    const job = await a.api.json<JobView>("POST", "/v1/vms/stayer/migrate", { destination: urlB, storage: "copy", bandwidthMiBps: 1 });
+    await waitJob(a, job.id, (j) => j.phase === "migrating-ram");
+    await a.kill();
+    await sleep(1000);
+    await a.restart();
+    // The restarted source finds the unfinished RAM transfer in its journal: it cancels it and rolls back.
+    await stillHere(t, "source killed");
+  });
+
   t.test("destinations that refuse", async (t) => {
     const wrongToken = await startDaemon({ netns: hosts.b.ns, args: ["--listen", `${hosts.b.ip}:${PORT + 1}`, "--peer-token", "some-other-token-abcdefgh"] });
     const full = await daemon(hosts.b.ns, hosts.b.ip, PORT + 2, "--host-reserved-mib", "100000000");

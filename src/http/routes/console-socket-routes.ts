@@ -46,9 +46,26 @@ function consoleRoute(app: FastifyInstance, registry: VmRegistry): void {
         return;
       }
       socket.on("message", (data: RawData) => attachment.input(toBuffer(data)));
-      socket.on("close", () => attachment.leave());
+      const heartbeat = keepAlive(socket);
+      socket.on("close", () => {
+        clearInterval(heartbeat);
+        attachment.leave();
+      });
     },
   });
+}
+
+/** A viewer whose peer vanished without closing (a TCP client whose network went away) must not keep the writer's place. */
+const PING_INTERVAL_MS = 30_000;
+
+function keepAlive(socket: WebSocket): NodeJS.Timeout {
+  let answered = true;
+  socket.on("pong", () => (answered = true));
+  return setInterval(() => {
+    if (!answered) return socket.terminate();
+    answered = false;
+    socket.ping();
+  }, PING_INTERVAL_MS);
 }
 
 function viewerOf(socket: WebSocket): ConsoleViewer {

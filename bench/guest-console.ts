@@ -1,0 +1,76 @@
+// The test guest's serial console, followed from a byte offset wherever it is
+// read from (a file, the daemon's console/log API), so a bench can wait for the
+// guest's marker lines (VMH-READY, VMH-DIRTY, VMH-TICK; see test/fixtures/guest/init).
+import { open } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+
+/** The console's bytes from `offset` on, as text; "" when there are none yet. */
+export type ConsoleReader = (offset: number) => Promise<string>;
+
+const POLL_MS = 100;
+
+export class ConsoleTail {
+  private offset = 0;
+  /** Read but not yet consumed by a match. */
+  private pending = "";
+
+  constructor(private readonly read: ConsoleReader) {}
+
+  /**
+   * Resolves with the first line matching `pattern` in output not consumed yet,
+   * consuming everything up to it. A VMH-ERROR line fails the wait.
+   */
+  async waitFor(pattern: RegExp, deadlineMs: number, what: string): Promise<string> {
+    const until = performance.now() + deadlineMs;
+    for (;;) {
+      await this.catchUp();
+      const lines = this.pending.split("\n");
+      // The last piece may be a line still being written: leave it for the next read.
+      for (let i = 0; i < lines.length - 1; i++) {
+        const line = lines[i]!;
+        if (/VMH-ERROR/.test(line)) throw new Error(`guest: ${line.trim()} (while waiting for ${what})`);
+        if (pattern.test(line)) {
+          this.pending = lines.slice(i + 1).join("\n");
+          return line.trim();
+        }
+      }
+      this.pending = lines[lines.length - 1]!;
+      if (performance.now() > until) throw new Error(`no ${what} on the guest's console in ${deadlineMs / 1000} s`);
+      await sleep(POLL_MS);
+    }
+  }
+
+  /** Marks everything printed so far as seen: a later waitFor looks only at newer output. */
+  async skipToEnd(): Promise<void> {
+    await this.catchUp();
+    this.pending = "";
+  }
+
+  private async catchUp(): Promise<void> {
+    for (;;) {
+      const text = await this.read(this.offset);
+      if (!text) return;
+      this.offset += Buffer.byteLength(text);
+      this.pending += text;
+    }
+  }
+}
+
+/** Reads a console log file that qemu writes itself; a missing file is an empty console. */
+export function fileConsole(file: string): ConsoleReader {
+  return async (offset) => {
+    const fh = await open(file, "r").catch(() => undefined);
+    if (!fh) return "";
+    try {
+      const { size } = await fh.stat();
+      if (offset >= size) return "";
+      const buf = Buffer.alloc(Math.min(size - offset, 1 << 20));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+      // Cut at the last newline so a UTF-8 sequence is never split between reads.
+      const cut = buf.subarray(0, bytesRead).lastIndexOf(0x0a) + 1;
+      return buf.subarray(0, cut).toString("utf8");
+    } finally {
+      await fh.close();
+    }
+  };
+}
