@@ -4,6 +4,9 @@
 // anything else goes through QmpClient.executeRaw. Optional members are ones the
 // schema marks optional or that newer/older qemus add or drop.
 
+import type { MigrationCommands } from "./migration-commands.js";
+import type { RemovableMediaCommands } from "./removable-media-commands.js";
+
 /** The inner part of qemu's greeting, `{"QMP": {version, capabilities}}`. */
 export interface QmpGreeting {
   version: VersionInfo;
@@ -82,8 +85,6 @@ export type CpuInfoFast = {
   "cpu-state"?: string;
 };
 
-import type { MigrationCommands } from "./migration-commands.js";
-import type { RemovableMediaCommands } from "./removable-media-commands.js";
 
 /** A command that takes no arguments; `{}` or nothing may be passed. */
 type NoArgs = Record<string, never>;

@@ -1,24 +1,12 @@
 // vmctl autostart and shutdown-all, what vmhostd-guests.service runs at host boot
 // and shutdown: all VMs at once, one line each, a non-zero exit if any failed.
-import { execFile } from "node:child_process";
 import { copyFile, rm } from "node:fs/promises";
 import path from "node:path";
-import { promisify } from "node:util";
 import t from "tap";
 import type { VmJson } from "../../src/cli/vm-format.js";
-import { installGuest, startDaemon, vmctlJs, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
+import { installGuest, runVmctl, startDaemon, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
 
-const run = promisify(execFile);
-
-async function vmctl(d: TestDaemon, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [vmctlJs, "--socket", d.socket, ...args], { timeout: 180_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const vmctl = runVmctl;
 
 const lines = (s: string): string[] => s.trim().split("\n").sort();
 const state = async (d: TestDaemon, name: string): Promise<VmJson> => d.api.json<VmJson>("GET", `/v1/vms/${name}`);

@@ -1,23 +1,11 @@
 // vmctl against a running daemon: tables for people, JSON for scripts, and a
 // non-zero exit with the daemon's message on failure.
-import { execFile } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
-import { promisify } from "node:util";
 import t from "tap";
-import { installGuest, startDaemon, vmctlJs, waitForBoot, waitForConsole, type TestDaemon } from "../helpers/daemon.js";
+import { installGuest, runVmctl, startDaemon, waitForBoot, waitForConsole, type TestDaemon } from "../helpers/daemon.js";
 
-const run = promisify(execFile);
-
-async function vmctl(d: TestDaemon, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [vmctlJs, "--socket", d.socket, ...args], { timeout: 120_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const vmctl = runVmctl;
 
 t.test("vmctl drives a VM through its life", async (t) => {
   const d = await startDaemon();
@@ -71,7 +59,7 @@ t.test("vmctl drives a VM through its life", async (t) => {
   t.equal(bad.code, 1);
   t.match(bad.stderr, /name/);
 
-  const noDaemon = await run(process.execPath, [vmctlJs, "--socket", "/nonexistent.sock", "list"]).catch((e: { code: number; stderr: string }) => e);
-  t.equal((noDaemon as { code: number }).code, 1);
-  t.match((noDaemon as { stderr: string }).stderr, /cannot reach vmhostd/);
+  const noDaemon = await vmctl({ ...d, socket: "/nonexistent.sock" }, "list");
+  t.equal(noDaemon.code, 1);
+  t.match(noDaemon.stderr, /cannot reach vmhostd/);
 });

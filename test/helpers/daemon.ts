@@ -201,3 +201,20 @@ export async function waitForVm<T = Record<string, unknown>>(
   }
   throw new Error(`${vm}: condition not met within ${timeoutMs} ms; last: ${JSON.stringify(last)?.slice(0, 500)}`);
 }
+
+export interface VmctlResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs vmctl against the daemon's socket, as an operator's shell would; never throws on a non-zero exit. */
+export async function runVmctl(d: TestDaemon, ...args: string[]): Promise<VmctlResult> {
+  const { execFile } = await import("node:child_process");
+  return new Promise((resolve) => {
+    execFile(process.execPath, [vmctlJs, "--socket", d.socket, ...args], { timeout: 180_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === "number" ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
