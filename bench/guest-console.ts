@@ -4,8 +4,8 @@
 import { open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 
-/** The console's bytes from `offset` on, as text; "" when there are none yet. */
-export type ConsoleReader = (offset: number) => Promise<string>;
+/** The console's bytes from `offset` on; empty when there are none yet. */
+export type ConsoleReader = (offset: number) => Promise<Buffer>;
 
 const POLL_MS = 100;
 
@@ -13,6 +13,8 @@ export class ConsoleTail {
   private offset = 0;
   /** Read but not yet consumed by a match. */
   private pending = "";
+  /** The last complete line read, for a message when a wait times out. */
+  private lastLine = "";
 
   constructor(private readonly read: ConsoleReader) {}
 
@@ -34,8 +36,11 @@ export class ConsoleTail {
           return line.trim();
         }
       }
+      if (lines.length > 1) this.lastLine = lines[lines.length - 2]!.trim();
       this.pending = lines[lines.length - 1]!;
-      if (performance.now() > until) throw new Error(`no ${what} on the guest's console in ${deadlineMs / 1000} s`);
+      if (performance.now() > until) {
+        throw new Error(`no ${what} on the guest's console in ${deadlineMs / 1000} s (last line: ${JSON.stringify(this.lastLine.slice(-120))})`);
+      }
       await sleep(POLL_MS);
     }
   }
@@ -48,10 +53,11 @@ export class ConsoleTail {
 
   private async catchUp(): Promise<void> {
     for (;;) {
-      const text = await this.read(this.offset);
-      if (!text) return;
-      this.offset += Buffer.byteLength(text);
-      this.pending += text;
+      const bytes = await this.read(this.offset);
+      if (bytes.length === 0) return;
+      this.offset += bytes.length;
+      // The markers are ASCII; latin1 maps every byte to one character, whatever the rest holds.
+      this.pending += bytes.toString("latin1");
     }
   }
 }
@@ -60,15 +66,13 @@ export class ConsoleTail {
 export function fileConsole(file: string): ConsoleReader {
   return async (offset) => {
     const fh = await open(file, "r").catch(() => undefined);
-    if (!fh) return "";
+    if (!fh) return Buffer.alloc(0);
     try {
       const { size } = await fh.stat();
-      if (offset >= size) return "";
+      if (offset >= size) return Buffer.alloc(0);
       const buf = Buffer.alloc(Math.min(size - offset, 1 << 20));
       const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-      // Cut at the last newline so a UTF-8 sequence is never split between reads.
-      const cut = buf.subarray(0, bytesRead).lastIndexOf(0x0a) + 1;
-      return buf.subarray(0, cut).toString("utf8");
+      return buf.subarray(0, bytesRead);
     } finally {
       await fh.close();
     }

@@ -1,6 +1,7 @@
 // The floor: the very argv vmhostd used, started by hand with nothing around it
 // (spawn, QMP connect, cont, query-status). Whatever vmhostd adds on top of this
-// is its own overhead.
+// is its own overhead. The launcher (spawnRawQemu, quitRawQemu) is shared with
+// the migration bench's by-hand side.
 import { spawn, type ChildProcess } from "node:child_process";
 import { open, rm } from "node:fs/promises";
 import path from "node:path";

@@ -9,7 +9,8 @@ mode=${1:---daemon}
 packages=(qemu-system-x86 qemu-utils)
 if [ "$mode" = "--test" ]; then
   # cpio builds the test guest's initramfs; iproute2 makes test network namespaces.
-  packages+=(cpio iproute2 systemd)
+  # ovmf is the UEFI firmware; grub's two platforms, xorriso and mtools make the installer ISO.
+  packages+=(cpio iproute2 systemd ovmf grub-pc-bin grub-efi-amd64-bin xorriso mtools)
 fi
 
 missing=()

@@ -47,6 +47,9 @@ export class PathOutsidePool extends defineError("VMH_ERR_PATH_OUTSIDE_POOL", 40
 /** A file path inside a pool that does not exist or is not a regular file. */
 export class FileNotFound extends defineError("VMH_ERR_FILE_NOT_FOUND", 400, "File not found") {}
 
+/** A file the daemon is asked to create (a backup's target) already exists: it is never overwritten. */
+export class FileExists extends defineError("VMH_ERR_FILE_EXISTS", 409, "File already exists") {}
+
 export class VmNotFound extends defineError("VMH_ERR_VM_NOT_FOUND", 404, "VM not found") {
   constructor(vm: string) {
     super(`no VM named "${vm}"`, { vm });
@@ -121,6 +124,21 @@ export class NetworkFailed extends defineError("VMH_ERR_NETWORK", 500, "Network 
 /** UEFI firmware (OVMF) is missing, or its CODE and VARS files do not belong together. */
 export class FirmwareUnavailable extends defineError("VMH_ERR_FIRMWARE", 500, "Firmware unavailable") {}
 
+/** No disk or NIC of that name (or index, or MAC) in the VM. */
+export class DeviceNotFound extends defineError("VMH_ERR_DEVICE_NOT_FOUND", 404, "Device not found") {}
+
+/** A disk of that name (or a NIC of that MAC) is already in the VM. */
+export class DeviceExists extends defineError("VMH_ERR_DEVICE_EXISTS", 409, "Device already exists") {}
+
+/** A running VM has no empty PCIe root port left to plug a device into. */
+export class NoFreeHotplugPort extends defineError("VMH_ERR_NO_FREE_PORT", 409, "No free hot-plug port") {}
+
+/** The guest was asked to release a device and has not yet; another removal of it is refused. */
+export class DeviceRemovalPending extends defineError("VMH_ERR_REMOVAL_PENDING", 409, "Device removal pending") {}
+
+/** The guest did not release a device in time; the removal stays pending. */
+export class DeviceRemovalTimeout extends defineError("VMH_ERR_REMOVAL_TIMEOUT", 504, "Guest did not release the device") {}
+
 /** The daemon cannot record state (state disk full or read-only). */
 export class StateWriteFailed extends defineError("VMH_ERR_STATE_WRITE", 507, "Cannot record state") {}
 
@@ -135,6 +153,7 @@ export const errorCatalogue = [
   ValidationFailed,
   PathOutsidePool,
   FileNotFound,
+  FileExists,
   VmNotFound,
   VmExists,
   VmStateConflict,
@@ -154,6 +173,11 @@ export const errorCatalogue = [
   FirmwareUnavailable,
   BridgeNotFound,
   NetworkFailed,
+  DeviceNotFound,
+  DeviceExists,
+  NoFreeHotplugPort,
+  DeviceRemovalPending,
+  DeviceRemovalTimeout,
   StateWriteFailed,
   ShuttingDown,
   InternalError,

@@ -15,6 +15,8 @@ import { readQemuVersion } from "./qemu/qemu-binary.js";
 import { DefinitionStore } from "./store/definition-store.js";
 import { QemuImg } from "./storage/qemu-img.js";
 import { StoragePools } from "./storage/storage-pools.js";
+import { probeIoUring } from "./storage/io-uring-probe.js";
+import { DiskBackups } from "./vm/disk-backup.js";
 import type { HostContext } from "./vm/host-context.js";
 import { VmRegistry } from "./vm/vm-registry.js";
 import { JobRegistry } from "./jobs/job-registry.js";
@@ -61,6 +63,7 @@ async function run(config: Config, log: Logger): Promise<void> {
   const host: HostContext = {
     config,
     accel,
+    ioUring: await probeIoUring(config.qemuImg),
     qemuVersion,
     pools,
     qemuImg: new QemuImg(config.qemuImg),
@@ -82,7 +85,8 @@ async function run(config: Config, log: Logger): Promise<void> {
   host.bus.publish("daemon.started", undefined, { qemuVersion, accel });
 
   const inventory = new HostInventory(host, registry);
-  const unixApp = buildHttpApp({ registry, inventory, migration, log });
+  const storage = { pools, backups: new DiskBackups(host, registry, jobs) };
+  const unixApp = buildHttpApp({ registry, inventory, migration, storage, log });
   await rm(config.socket, { force: true });
   await mkdir(path.dirname(config.socket), { recursive: true });
   await unixApp.listen({ path: config.socket });
@@ -90,7 +94,7 @@ async function run(config: Config, log: Logger): Promise<void> {
   await chmod(config.socket, 0o660);
   const apps = [unixApp];
   if (config.listen) {
-    const tcpApp = buildHttpApp({ registry, inventory, migration, log, peerToken: config.peerToken });
+    const tcpApp = buildHttpApp({ registry, inventory, migration, storage, log, peerToken: config.peerToken });
     const sep = config.listen.lastIndexOf(":");
     await tcpApp.listen({ host: config.listen.slice(0, sep).replace(/^\[|\]$/g, ""), port: Number(config.listen.slice(sep + 1)) });
     apps.push(tcpApp);

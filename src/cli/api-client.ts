@@ -15,6 +15,8 @@ export class ApiError extends Error {
 export interface ApiTarget {
   socketPath?: string;
   url?: string;
+  /** Sent as `Authorization: Bearer` (the daemon requires it over TCP). */
+  token?: string;
 }
 
 export interface ApiResponse {
@@ -32,7 +34,10 @@ export class ApiClient {
     const options: http.RequestOptions = {
       method,
       path: base ? new URL(path, base).pathname + new URL(path, base).search : path,
-      headers: payload ? { "content-type": "application/json", "content-length": payload.length } : {},
+      headers: {
+        ...(payload ? { "content-type": "application/json", "content-length": payload.length } : {}),
+        ...(this.target.token ? { authorization: `Bearer ${this.target.token}` } : {}),
+      },
       // Node's global agent times idle sockets out after 5 s; a shutdown may take a minute.
       agent: false,
       ...(base ? { host: base.hostname, port: base.port || 80 } : { socketPath: this.target.socketPath }),

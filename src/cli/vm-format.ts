@@ -14,6 +14,21 @@ export interface VmJson {
   definition: { vcpus: number; memoryMiB: number; machine: string; firmware?: string; cdrom?: { image?: string }; autostart?: boolean; disks: { name: string; sizeGiB?: number; image?: string; format: string }[]; nics: { mac: string; network: { type: string; bridge?: string } }[] };
 }
 
+/** GET/POST/DELETE /v1/vms/{name}/cdrom. */
+export interface CdromJson {
+  drive: boolean;
+  image: string | null;
+  live?: { medium: string | null; trayOpen: boolean; locked: boolean };
+}
+
+export function formatCdrom(name: string, cd: CdromJson): string {
+  if (!cd.drive) return `${name}: no CD-ROM drive`;
+  const next = `${name}: cdrom ${cd.image ?? "(empty)"}`;
+  if (!cd.live) return next;
+  const now = cd.live.medium ?? "(empty)";
+  return `${next}; now ${now}${cd.live.trayOpen ? ", tray open" : ""}${cd.live.locked ? ", locked by the guest" : ""}`;
+}
+
 export function formatTable(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();

@@ -8,7 +8,9 @@ import { ApiClient, ApiError } from "./api-client.js";
 import { migrateCommand, type MigrateFlags } from "./migrate-command.js";
 import { autostartAll, formatOutcome, shutdownAll, type VmOutcome } from "./host-power.js";
 import { runConsole } from "./console-client.js";
-import { formatTable, formatVm, type VmJson } from "./vm-format.js";
+import { registerStorageCommands } from "./storage-commands.js";
+import { registerDeviceCommands } from "./device-commands.js";
+import { formatCdrom, formatTable, formatVm, type CdromJson, type VmJson } from "./vm-format.js";
 
 const DEFAULT_SOCKET = process.env.VMHOSTD_SOCKET ?? "/run/vmhostd/vmhostd.sock";
 
@@ -16,12 +18,14 @@ const program = new Command("vmctl")
   .description("control the VMs of a vmhostd host")
   .addOption(new Option("--socket <path>", "daemon's Unix socket").default(DEFAULT_SOCKET))
   .option("--url <url>", "daemon's base URL, instead of the socket (e.g. http://127.0.0.1:8600)")
+  .option("--token <token>", "peer token for --url (default $VMHOSTD_PEER_TOKEN)")
   .option("--json", "print JSON for scripts")
   .showHelpAfterError();
 
 function client(): ApiClient {
-  const o = program.opts<{ socket: string; url?: string }>();
-  return new ApiClient(o.url ? { url: o.url } : { socketPath: o.socket });
+  const o = program.opts<{ socket: string; url?: string; token?: string }>();
+  const token = o.token ?? process.env.VMHOSTD_PEER_TOKEN;
+  return new ApiClient(o.url ? { url: o.url, ...(token ? { token } : {}) } : { socketPath: o.socket });
 }
 const asJson = (): boolean => Boolean(program.opts<{ json?: boolean }>().json);
 const out = (s: string): void => void process.stdout.write(s.endsWith("\n") ? s : s + "\n");
@@ -61,6 +65,9 @@ program
   .option("--cmdline <text>", "kernel command line")
   .option("--nic <network>", "add a virtio NIC: user, or bridge:BRIDGE (repeatable)", collect, [])
   .option("--autostart", "start with the host")
+  .option("--firmware <bios|uefi>", "firmware: bios (SeaBIOS, default) or uefi (OVMF)")
+  .option("--cdrom <iso>", "a CD-ROM drive with this ISO (path in a pool); '' for an empty drive")
+  .option("--boot-order <list>", "comma-separated, e.g. cdrom,disk")
   .action(async (name: string | undefined, o: CreateFlags) => {
     const def = await definitionFrom(name, o);
     const vm = await client().json<VmJson>("POST", "/v1/vms", def);
@@ -120,6 +127,23 @@ program
   .option("--no-wait", "return once the job has started")
   .action(async (name: string, destination: string, o: MigrateFlags) => {
     process.exitCode = await migrateCommand(client(), name, destination, o, asJson());
+  });
+
+program
+  .command("cdrom <name> [iso]")
+  .description("show the CD-ROM drive, or put ISO (a path in a pool) into it; at once if the VM runs")
+  .action(async (name: string, iso: string | undefined) => {
+    const url = `/v1/vms/${encodeURIComponent(name)}/cdrom`;
+    const cd = await client().json<CdromJson>(iso ? "POST" : "GET", url, iso ? { image: iso } : undefined);
+    out(asJson() ? JSON.stringify(cd, null, 2) : formatCdrom(name, cd));
+  });
+
+program
+  .command("eject <name>")
+  .description("eject the CD-ROM's disc (forced); the drive stays, empty")
+  .action(async (name: string) => {
+    const cd = await client().json<CdromJson>("DELETE", `/v1/vms/${encodeURIComponent(name)}/cdrom`);
+    out(asJson() ? JSON.stringify(cd, null, 2) : formatCdrom(name, cd));
   });
 
 program
@@ -189,6 +213,9 @@ interface CreateFlags {
   cmdline?: string;
   nic: string[];
   autostart?: boolean;
+  firmware?: string;
+  cdrom?: string;
+  bootOrder?: string;
 }
 
 async function definitionFrom(name: string | undefined, o: CreateFlags): Promise<Record<string, unknown>> {
@@ -213,6 +240,9 @@ async function definitionFrom(name: string | undefined, o: CreateFlags): Promise
   }
   if (o.nic.length) def.nics = [...((def.nics as unknown[]) ?? []), ...o.nic.map(nicNetwork)];
   if (o.autostart) def.autostart = true;
+  if (o.firmware) def.firmware = o.firmware;
+  if (o.cdrom !== undefined) def.cdrom = o.cdrom ? { image: o.cdrom } : {};
+  if (o.bootOrder) def.boot = { ...(def.boot as object), order: o.bootOrder.split(",") };
   return def;
 }
 
@@ -236,6 +266,9 @@ function toInt(v: string): number {
 function collect(v: string, all: string[]): string[] {
   return [...all, v];
 }
+
+registerStorageCommands(program, { client, json: asJson, out, table: formatTable });
+registerDeviceCommands(program, { client, json: asJson, out, table: formatTable });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ApiError) process.stderr.write(`vmctl: ${err.message} (${err.code}, HTTP ${err.status})\n`);

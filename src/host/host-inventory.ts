@@ -1,6 +1,6 @@
 // What this host offers: CPUs, memory, storage pools with free space, qemu and
 // its accelerator, and the VMs it holds. Read through systeminformation.
-import { rm, statfs } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import { writeFileAtomic } from "../store/atomic-file.js";
 import os from "node:os";
@@ -21,12 +21,7 @@ export class HostInventory {
   async describe(): Promise<Record<string, unknown>> {
     this.cpu ??= await si.cpu().then((c) => ({ model: `${c.manufacturer} ${c.brand}`.trim(), cores: c.cores }));
     const mem = await si.mem();
-    const pools = await Promise.all(
-      this.host.pools.list().map(async (p) => {
-        const fs = await statfs(p.dir).catch(() => undefined);
-        return { name: p.name, dir: p.dir, freeBytes: fs ? fs.bavail * fs.bsize : null, totalBytes: fs ? fs.blocks * fs.bsize : null };
-      }),
-    );
+    const pools = await this.host.pools.usage();
     const vms = this.registry.list();
     const [state, orphans] = await Promise.all([this.probeStateDir(), this.registry.orphans()]);
     return {

@@ -9,24 +9,28 @@ import type { VmRegistry } from "../vm/vm-registry.js";
 import { buildOpenApi } from "./openapi.js";
 import { errorHandler, sendProblem } from "./problem.js";
 import { registerCdromRoutes } from "./routes/cdrom-routes.js";
+import { registerDeviceRoutes } from "./routes/device-routes.js";
 import { registerConsoleRoutes } from "./routes/console-routes.js";
 import { registerConsoleSocketRoutes } from "./routes/console-socket-routes.js";
 import { registerDisplayRoutes } from "./routes/display-routes.js";
 import { registerHostRoutes } from "./routes/host-routes.js";
 import { registerVmRoutes } from "./routes/vm-routes.js";
 import { registerMigrationRoutes, type MigrationDeps } from "./routes/migration-routes.js";
+import { registerStorageRoutes, type StorageDeps } from "./routes/storage-routes.js";
 import { requirePeerToken } from "./peer-auth.js";
 
 export interface HttpDeps {
   registry: VmRegistry;
   inventory: HostInventory;
   migration: MigrationDeps;
+  /** Pools, and disk backups (jobs in the migration's JobRegistry). */
+  storage: StorageDeps;
   log: Logger;
   /** Set for the TCP listener: every request must carry it as a Bearer token. */
   peerToken?: string;
 }
 
-export function buildHttpApp({ registry, inventory, migration, log, peerToken }: HttpDeps): FastifyInstance {
+export function buildHttpApp({ registry, inventory, migration, storage, log, peerToken }: HttpDeps): FastifyInstance {
   // fastify types its instance by the logger; the routes take the base type.
   const app = Fastify({
     loggerInstance: log.child({ component: "http" }) as FastifyBaseLogger,
@@ -66,5 +70,7 @@ export function buildHttpApp({ registry, inventory, migration, log, peerToken }:
   registerDisplayRoutes(app, registry);
   registerMigrationRoutes(app, migration);
   registerCdromRoutes(app, registry);
+  registerDeviceRoutes(app, registry);
+  registerStorageRoutes(app, registry, storage);
   return app;
 }

@@ -7,6 +7,8 @@ import { vmCreateSchema, vmDefinitionSchema } from "../vm/definition.js";
 import { vmStates } from "../vm/vm-state.js";
 import { cdromChangeBody, consoleLogQuery, shutdownBody } from "./schemas.js";
 import { migrateRequestSchema } from "../migration/migration-schema.js";
+import { diskBackupBody, diskResizeBody } from "./storage-schemas.js";
+import { balloonBody, diskAddBody, nicAddBody } from "./device-schemas.js";
 
 const schema = (s: z.ZodType, io: "input" | "output" = "input") =>
   z.toJSONSchema(s, { io, unrepresentable: "any", target: "openapi-3.0" });
@@ -18,6 +20,8 @@ const problems = (...codes: number[]) =>
   );
 const json = (ref: string) => ({ "application/json": { schema: { $ref: `#/components/schemas/${ref}` } } });
 const nameParam = { name: "name", in: "path", required: true, schema: { type: "string", pattern: "^[a-z0-9][a-z0-9-]{0,62}$" } };
+const timeoutSecParam = { name: "timeoutSec", in: "query", required: false, schema: { type: "integer", minimum: 1, maximum: 600 } };
+const diskParam = { name: "disk", in: "path", required: true, schema: { type: "string", pattern: "^[a-z][a-z0-9-]{0,26}$" } };
 const jobParam = { name: "id", in: "path", required: true, schema: { type: "string", format: "uuid" } };
 const waitParam = { name: "wait", in: "query", required: false, schema: { type: "string", enum: ["true", "false"] } };
 
@@ -124,6 +128,70 @@ export function buildOpenApi(): Record<string, unknown> {
         },
         delete: { summary: "eject the disc (forced: a guest lock is overridden); the drive stays, empty", parameters: [nameParam], responses: { "200": { description: "the drive afterwards", content: json("Cdrom") }, ...problems(404, 409, 502, 504) } },
       },
+      "/v1/pools": {
+        get: { summary: "storage pools: name, directory, free and total bytes", responses: { "200": { description: "{pools: Pool[]}", content: json("PoolList") } } },
+      },
+      "/v1/vms/{name}/disks/{disk}/resize": {
+        post: {
+          summary: "grow one of the VM's own disks (live through block_resize when it runs) and record the size",
+          parameters: [nameParam, diskParam],
+          requestBody: { required: true, content: json("DiskResize") },
+          responses: { "200": { description: "the VM", content: json("Vm") }, ...problems(400, 404, 409, 502, 504) },
+        },
+      },
+      "/v1/vms/{name}/disks/{disk}/backup": {
+        post: {
+          summary: "live backup of a running VM's disk to a new image in a pool (blockdev-backup, sync full); answers 202 with the job",
+          parameters: [nameParam, diskParam],
+          requestBody: { required: true, content: json("DiskBackup") },
+          responses: { "202": { description: "the backup job", content: json("Job") }, ...problems(400, 404, 409) },
+        },
+      },
+      "/v1/vms/{name}/disks": {
+        post: {
+          summary: "add a disk ({name, sizeGiB} or {name, image}): hot-plugged on a free PCIe root port when the VM runs, and recorded in the definition",
+          parameters: [nameParam],
+          requestBody: { required: true, content: json("DiskAdd") },
+          responses: { "201": { description: "the VM", content: json("Vm") }, ...problems(400, 404, 409, 502, 504) },
+        },
+      },
+      "/v1/vms/{name}/disks/{disk}": {
+        delete: {
+          summary: "remove a disk: device_del, wait for the guest to release it (?timeoutSec, default 30; then 504 and the removal stays pending), free its nodes, record; the VM's own disk file is deleted",
+          parameters: [nameParam, diskParam, timeoutSecParam],
+          responses: { "200": { description: "the VM", content: json("Vm") }, ...problems(404, 409, 502, 504) },
+        },
+      },
+      "/v1/vms/{name}/nics": {
+        post: {
+          summary: "add a NIC (user, or bridge with a tap the daemon makes): hot-plugged when the VM runs, and recorded",
+          parameters: [nameParam],
+          requestBody: { required: true, content: json("NicAdd") },
+          responses: { "201": { description: "the VM", content: json("Vm") }, ...problems(400, 404, 409, 500, 502) },
+        },
+      },
+      "/v1/vms/{name}/nics/{nic}": {
+        delete: {
+          summary: "remove a NIC by its index or MAC (a running VM: only its last NIC); as disks, with a pending state",
+          parameters: [nameParam, { name: "nic", in: "path", required: true, schema: { type: "string" } }, timeoutSecParam],
+          responses: { "200": { description: "the VM", content: json("Vm") }, ...problems(404, 409, 502, 504) },
+        },
+      },
+      "/v1/vms/{name}/balloon": {
+        post: {
+          summary: "set the memory balloon's target of a running VM; the guest's driver moves towards it (see the VM's balloon.actualMiB)",
+          parameters: [nameParam],
+          requestBody: { required: true, content: json("BalloonTarget") },
+          responses: { "200": { description: "{targetMiB, actualMiB?}" }, ...problems(400, 404, 409, 502, 504) },
+        },
+      },
+      "/v1/vms/{name}/agent": {
+        get: {
+          summary: "whether a guest agent answers on the VM's channel (guest-sync, guest-ping), and the guest's addresses; {connected: false} promptly without one",
+          parameters: [nameParam],
+          responses: { "200": { description: "{connected, addresses?, interfaces?}" }, ...problems(404) },
+        },
+      },
       "/openapi.json": { get: { summary: "this document", responses: { "200": { description: "OpenAPI 3" } } } },
     },
     components: {
@@ -161,6 +229,30 @@ export function buildOpenApi(): Record<string, unknown> {
           },
         },
         MigrateRequest: schema(migrateRequestSchema),
+        DiskResize: schema(diskResizeBody),
+        DiskBackup: schema(diskBackupBody),
+        DiskAdd: schema(diskAddBody),
+        NicAdd: schema(nicAddBody),
+        BalloonTarget: schema(balloonBody),
+        PoolList: {
+          type: "object",
+          required: ["pools"],
+          properties: {
+            pools: {
+              type: "array",
+              items: {
+                type: "object",
+                required: ["name", "dir", "freeBytes", "totalBytes"],
+                properties: {
+                  name: { type: "string" },
+                  dir: { type: "string" },
+                  freeBytes: { type: "integer", nullable: true },
+                  totalBytes: { type: "integer", nullable: true },
+                },
+              },
+            },
+          },
+        },
         Job: {
           type: "object",
           required: ["id", "kind", "vm", "state", "phase", "progress", "startedAt"],

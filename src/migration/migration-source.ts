@@ -6,6 +6,7 @@
 // on a guess: it asks the destination, and keeps the guest paused until it knows.
 import { setTimeout as sleep } from "node:timers/promises";
 import { MigrationFailed, ValidationFailed, VmStateConflict, VmhError } from "../errors.js";
+import { devicesChangedSinceStart } from "../vm/device-hotplug.js";
 import type { Job, JobRegistry } from "../jobs/job-registry.js";
 import type { MigrationInfo } from "../qmp/migration-commands.js";
 import { diskPath } from "../store/vm-paths.js";
@@ -51,6 +52,10 @@ export class MigrationSource {
     const vm = this.registry.get(name);
     if (!vm.session) throw new VmStateConflict(name, vm.settledState(), "migrate");
     if (vm.lock.current) throw new VmStateConflict(name, `busy with ${vm.lock.current.name}`, "migrate");
+    // A disk backup is a block job of its own: the migration would end the qemu it runs in.
+    if (vm.job?.state === "running") throw new VmStateConflict(name, `busy with a ${vm.job.kind} job`, "migrate");
+    // The destination's qemu is built from the definition: its devices must sit where the source's do.
+    if (devicesChangedSinceStart(vm)) throw new VmStateConflict(name, "running with devices hot-plugged since its start (restart it first)", "migrate");
     if (req.storage === "shared") {
       const own = vm.definition.disks.findIndex((d) => !d.image);
       if (own >= 0) {

@@ -3,6 +3,7 @@
 // JSON syntax so no file name or id can break its comma-separated option parser.
 import type { DiskDefinition, VmDefinition } from "../vm/definition.js";
 import type { VmPaths } from "../store/vm-paths.js";
+import { cdromArgs, firmwareArgs, FW_CODE_NODE, FW_VARS_NODE } from "./cdrom-firmware-argv.js";
 import { vmTaps, type VmTap } from "../net/vm-taps.js";
 
 export type Accel = "kvm" | "tcg";
@@ -26,12 +27,14 @@ export interface ArgvInputs {
   incoming?: boolean;
   /** /dev/vhost-net exists: bridge NICs get the in-kernel virtio-net backend under KVM. */
   vhostNet?: boolean;
+  /** The host's qemu can use io_uring: the default `aio` of disks that name none. */
+  ioUring?: boolean;
 }
 
 /** Empty PCIe root ports left on q35 so devices can be hot-plugged later. */
 export const SPARE_HOTPLUG_PORTS = 4;
 
-export function buildQemuArgv({ def, paths, accel, files, incoming, vhostNet }: ArgvInputs): string[] {
+export function buildQemuArgv({ def, paths, accel, files, incoming, vhostNet, ioUring }: ArgvInputs): string[] {
   const q35 = def.machine === "q35" || def.machine.startsWith("pc-q35");
   const argv: string[] = [
     "-name", `guest=${def.name},debug-threads=on`,
@@ -83,7 +86,7 @@ export function buildQemuArgv({ def, paths, accel, files, incoming, vhostNet }: 
   def.disks.forEach((disk, i) => {
     const image = files.disks[disk.name];
     if (!image) throw new Error(`no resolved image for disk ${disk.name}`);
-    argv.push(...diskArgs(disk, image));
+    argv.push(...diskArgs(disk, image, { ioUring: ioUring === true }));
     const bootIndex = diskBootIndex(def, i);
     argv.push(
       "-device",
@@ -92,6 +95,7 @@ export function buildQemuArgv({ def, paths, accel, files, incoming, vhostNet }: 
         id: `disk-${disk.name}`,
         drive: `d-${disk.name}`,
         serial: disk.name,
+        ...diskDeviceOptions(disk),
         ...(bootIndex !== undefined ? { bootindex: bootIndex } : {}),
         ...bus(),
       }),
@@ -107,6 +111,7 @@ export function buildQemuArgv({ def, paths, accel, files, incoming, vhostNet }: 
 
   for (let i = 0; i < (q35 ? SPARE_HOTPLUG_PORTS : 0); i++) bus();
   argv.push(...displayArgs(paths));
+  argv.push(...guestChannelArgs(def, paths));
   if (incoming) argv.push("-incoming", "defer");
   return argv;
 }
@@ -116,7 +121,7 @@ export function buildQemuArgv({ def, paths, accel, files, incoming, vhostNet }: 
  * ifup/ifdown script. vhost (the in-kernel backend) exchanges its notifications with
  * the guest through KVM's ioeventfd and irqfd, so it is asked for under KVM only.
  */
-function tapNetdev(tap: VmTap, i: number, vhost: boolean): Record<string, unknown> {
+export function tapNetdev(tap: VmTap, i: number, vhost: boolean): Record<string, unknown> {
   return {
     type: "tap",
     id: `net${i}`,
@@ -142,6 +147,26 @@ function displayArgs(paths: VmPaths): string[] {
   return ["-device", json({ driver: "VGA", id: "video0" }), "-vnc", `unix:${paths.vncSocket}`];
 }
 
+/** The guest agent's virtio-serial port: the name qemu-ga looks for. */
+export const GUEST_AGENT_PORT = "org.qemu.guest_agent.0";
+
+/**
+ * The memory balloon and the guest agent's channel. On the root bus after the
+ * display, so adding them moved no other device's PCI address; neither is ever
+ * unplugged, so neither needs a root port of its own. The agent's socket is a
+ * server qemu keeps open whether or not a guest agent listens behind it.
+ */
+function guestChannelArgs(def: VmDefinition, paths: VmPaths): string[] {
+  const out: string[] = [];
+  if (def.balloon) out.push("-device", json({ driver: "virtio-balloon-pci", id: "balloon0" }));
+  out.push(
+    "-chardev", `socket,id=qga0,path=${paths.qgaSocket},server=on,wait=off`,
+    "-device", json({ driver: "virtio-serial-pci", id: "vserial0" }),
+    "-device", json({ driver: "virtserialport", id: "qga-port", bus: "vserial0.0", chardev: "qga0", name: GUEST_AGENT_PORT }),
+  );
+  return out;
+}
+
 function bootArgs(def: VmDefinition, files: ArgvInputs["files"]): string[] {
   if (def.boot.kernel) {
     if (!files.kernel) throw new Error("no resolved kernel");
@@ -162,80 +187,58 @@ function diskBootIndex(def: VmDefinition, diskIndex: number): number | undefined
   return pos * 100 + diskIndex + 1;
 }
 
-function diskArgs(disk: DiskDefinition, image: string): string[] {
+/** What the host offers disks, probed once at daemon start (src/storage/io-uring-probe.ts). */
+export interface DiskHostSupport {
+  /** qemu can use Linux io_uring (built with liburing, and the kernel allows it). */
+  ioUring: boolean;
+}
+
+/** The iothread a disk's virtio-blk device runs its I/O in: one per disk, so a busy disk stalls no other. */
+export function diskIothreadId(disk: Pick<DiskDefinition, "name">): string {
+  return `io-${disk.name}`;
+}
+
+/**
+ * What a disk's virtio-blk device gets besides its drive: its iothread, and for
+ * writethrough the guest is shown no volatile write cache, so qemu flushes each
+ * write before completing it (the device half of qemu's legacy cache=writethrough).
+ */
+export function diskDeviceOptions(disk: DiskDefinition): Record<string, unknown> {
+  return { iothread: diskIothreadId(disk), ...(disk.cache === "writethrough" ? { "write-cache": "off" } : {}) };
+}
+
+/**
+ * A disk's iothread and its two block nodes: `f-<disk>` the file, `d-<disk>` the
+ * format on top of it (what QMP block commands name). cache none is O_DIRECT: the
+ * guest has its own page cache, so the host's would only hold a second copy and
+ * hide write errors until it flushes. `aio` defaults to io_uring where the host has
+ * it, else a thread pool (native needs O_DIRECT).
+ */
+export function diskArgs(disk: DiskDefinition, image: string, host: DiskHostSupport = { ioUring: false }): string[] {
+  const cache = disk.cache ?? "none";
+  const aio = disk.aio ?? (host.ioUring ? "io_uring" : "threads");
   return [
+    "-object",
+    json({ "qom-type": "iothread", id: diskIothreadId(disk) }),
     "-blockdev",
     json({
       driver: "file",
       "node-name": `f-${disk.name}`,
       filename: image,
-      cache: { direct: false, "no-flush": false },
+      aio,
+      cache: { direct: cache === "none", "no-flush": cache === "unsafe" },
       "auto-read-only": true,
       discard: "unmap",
     }),
     "-blockdev",
-    json({ driver: disk.format, "node-name": `d-${disk.name}`, file: `f-${disk.name}`, "read-only": false, discard: "unmap" }),
-  ];
-}
-
-const FW_CODE_NODE = "fw-code";
-const FW_VARS_NODE = "fw-vars";
-
-/**
- * OVMF as the machine's two flash devices, opened through -blockdev (not the
- * legacy `-drive if=pflash`): CODE read-only and shared, VARS the VM's own.
- */
-function firmwareArgs(def: VmDefinition, files: ArgvInputs["files"]): string[] {
-  if (def.firmware !== "uefi") return [];
-  if (!files.firmware) throw new Error("no resolved UEFI firmware");
-  const { code, vars } = files.firmware;
-  return [
-    "-blockdev", json({ driver: "file", "node-name": `${FW_CODE_NODE}-file`, filename: code, "read-only": true }),
-    "-blockdev", json({ driver: "raw", "node-name": FW_CODE_NODE, file: `${FW_CODE_NODE}-file`, "read-only": true }),
-    "-blockdev", json({ driver: "file", "node-name": `${FW_VARS_NODE}-file`, filename: vars, "read-only": false }),
-    "-blockdev", json({ driver: "raw", "node-name": FW_VARS_NODE, file: `${FW_VARS_NODE}-file`, "read-only": false }),
-  ];
-}
-
-/** The CD-ROM drive's qdev id: what QMP's tray and medium commands name. */
-export const CDROM_DEVICE_ID = "cdrom0";
-/** The medium a VM starts with; media inserted later get node names of their own. */
-export const CDROM_START_NODE = "cd0";
-
-/**
- * The CD-ROM drive on the machine's built-in controller (q35: AHCI port 0; pc:
- * IDE primary master), so it takes no PCI slot and firmware boots from it. The
- * medium is one read-only node with its file inline, so removing the medium
- * (blockdev-del of that node) closes the file too.
- */
-function cdromArgs(def: VmDefinition, files: ArgvInputs["files"]): string[] {
-  if (!def.cdrom) return [];
-  const out: string[] = [];
-  if (files.cdrom) out.push("-blockdev", json(cdromNode(CDROM_START_NODE, files.cdrom)));
-  const order = def.boot.kernel ? [] : (def.boot.order ?? ["disk"]);
-  const pos = order.indexOf("cdrom");
-  out.push(
-    "-device",
     json({
-      driver: "ide-cd",
-      id: CDROM_DEVICE_ID,
-      bus: "ide.0",
-      ...(files.cdrom ? { drive: CDROM_START_NODE } : {}),
-      // As disks (diskBootIndex): 100 per place in the boot order.
-      ...(pos >= 0 ? { bootindex: pos * 100 + 1 } : {}),
+      driver: disk.format,
+      "node-name": `d-${disk.name}`,
+      file: `f-${disk.name}`,
+      "read-only": false,
+      discard: "unmap",
     }),
-  );
-  return out;
-}
-
-/** A read-only ISO medium: the blockdev-add arguments, also used for a live change. */
-export function cdromNode(nodeName: string, image: string): Record<string, unknown> {
-  return {
-    driver: "raw",
-    "node-name": nodeName,
-    "read-only": true,
-    file: { driver: "file", filename: image, "read-only": true },
-  };
+  ];
 }
 
 function json(v: Record<string, unknown>): string {

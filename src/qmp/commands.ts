@@ -6,6 +6,8 @@
 
 import type { MigrationCommands } from "./migration-commands.js";
 import type { RemovableMediaCommands } from "./removable-media-commands.js";
+import type { BlockCommands } from "./block-commands.js";
+import type { DeviceCommands } from "./device-commands.js";
 
 /** The inner part of qemu's greeting, `{"QMP": {version, capabilities}}`. */
 export interface QmpGreeting {
@@ -92,7 +94,7 @@ type NoArgs = Record<string, never>;
 type EmptyResult = Record<string, never>;
 
 /** Each command we use: its arguments and what its reply's `return` holds. */
-export interface QmpCommands extends MigrationCommands, RemovableMediaCommands {
+export interface QmpCommands extends MigrationCommands, RemovableMediaCommands, DeviceCommands, BlockCommands {
   qmp_capabilities: { args: { enable?: "oob"[] }; result: EmptyResult };
   "query-status": { args: NoArgs; result: StatusInfo };
   "query-version": { args: NoArgs; result: VersionInfo };

@@ -1,15 +1,21 @@
 // Storage pools: the only directories whose files a VM may use (images, kernels,
 // ISOs). A path is accepted only if, after resolving every symlink, it still lies
 // inside a pool: `../`, absolute paths elsewhere and symlinks pointing out are 400s.
-import { mkdir, realpath, stat } from "node:fs/promises";
+import { lstat, mkdir, realpath, stat, statfs } from "node:fs/promises";
 import path from "node:path";
-import { FileNotFound, PathOutsidePool } from "../errors.js";
+import { FileExists, FileNotFound, PathOutsidePool } from "../errors.js";
 
 export const DEFAULT_POOL = "images";
 
 export interface Pool {
   name: string;
   dir: string;
+}
+
+export interface PoolUsage extends Pool {
+  /** What an unprivileged writer can still use; null if the directory cannot be read. */
+  freeBytes: number | null;
+  totalBytes: number | null;
 }
 
 export interface ResolvedFile {
@@ -29,6 +35,16 @@ export class StoragePools {
 
   list(): readonly Pool[] {
     return this.pools;
+  }
+
+  /** Every pool with the free and total space of the filesystem it lies on. */
+  async usage(): Promise<PoolUsage[]> {
+    return Promise.all(
+      this.pools.map(async (p) => {
+        const fs = await statfs(p.dir).catch(() => undefined);
+        return { ...p, freeBytes: fs ? fs.bavail * fs.bsize : null, totalBytes: fs ? fs.blocks * fs.bsize : null };
+      }),
+    );
   }
 
   async init(): Promise<void> {
@@ -59,6 +75,35 @@ export class StoragePools {
     }
     const st = await stat(real);
     if (!st.isFile()) throw new FileNotFound(`${field}: "${input}" is not a regular file`, { field, path: input });
+    return { pool: owner.pool.name, relative: path.relative(owner.realDir, real), absolute: real };
+  }
+
+  /**
+   * A file the daemon is to create (a backup's target): its directory must exist
+   * and resolve inside a pool, and the file must not exist (409: never overwritten,
+   * not even through a dangling symlink).
+   */
+  async resolveNewFile(input: string, field: string): Promise<ResolvedFile> {
+    const defaultPool = this.pools.find((p) => p.name === DEFAULT_POOL) ?? this.pools[0];
+    if (!defaultPool) throw new PathOutsidePool("no storage pools are configured", { field });
+    const candidate = path.resolve(defaultPool.dir, input);
+    if (!this.poolOf(candidate)) {
+      throw new PathOutsidePool(`${field}: "${input}" is outside every storage pool`, { field, path: input });
+    }
+    if (await lstat(candidate).then(() => true, () => false)) {
+      throw new FileExists(`${field}: "${input}" already exists`, { field, path: input });
+    }
+    let realDir: string;
+    try {
+      realDir = await realpath(path.dirname(candidate));
+    } catch {
+      throw new FileNotFound(`${field}: the directory of "${input}" does not exist`, { field, path: input });
+    }
+    const real = path.join(realDir, path.basename(candidate));
+    const owner = await this.realPoolOf(real);
+    if (!owner) {
+      throw new PathOutsidePool(`${field}: "${input}" resolves outside every storage pool`, { field, path: input });
+    }
     return { pool: owner.pool.name, relative: path.relative(owner.realDir, real), absolute: real };
   }
 

@@ -20,6 +20,8 @@ export interface VmPaths {
   consoleSocket: string;
   /** qemu's VNC server for the VM's display; only a local client (or the daemon) reaches it. */
   vncSocket: string;
+  /** The guest agent's virtio-serial channel (qemu-ga in the guest, if it runs one). */
+  qgaSocket: string;
 }
 
 export function vmPaths(stateDir: string, runDir: string, name: string): VmPaths {
@@ -40,6 +42,7 @@ export function vmPaths(stateDir: string, runDir: string, name: string): VmPaths
     qmpSocket: path.join(run, "qmp.sock"),
     consoleSocket: path.join(run, "console.sock"),
     vncSocket: path.join(run, "vnc.sock"),
+    qgaSocket: path.join(run, "qga.sock"),
   };
 }
 

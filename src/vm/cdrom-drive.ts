@@ -6,7 +6,7 @@
 // a media change. The old disc's node is deleted, which closes its file.
 import { randomBytes } from "node:crypto";
 import { ValidationFailed } from "../errors.js";
-import { CDROM_DEVICE_ID, CDROM_START_NODE, cdromNode } from "../qemu/qemu-argv.js";
+import { CDROM_DEVICE_ID, CDROM_START_NODE, cdromNode } from "../qemu/cdrom-firmware-argv.js";
 import type { BlockInfo } from "../qmp/removable-media-commands.js";
 import type { QemuImg } from "../storage/qemu-img.js";
 import type { QemuSession } from "./qemu-session.js";

@@ -54,18 +54,47 @@ export const cdromSchema = z
   .strict()
   .describe("a SATA CD-ROM drive (IDE on the pc machine)");
 
-const diskSchema = z
+export const diskSchema = z
   .object({
     name: z.string().regex(DISK_NAME_PATTERN, "must be 1-27 characters of a-z, 0-9 and '-', starting with a letter"),
-    sizeGiB: z.number().positive().max(MAX_DISK_GIB).optional().describe("create a blank disk of this size"),
+    sizeGiB: z
+      .number()
+      .positive()
+      .max(MAX_DISK_GIB)
+      .optional()
+      .describe("create a blank disk of this size; with backingImage or importImage: grow the disk to this size"),
     image: poolPath.optional().describe("use this existing image in a pool (shared: never deleted with the VM)"),
+    backingImage: poolPath
+      .optional()
+      .describe("a qcow2 overlay in the VM's directory on top of this base image in a pool; the base is never written"),
+    importImage: poolPath.optional().describe("copy this image in a pool into the VM's directory when the VM is created"),
     format: z.enum(["qcow2", "raw"]).default("qcow2"),
     bus: z.literal("virtio-blk").default("virtio-blk"),
+    cache: z
+      .enum(["none", "writeback", "writethrough", "unsafe"])
+      .default("none")
+      .describe("none (default): O_DIRECT, no host page cache; writeback; writethrough; unsafe: flushes ignored"),
+    aio: z
+      .enum(["io_uring", "threads", "native"])
+      .optional()
+      .describe("default io_uring where the host supports it, else threads; native needs cache none"),
   })
   .strict()
-  .refine((d) => (d.sizeGiB === undefined) !== (d.image === undefined), {
-    message: "give exactly one of sizeGiB and image",
-    path: ["sizeGiB"],
+  .superRefine((d, ctx) => {
+    const sources = (["image", "backingImage", "importImage"] as const).filter((k) => d[k] !== undefined);
+    if (sources.length > 1) {
+      ctx.addIssue({ code: "custom", path: [sources[1]!], message: `give at most one of image, backingImage and importImage` });
+    } else if (sources.length === 0 && d.sizeGiB === undefined) {
+      ctx.addIssue({ code: "custom", path: ["sizeGiB"], message: "give sizeGiB for a blank disk, or one of image, backingImage and importImage" });
+    } else if (d.image !== undefined && d.sizeGiB !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["sizeGiB"], message: "an existing image (image) keeps its own size; sizeGiB is for the VM's own disks" });
+    }
+    if (d.backingImage !== undefined && d.format !== "qcow2") {
+      ctx.addIssue({ code: "custom", path: ["format"], message: "a disk on a backing image is a qcow2 overlay" });
+    }
+    if (d.aio === "native" && d.cache !== "none") {
+      ctx.addIssue({ code: "custom", path: ["aio"], message: "native needs cache none (O_DIRECT)" });
+    }
   });
 
 /** A Linux interface name: IFNAMSIZ leaves 15 characters, and `/`, `:` or spaces are not allowed. */
@@ -85,7 +114,7 @@ const networkSchema = z.discriminatedUnion("type", [
     .strict(),
 ]);
 
-const nicSchema = z
+export const nicSchema = z
   .object({
     model: z.literal("virtio-net").default("virtio-net"),
     mac: z.string().regex(MAC_PATTERN, "must be six lower-case hex pairs like 52:54:00:12:34:56").optional(),
@@ -119,6 +148,7 @@ const vmFields = {
     .refine((ds) => new Set(ds.map((d) => d.name)).size === ds.length, "disk names must be unique"),
   nics: z.array(nicSchema).max(16).default([]),
   rng: z.boolean().default(true),
+  balloon: z.boolean().default(true).describe("a virtio memory balloon, so the guest's memory can be reclaimed while it runs"),
   autostart: z.boolean().default(false),
   onCrash: z.enum(["stop", "restart"]).default("stop"),
 };

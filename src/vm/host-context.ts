@@ -11,6 +11,8 @@ import type { StoragePools } from "../storage/storage-pools.js";
 export interface HostContext {
   config: Config;
   accel: Accel;
+  /** qemu can use io_uring here (probed at start): the default `aio` of disks. */
+  ioUring?: boolean;
   qemuVersion: string;
   pools: StoragePools;
   qemuImg: QemuImg;

@@ -132,10 +132,21 @@ async function resumeInterrupted(vm: Vm, entry: JournalEntry): Promise<FollowUp>
     }
     case "stop":
       return session ? { kind: "stop" } : undefined;
+    case "disk-add":
+    case "disk-remove":
+    case "nic-add":
+    case "nic-remove":
+      // Settled by what qemu has once adoption is over (operations/hotplug.ts).
+      return { kind: "recover-hotplug", entry };
     case "cdrom": {
       // Done again in full: the disc may or may not have changed, the definition not yet been written.
       const image = entry.params.image;
       return typeof image === "string" ? { kind: "change-cdrom", image } : { kind: "eject-cdrom" };
+    }
+    case "disk-resize": {
+      // Done again: growing to the size asked for is a no-op if it was reached.
+      const { disk, sizeGiB } = entry.params;
+      return typeof disk === "string" && typeof sizeGiB === "number" ? { kind: "resize-disk", disk, sizeGiB } : undefined;
     }
     default:
       return undefined;
@@ -144,5 +155,5 @@ async function resumeInterrupted(vm: Vm, entry: JournalEntry): Promise<FollowUp>
 
 export async function cleanRunFiles(vm: Vm): Promise<void> {
   await removeRuntimeRecord(vm.paths).catch(() => {});
-  for (const f of [vm.paths.pidfile, vm.paths.qmpSocket, vm.paths.consoleSocket, vm.paths.vncSocket]) await rm(f, { force: true }).catch(() => {});
+  for (const f of [vm.paths.pidfile, vm.paths.qmpSocket, vm.paths.consoleSocket, vm.paths.vncSocket, vm.paths.qgaSocket]) await rm(f, { force: true }).catch(() => {});
 }

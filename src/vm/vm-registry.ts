@@ -1,6 +1,6 @@
 // The registry of this host's VMs, and the one place every VmAction is carried
 // out (one exhaustive switch). HTTP routes and the CLI only produce actions.
-import { VmExists, VmNotFound, VmStateConflict, ShuttingDown } from "../errors.js";
+import { VmBusy, VmExists, VmNotFound, VmStateConflict, ShuttingDown } from "../errors.js";
 import { completeDefinition, type VmDefinition, vmCreateSchema } from "./definition.js";
 import type { HostContext } from "./host-context.js";
 import { createVmOnDisk } from "./operations/create-vm.js";
@@ -9,6 +9,10 @@ import { shutdownVm, DEFAULT_SHUTDOWN_TIMEOUT_SEC } from "./operations/shutdown-
 import { startVm } from "./operations/start-vm.js";
 import { stopVm } from "./operations/stop-vm.js";
 import { changeCdrom } from "./operations/change-cdrom.js";
+import { addDisk, addNic, DEFAULT_RELEASE_TIMEOUT_SEC, findNic, recoverHotplug, removeDisk, removeNic } from "./operations/hotplug.js";
+import { setBalloonTarget } from "./guest-balloon.js";
+import type { OperationName } from "./vm-state.js";
+import { resizeDisk } from "./operations/resize-disk.js";
 import { CrashPolicy } from "./crash-policy.js";
 import { Vm, type VmView } from "./vm.js";
 import { adoptVm, type FollowUp } from "./vm-adoption.js";
@@ -192,10 +196,70 @@ export class VmRegistry {
       case "eject-cdrom":
         await vm.lock.run("cdrom", () => changeCdrom(vm, this.host, undefined));
         break;
+      case "resize-disk":
+        await vm.lock.run("disk-resize", () => resizeDisk(vm, this.host, action.disk, action.sizeGiB));
+        break;
+      case "add-disk":
+        await vm.lock.run("disk-add", () => addDisk(vm, this.host, action.disk));
+        break;
+      case "remove-disk": {
+        const timeoutSec = action.timeoutSec ?? DEFAULT_RELEASE_TIMEOUT_SEC;
+        const finish = this.finishRemovalLater(name, { kind: "remove-disk", disk: action.disk });
+        await vm.lock.run("disk-remove", () => removeDisk(vm, this.host, action.disk, timeoutSec, finish));
+        break;
+      }
+      case "add-nic":
+        await vm.lock.run("nic-add", () => addNic(vm, this.host, action.nic));
+        break;
+      case "remove-nic": {
+        const timeoutSec = action.timeoutSec ?? DEFAULT_RELEASE_TIMEOUT_SEC;
+        // By MAC from here on: an index could name another NIC by the time the guest lets go.
+        const mac = vm.definition.nics[findNic(vm, action.nic)]!.mac;
+        const finish = this.finishRemovalLater(name, { kind: "remove-nic", nic: mac });
+        await vm.lock.run("nic-remove", () => removeNic(vm, this.host, action.nic, timeoutSec, finish));
+        break;
+      }
+      case "set-balloon":
+        await vm.lock.run("balloon", () => setBalloonTarget(vm, action.targetMiB));
+        break;
+      case "recover-hotplug": {
+        const { entry } = action;
+        const p = entry.params as { disk?: { name: string }; nic?: { mac: string } };
+        const finish = this.finishRemovalLater(
+          name,
+          p.disk ? { kind: "remove-disk", disk: p.disk.name } : { kind: "remove-nic", nic: p.nic?.mac ?? "" },
+        );
+        await vm.lock.run(entry.operation as OperationName, () => recoverHotplug(vm, this.host, entry, finish));
+        break;
+      }
       default:
         assertNever(action);
     }
     return vm.view();
+  }
+
+  /**
+   * For a removal the guest did not answer in time: once it lets go (or qemu
+   * ends), the same removal is performed again, which then frees the backend and
+   * records the definition. Retried while another operation holds the VM.
+   */
+  private finishRemovalLater(name: string, action: VmAction): () => void {
+    return () =>
+      void (async () => {
+        for (let attempt = 0; attempt < 120 && !this.closing; attempt++) {
+          try {
+            await this.perform(name, action);
+            return;
+          } catch (err) {
+            if (err instanceof VmBusy) {
+              await sleep(500);
+              continue;
+            }
+            this.host.log.warn({ vm: name, err, action }, "finishing a pending device removal failed");
+            return;
+          }
+        }
+      })();
   }
 
   private assertOpen(): void {

@@ -29,7 +29,13 @@ export type OperationName =
   | "delete"
   | "migrate"
   | "migrate-in"
-  | "cdrom";
+  | "cdrom"
+  | "disk-add"
+  | "disk-remove"
+  | "nic-add"
+  | "nic-remove"
+  | "balloon"
+  | "disk-resize";
 
 export interface StateFacts {
   operation?: OperationName;

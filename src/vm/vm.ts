@@ -26,6 +26,10 @@ export interface VmView {
   operation?: { name: OperationName; startedAt: string };
   job?: JobView;
   lastExit?: LastExit;
+  /** Devices the guest was asked to release and has not yet (qemu ids: `disk-<name>`, `nic<N>`). */
+  removalPending?: string[];
+  /** The memory balloon as qemu last reported it, while qemu runs. */
+  balloon?: { actualMiB: number };
   /** Why the VM is in state `error`. */
   error?: string;
   stateWriteError?: string;
@@ -47,6 +51,10 @@ export class Vm {
   stateWriteError: string | undefined;
   /** The job working on this VM (a migration), shown with it. */
   job: Job | undefined;
+  /** Devices whose hot-removal waits for the guest, by qemu id; each ends by its own abort. */
+  readonly pendingRemovals = new Map<string, AbortController>();
+  /** The guest's memory as the balloon last reported it (query-balloon or BALLOON_CHANGE), in bytes. */
+  balloonActual: number | undefined;
   private readonly exitWaiters = new Set<() => void>();
 
   constructor(
@@ -99,8 +107,10 @@ export class Vm {
             unresponsive: s.unresponsive,
             startedAt: s.record.startedAt,
             argv: [...s.record.argv],
+            ...(this.balloonActual !== undefined ? { balloon: { actualMiB: Math.round(this.balloonActual / 2 ** 20) } } : {}),
           }
         : {}),
+      ...(this.pendingRemovals.size > 0 ? { removalPending: [...this.pendingRemovals.keys()].sort() } : {}),
       ...(op ? { operation: { name: op.name, startedAt: op.startedAt } } : {}),
       ...(this.job ? { job: this.job.view() } : {}),
       ...(this.lastExit ? { lastExit: this.lastExit } : {}),
@@ -114,6 +124,10 @@ export class Vm {
   async refresh(timeoutMs = 1000): Promise<void> {
     if (!this.session?.connected) return;
     await this.session.refreshStatus(timeoutMs).catch(() => {});
+    // A guest without the balloon driver makes qemu refuse; the view then shows no balloon.
+    if (this.definition.balloon && !this.session.unresponsive) {
+      this.balloonActual = await this.session.execute("query-balloon", undefined, timeoutMs).then((b) => b.actual, () => undefined);
+    }
   }
 
   publish(type: string, data: Record<string, unknown> = {}): void {
@@ -128,6 +142,7 @@ export class Vm {
       this.publish(`qemu.${e.event}`, { data: e.data ?? {} });
       if (["STOP", "RESUME", "SHUTDOWN"].includes(e.event)) this.publish("vm.state", { state: this.state() });
       if (e.event === "SHUTDOWN" && e.data?.guest === true) void this.endAfterGuestShutdown();
+      if (e.event === "BALLOON_CHANGE" && typeof e.data?.actual === "number") this.balloonActual = e.data.actual;
     });
     void session.gone.then((exit) => this.onSessionGone(session, exit));
   }
@@ -144,6 +159,10 @@ export class Vm {
     };
     this.session = undefined;
     this.expectedExit = undefined;
+    this.balloonActual = undefined;
+    // Whatever the guest had not yet released went with qemu.
+    for (const pending of this.pendingRemovals.values()) pending.abort();
+    this.pendingRemovals.clear();
     this.log.info({ lastExit: this.lastExit }, "qemu exited");
     await Promise.all([
       this.recordState(async () => {

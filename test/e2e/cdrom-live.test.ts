@@ -3,11 +3,11 @@
 // tray), each change recorded in the definition for the next start; refusals;
 // a stopped VM whose definition alone changes; and a daemon restart between changes.
 import { execFileSync } from "node:child_process";
-import { access, copyFile, readdir, readFile, readlink } from "node:fs/promises";
+import { access, copyFile, readdir, readFile, readlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import t from "tap";
 import type { VmJson } from "../../src/cli/vm-format.js";
-import { defineGuestVm, startDaemon, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
+import { defineGuestVm, startDaemon, vmctlJs, waitForBoot, waitForVm, type TestDaemon } from "../helpers/daemon.js";
 import { ensureInstaller } from "../helpers/installer.js";
 
 interface CdromJson {
@@ -84,6 +84,18 @@ t.test("change and eject the disc of a running VM; a stopped one; refusals; afte
   cd = await d.api.json<CdromJson>("POST", "/v1/vms/live/cdrom", { image: "b.iso" });
   t.equal(cd.live?.medium, path.join(images, "b.iso"), "and changed after adoption");
 
+  // A daemon killed in the middle of a change (its journal names the disc asked for): the next one makes it.
+  await d.kill();
+  const journal = { id: "0b7c4f3e-2f7a-4c7e-9a53-0f3c3f7e2a11", vm: "live", operation: "cdrom", startedAt: new Date().toISOString(), done: [], params: { image: "a.iso" } };
+  await writeFile(path.join(d.stateDir, "vms/live/operation.json"), JSON.stringify(journal));
+  await d.restart();
+  // Done once the operation has ended and the definition names the disc.
+  await waitForVm<VmJson>(d, "live", (v) => !v.operation && v.definition.cdrom?.image === "a.iso", 10_000);
+  cd = await cdrom(d, "live");
+  t.equal(cd.live?.medium, path.join(images, "a.iso"), "an interrupted change is made again after a restart, in qemu and in the definition");
+  t.same(await storedCdrom(d, "live"), { image: "a.iso" });
+  t.notOk(await exists(path.join(d.stateDir, "vms/live/operation.json")), "and its journal entry is gone");
+
   // Stopped: only the definition changes, and the next start has it.
   await d.api.json("POST", "/v1/vms/live/stop");
   cd = await d.api.json<CdromJson>("DELETE", "/v1/vms/live/cdrom");
@@ -107,6 +119,22 @@ t.test("change and eject the disc of a running VM; a stopped one; refusals; afte
   t.equal(res.status, 409, "nothing to eject without a drive");
   cd = await d.api.json<CdromJson>("POST", "/v1/vms/nodrive/cdrom", { image: "a.iso" });
   t.same(cd, { drive: true, image: "a.iso" }, "a stopped VM gets a drive with the disc");
+});
+
+t.test("vmctl: create from an ISO, show, change and eject the disc", async (t) => {
+  const d = await startDaemon();
+  t.teardown(() => d.cleanup());
+  const { iso } = await ensureInstaller();
+  await copyFile(iso, path.join(d.stateDir, "images", "a.iso"));
+  await copyFile(iso, path.join(d.stateDir, "images", "b.iso"));
+  const vmctl = (...args: string[]) => execFileSync(process.execPath, [vmctlJs, "--socket", d.socket, ...args], { encoding: "utf8" }).trim();
+  vmctl("create", "cli", "--firmware", "uefi", "--cdrom", "a.iso", "--boot-order", "cdrom,disk", "--disk", "root:1");
+  const def = (await d.api.json<VmJson>("GET", "/v1/vms/cli")).definition as unknown as Record<string, unknown>;
+  t.same([def.firmware, def.cdrom, def.boot], ["uefi", { image: "a.iso" }, { order: ["cdrom", "disk"] }], "the flags made the definition");
+  t.equal(vmctl("cdrom", "cli"), "cli: cdrom a.iso");
+  t.equal(vmctl("cdrom", "cli", "b.iso"), "cli: cdrom b.iso");
+  t.equal(vmctl("eject", "cli"), "cli: cdrom (empty)");
+  t.match(vmctl("show", "cli"), /firmware\s+uefi\ncdrom\s+\(empty\)/);
 });
 
 async function cdrom(d: TestDaemon, vm: string): Promise<CdromJson> {

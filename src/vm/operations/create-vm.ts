@@ -1,5 +1,5 @@
 // create = check every named file → make the VM's directory aside → create its
-// blank disks there → write the definition → rename it into place. The rename is
+// own disks there (blank, overlays, imported copies) → write the definition → rename it into place. The rename is
 // the commit point: a crash before it leaves nothing, after it a whole VM.
 import { ValidationFailed } from "../../errors.js";
 import { diskPath } from "../../store/vm-paths.js";
@@ -9,12 +9,12 @@ import { resolveVmFiles } from "../vm-files.js";
 import { checkBridges } from "../../net/tap-devices.js";
 import { checkIsoImage } from "../cdrom-drive.js";
 import { ensureUefiVars, findOvmf } from "../uefi-firmware.js";
-
-const GiB = 1024 ** 3;
+import { checkDiskSources, makeOwnDisk } from "../disk-sources.js";
 
 export async function createVmOnDisk(def: VmDefinition, host: HostContext): Promise<void> {
   const files = await resolveVmFiles(def, host.pools, host.store.paths(def.name));
   await checkImageFormats(def, files.disks, host);
+  const sources = await checkDiskSources(def, host.pools, host.qemuImg);
   // A bridge is checked again at each start; here a misspelt name is caught at once.
   await checkBridges(def);
   if (files.cdrom) await checkIsoImage(host.qemuImg, files.cdrom, "cdrom.image");
@@ -23,10 +23,8 @@ export async function createVmOnDisk(def: VmDefinition, host: HostContext): Prom
     // The VM's own UEFI variable store is part of the VM: made with it, deleted with it.
     if (ovmf) await ensureUefiVars(staging.uefiVars, ovmf);
     for (const disk of def.disks) {
-      if (disk.sizeGiB === undefined) continue;
-      // Whole sectors: qemu rounds odd sizes, and the guest must see what was asked for.
-      const bytes = Math.ceil((disk.sizeGiB * GiB) / 512) * 512;
-      await host.qemuImg.create(diskPath(staging, disk), disk.format, bytes);
+      if (disk.image) continue;
+      await makeOwnDisk(host.qemuImg, diskPath(staging, disk), disk, sources[disk.name]);
     }
   });
 }

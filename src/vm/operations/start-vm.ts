@@ -77,6 +77,7 @@ const steps: Step<StartContext>[] = [
         files: c.files!,
         incoming: c.incoming,
         vhostNet: c.vhostNet,
+        ioUring: c.host.ioUring,
       });
       // Kept beside the VM's state so an operator can see (and rerun) the exact command.
       await writeFile(path.join(c.vm.paths.dir, "qemu.argv.json"), JSON.stringify([c.host.config.qemu, ...c.argv]) + "\n");

@@ -1,0 +1,139 @@
+// Live migration over loopback, total time and downtime, for guests of 256 MiB
+// and 1 GiB, idle and dirtying memory: through two vmhostd daemons, and by hand
+// over QMP with vmhostd's argv and settings (the floor). Each run moves the guest
+// to the other side. Rounds are interleaved (one vmhostd and one by-hand run per
+// round, order alternating) and only the guest being migrated runs: the other one
+// is paused, so on a small host the two do not compete for CPUs.
+//
+//   node dist/bench/migration.js [--runs N] [--case SLUG]...
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { gunzipSync } from "node:zlib";
+import { ensureGuest, type GuestFiles } from "./guest-files.js";
+import { HandGuest } from "./hand-migration.js";
+import { migrationCases, type CaseResult, type MigratingGuest, type MigrationCase } from "./migration-case.js";
+import { reportMigration } from "./migration-report.js";
+import { killRawQemus } from "./raw-qemu.js";
+import { launchDaemonPair, VmhostdGuest, type DaemonPeer } from "./vmhostd-migration.js";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const cleanups: Array<() => Promise<unknown>> = [];
+
+interface Options {
+  runs: number;
+  cases: MigrationCase[];
+}
+
+function parseOptions(): Options {
+  const all = migrationCases();
+  const { values } = parseArgs({
+    options: { runs: { type: "string", default: "5" }, case: { type: "string", multiple: true }, help: { type: "boolean" } },
+  });
+  if (values.help) {
+    process.stdout.write(`usage: node dist/bench/migration.js [--runs N] [--case ${all.map((c) => c.slug).join("|")}]...\n`);
+    process.exit(0);
+  }
+  const runs = Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1 || runs > 50) throw new Error(`--runs must be an integer 1-50, not ${values.runs}`);
+  const wanted = values.case ?? [];
+  const unknown = wanted.filter((w) => !all.some((c) => c.slug === w));
+  if (unknown.length) throw new Error(`unknown --case ${unknown.join(", ")}; known: ${all.map((c) => c.slug).join(", ")}`);
+  return { runs, cases: wanted.length ? all.filter((c) => wanted.includes(c.slug)) : all };
+}
+
+/** Both guests of a case booted, then `runs` interleaved rounds; the guests are ended whatever happens. */
+async function runCase(c: MigrationCase, peers: [DaemonPeer, DaemonPeer], handDirs: [string, string], runs: number): Promise<CaseResult> {
+  const result: CaseResult = { c, vmhostd: { samples: [], failures: [] }, hand: { samples: [], failures: [] } };
+  const guests: MigratingGuest[] = [];
+  try {
+    process.stderr.write(`${c.label}: booting the vmhostd guest\n`);
+    const { guest: vmh, argv } = await VmhostdGuest.boot(peers, c);
+    guests.push(vmh);
+    await vmh.pause();
+    const d = peers[0].daemon;
+    const vmDirs = { runDir: path.join(d.runDir, "vms", vmh.name), stateDir: path.join(d.stateDir, "vms", vmh.name) };
+    process.stderr.write(`${c.label}: booting the by-hand guest\n`);
+    const hand = await HandGuest.boot(argv, vmDirs, handDirs, c);
+    guests.push(hand);
+    await hand.pause();
+    const sides = [
+      { name: "vmhostd", guest: vmh, into: result.vmhostd },
+      { name: "by hand", guest: hand, into: result.hand },
+    ];
+    for (let i = 1; i <= runs; i++) {
+      const line: string[] = [];
+      for (const side of i % 2 ? sides : [...sides].reverse()) {
+        await side.guest.resume();
+        const out = await side.guest.migrate();
+        await side.guest.pause();
+        if (out.ok) side.into.samples.push(out.sample);
+        else side.into.failures.push(out.why);
+        const down = out.ok && out.sample.figuresUnset ? "unset (0)" : out.ok ? `${out.sample.downtimeMs} ms` : "";
+        line.push(`${side.name} ${out.ok ? `total ${out.sample.totalMs.toFixed(0)} ms, downtime ${down}` : `FAILED: ${out.why}`}`);
+      }
+      process.stderr.write(`${c.label} run ${i}/${runs}: ${line.join("; ")}\n`);
+    }
+  } catch (err) {
+    result.error = (err as Error).message.replace(/\s*\n\s*/g, "; ");
+    process.stderr.write(`${c.label}: ${result.error}\n`);
+  } finally {
+    for (const g of guests) await g.close().catch((err: Error) => process.stderr.write(`${c.label}: closing a guest: ${err.message}\n`));
+  }
+  return result;
+}
+
+/** A guest built from an init without vmh.dirty would only time out waiting for VMH-DIRTY: say so at once. */
+async function checkDirtySupport(guest: GuestFiles): Promise<void> {
+  const cpio = gunzipSync(await readFile(guest.initrd));
+  if (!cpio.includes("vmh.dirty=")) {
+    throw new Error(`${guest.initrd} has no vmh.dirty support: test/fixtures/guest/init lacks it (edited meanwhile?)`);
+  }
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions();
+  const guest = ensureGuest(repoRoot);
+  if (opts.cases.some((c) => c.dirtyMiB > 0)) await checkDirtySupport(guest);
+  const poolDir = await mkdtemp("/tmp/vmhb-pool-");
+  cleanups.push(() => rm(poolDir, { recursive: true, force: true }));
+  const handRoot = await mkdtemp("/tmp/vmhb-hand-");
+  cleanups.push(() => rm(handRoot, { recursive: true, force: true }));
+  cleanups.push(async () => killRawQemus());
+  const handDirs: [string, string] = [path.join(handRoot, "a"), path.join(handRoot, "b")];
+  for (const dir of handDirs) await mkdir(dir);
+
+  const vmNames = opts.cases.map((c) => `mig-${c.slug}`);
+  const mainJs = path.join(repoRoot, "dist", "src", "main.js");
+  const peers = await launchDaemonPair(mainJs, poolDir, guest, (d) => cleanups.push(() => d.shutdown(vmNames)));
+
+  const results: CaseResult[] = [];
+  for (const c of opts.cases) results.push(await runCase(c, peers, handDirs, opts.runs));
+  const qemu = execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0]!;
+  process.stdout.write(reportMigration({ runs: opts.runs, results, qemu }) + "\n");
+}
+
+async function cleanUp(): Promise<void> {
+  for (const c of cleanups.splice(0).reverse()) await c().catch((err: Error) => process.stderr.write(`cleanup: ${err.message}\n`));
+}
+
+let interrupted = false;
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    interrupted = true;
+    process.stderr.write(`migration: ${sig}, cleaning up\n`);
+    void cleanUp().finally(() => process.exit(130));
+  });
+}
+
+try {
+  await main();
+} catch (err) {
+  // After an interrupt main fails on the things cleanUp removed under it: not worth reporting.
+  if (!interrupted) process.stderr.write(`migration: ${(err as Error).stack ?? String(err)}\n`);
+  process.exitCode = 1;
+} finally {
+  await cleanUp();
+}

@@ -1,0 +1,93 @@
+// vmctl's device commands: disks and NICs added to and removed from a VM (hot-plug
+// when it runs), the memory balloon's target, and the guest agent.
+import type { Command } from "commander";
+import type { CliIo } from "./storage-commands.js";
+
+interface VmDevicesJson {
+  name: string;
+  state: string;
+  removalPending?: string[];
+  balloon?: { actualMiB: number };
+  definition: { disks: { name: string; sizeGiB?: number; image?: string }[]; nics: { mac: string; network: { type: string; bridge?: string } }[] };
+}
+
+function devices(vm: VmDevicesJson): string {
+  const lines = [
+    ...vm.definition.disks.map((d) => `disk ${d.name}  ${d.image ?? `${d.sizeGiB} GiB`}`),
+    ...vm.definition.nics.map((n, i) => `nic ${i}  ${n.mac}  ${n.network.type}${n.network.bridge ? `:${n.network.bridge}` : ""}`),
+  ];
+  if (vm.removalPending?.length) lines.push(`removal pending: ${vm.removalPending.join(", ")}`);
+  return lines.join("\n");
+}
+
+function split(flag: string, v: string): [string, string] {
+  const i = v.indexOf(":");
+  if (i <= 0) throw new Error(`${flag} expects NAME:VALUE, got "${v}"`);
+  return [v.slice(0, i), v.slice(i + 1)];
+}
+
+export function registerDeviceCommands(program: Command, io: CliIo): void {
+  const vmUrl = (name: string): string => `/v1/vms/${encodeURIComponent(name)}`;
+  const show = (vm: VmDevicesJson): void => io.out(io.json() ? JSON.stringify(vm, null, 2) : devices(vm));
+  const timeout = (o: { timeout?: string }): string => (o.timeout ? `?timeoutSec=${encodeURIComponent(o.timeout)}` : "");
+
+  program
+    .command("disk-add <name>")
+    .description("add a disk: hot-plugged at once if the VM runs, else from its next start")
+    .option("--disk <name:GiB>", "a new blank disk of this size in the VM's directory")
+    .option("--image <name:path>", "an existing image in a storage pool")
+    .option("--format <fmt>", "qcow2 (default) or raw")
+    .action(async (name: string, o: { disk?: string; image?: string; format?: string }) => {
+      if ((o.disk === undefined) === (o.image === undefined)) throw new Error("give exactly one of --disk and --image");
+      const [disk, value] = o.disk !== undefined ? split("--disk", o.disk) : split("--image", o.image!);
+      const body = {
+        name: disk,
+        ...(o.disk !== undefined ? { sizeGiB: Number(value) } : { image: value }),
+        ...(o.format ? { format: o.format } : {}),
+      };
+      show(await io.client().json<VmDevicesJson>("POST", `${vmUrl(name)}/disks`, body));
+    });
+
+  program
+    .command("disk-remove <name> <disk>")
+    .description("remove a disk (a running guest is asked to release it first); the VM's own disk file is deleted")
+    .option("--timeout <sec>", "how long to wait for the guest (default 30)")
+    .action(async (name: string, disk: string, o: { timeout?: string }) => {
+      show(await io.client().json<VmDevicesJson>("DELETE", `${vmUrl(name)}/disks/${encodeURIComponent(disk)}${timeout(o)}`));
+    });
+
+  program
+    .command("nic-add <name>")
+    .description("add a NIC: hot-plugged at once if the VM runs")
+    .requiredOption("--nic <net>", "user, or bridge:BRIDGE")
+    .option("--mac <mac>", "default: generated")
+    .action(async (name: string, o: { nic: string; mac?: string }) => {
+      const network = o.nic === "user" ? { type: "user" } : { type: "bridge", bridge: split("--nic", o.nic)[1] };
+      if (o.nic !== "user" && !o.nic.startsWith("bridge:")) throw new Error(`--nic expects user or bridge:BRIDGE, got "${o.nic}"`);
+      show(await io.client().json<VmDevicesJson>("POST", `${vmUrl(name)}/nics`, { network, ...(o.mac ? { mac: o.mac } : {}) }));
+    });
+
+  program
+    .command("nic-remove <name> <nic>")
+    .description("remove a NIC, named by its index or MAC (a running VM: only its last NIC)")
+    .option("--timeout <sec>", "how long to wait for the guest (default 30)")
+    .action(async (name: string, nic: string, o: { timeout?: string }) => {
+      show(await io.client().json<VmDevicesJson>("DELETE", `${vmUrl(name)}/nics/${encodeURIComponent(nic)}${timeout(o)}`));
+    });
+
+  program
+    .command("balloon <name> <MiB>")
+    .description("set the memory balloon's target: the memory the running guest should be left with")
+    .action(async (name: string, mib: string) => {
+      const b = await io.client().json<{ targetMiB: number; actualMiB?: number }>("POST", `${vmUrl(name)}/balloon`, { targetMiB: Number(mib) });
+      io.out(io.json() ? JSON.stringify(b) : `target ${b.targetMiB} MiB, now ${b.actualMiB ?? "?"} MiB`);
+    });
+
+  program
+    .command("agent <name>")
+    .description("ask the guest agent (qemu-ga) whether it answers, and the guest's addresses")
+    .action(async (name: string) => {
+      const a = await io.client().json<{ connected: boolean; addresses?: string[] }>("GET", `${vmUrl(name)}/agent`);
+      io.out(io.json() ? JSON.stringify(a, null, 2) : a.connected ? `connected\n${(a.addresses ?? []).join("\n")}` : "no guest agent answers");
+    });
+}

@@ -1,0 +1,27 @@
+// Request shapes of the storage endpoints (/v1/pools, a VM's disks). Shared by
+// the routes (validation) and the OpenAPI document.
+import { z } from "zod";
+import { DISK_NAME_PATTERN, MAX_DISK_GIB, vmNameSchema } from "../vm/definition.js";
+
+export const diskParams = z
+  .object({ name: vmNameSchema, disk: z.string().regex(DISK_NAME_PATTERN, "must be a disk name") })
+  .strict();
+
+export const diskResizeBody = z
+  .object({
+    sizeGiB: z.number().positive().max(MAX_DISK_GIB).describe("the disk's new size; it may only grow"),
+  })
+  .strict();
+
+export const diskBackupBody = z
+  .object({
+    target: z
+      .string()
+      .min(1)
+      .max(4096)
+      .refine((p) => !p.includes("\0"), "must not contain NUL")
+      .describe("the image to create, in a storage pool (relative: in the images pool); must not exist"),
+    format: z.enum(["qcow2", "raw"]).default("qcow2"),
+    speedMiBps: z.number().int().min(1).max(1024 * 1024).optional().describe("bandwidth limit of the copy"),
+  })
+  .strict();

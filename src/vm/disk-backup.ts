@@ -1,0 +1,141 @@
+// A live backup of one disk of a running VM to a new image in a pool, as a job:
+// make the target with qemu-img → open it in qemu (blockdev-add) → blockdev-backup
+// with sync full, which copies the disk as it was when the job began while the
+// guest goes on writing (qemu copies a block out before the guest overwrites it)
+// → follow query-block-jobs for progress until BLOCK_JOB_COMPLETED or
+// BLOCK_JOB_CANCELLED → close the target node. A backup that does not complete
+// (cancelled, failed, qemu gone) leaves no file behind: a partial image would look
+// like a good one. It holds no operation lock, so the VM can still be stopped;
+// that ends the backup as failed.
+import { open, rm } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { DeviceNotFound, FileExists, StorageFailed, VmBusy, VmStateConflict, VmhError } from "../errors.js";
+import type { Job, JobRegistry } from "../jobs/job-registry.js";
+import type { QmpEvent } from "../qmp/commands.js";
+import { diskPath } from "../store/vm-paths.js";
+import type { HostContext } from "./host-context.js";
+import type { QemuSession } from "./qemu-session.js";
+import type { Vm } from "./vm.js";
+import type { VmRegistry } from "./vm-registry.js";
+
+const POLL_MS = 200;
+const QMP_TIMEOUT_MS = 30_000;
+/** After the job left query-block-jobs, how long its end event may still be on its way. */
+const EVENT_GRACE_MS = 5_000;
+
+export interface BackupRequest {
+  target: string;
+  format: "qcow2" | "raw";
+  /** Bandwidth limit, so a backup does not starve the guest's own I/O. */
+  speedMiBps?: number;
+}
+
+type Outcome = { event: "BLOCK_JOB_COMPLETED" | "BLOCK_JOB_CANCELLED"; error?: string };
+
+export class DiskBackups {
+  constructor(
+    private readonly host: HostContext,
+    private readonly registry: VmRegistry,
+    private readonly jobs: JobRegistry,
+  ) {}
+
+  /** Checks the request and reserves the target file; the copy then runs as a job. */
+  async start(name: string, diskName: string, req: BackupRequest): Promise<Job> {
+    const vm = this.registry.get(name);
+    const disk = vm.definition.disks.find((d) => d.name === diskName);
+    if (!disk) throw new DeviceNotFound(`VM "${name}" has no disk "${diskName}"`, { vm: name, disk: diskName });
+    const session = vm.session;
+    if (!session?.connected) throw new VmStateConflict(name, vm.settledState(), "back up a disk of");
+    if (vm.job?.state === "running") throw new VmBusy(name, vm.job.kind);
+    const target = (await this.host.pools.resolveNewFile(req.target, "target")).absolute;
+    // Made exclusively here, so two requests for one target cannot both pass the check.
+    await open(target, "wx").then(
+      (f) => f.close(),
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === "EEXIST") throw new FileExists(`target: "${req.target}" already exists`, { field: "target" });
+        throw new StorageFailed(`cannot create ${req.target}: ${err.message}`, { field: "target" });
+      },
+    );
+    const source = disk.image ? (await this.host.pools.resolveFile(disk.image, "disk")).absolute : diskPath(vm.paths, disk);
+    const job = this.jobs.create("backup", name);
+    job.update({ disk: diskName, target: req.target });
+    vm.job = job;
+    void this.run(vm, session, job, { ...req, disk: diskName, source, target })
+      .catch(async (err: unknown) => {
+        await rm(target, { force: true }).catch(() => {});
+        const e = err instanceof VmhError ? err : new StorageFailed((err as Error).message);
+        const state = job.signal.aborted ? "cancelled" : "failed";
+        job.finish(state, undefined, { code: e.code, detail: e.message });
+        vm.log.warn({ job: job.id, err: e.message }, `backup ${state}; the partial target was removed`);
+      })
+      .finally(() => {
+        if (vm.job === job) vm.job = undefined;
+      });
+    return job;
+  }
+
+  private async run(
+    vm: Vm,
+    session: QemuSession,
+    job: Job,
+    b: BackupRequest & { disk: string; source: string; target: string },
+  ): Promise<void> {
+    const node = `bk-${b.disk}`;
+    const jobId = `backup-${b.disk}`;
+    job.setPhase("creating-target");
+    const { virtualSize } = await this.host.qemuImg.info(b.source);
+    await this.host.qemuImg.create(b.target, b.format, virtualSize);
+    await session.execute("blockdev-add", { driver: b.format, "node-name": node, file: { driver: "file", filename: b.target } }, QMP_TIMEOUT_MS);
+    const stopListening = new AbortController();
+    try {
+      let outcome: Outcome | undefined;
+      session.onEvent((e: QmpEvent) => {
+        if (e.data?.device !== jobId) return;
+        if (e.event === "BLOCK_JOB_COMPLETED" || e.event === "BLOCK_JOB_CANCELLED") {
+          outcome = { event: e.event, ...(typeof e.data.error === "string" ? { error: e.data.error } : {}) };
+        }
+      }, stopListening.signal);
+      job.setPhase("copying");
+      await session.execute(
+        "blockdev-backup",
+        {
+          "job-id": jobId,
+          device: `d-${b.disk}`,
+          target: node,
+          sync: "full",
+          ...(b.speedMiBps ? { speed: b.speedMiBps * 1024 * 1024 } : {}),
+        },
+        QMP_TIMEOUT_MS,
+      );
+      let cancelSent = false;
+      let goneAt: number | undefined;
+      while (!outcome) {
+        if (job.signal.aborted && !cancelSent) {
+          cancelSent = true;
+          job.setPhase("cancelling");
+          await session.execute("block-job-cancel", { device: jobId, force: true }, QMP_TIMEOUT_MS).catch(() => {});
+        }
+        const info = (await session.execute("query-block-jobs", {}, QMP_TIMEOUT_MS)).find((j) => j.device === jobId);
+        if (info) {
+          job.update({ bytesCopied: info.offset, bytesTotal: info.len, percent: info.len ? Math.floor((100 * info.offset) / info.len) : 0 });
+        } else {
+          goneAt ??= Date.now();
+          if (Date.now() - goneAt > EVENT_GRACE_MS) throw new StorageFailed("the backup job ended without saying how");
+        }
+        if (!outcome) await sleep(POLL_MS);
+      }
+      if (outcome.event === "BLOCK_JOB_CANCELLED") throw new StorageFailed("cancelled by the operator");
+      if (outcome.error) throw new StorageFailed(`backup of ${b.disk} failed: ${outcome.error}`);
+    } finally {
+      stopListening.abort();
+      // Closes the target file; after a failure qemu may already be gone.
+      await session.execute("blockdev-del", { "node-name": node }, QMP_TIMEOUT_MS).catch(() => {});
+    }
+    const bytes = Number(job.progress.bytesTotal ?? virtualSize);
+    job.update({ bytesCopied: bytes, bytesTotal: bytes, percent: 100 });
+    job.setPhase("completed");
+    job.finish("succeeded", { disk: b.disk, target: b.target, format: b.format, bytes });
+    vm.log.info({ job: job.id, disk: b.disk, target: b.target }, "backup completed");
+    vm.publish("vm.disk-backed-up", { disk: b.disk, target: b.target });
+  }
+}

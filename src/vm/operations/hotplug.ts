@@ -1,0 +1,335 @@
+// Adding and removing disks and NICs, on a running VM (hot-plug, through QMP)
+// or a stopped one (its definition and disk files only). Each change is
+// journaled with what it is about before it acts, and ends by recording the
+// definition, so the next start has the device (or not) and a restarted daemon
+// can settle a change it cut short: it looks whether the device is in qemu and
+// finishes or undoes the rest to match (recoverHotplug).
+import { rm } from "node:fs/promises";
+import { DeviceExists, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeout, ValidationFailed, VmStateConflict } from "../../errors.js";
+import type { JournalEntry } from "../../store/operation-journal.js";
+import { diskPath } from "../../store/vm-paths.js";
+import { checkBridges, createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
+import { generateMac, type DiskDefinition, type NicDefinition, type VmDefinition } from "../definition.js";
+import {
+  deviceExists,
+  diskDeviceId,
+  nicDeviceId,
+  plugDisk,
+  plugNic,
+  releaseDiskBackend,
+  releaseNicBackend,
+  unplugDevice,
+  whenReleased,
+} from "../device-hotplug.js";
+import type { HostContext } from "../host-context.js";
+import { runSteps, type Step } from "../operation-steps.js";
+import type { QemuSession } from "../qemu-session.js";
+import type { Vm } from "../vm.js";
+
+const GiB = 1024 ** 3;
+/** How long a removal waits for the guest by default. Linux's pciehp alone waits 5 s for a cancel. */
+export const DEFAULT_RELEASE_TIMEOUT_SEC = 30;
+
+/** Called when a removal that timed out can be finished (the guest let go, or qemu ended). */
+export type FinishRemoval = () => void;
+
+type Ctx = { vm: Vm; host: HostContext; session: QemuSession | undefined; createdFile?: string };
+
+async function recordDefinition(c: Ctx, change: (d: VmDefinition) => VmDefinition): Promise<void> {
+  const def = change(c.vm.definition);
+  await c.host.store.update(def);
+  c.vm.definition = def;
+}
+
+/** A running VM's qemu, or undefined when it is stopped; other states cannot take device changes. */
+function liveSession(vm: Vm, wanted: string): QemuSession | undefined {
+  const state = vm.settledState();
+  if (state === "stopped" || state === "crashed") return undefined;
+  if ((state === "running" || state === "paused") && vm.session?.connected) return vm.session;
+  throw new VmStateConflict(vm.name, state, wanted);
+}
+
+async function journaled(vm: Vm, operation: string, params: Record<string, unknown>, body: () => Promise<void>): Promise<void> {
+  await vm.journal.begin(vm.name, operation, params);
+  try {
+    await body();
+  } finally {
+    await vm.journal.end().catch((err) => vm.log.error({ err }, "cannot end the journal entry"));
+  }
+}
+
+// ---- disks ----
+
+export async function addDisk(vm: Vm, host: HostContext, disk: DiskDefinition): Promise<void> {
+  if (disk.backingImage !== undefined || disk.importImage !== undefined) {
+    const message = "a disk added to an existing VM is a blank one (sizeGiB) or an existing image (image)";
+    throw new ValidationFailed(message, [{ field: disk.backingImage !== undefined ? "backingImage" : "importImage", message }]);
+  }
+  if (vm.definition.disks.some((d) => d.name === disk.name)) {
+    throw new DeviceExists(`VM "${vm.name}" already has a disk named "${disk.name}"`, { field: "name", disk: disk.name });
+  }
+  if (vm.definition.disks.length >= 32) throw new ValidationFailed("a VM has at most 32 disks", [{ field: "name", message: "a VM has at most 32 disks" }]);
+  const session = liveSession(vm, "add a disk to");
+  let image: string;
+  if (disk.image !== undefined) {
+    image = (await host.pools.resolveFile(disk.image, "image")).absolute;
+    const info = await host.qemuImg.info(image);
+    if (info.format !== disk.format) {
+      throw new ValidationFailed(`format: image is ${info.format}, not ${disk.format}`, [{ field: "format", message: `image is ${info.format}, not ${disk.format}` }]);
+    }
+  } else {
+    image = diskPath(vm.paths, disk);
+  }
+  const steps: Step<Ctx>[] = [
+    {
+      name: "create-file",
+      run: async (c) => {
+        if (disk.sizeGiB === undefined) return;
+        await host.qemuImg.create(image, disk.format, Math.ceil((disk.sizeGiB * GiB) / 512) * 512);
+        c.createdFile = image;
+      },
+      undo: async (c) => {
+        if (c.createdFile) await rm(c.createdFile, { force: true });
+      },
+    },
+    {
+      name: "plug",
+      run: async (c) => {
+        if (c.session) await plugDisk(c.session, vm.definition.machine, disk, image, host.ioUring === true);
+      },
+      // Just plugged: the guest is asked to let go, and the backend freed once it has (best effort).
+      undo: async (c) => {
+        if (!c.session) return;
+        await unplugDevice(c.session, diskDeviceId(disk.name), 10_000);
+        await releaseDiskBackend(c.session, disk.name);
+      },
+    },
+    { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, disks: [...d.disks, disk] })) },
+  ];
+  await journaled(vm, "disk-add", { disk, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  vm.publish("vm.disk-added", { disk: disk.name, live: session !== undefined });
+}
+
+export async function removeDisk(vm: Vm, host: HostContext, name: string, timeoutSec: number, finishLater: FinishRemoval): Promise<void> {
+  const disk = vm.definition.disks.find((d) => d.name === name);
+  if (!disk) throw new DeviceNotFound(`VM "${vm.name}" has no disk named "${name}"`, { disk: name });
+  const session = liveSession(vm, "remove a disk from");
+  const id = diskDeviceId(name);
+  await checkPending(vm, session, id);
+  const steps: Step<Ctx>[] = [
+    {
+      name: "unplug",
+      run: async (c) => {
+        if (!c.session) return;
+        await unplugOrLeavePending(vm, c.session, id, timeoutSec, finishLater);
+        await releaseDiskBackend(c.session, name);
+      },
+    },
+    { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, disks: d.disks.filter((x) => x.name !== name) })) },
+    {
+      // The VM's own disk goes with it; an image in a pool only stops being used.
+      name: "remove-file",
+      run: async () => {
+        if (disk.image === undefined) await rm(diskPath(vm.paths, disk), { force: true });
+      },
+    },
+  ];
+  await journaled(vm, "disk-remove", { disk, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  vm.publish("vm.disk-removed", { disk: name, live: session !== undefined });
+}
+
+// ---- NICs ----
+
+/** A definition holding only NIC `index` as a bridge NIC, so the tap helpers make or remove that one tap. */
+function oneNic(def: VmDefinition, index: number, nic: NicDefinition): Pick<VmDefinition, "name" | "uuid" | "vcpus" | "nics"> {
+  const user: NicDefinition = { model: "virtio-net", mac: nic.mac, network: { type: "user" } };
+  return { name: def.name, uuid: def.uuid, vcpus: def.vcpus, nics: [...Array.from({ length: index }, () => user), nic] };
+}
+
+export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition, "mac"> & { mac?: string }): Promise<NicDefinition> {
+  const nic: NicDefinition = { ...req, mac: req.mac ?? generateMac() };
+  if (vm.definition.nics.some((n) => n.mac === nic.mac)) {
+    throw new DeviceExists(`VM "${vm.name}" already has a NIC with MAC ${nic.mac}`, { field: "mac", mac: nic.mac });
+  }
+  if (vm.definition.nics.length >= 16) throw new ValidationFailed("a VM has at most 16 NICs", [{ field: "network", message: "a VM has at most 16 NICs" }]);
+  const session = liveSession(vm, "add a NIC to");
+  const index = vm.definition.nics.length;
+  const taps = oneNic(vm.definition, index, nic);
+  const steps: Step<Ctx>[] = [
+    {
+      name: "plug",
+      run: async (c) => {
+        if (!c.session) {
+          if (nic.network.type === "bridge") await checkBridge(taps, index);
+          return;
+        }
+        const [tap] = nic.network.type === "bridge" ? await createVmTaps(taps, vm.log) : [];
+        try {
+          await plugNic(c.session, vm.definition.machine, { index, nic, tap, accel: host.accel });
+        } catch (err) {
+          await removeVmTaps(taps, vm.log);
+          throw err;
+        }
+      },
+      undo: async (c) => {
+        if (!c.session) return;
+        await unplugDevice(c.session, nicDeviceId(index), 10_000);
+        await releaseNicBackend(c.session, index);
+        await removeVmTaps(taps, vm.log);
+      },
+    },
+    { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, nics: [...d.nics, nic] })) },
+  ];
+  await journaled(vm, "nic-add", { nic, index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  vm.publish("vm.nic-added", { mac: nic.mac, index, live: session !== undefined });
+  return nic;
+}
+
+/** The bridge must exist (and be a Linux bridge); the error names the request's field. */
+async function checkBridge(def: Pick<VmDefinition, "nics">, index: number): Promise<void> {
+  await checkBridges({ nics: def.nics.slice(index) }).catch((err: Error & { fields?: { field?: string } }) => {
+    if (err.fields?.field) err.fields.field = "network.bridge";
+    throw err;
+  });
+}
+
+/** `ref` is the NIC's index in the definition or its MAC. */
+export function findNic(vm: Vm, ref: string): number {
+  const index = /^\d+$/.test(ref) ? Number(ref) : vm.definition.nics.findIndex((n) => n.mac === ref.toLowerCase());
+  if (index < 0 || index >= vm.definition.nics.length) throw new DeviceNotFound(`VM "${vm.name}" has no NIC ${ref}`, { nic: ref });
+  return index;
+}
+
+export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutSec: number, finishLater: FinishRemoval): Promise<void> {
+  const index = findNic(vm, ref);
+  const nic = vm.definition.nics[index]!;
+  const session = liveSession(vm, "remove a NIC from");
+  // qemu's ids and the tap's name follow the NIC's place in the list: taking one
+  // out of the middle of a running VM would leave later NICs under ids the next
+  // daemon would not find. A stopped VM renumbers at its next start.
+  if (session && index !== vm.definition.nics.length - 1) {
+    throw new VmStateConflict(vm.name, vm.settledState(), `hot-remove NIC ${index} (only the last NIC, ${vm.definition.nics.length - 1}, while it runs)`);
+  }
+  const id = nicDeviceId(index);
+  await checkPending(vm, session, id);
+  const taps = oneNic(vm.definition, index, nic);
+  const steps: Step<Ctx>[] = [
+    {
+      name: "unplug",
+      run: async (c) => {
+        if (!c.session) return;
+        await unplugOrLeavePending(vm, c.session, id, timeoutSec, finishLater);
+        await releaseNicBackend(c.session, index);
+        await removeVmTaps(taps, vm.log);
+      },
+    },
+    { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, nics: d.nics.filter((_, i) => i !== index) })) },
+  ];
+  await journaled(vm, "nic-remove", { nic, index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  vm.publish("vm.nic-removed", { mac: nic.mac, index, live: session !== undefined });
+}
+
+// ---- pending removals ----
+
+/** A removal asked again while the guest still holds the device is refused; once it has let go, it is finished. */
+async function checkPending(vm: Vm, session: QemuSession | undefined, id: string): Promise<void> {
+  const pending = vm.pendingRemovals.get(id);
+  if (!pending) return;
+  if (session && (await deviceExists(session, id))) {
+    throw new DeviceRemovalPending(`the guest has not yet released ${id}; its removal is pending`, { device: id });
+  }
+  pending.abort(SUPERSEDED);
+  vm.pendingRemovals.delete(id);
+}
+
+/** The abort reason of a pending removal that a new request for it finishes itself. */
+const SUPERSEDED = "superseded";
+
+async function unplugOrLeavePending(vm: Vm, session: QemuSession, id: string, timeoutSec: number, finishLater: FinishRemoval): Promise<void> {
+  try {
+    await unplugDevice(session, id, timeoutSec * 1000);
+  } catch (err) {
+    if (!(err instanceof DeviceRemovalTimeout) && !(err instanceof DeviceRemovalPending)) throw err;
+    // The request stands in the guest; once it lets go (or qemu ends) the rest is done.
+    if (!vm.pendingRemovals.has(id)) {
+      const ctrl = new AbortController();
+      vm.pendingRemovals.set(id, ctrl);
+      // Also when qemu ends first (the VM's exit aborts every pending removal): the
+      // removal was asked for, so the definition loses the device all the same.
+      void whenReleased(session, id, ctrl.signal).then(() => {
+        if (ctrl.signal.reason === SUPERSEDED) return;
+        if (vm.pendingRemovals.get(id) === ctrl) vm.pendingRemovals.delete(id);
+        finishLater();
+      });
+    }
+    throw err;
+  }
+}
+
+// ---- after a daemon restart ----
+
+/**
+ * Settles a device change a daemon restart cut short, by what qemu has: an add
+ * whose device is in qemu is kept (and recorded), one whose device is not is
+ * undone; a removal whose device is gone is finished, one whose device is still
+ * there is asked for again. A stopped VM: the definition decides.
+ */
+export async function recoverHotplug(vm: Vm, host: HostContext, entry: JournalEntry, finishLater: FinishRemoval): Promise<void> {
+  vm.log.warn({ operation: entry.operation, done: entry.done }, "settling a device change cut short by a daemon restart");
+  // An add is settled here, journaled again so a second crash settles it the same way; a removal journals itself.
+  if (entry.operation === "disk-add" || entry.operation === "nic-add") {
+    await journaled(vm, entry.operation, entry.params, () => settle(vm, host, entry, finishLater));
+  } else {
+    await settle(vm, host, entry, finishLater);
+  }
+}
+
+async function settle(vm: Vm, host: HostContext, entry: JournalEntry, finishLater: FinishRemoval): Promise<void> {
+  const p = entry.params as { disk?: DiskDefinition; nic?: NicDefinition; index?: number };
+  const session = vm.session?.connected ? vm.session : undefined;
+  const ctx: Ctx = { vm, host, session };
+  switch (entry.operation) {
+    case "disk-add": {
+      const disk = p.disk!;
+      const inDef = vm.definition.disks.some((d) => d.name === disk.name);
+      const keep = session ? await deviceExists(session, diskDeviceId(disk.name)) : inDef;
+      if (keep) {
+        if (!inDef) await recordDefinition(ctx, (d) => ({ ...d, disks: [...d.disks, disk] }));
+        return;
+      }
+      if (session) await releaseDiskBackend(session, disk.name);
+      if (inDef) await recordDefinition(ctx, (d) => ({ ...d, disks: d.disks.filter((x) => x.name !== disk.name) }));
+      if (disk.image === undefined) await rm(diskPath(vm.paths, disk), { force: true });
+      return;
+    }
+    case "disk-remove": {
+      const disk = p.disk!;
+      if (!vm.definition.disks.some((d) => d.name === disk.name)) {
+        if (disk.image === undefined) await rm(diskPath(vm.paths, disk), { force: true });
+        return;
+      }
+      await removeDisk(vm, host, disk.name, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater);
+      return;
+    }
+    case "nic-add": {
+      const nic = p.nic!;
+      const index = p.index!;
+      const inDef = vm.definition.nics.some((n) => n.mac === nic.mac);
+      const keep = session ? await deviceExists(session, nicDeviceId(index)) : inDef;
+      if (keep) {
+        if (!inDef) await recordDefinition(ctx, (d) => ({ ...d, nics: [...d.nics, nic] }));
+        return;
+      }
+      if (session) await releaseNicBackend(session, index);
+      await removeVmTaps(oneNic(vm.definition, index, nic), vm.log);
+      if (inDef) await recordDefinition(ctx, (d) => ({ ...d, nics: d.nics.filter((n) => n.mac !== nic.mac) }));
+      return;
+    }
+    case "nic-remove": {
+      const nic = p.nic!;
+      if (!vm.definition.nics.some((n) => n.mac === nic.mac)) return;
+      await removeNic(vm, host, nic.mac, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater);
+      return;
+    }
+  }
+}

@@ -1,0 +1,80 @@
+// Growing one of a VM's own disks = check (the disk is the VM's, the size only
+// grows) → resize the image (through QMP block_resize on the disk's format node
+// while qemu runs, so the guest's virtio-blk sees the new capacity at once;
+// qemu-img when stopped) → record the new size in the definition. Disks only grow:
+// shrinking would cut off whatever the guest keeps at the end. Journaled with the
+// size asked for: a daemon restarted in the middle resizes again, a no-op if done.
+import { DeviceNotFound, ValidationFailed } from "../../errors.js";
+import { diskPath } from "../../store/vm-paths.js";
+import type { DiskDefinition, VmDefinition } from "../definition.js";
+import { diskBytes } from "../disk-sources.js";
+import type { HostContext } from "../host-context.js";
+import { runSteps, type Step } from "../operation-steps.js";
+import type { Vm } from "../vm.js";
+
+/** Resizing is metadata only, but may wait for in-flight I/O to drain. */
+const RESIZE_TIMEOUT_MS = 30_000;
+
+interface ResizeContext {
+  vm: Vm;
+  host: HostContext;
+  disk: DiskDefinition;
+  sizeGiB: number;
+  bytes: number;
+  currentBytes?: number;
+}
+
+const steps: Step<ResizeContext>[] = [
+  {
+    name: "check-size",
+    journaled: false,
+    run: async (c) => {
+      c.currentBytes = (await c.host.qemuImg.info(diskPath(c.vm.paths, c.disk))).virtualSize;
+      if (c.bytes < c.currentBytes) {
+        const message = `must be at least the disk's size, ${c.currentBytes} bytes (${c.currentBytes / 1024 ** 3} GiB): disks only grow`;
+        throw new ValidationFailed(`sizeGiB: ${message}`, [{ field: "sizeGiB", message }]);
+      }
+    },
+  },
+  {
+    name: "resize",
+    run: async (c) => {
+      if (c.bytes === c.currentBytes) return;
+      const session = c.vm.session;
+      if (session) {
+        await session.execute("block_resize", { "node-name": `d-${c.disk.name}`, size: c.bytes }, RESIZE_TIMEOUT_MS);
+      } else {
+        await c.host.qemuImg.resize(diskPath(c.vm.paths, c.disk), c.disk.format, c.bytes);
+      }
+    },
+  },
+  {
+    name: "record-definition",
+    run: async (c) => {
+      const def: VmDefinition = {
+        ...c.vm.definition,
+        disks: c.vm.definition.disks.map((d) => (d.name === c.disk.name ? { ...d, sizeGiB: c.sizeGiB } : d)),
+      };
+      await c.host.store.update(def);
+      c.vm.definition = def;
+    },
+  },
+];
+
+export async function resizeDisk(vm: Vm, host: HostContext, diskName: string, sizeGiB: number): Promise<void> {
+  const disk = vm.definition.disks.find((d) => d.name === diskName);
+  if (!disk) throw new DeviceNotFound(`VM "${vm.name}" has no disk "${diskName}"`, { vm: vm.name, disk: diskName });
+  if (disk.image) {
+    const message = `uses the image "${disk.image}" in a pool, which is not the VM's to resize`;
+    throw new ValidationFailed(`disk: ${message}`, [{ field: "disk", message }]);
+  }
+  await vm.journal.begin(vm.name, "disk-resize", { disk: diskName, sizeGiB });
+  try {
+    await runSteps(steps, { vm, host, disk, sizeGiB, bytes: diskBytes(sizeGiB) }, vm.journal, vm.log);
+  } catch (err) {
+    await vm.journal.end().catch(() => {});
+    throw err;
+  }
+  await vm.journal.end();
+  vm.publish("vm.disk-resized", { disk: diskName, sizeGiB });
+}
