@@ -9,6 +9,17 @@ export type ConsoleReader = (offset: number) => Promise<Buffer>;
 
 const POLL_MS = 100;
 
+/** The guest did not do what it should have (a failure line, or nothing in time): it cannot be used further. */
+export class GuestBroken extends Error {
+  override readonly name = "GuestBroken";
+}
+
+/**
+ * Lines that mean a running guest is broken: it booted again (a panic reboots it,
+ * panic=-1), the kernel found its own memory corrupt, or init reported a failure.
+ */
+export const GUEST_TROUBLE = /VMH-ERROR|VMH-BOOT|Kernel panic|kernel BUG|BUG:|Oops|general protection fault|corruption/;
+
 export class ConsoleTail {
   private offset = 0;
   /** Read but not yet consumed by a match. */
@@ -20,9 +31,10 @@ export class ConsoleTail {
 
   /**
    * Resolves with the first line matching `pattern` in output not consumed yet,
-   * consuming everything up to it. A VMH-ERROR line fails the wait.
+   * consuming everything up to it. A line matching `failOn` fails the wait, as
+   * does the deadline, with GuestBroken.
    */
-  async waitFor(pattern: RegExp, deadlineMs: number, what: string): Promise<string> {
+  async waitFor(pattern: RegExp, deadlineMs: number, what: string, failOn = /VMH-ERROR/): Promise<string> {
     const until = performance.now() + deadlineMs;
     for (;;) {
       await this.catchUp();
@@ -30,7 +42,7 @@ export class ConsoleTail {
       // The last piece may be a line still being written: leave it for the next read.
       for (let i = 0; i < lines.length - 1; i++) {
         const line = lines[i]!;
-        if (/VMH-ERROR/.test(line)) throw new Error(`guest: ${line.trim()} (while waiting for ${what})`);
+        if (failOn.test(line)) throw new GuestBroken(`guest: ${JSON.stringify(line.trim().slice(0, 160))} (while waiting for ${what})`);
         if (pattern.test(line)) {
           this.pending = lines.slice(i + 1).join("\n");
           return line.trim();
@@ -39,7 +51,7 @@ export class ConsoleTail {
       if (lines.length > 1) this.lastLine = lines[lines.length - 2]!.trim();
       this.pending = lines[lines.length - 1]!;
       if (performance.now() > until) {
-        throw new Error(`no ${what} on the guest's console in ${deadlineMs / 1000} s (last line: ${JSON.stringify(this.lastLine.slice(-120))})`);
+        throw new GuestBroken(`no ${what} on the guest's console in ${deadlineMs / 1000} s (last line: ${JSON.stringify(this.lastLine.slice(-120))})`);
       }
       await sleep(POLL_MS);
     }
@@ -60,6 +72,23 @@ export class ConsoleTail {
       this.pending += bytes.toString("latin1");
     }
   }
+}
+
+/** The boot_id= of a VMH-READY or VMH-TICK line. */
+export function bootIdOf(line: string): string {
+  const id = /boot_id=(\S+)/.exec(line)?.[1];
+  if (!id) throw new Error(`no boot_id in ${JSON.stringify(line)}`);
+  return id;
+}
+
+/**
+ * Waits for the guest's next VMH-TICK and checks it comes from boot `bootId`: the
+ * guest runs, and runs on from where it was (a migration that corrupted it shows
+ * here as a panic, a reboot or silence).
+ */
+export async function untilTicking(tail: ConsoleTail, bootId: string, deadlineMs: number, what: string): Promise<void> {
+  const line = await tail.waitFor(/VMH-TICK/, deadlineMs, what, GUEST_TROUBLE);
+  if (bootIdOf(line) !== bootId) throw new GuestBroken(`guest booted again (boot_id ${bootIdOf(line)}, was ${bootId}) (while waiting for ${what})`);
 }
 
 /** Reads a console log file that qemu writes itself; a missing file is an empty console. */

@@ -5,12 +5,11 @@
 import { open, rm, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ConsoleTail, fileConsole } from "./guest-console.js";
+import { ConsoleTail, fileConsole, untilTicking } from "./guest-console.js";
 import {
-  BOOT_DEADLINE_MS,
-  bootMarkers,
   MIGRATION_DEADLINE_MS,
   RESUME_DEADLINE_MS,
+  untilBooted,
   type MigratingGuest,
   type MigrationCase,
   type MigrationOutcome,
@@ -88,6 +87,7 @@ async function finalFigures(qmp: MiniQmp): Promise<{ downtime: number; "total-ti
 
 export class HandGuest implements MigratingGuest {
   private tail: ConsoleTail;
+  private bootId = "";
 
   private constructor(
     private readonly sides: [Side, Side],
@@ -106,7 +106,7 @@ export class HandGuest implements MigratingGuest {
       const qmp = await MiniQmp.connect(qmpSocketOf(sides[0].argv), 30_000, () => !qemu.exited());
       const g = new HandGuest(sides, c, { side: 0, qemu, qmp });
       await qmp.execute("cont");
-      for (const m of bootMarkers(c)) await g.tail.waitFor(m.pattern, BOOT_DEADLINE_MS, `${m.what} (by-hand guest)`);
+      g.bootId = await untilBooted(g.tail, c, "by-hand guest");
       return g;
     } catch (err) {
       qemu.child.kill("SIGKILL");
@@ -122,7 +122,11 @@ export class HandGuest implements MigratingGuest {
   async resume(): Promise<void> {
     await this.tail.skipToEnd();
     await this.running.qmp.execute("cont");
-    await this.tail.waitFor(/VMH-TICK/, RESUME_DEADLINE_MS, "a VMH-TICK after cont");
+    await untilTicking(this.tail, this.bootId, RESUME_DEADLINE_MS, "VMH-TICK after cont");
+  }
+
+  async checkAlive(what: string): Promise<void> {
+    await untilTicking(this.tail, this.bootId, RESUME_DEADLINE_MS, `VMH-TICK ${what}`);
   }
 
   async migrate(): Promise<MigrationOutcome> {

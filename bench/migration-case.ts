@@ -1,5 +1,6 @@
 // What one migration bench case is (guest size, idle or dirtying memory, the
 // migration settings both sides use) and what one timed migration yields.
+import { bootIdOf, type ConsoleTail } from "./guest-console.js";
 import { GUEST_CMDLINE } from "./guest-files.js";
 
 export interface MigrationSettings {
@@ -76,6 +77,8 @@ export type MigrationOutcome = { ok: true; sample: MigrationSample } | { ok: fal
 export interface SideResult {
   samples: MigrationSample[];
   failures: string[];
+  /** The run in which the side's guest was found broken; later runs were not made. */
+  brokenAtRun?: number;
 }
 
 export interface CaseResult {
@@ -93,6 +96,8 @@ export interface MigratingGuest {
   resume(): Promise<void>;
   /** One timed migration to the other side; on failure the guest runs on where it was. */
   migrate(): Promise<MigrationOutcome>;
+  /** Returns once the guest shows it runs on, in the same boot; throws GuestBroken otherwise. */
+  checkAlive(what: string): Promise<void>;
   /** Ends the guest (untimed). */
   close(): Promise<void>;
 }
@@ -101,10 +106,9 @@ export interface MigratingGuest {
 export const BOOT_DEADLINE_MS = 180_000;
 export const RESUME_DEADLINE_MS = 30_000;
 
-/** The console markers a booted guest of this case shows, in order. */
-export function bootMarkers(c: MigrationCase): { pattern: RegExp; what: string }[] {
-  return [
-    { pattern: /VMH-READY/, what: "VMH-READY" },
-    ...(c.dirtyMiB ? [{ pattern: /VMH-DIRTY \d+/, what: "VMH-DIRTY" }] : []),
-  ];
+/** Waits for the guest of case `c` to be up (VMH-READY, and VMH-DIRTY when it dirties memory); returns its boot_id. */
+export async function untilBooted(tail: ConsoleTail, c: MigrationCase, who: string): Promise<string> {
+  const ready = await tail.waitFor(/VMH-READY/, BOOT_DEADLINE_MS, `VMH-READY (${who})`);
+  if (c.dirtyMiB) await tail.waitFor(/VMH-DIRTY \d+/, BOOT_DEADLINE_MS, `VMH-DIRTY (${who})`);
+  return bootIdOf(ready);
 }

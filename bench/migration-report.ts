@@ -58,6 +58,9 @@ function failureLines(results: CaseResult[], runs: number): string[] {
       if (side.failures.length === 0) continue;
       const reasons = [...new Set(side.failures)].join(" | ");
       lines.push(`  ${r.c.label}, ${name}: ${side.failures.length} of ${runs} runs did not complete: ${reasons}`);
+      if (side.brokenAtRun && side.brokenAtRun < runs) {
+        lines.push(`    its guest was broken in run ${side.brokenAtRun}: runs ${side.brokenAtRun + 1}-${runs} were not made`);
+      }
     }
   }
   return lines.length ? ["runs that did not complete (not in the figures):", ...lines] : ["every run completed"];

@@ -14,7 +14,8 @@ import { parseArgs } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { ensureGuest, type GuestFiles } from "./guest-files.js";
 import { HandGuest } from "./hand-migration.js";
-import { migrationCases, type CaseResult, type MigratingGuest, type MigrationCase } from "./migration-case.js";
+import { GuestBroken } from "./guest-console.js";
+import { migrationCases, type CaseResult, type MigratingGuest, type MigrationCase, type MigrationOutcome } from "./migration-case.js";
 import { reportMigration } from "./migration-report.js";
 import { killRawQemus } from "./raw-qemu.js";
 import { launchDaemonPair, VmhostdGuest, type DaemonPeer } from "./vmhostd-migration.js";
@@ -66,13 +67,12 @@ async function runCase(c: MigrationCase, peers: [DaemonPeer, DaemonPeer], handDi
     for (let i = 1; i <= runs; i++) {
       const line: string[] = [];
       for (const side of i % 2 ? sides : [...sides].reverse()) {
-        await side.guest.resume();
-        const out = await side.guest.migrate();
-        await side.guest.pause();
+        if (side.into.brokenAtRun) continue;
+        const out = await runOnce(side.guest);
         if (out.ok) side.into.samples.push(out.sample);
         else side.into.failures.push(out.why);
-        const down = out.ok && out.sample.figuresUnset ? "unset (0)" : out.ok ? `${out.sample.downtimeMs} ms` : "";
-        line.push(`${side.name} ${out.ok ? `total ${out.sample.totalMs.toFixed(0)} ms, downtime ${down}` : `FAILED: ${out.why}`}`);
+        if (!out.ok && "broken" in out) side.into.brokenAtRun = i;
+        line.push(`${side.name} ${describe(out)}`);
       }
       process.stderr.write(`${c.label} run ${i}/${runs}: ${line.join("; ")}\n`);
     }
@@ -83,6 +83,39 @@ async function runCase(c: MigrationCase, peers: [DaemonPeer, DaemonPeer], handDi
     for (const g of guests) await g.close().catch((err: Error) => process.stderr.write(`${c.label}: closing a guest: ${err.message}\n`));
   }
   return result;
+}
+
+type RunOutcome = MigrationOutcome | { ok: false; why: string; broken: true };
+
+/**
+ * One run: resume, the timed migration, then (untimed) a check that the guest runs on
+ * in the same boot wherever it is now, and pause. A guest that does not is broken:
+ * its side runs no more.
+ */
+async function runOnce(g: MigratingGuest): Promise<RunOutcome> {
+  let out: MigrationOutcome | undefined;
+  try {
+    await g.resume();
+    out = await g.migrate();
+    await g.checkAlive(out.ok ? "after the migration" : "after the failed migration");
+    await g.pause();
+    return out;
+  } catch (err) {
+    if (!(err instanceof GuestBroken)) throw err;
+    const when = !out
+      ? "before migrating:"
+      : out.ok
+        ? `the migration completed (total ${out.sample.totalMs.toFixed(0)} ms), but`
+        : `after a failed migration (${out.why}),`;
+    return { ok: false, why: `guest broken: ${when} ${err.message}`, broken: true };
+  }
+}
+
+function describe(out: RunOutcome): string {
+  if (!out.ok) return `FAILED: ${out.why}`;
+  const s = out.sample;
+  const down = s.figuresUnset ? "unset (0)" : `${s.downtimeMs} ms`;
+  return `total ${s.totalMs.toFixed(0)} ms, downtime ${down}${s.outcomeUnknown ? " (went through outcome-unknown)" : ""}`;
 }
 
 /** A guest built from an init without vmh.dirty would only time out waiting for VMH-DIRTY: say so at once. */

@@ -6,14 +6,13 @@ import { copyFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ConsoleTail, type ConsoleReader } from "./guest-console.js";
+import { ConsoleTail, untilTicking, type ConsoleReader } from "./guest-console.js";
 import type { GuestFiles } from "./guest-files.js";
 import {
-  BOOT_DEADLINE_MS,
-  bootMarkers,
   guestCmdline,
   MIGRATION_DEADLINE_MS,
   RESUME_DEADLINE_MS,
+  untilBooted,
   type MigratingGuest,
   type MigrationCase,
   type MigrationOutcome,
@@ -85,6 +84,7 @@ export class VmhostdGuest implements MigratingGuest {
   /** Index in `peers` of the daemon the guest runs on. */
   private at = 0;
   private tail: ConsoleTail;
+  private bootId = "";
 
   private constructor(
     private readonly peers: [DaemonPeer, DaemonPeer],
@@ -109,7 +109,7 @@ export class VmhostdGuest implements MigratingGuest {
     });
     const vm = (await d.expect(200, "POST", `/v1/vms/${g.name}/start`)) as { pid?: number; argv?: unknown };
     d.rememberQemu(vm.pid);
-    for (const m of bootMarkers(c)) await g.tail.waitFor(m.pattern, BOOT_DEADLINE_MS, `${m.what} (vmhostd guest ${g.name})`);
+    g.bootId = await untilBooted(g.tail, c, `vmhostd guest ${g.name}`);
     const argv = vm.argv;
     if (!Array.isArray(argv) || !argv.every((a): a is string => typeof a === "string") || argv.length === 0) {
       throw new Error(`the start reply has no argv: ${JSON.stringify(vm).slice(0, 300)}`);
@@ -124,7 +124,11 @@ export class VmhostdGuest implements MigratingGuest {
   async resume(): Promise<void> {
     await this.tail.skipToEnd();
     await this.here.expect(200, "POST", `/v1/vms/${this.name}/resume`);
-    await this.tail.waitFor(/VMH-TICK/, RESUME_DEADLINE_MS, "a VMH-TICK after resume");
+    await untilTicking(this.tail, this.bootId, RESUME_DEADLINE_MS, "VMH-TICK after resume");
+  }
+
+  async checkAlive(what: string): Promise<void> {
+    await untilTicking(this.tail, this.bootId, RESUME_DEADLINE_MS, `VMH-TICK ${what}`);
   }
 
   async migrate(): Promise<MigrationOutcome> {

@@ -6,11 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=${1:---daemon}
-packages=(qemu-system-x86 qemu-utils)
+# ovmf: UEFI firmware for `firmware: "uefi"` VMs.
+packages=(qemu-system-x86 qemu-utils ovmf)
 if [ "$mode" = "--test" ]; then
   # cpio builds the test guest's initramfs; iproute2 makes test network namespaces.
-  # ovmf is the UEFI firmware; grub's two platforms, xorriso and mtools make the installer ISO.
-  packages+=(cpio iproute2 systemd ovmf grub-pc-bin grub-efi-amd64-bin xorriso mtools)
+  # grub's two platforms, xorriso and mtools make the installer ISO; systemd brings systemd-analyze.
+  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin xorriso mtools)
 fi
 
 missing=()

@@ -38,5 +38,8 @@ export const consoleQuery = z
   })
   .strict();
 
-/** POST /v1/vms/{name}/cdrom: the definition's cdrom, with the image required. */
-export const cdromChangeBody = cdromSchema.required().describe("the ISO to put into the CD-ROM drive");
+/** POST /v1/vms/{name}/cdrom: the definition's cdrom image, required. */
+export const cdromChangeBody = z
+  .object({ image: cdromSchema.shape.image.unwrap().describe("an ISO image (raw) in a storage pool") })
+  .strict()
+  .describe("the ISO to put into the CD-ROM drive");

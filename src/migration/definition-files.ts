@@ -17,6 +17,7 @@ export function definitionFiles(def: VmDefinition): DefinitionFile[] {
   def.disks.forEach((d, i) => {
     if (d.image) out.push({ field: `disks.${i}.image`, path: d.image, readOnly: false });
   });
+  if (def.cdrom?.image) out.push({ field: "cdrom.image", path: def.cdrom.image, readOnly: true });
   return out;
 }
 
@@ -26,6 +27,7 @@ export function withFilePaths(def: VmDefinition, paths: Record<string, string>):
   for (const [field, p] of Object.entries(paths)) {
     if (field === "boot.kernel") copy.boot.kernel = p;
     else if (field === "boot.initrd") copy.boot.initrd = p;
+    else if (field === "cdrom.image" && copy.cdrom) copy.cdrom.image = p;
     else {
       const m = /^disks\.(\d+)\.image$/.exec(field);
       const disk = m ? copy.disks[Number(m[1])] : undefined;
