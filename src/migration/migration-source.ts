@@ -16,6 +16,7 @@ import type { QemuSession } from "../vm/qemu-session.js";
 import type { Vm } from "../vm/vm.js";
 import type { VmRegistry } from "../vm/vm-registry.js";
 import { definitionFiles } from "./definition-files.js";
+import { deviceLayoutDifference } from "./device-layout.js";
 import { DiskMirrors } from "./disk-mirrors.js";
 import type { IncomingReply, IncomingState, MigrateRequest } from "./migration-schema.js";
 import { PeerClient, PeerUnreachable } from "./peer-client.js";
@@ -48,7 +49,7 @@ export class MigrationSource {
   ) {}
 
   /** Checks the request, then runs the migration as a job; resolves with the job at once. */
-  start(name: string, req: MigrateRequest): Job {
+  async start(name: string, req: MigrateRequest): Promise<Job> {
     const vm = this.registry.get(name);
     if (!vm.session) throw new VmStateConflict(name, vm.settledState(), "migrate");
     if (vm.lock.current) throw new VmStateConflict(name, `busy with ${vm.lock.current.name}`, "migrate");
@@ -56,6 +57,10 @@ export class MigrationSource {
     if (vm.job?.state === "running") throw new VmStateConflict(name, `busy with a ${vm.job.kind} job`, "migrate");
     // The destination's qemu is built from the definition: its devices must sit where the source's do.
     if (devicesChangedSinceStart(vm)) throw new VmStateConflict(name, "running with devices hot-plugged since its start (restart it first)", "migrate");
+    const difference = await deviceLayoutDifference(vm, this.host);
+    if (difference.length) {
+      throw new VmStateConflict(name, `running with other devices than its definition gives (${difference.join("; ")}); restart it first`, "migrate");
+    }
     if (req.storage === "shared") {
       const own = vm.definition.disks.findIndex((d) => !d.image);
       if (own >= 0) {

@@ -23,7 +23,7 @@ export function registerMigrationRoutes(app: FastifyInstance, { jobs, source, ta
   app.post("/v1/vms/:name/migrate", async (req, reply) => {
     const { name } = parseInput(vmParams, req.params, "params");
     const body = parseInput(migrateRequestSchema, req.body ?? {}, "body");
-    const job = source.start(name, body);
+    const job = await source.start(name, body);
     return reply.status(202).header("location", `/v1/jobs/${job.id}`).send(job.view());
   });
 
