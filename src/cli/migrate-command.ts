@@ -3,15 +3,8 @@
 // prints the final figures. Exit status 1 if the migration did not complete.
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ApiClient } from "./api-client.js";
+import type { JobJson } from "./vm-format.js";
 
-interface JobJson {
-  id: string;
-  state: string;
-  phase: string;
-  progress: Record<string, number | string | null>;
-  result?: Record<string, unknown>;
-  error?: { code: string; detail: string };
-}
 
 export interface MigrateFlags {
   storage: string;

@@ -4,15 +4,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Command } from "commander";
 import type { ApiClient } from "./api-client.js";
+import type { JobJson } from "./vm-format.js";
 
-interface JobJson {
-  id: string;
-  state: string;
-  phase: string;
-  progress: Record<string, number | string | null>;
-  result?: Record<string, unknown>;
-  error?: { code: string; detail: string };
-}
 
 interface PoolJson {
   name: string;

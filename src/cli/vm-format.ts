@@ -59,3 +59,13 @@ export function formatVm(vm: VmJson): string {
   const w = Math.max(...lines.map(([k]) => k.length));
   return lines.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join("\n");
 }
+
+/** A job as the API shows it (a migration, a backup). */
+export interface JobJson {
+  id: string;
+  state: string;
+  phase: string;
+  progress: Record<string, number | string | null>;
+  result?: Record<string, unknown>;
+  error?: { code: string; detail: string };
+}

@@ -7,9 +7,8 @@
 import { execFileSync } from "node:child_process";
 import { access, readFile } from "node:fs/promises";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
-import { defineGuestVm, startDaemon, waitForBoot, waitForVm, type TestDaemon } from "../helpers/daemon.js";
+import { defineGuestVm, startDaemon, waitForBoot, waitForVm, type TestDaemon, consoleAfter, consoleSize, problem } from "../helpers/daemon.js";
 
 interface VmJson {
   state: string;
@@ -18,29 +17,8 @@ interface VmJson {
   definition: { disks: { name: string; image?: string; sizeGiB?: number }[] };
 }
 
-async function consoleSize(d: TestDaemon, vm: string): Promise<number> {
-  const res = await d.api.request("GET", `/v1/vms/${vm}/console/log?offset=0`);
-  return Number(res.headers["x-console-next-offset"]);
-}
 
-/** Waits for `pattern` in the console output written after byte `offset`. */
-async function consoleAfter(d: TestDaemon, vm: string, offset: number, pattern: RegExp, timeoutMs = 60_000): Promise<string> {
-  const until = Date.now() + timeoutMs;
-  let text = "";
-  while (Date.now() < until) {
-    text = (await d.api.request("GET", `/v1/vms/${vm}/console/log?offset=${offset}`)).body.toString("utf8");
-    const m = pattern.exec(text);
-    if (m) return m[0];
-    await sleep(200);
-  }
-  throw new Error(`console of ${vm} did not show ${pattern} within ${timeoutMs} ms; last output:\n${text.slice(-1500)}`);
-}
 
-async function problem(d: TestDaemon, method: string, url: string, body?: unknown): Promise<{ status: number; code?: string }> {
-  const res = await d.api.request(method, url, body);
-  const parsed = res.body.length ? (JSON.parse(res.body.toString()) as { code?: string }) : {};
-  return { status: res.status, code: parsed.code };
-}
 
 const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
 

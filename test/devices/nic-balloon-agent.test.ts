@@ -4,10 +4,9 @@
 // bridge and the taps exist there only.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import { tapName } from "../../src/net/vm-taps.js";
-import { defineGuestVm, startDaemon, waitForBoot, waitForVm, type TestDaemon } from "../helpers/daemon.js";
+import { defineGuestVm, startDaemon, waitForBoot, waitForVm, type TestDaemon, consoleAfter, consoleSize, problem } from "../helpers/daemon.js";
 
 const ns = `vmh-dev-${randomBytes(4).toString("hex")}`;
 const BRIDGE = "vmhbr0";
@@ -31,27 +30,8 @@ function tapMaster(name: string): string | undefined {
   }
 }
 
-async function consoleSize(d: TestDaemon, vm: string): Promise<number> {
-  const res = await d.api.request("GET", `/v1/vms/${vm}/console/log?offset=0`);
-  return Number(res.headers["x-console-next-offset"]);
-}
 
-async function consoleAfter(d: TestDaemon, vm: string, offset: number, pattern: RegExp, timeoutMs = 60_000): Promise<string> {
-  const until = Date.now() + timeoutMs;
-  let text = "";
-  while (Date.now() < until) {
-    text = (await d.api.request("GET", `/v1/vms/${vm}/console/log?offset=${offset}`)).body.toString("utf8");
-    const m = pattern.exec(text);
-    if (m) return m[0];
-    await sleep(200);
-  }
-  throw new Error(`console of ${vm} did not show ${pattern} within ${timeoutMs} ms; last output:\n${text.slice(-1500)}`);
-}
 
-async function problem(d: TestDaemon, method: string, url: string, body?: unknown): Promise<{ status: number; code?: string }> {
-  const res = await d.api.request(method, url, body);
-  return { status: res.status, code: (JSON.parse(res.body.toString()) as { code?: string }).code };
-}
 
 t.before(() => {
   execFileSync("ip", ["netns", "add", ns]);

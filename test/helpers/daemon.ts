@@ -218,3 +218,29 @@ export async function runVmctl(d: TestDaemon, ...args: string[]): Promise<VmctlR
     });
   });
 }
+
+/** Where the VM's console log ends now: pass it to consoleAfter to wait for what comes next. */
+export async function consoleSize(d: TestDaemon, vm: string): Promise<number> {
+  const res = await d.api.request("GET", `/v1/vms/${vm}/console/log?offset=0`);
+  return Number(res.headers["x-console-next-offset"]);
+}
+
+/** Waits for `pattern` in the console output written after byte `offset`; returns the match. */
+export async function consoleAfter(d: TestDaemon, vm: string, offset: number, pattern: RegExp, timeoutMs = 60_000): Promise<string> {
+  const until = Date.now() + timeoutMs;
+  let text = "";
+  while (Date.now() < until) {
+    text = (await d.api.request("GET", `/v1/vms/${vm}/console/log?offset=${offset}`)).body.toString("utf8");
+    const m = pattern.exec(text);
+    if (m) return m[0];
+    await sleep(200);
+  }
+  throw new Error(`console of ${vm} did not show ${pattern} within ${timeoutMs} ms; last output:\n${text.slice(-1500)}`);
+}
+
+/** A request expected to be refused: its status and the problem's code. */
+export async function problem(d: TestDaemon, method: string, url: string, body?: unknown): Promise<{ status: number; code?: string }> {
+  const res = await d.api.request(method, url, body);
+  const parsed = res.body.length ? (JSON.parse(res.body.toString()) as { code?: string }) : {};
+  return { status: res.status, code: parsed.code };
+}
