@@ -82,13 +82,15 @@ export function bootIdOf(line: string): string {
 }
 
 /**
- * Waits for the guest's next VMH-TICK and checks it comes from boot `bootId`: the
- * guest runs, and runs on from where it was (a migration that corrupted it shows
- * here as a panic, a reboot or silence).
+ * Waits for the guest's next `ticks` VMH-TICK lines and checks they come from boot
+ * `bootId`: the guest runs, and runs on from where it was (a migration that
+ * corrupted it shows here as a panic, a reboot or silence).
  */
-export async function untilTicking(tail: ConsoleTail, bootId: string, deadlineMs: number, what: string): Promise<void> {
-  const line = await tail.waitFor(/VMH-TICK/, deadlineMs, what, GUEST_TROUBLE);
-  if (bootIdOf(line) !== bootId) throw new GuestBroken(`guest booted again (boot_id ${bootIdOf(line)}, was ${bootId}) (while waiting for ${what})`);
+export async function untilTicking(tail: ConsoleTail, bootId: string, deadlineMs: number, what: string, ticks = 1): Promise<void> {
+  for (let i = 0; i < ticks; i++) {
+    const line = await tail.waitFor(/VMH-TICK/, deadlineMs, what, GUEST_TROUBLE);
+    if (bootIdOf(line) !== bootId) throw new GuestBroken(`guest booted again (boot_id ${bootIdOf(line)}, was ${bootId}) (while waiting for ${what})`);
+  }
 }
 
 /** Reads a console log file that qemu writes itself; a missing file is an empty console. */

@@ -7,6 +7,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConsoleTail, fileConsole, untilTicking } from "./guest-console.js";
 import {
+  ALIVE_TICKS,
   MIGRATION_DEADLINE_MS,
   RESUME_DEADLINE_MS,
   untilBooted,
@@ -126,7 +127,7 @@ export class HandGuest implements MigratingGuest {
   }
 
   async checkAlive(what: string): Promise<void> {
-    await untilTicking(this.tail, this.bootId, RESUME_DEADLINE_MS, `VMH-TICK ${what}`);
+    await untilTicking(this.tail, this.bootId, RESUME_DEADLINE_MS, `VMH-TICK ${what}`, ALIVE_TICKS);
   }
 
   async migrate(): Promise<MigrationOutcome> {

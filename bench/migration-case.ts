@@ -77,8 +77,8 @@ export type MigrationOutcome = { ok: true; sample: MigrationSample } | { ok: fal
 export interface SideResult {
   samples: MigrationSample[];
   failures: string[];
-  /** The run in which the side's guest was found broken; later runs were not made. */
-  brokenAtRun?: number;
+  /** Runs after which the guest was found broken (each then replaced by a freshly booted one). */
+  broken: number;
 }
 
 export interface CaseResult {
@@ -105,6 +105,11 @@ export interface MigratingGuest {
 /** How long a guest has to print VMH-READY, and VMH-DIRTY (filling RAM from /dev/urandom is slow under TCG). */
 export const BOOT_DEADLINE_MS = 180_000;
 export const RESUME_DEADLINE_MS = 30_000;
+/**
+ * VMH-TICKs (0.5 s of guest time each) a guest must print after a migration to count
+ * as running on: memory the migration got wrong may take a moment to be used.
+ */
+export const ALIVE_TICKS = 4;
 
 /** Waits for the guest of case `c` to be up (VMH-READY, and VMH-DIRTY when it dirties memory); returns its boot_id. */
 export async function untilBooted(tail: ConsoleTail, c: MigrationCase, who: string): Promise<string> {

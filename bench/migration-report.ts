@@ -3,7 +3,7 @@
 import os from "node:os";
 import { HAND_POLL_MS } from "./hand-migration.js";
 import { formatTable, medianRatio, type Row } from "./latency-stats.js";
-import { BANDWIDTH_MIBPS, MAX_DOWNTIME_MS, MIGRATION_DEADLINE_MS, type CaseResult, type MigrationSample } from "./migration-case.js";
+import { ALIVE_TICKS, BANDWIDTH_MIBPS, MAX_DOWNTIME_MS, MIGRATION_DEADLINE_MS, type CaseResult, type MigrationSample } from "./migration-case.js";
 
 export interface MigrationReport {
   runs: number;
@@ -58,9 +58,7 @@ function failureLines(results: CaseResult[], runs: number): string[] {
       if (side.failures.length === 0) continue;
       const reasons = [...new Set(side.failures)].join(" | ");
       lines.push(`  ${r.c.label}, ${name}: ${side.failures.length} of ${runs} runs did not complete: ${reasons}`);
-      if (side.brokenAtRun && side.brokenAtRun < runs) {
-        lines.push(`    its guest was broken in run ${side.brokenAtRun}: runs ${side.brokenAtRun + 1}-${runs} were not made`);
-      }
+      if (side.broken) lines.push(`    ${side.broken} of them left the guest broken; a fresh guest was booted for the next run`);
     }
   }
   return lines.length ? ["runs that did not complete (not in the figures):", ...lines] : ["every run completed"];
@@ -114,6 +112,8 @@ export function reportMigration({ runs, results, qemu }: MigrationReport): strin
     `         source migrate-set-capabilities, migrate-set-parameters, migrate; query-migrate every ${HAND_POLL_MS} ms until completed`,
     "         on the source, then on the destination; destination cont. total = from spawning the destination to cont returning.",
     "both:    only the guest being migrated runs (the other is paused); a new VMH-TICK on its console after resuming starts",
-    `         each run. A migration still going after ${MIGRATION_DEADLINE_MS / 1000} s is cancelled and listed above.`,
+    `         each run. A migration still going after ${MIGRATION_DEADLINE_MS / 1000} s is cancelled and listed above. After each`,
+    `         migration (untimed) the guest must print ${ALIVE_TICKS} VMH-TICKs of the same boot_id, with no panic, BUG, Oops or`,
+    "         corruption line: a run that leaves it broken is listed above, not counted, and a fresh guest is booted.",
   ].join("\n");
 }

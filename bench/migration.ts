@@ -13,12 +13,11 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { ensureGuest, type GuestFiles } from "./guest-files.js";
-import { HandGuest } from "./hand-migration.js";
-import { GuestBroken } from "./guest-console.js";
-import { migrationCases, type CaseResult, type MigratingGuest, type MigrationCase, type MigrationOutcome } from "./migration-case.js";
+import { migrationCases, type CaseResult, type MigrationCase } from "./migration-case.js";
 import { reportMigration } from "./migration-report.js";
+import { runCase } from "./migration-rounds.js";
 import { killRawQemus } from "./raw-qemu.js";
-import { launchDaemonPair, VmhostdGuest, type DaemonPeer } from "./vmhostd-migration.js";
+import { launchDaemonPair } from "./vmhostd-migration.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -43,79 +42,6 @@ function parseOptions(): Options {
   const unknown = wanted.filter((w) => !all.some((c) => c.slug === w));
   if (unknown.length) throw new Error(`unknown --case ${unknown.join(", ")}; known: ${all.map((c) => c.slug).join(", ")}`);
   return { runs, cases: wanted.length ? all.filter((c) => wanted.includes(c.slug)) : all };
-}
-
-/** Both guests of a case booted, then `runs` interleaved rounds; the guests are ended whatever happens. */
-async function runCase(c: MigrationCase, peers: [DaemonPeer, DaemonPeer], handDirs: [string, string], runs: number): Promise<CaseResult> {
-  const result: CaseResult = { c, vmhostd: { samples: [], failures: [] }, hand: { samples: [], failures: [] } };
-  const guests: MigratingGuest[] = [];
-  try {
-    process.stderr.write(`${c.label}: booting the vmhostd guest\n`);
-    const { guest: vmh, argv } = await VmhostdGuest.boot(peers, c);
-    guests.push(vmh);
-    await vmh.pause();
-    const d = peers[0].daemon;
-    const vmDirs = { runDir: path.join(d.runDir, "vms", vmh.name), stateDir: path.join(d.stateDir, "vms", vmh.name) };
-    process.stderr.write(`${c.label}: booting the by-hand guest\n`);
-    const hand = await HandGuest.boot(argv, vmDirs, handDirs, c);
-    guests.push(hand);
-    await hand.pause();
-    const sides = [
-      { name: "vmhostd", guest: vmh, into: result.vmhostd },
-      { name: "by hand", guest: hand, into: result.hand },
-    ];
-    for (let i = 1; i <= runs; i++) {
-      const line: string[] = [];
-      for (const side of i % 2 ? sides : [...sides].reverse()) {
-        if (side.into.brokenAtRun) continue;
-        const out = await runOnce(side.guest);
-        if (out.ok) side.into.samples.push(out.sample);
-        else side.into.failures.push(out.why);
-        if (!out.ok && "broken" in out) side.into.brokenAtRun = i;
-        line.push(`${side.name} ${describe(out)}`);
-      }
-      process.stderr.write(`${c.label} run ${i}/${runs}: ${line.join("; ")}\n`);
-    }
-  } catch (err) {
-    result.error = (err as Error).message.replace(/\s*\n\s*/g, "; ");
-    process.stderr.write(`${c.label}: ${result.error}\n`);
-  } finally {
-    for (const g of guests) await g.close().catch((err: Error) => process.stderr.write(`${c.label}: closing a guest: ${err.message}\n`));
-  }
-  return result;
-}
-
-type RunOutcome = MigrationOutcome | { ok: false; why: string; broken: true };
-
-/**
- * One run: resume, the timed migration, then (untimed) a check that the guest runs on
- * in the same boot wherever it is now, and pause. A guest that does not is broken:
- * its side runs no more.
- */
-async function runOnce(g: MigratingGuest): Promise<RunOutcome> {
-  let out: MigrationOutcome | undefined;
-  try {
-    await g.resume();
-    out = await g.migrate();
-    await g.checkAlive(out.ok ? "after the migration" : "after the failed migration");
-    await g.pause();
-    return out;
-  } catch (err) {
-    if (!(err instanceof GuestBroken)) throw err;
-    const when = !out
-      ? "before migrating:"
-      : out.ok
-        ? `the migration completed (total ${out.sample.totalMs.toFixed(0)} ms), but`
-        : `after a failed migration (${out.why}),`;
-    return { ok: false, why: `guest broken: ${when} ${err.message}`, broken: true };
-  }
-}
-
-function describe(out: RunOutcome): string {
-  if (!out.ok) return `FAILED: ${out.why}`;
-  const s = out.sample;
-  const down = s.figuresUnset ? "unset (0)" : `${s.downtimeMs} ms`;
-  return `total ${s.totalMs.toFixed(0)} ms, downtime ${down}${s.outcomeUnknown ? " (went through outcome-unknown)" : ""}`;
 }
 
 /** A guest built from an init without vmh.dirty would only time out waiting for VMH-DIRTY: say so at once. */

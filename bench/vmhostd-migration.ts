@@ -9,6 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { ConsoleTail, untilTicking, type ConsoleReader } from "./guest-console.js";
 import type { GuestFiles } from "./guest-files.js";
 import {
+  ALIVE_TICKS,
   guestCmdline,
   MIGRATION_DEADLINE_MS,
   RESUME_DEADLINE_MS,
@@ -128,7 +129,7 @@ export class VmhostdGuest implements MigratingGuest {
   }
 
   async checkAlive(what: string): Promise<void> {
-    await untilTicking(this.tail, this.bootId, RESUME_DEADLINE_MS, `VMH-TICK ${what}`);
+    await untilTicking(this.tail, this.bootId, RESUME_DEADLINE_MS, `VMH-TICK ${what}`, ALIVE_TICKS);
   }
 
   async migrate(): Promise<MigrationOutcome> {

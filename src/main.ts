@@ -22,6 +22,7 @@ import { VmRegistry } from "./vm/vm-registry.js";
 import { JobRegistry } from "./jobs/job-registry.js";
 import { MigrationSource } from "./migration/migration-source.js";
 import { MigrationTarget } from "./migration/migration-target.js";
+import { setAdoptionDuration } from "./metrics/metrics.js";
 
 /** How long start-up waits for adoption before opening the API anyway. */
 const ADOPTION_WAIT_MS = 1_500;
@@ -102,6 +103,7 @@ async function run(config: Config, log: Logger): Promise<void> {
   log.info({ socket: config.socket, listen: config.listen, accel, qemuVersion }, "API listening");
   notifier?.startWatchdog();
   void registry.adopted.then(async () => {
+    setAdoptionDuration((performance.now() - started) / 1000);
     const vms = registry.list();
     const running = vms.filter((v) => v.session).length;
     log.info({ vms: vms.length, running, ms: Math.round(performance.now() - started) }, "VMs adopted");

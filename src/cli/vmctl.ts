@@ -4,12 +4,13 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Command, Option } from "commander";
-import { ApiClient, ApiError } from "./api-client.js";
+import { ApiClient, ApiError, type ApiTarget } from "./api-client.js";
 import { migrateCommand, type MigrateFlags } from "./migrate-command.js";
 import { autostartAll, formatOutcome, shutdownAll, type VmOutcome } from "./host-power.js";
 import { runConsole } from "./console-client.js";
 import { registerStorageCommands } from "./storage-commands.js";
 import { registerDeviceCommands } from "./device-commands.js";
+import { registerEventsCommand } from "./events-command.js";
 import { formatCdrom, formatTable, formatVm, type CdromJson, type VmJson } from "./vm-format.js";
 
 const DEFAULT_SOCKET = process.env.VMHOSTD_SOCKET ?? "/run/vmhostd/vmhostd.sock";
@@ -22,10 +23,13 @@ const program = new Command("vmctl")
   .option("--json", "print JSON for scripts")
   .showHelpAfterError();
 
-function client(): ApiClient {
+function target(): ApiTarget {
   const o = program.opts<{ socket: string; url?: string; token?: string }>();
   const token = o.token ?? process.env.VMHOSTD_PEER_TOKEN;
-  return new ApiClient(o.url ? { url: o.url, ...(token ? { token } : {}) } : { socketPath: o.socket });
+  return o.url ? { url: o.url, ...(token ? { token } : {}) } : { socketPath: o.socket };
+}
+function client(): ApiClient {
+  return new ApiClient(target());
 }
 const asJson = (): boolean => Boolean(program.opts<{ json?: boolean }>().json);
 const out = (s: string): void => void process.stdout.write(s.endsWith("\n") ? s : s + "\n");
@@ -269,6 +273,7 @@ function collect(v: string, all: string[]): string[] {
 
 registerStorageCommands(program, { client, json: asJson, out, table: formatTable });
 registerDeviceCommands(program, { client, json: asJson, out, table: formatTable });
+registerEventsCommand(program, { target, json: asJson, out });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ApiError) process.stderr.write(`vmctl: ${err.message} (${err.code}, HTTP ${err.status})\n`);

@@ -28,6 +28,16 @@ export class EventBus {
     return event;
   }
 
+  /** The id of the newest event published so far (0 before the first). */
+  get lastId(): number {
+    return this.nextId - 1;
+  }
+
+  /** The id of the oldest event the ring still holds (lastId + 1 when it is empty). */
+  get oldestId(): number {
+    return this.ring[0]?.id ?? this.nextId;
+  }
+
   /** Events after `afterId` still held in the ring. */
   since(afterId: number): DaemonEvent[] {
     return this.ring.filter((e) => e.id > afterId);

@@ -17,7 +17,10 @@ import { registerHostRoutes } from "./routes/host-routes.js";
 import { registerVmRoutes } from "./routes/vm-routes.js";
 import { registerMigrationRoutes, type MigrationDeps } from "./routes/migration-routes.js";
 import { registerStorageRoutes, type StorageDeps } from "./routes/storage-routes.js";
+import { registerEventRoutes } from "./routes/event-routes.js";
 import { requirePeerToken } from "./peer-auth.js";
+import { registerMetricsRoutes } from "./routes/metrics-routes.js";
+import { observeHttpRequest } from "../metrics/metrics.js";
 
 export interface HttpDeps {
   registry: VmRegistry;
@@ -43,6 +46,8 @@ export function buildHttpApp({ registry, inventory, migration, storage, log, pee
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
   });
   app.addHook("onResponse", async (req, reply) => {
+    // By route pattern, not raw URL, so VM names do not multiply the series; unmatched requests share one.
+    observeHttpRequest(req.method, req.routeOptions.url ?? "(unmatched)", reply.statusCode, reply.elapsedTime / 1000);
     req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: reply.elapsedTime }, "request");
   });
   app.setErrorHandler(errorHandler);
@@ -72,5 +77,7 @@ export function buildHttpApp({ registry, inventory, migration, storage, log, pee
   registerCdromRoutes(app, registry);
   registerDeviceRoutes(app, registry);
   registerStorageRoutes(app, registry, storage);
+  registerEventRoutes(app, registry.host.bus);
+  registerMetricsRoutes(app, registry);
   return app;
 }

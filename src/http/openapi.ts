@@ -46,6 +46,7 @@ export function buildOpenApi(): Record<string, unknown> {
     info: { title: "vmhostd", version: DAEMON_VERSION, description: "Per-host VM daemon API" },
     paths: {
       "/healthz": { get: { summary: "liveness", responses: { "200": { description: "ok" } } } },
+      "/metrics": { get: { summary: "Prometheus metrics (text format 0.0.4)", responses: { "200": { description: "the metrics" } } } },
       "/v1/host": { get: { summary: "host inventory", responses: { "200": { description: "the host" } } } },
       "/v1/vms": {
         get: { summary: "list VMs", responses: { "200": { description: "{vms: Vm[]}" } } },
@@ -192,6 +193,21 @@ export function buildOpenApi(): Record<string, unknown> {
           responses: { "200": { description: "{connected, addresses?, interfaces?}" }, ...problems(404) },
         },
       },
+      "/v1/events": {
+        get: {
+          summary:
+            "the daemon's events as Server-Sent Events (id, event type, data: the event as JSON); resumes after Last-Event-ID or ?since=; events.lost when the ring no longer holds the missed ones; events.dropped, then disconnection, for a client that does not keep up",
+          parameters: [
+            { name: "vm", in: "query", required: false, schema: nameParam.schema, description: "only this VM's events" },
+            { name: "since", in: "query", required: false, schema: { type: "integer", minimum: 0 }, description: "resume after this id" },
+            { name: "Last-Event-ID", in: "header", required: false, schema: { type: "integer", minimum: 0 }, description: "resume after this id (wins over since)" },
+          ],
+          responses: {
+            "200": { description: "an endless stream; a comment every 15 s", content: { "text/event-stream": { schema: { $ref: "#/components/schemas/Event" } } } },
+            ...problems(400),
+          },
+        },
+      },
       "/openapi.json": { get: { summary: "this document", responses: { "200": { description: "OpenAPI 3" } } } },
     },
     components: {
@@ -211,6 +227,18 @@ export function buildOpenApi(): Record<string, unknown> {
             argv: { type: "array", items: { type: "string" } },
             lastExit: { type: "object" },
             definition: { $ref: "#/components/schemas/VmDefinition" },
+          },
+        },
+        Event: {
+          type: "object",
+          description: "the data of one SSE event; events.lost and events.dropped (about the stream itself) have no id",
+          required: ["time", "type", "data"],
+          properties: {
+            id: { type: "integer", description: "increases by one per event the daemon publishes; restarts at 1 with the daemon" },
+            time: { type: "string", format: "date-time" },
+            type: { type: "string", description: "vm.state, operation.started, operation.ended, job.progress, job.ended, qemu.<EVENT>, daemon.started, ..." },
+            vm: { type: "string" },
+            data: { type: "object" },
           },
         },
         ShutdownRequest: schema(shutdownBody),

@@ -43,3 +43,16 @@ export const cdromChangeBody = z
   .object({ image: cdromSchema.shape.image.unwrap().describe("an ISO image (raw) in a storage pool") })
   .strict()
   .describe("the ISO to put into the CD-ROM drive");
+
+export const eventsQuery = z
+  .object({
+    vm: vmNameSchema.optional().describe("only the events of this VM"),
+    since: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(Number.MAX_SAFE_INTEGER)
+      .optional()
+      .describe("resume after this event id (the Last-Event-ID header wins over it)"),
+  })
+  .strict();

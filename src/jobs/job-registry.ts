@@ -5,6 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { JobNotFound, VmStateConflict } from "../errors.js";
 import type { EventBus } from "../events/event-bus.js";
+import { countJobFinished } from "../metrics/metrics.js";
 
 export type JobState = "running" | "succeeded" | "failed" | "cancelled";
 
@@ -62,6 +63,7 @@ export class Job {
     this.endedAt = new Date().toISOString();
     this.result = result;
     this.error = error;
+    countJobFinished(this.kind, state);
     this.bus.publish("job.ended", this.vm, { job: this.id, kind: this.kind, state, result, error });
   }
 

@@ -16,7 +16,13 @@ export interface QmpClientOptions {
   connectTimeoutMs?: number;
   /** Per-command overrides of the timeout table (timeouts.ts). */
   timeouts?: Partial<Record<string, number>>;
+  /** Told how each command ended and how long it took (for metrics); must not throw. */
+  onCommandSettled?: QmpCommandObserver;
 }
+
+/** How a command ended: answered, refused by qemu, given up on, or cut off by a hang-up. */
+export type QmpCommandOutcome = "ok" | "error" | "timeout" | "disconnected";
+export type QmpCommandObserver = (command: string, outcome: QmpCommandOutcome, seconds: number) => void;
 
 export interface ExecuteOptions {
   /** Overrides the table and the client's overrides for this call; Infinity waits for ever. */
@@ -63,6 +69,7 @@ export class QmpClient {
   private readonly transport: QmpTransport;
   private readonly log: Logger | undefined;
   private readonly timeouts: Partial<Record<string, number>> | undefined;
+  private readonly observer: QmpCommandObserver | undefined;
   private greetingValue: QmpGreeting | undefined;
   private greetingWaiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private nextId = 1;
@@ -75,6 +82,7 @@ export class QmpClient {
   private constructor(path: string, opts: QmpClientOptions) {
     this.log = opts.logger;
     this.timeouts = opts.timeouts;
+    this.observer = opts.onCommandSettled;
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.transport = QmpTransport.open(path, {
       message: (msg, line) => this.onMessage(msg, line),
@@ -199,6 +207,7 @@ export class QmpClient {
     this.pending.delete(w.id);
     clearTimeout(w.timer);
     const ms = Math.round(performance.now() - w.sentAt);
+    this.observe(w, msg.kind === "error" ? "error" : "ok");
     if (msg.kind === "error") {
       this.log?.debug({ qmpId: w.id, command: w.command, ms, error: { class: msg.errorClass, desc: msg.desc } }, "qmp error");
       w.reject(new QmpExecuteError(w.command, w.args, msg.errorClass, msg.desc));
@@ -217,7 +226,16 @@ export class QmpClient {
       if (oldest !== undefined) this.timedOut.delete(oldest);
     }
     this.log?.debug({ qmpId: w.id, command: w.command, timeoutMs }, "qmp command timed out");
+    this.observe(w, "timeout");
     w.reject(new QmpTimeout(w.command, timeoutMs));
+  }
+
+  private observe(w: Waiter, outcome: QmpCommandOutcome): void {
+    try {
+      this.observer?.(w.command, outcome, (performance.now() - w.sentAt) / 1000);
+    } catch (err) {
+      this.log?.warn({ err, command: w.command }, "qmp command observer threw");
+    }
   }
 
   private deliver(event: QmpEvent): void {
@@ -248,9 +266,11 @@ export class QmpClient {
       // qemu may exit before its reply to quit reaches us: for quit, the hang-up is the success.
       if (how.by === "peer" && w.command === "quit") {
         this.log?.debug({ qmpId: w.id, command: w.command }, "qmp hang-up after quit");
+        this.observe(w, "ok");
         w.resolve({});
         continue;
       }
+      this.observe(w, "disconnected");
       w.reject(
         new QmpDisconnected(w.command, `QMP connection closed before ${w.command} was answered`, { cause: gone }),
       );

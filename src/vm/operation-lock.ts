@@ -18,10 +18,19 @@ const preemptable: Partial<Record<OperationName, OperationName[]>> = {
   stop: ["shutdown"],
 };
 
+/** Told when an operation begins and ends (not when it is refused), e.g. to publish it as events. */
+export interface OperationObserver {
+  started(name: OperationName): void;
+  ended(name: OperationName, error: unknown): void;
+}
+
 export class OperationLock {
   private running: RunningOperation | undefined;
 
-  constructor(private readonly vm: string) {}
+  constructor(
+    private readonly vm: string,
+    private readonly observer?: OperationObserver,
+  ) {}
 
   get current(): RunningOperation | undefined {
     return this.running;
@@ -39,10 +48,16 @@ export class OperationLock {
     const done = fn(preempt.signal);
     const op: RunningOperation = { name, startedAt: new Date().toISOString(), preempt, done };
     this.running = op;
+    this.observer?.started(name);
+    let error: unknown;
     try {
       return await done;
+    } catch (err) {
+      error = err ?? new Error("operation failed");
+      throw err;
     } finally {
       if (this.running === op) this.running = undefined;
+      this.observer?.ended(name, error);
     }
   }
 }

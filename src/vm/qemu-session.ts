@@ -4,6 +4,7 @@
 import type { Logger } from "pino";
 import { QemuFailed, QemuUnresponsive } from "../errors.js";
 import { QmpClient } from "../qmp/qmp-client.js";
+import { observeQmpCommand } from "../metrics/metrics.js";
 import { QmpExecuteError, QmpTimeout, QmpError } from "../qmp/errors.js";
 import type { QmpCommands, QmpEvent } from "../qmp/commands.js";
 import { waitForProcessGone, type ProcessExit } from "../qemu/qemu-launcher.js";
@@ -68,6 +69,7 @@ export class QemuSession {
           const qmp = await QmpClient.connect(this.qmpSocket, {
             logger: this.log,
             connectTimeoutMs: Math.max(100, Math.min(5000, until - Date.now())),
+            onCommandSettled: observeQmpCommand,
           });
           this.attach(qmp);
           return;

@@ -11,6 +11,7 @@ import type { VmPaths } from "../store/vm-paths.js";
 import type { VmDefinition } from "./definition.js";
 import { OperationLock } from "./operation-lock.js";
 import { ConsoleHub } from "./console-hub.js";
+import { countQemuCrash } from "../metrics/metrics.js";
 import type { QemuSession, SessionExit } from "./qemu-session.js";
 import { deriveState, type OperationName, type VmState } from "./vm-state.js";
 
@@ -56,6 +57,8 @@ export class Vm {
   /** The guest's memory as the balloon last reported it (query-balloon or BALLOON_CHANGE), in bytes. */
   balloonActual: number | undefined;
   private readonly exitWaiters = new Set<() => void>();
+  /** The state the last `vm.state` event announced. */
+  private publishedState: VmState | undefined;
 
   constructor(
     public definition: VmDefinition,
@@ -64,7 +67,22 @@ export class Vm {
     private readonly bus: EventBus,
     private readonly onCrash: (vm: Vm) => void,
   ) {
-    this.lock = new OperationLock(definition.name);
+    this.lock = new OperationLock(definition.name, {
+      started: (operation) => {
+        this.publish("operation.started", { operation });
+        this.publishState(operation);
+      },
+      // The state first: a client that sees the operation end already knows where it left the VM.
+      ended: (operation, err) => {
+        this.publishState(operation);
+        const e = err as { code?: unknown; message?: unknown } | undefined;
+        this.publish("operation.ended", {
+          operation,
+          result: err === undefined ? "ok" : "failed",
+          ...(err === undefined ? {} : { error: { code: typeof e?.code === "string" ? e.code : undefined, message: String(e?.message ?? err) } }),
+        });
+      },
+    });
     this.journal = new OperationJournal(paths.journal);
     this.console = new ConsoleHub(this);
   }
@@ -134,13 +152,24 @@ export class Vm {
     this.bus.publish(type, this.name, data);
   }
 
+  /**
+   * Publishes `vm.state` if the state differs from the one last published, with
+   * why it changed: an operation's name, a qemu event (`qemu.STOP`) or how qemu exited.
+   */
+  publishState(reason: string, extra: Record<string, unknown> = {}): void {
+    const state = this.state();
+    if (state === this.publishedState) return;
+    this.publishedState = state;
+    this.publish("vm.state", { state, reason, ...extra });
+  }
+
   /** Takes ownership of a live qemu: from here on its exit is noticed and recorded. */
   attachSession(session: QemuSession): void {
     this.session = session;
     session.onEvent((e) => {
       this.log.info({ event: e.event, data: e.data }, "qemu event");
       this.publish(`qemu.${e.event}`, { data: e.data ?? {} });
-      if (["STOP", "RESUME", "SHUTDOWN"].includes(e.event)) this.publish("vm.state", { state: this.state() });
+      if (["STOP", "RESUME", "SHUTDOWN"].includes(e.event)) this.publishState(`qemu.${e.event}`);
       if (e.event === "SHUTDOWN" && e.data?.guest === true) void this.endAfterGuestShutdown();
       if (e.event === "BALLOON_CHANGE" && typeof e.data?.actual === "number") this.balloonActual = e.data.actual;
     });
@@ -173,10 +202,13 @@ export class Vm {
       // and a restart (onCrash, or the next start) makes them afresh.
       removeVmTaps(this.definition, this.log),
     ]);
-    this.publish("vm.state", { state: this.state(), lastExit: this.lastExit });
+    this.publishState(reason, { lastExit: this.lastExit });
     for (const w of this.exitWaiters) w();
     this.exitWaiters.clear();
-    if (reason === "crashed") this.onCrash(this);
+    if (reason === "crashed") {
+      countQemuCrash();
+      this.onCrash(this);
+    }
   }
 
   /**

@@ -191,5 +191,5 @@ export async function startVm(vm: Vm, host: HostContext): Promise<void> {
     throw err;
   }
   await vm.journal.end();
-  vm.publish("vm.state", { state: vm.state() });
+  // The state (running) is published as the start operation ends, by the VM's operation observer.
 }

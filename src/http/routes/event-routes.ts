@@ -1,0 +1,98 @@
+// GET /v1/events: the event bus as Server-Sent Events. A client may resume after
+// the last id it saw (Last-Event-ID or ?since=): it first gets what the ring still
+// holds after that id, then live events, without gap or duplicate. Events the ring
+// no longer holds are announced by one `events.lost`; a client that cannot keep
+// up gets `events.dropped` and is disconnected (see SseClient).
+import type { FastifyInstance } from "fastify";
+import { ValidationFailed } from "../../errors.js";
+import type { DaemonEvent, EventBus } from "../../events/event-bus.js";
+import { eventsQuery } from "../schemas.js";
+import { defaultSseLimits, SseClient, type SseLimits } from "../sse-client.js";
+import { parseInput } from "../validation.js";
+
+/** Comment lines keep idle connections (and proxies) from timing out. */
+const HEARTBEAT_MS = 15_000;
+
+export function registerEventRoutes(app: FastifyInstance, bus: EventBus, limits: SseLimits = defaultSseLimits): void {
+  const clients = new Set<SseClient>();
+  // A stream never ends by itself: the daemon's exit ends them so its listener can close.
+  app.addHook("preClose", (done) => {
+    for (const c of clients) c.end(`: vmhostd is stopping\n\n`);
+    done();
+  });
+
+  app.get("/v1/events", async (req, reply) => {
+    const { vm, since: sinceQuery } = parseInput(eventsQuery, req.query, "query");
+    const since = lastEventId(req.headers["last-event-id"]) ?? sinceQuery;
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-store",
+      "x-accel-buffering": "no",
+    });
+    const client = new SseClient(res, limits);
+    const unsubscribe = new AbortController();
+    clients.add(client);
+    const heartbeat = setInterval(() => deliver(`: heartbeat\n\n`), HEARTBEAT_MS);
+    res.once("close", () => {
+      clearInterval(heartbeat);
+      unsubscribe.abort();
+      clients.delete(client);
+    });
+
+    // The highest id given to this client: a live event at or below it was already replayed.
+    const resumePoint = since ?? bus.lastId;
+    let highest = resumePoint;
+    const deliver = (frame: string, id?: number): void => {
+      if (client.send(frame, id)) return;
+      // Over its bound (or gone): the client learns from which id it missed events, and may resume from there.
+      clearInterval(heartbeat);
+      unsubscribe.abort();
+      client.end(syntheticFrame("events.dropped", vm, { afterId: client.lastWrittenId ?? resumePoint, reason: "the client did not read fast enough" }));
+    };
+    const forward = (e: DaemonEvent): void => {
+      if (e.id <= highest || (vm && e.vm !== vm)) return;
+      const frame = eventFrame(e);
+      if (client.closed) return;
+      deliver(frame, e.id);
+      if (!client.closed) highest = e.id;
+    };
+
+    // Subscribed before the replay, so nothing published in between can be missed; `highest` dedupes.
+    bus.subscribe(forward, unsubscribe.signal);
+    client.send(`retry: 2000\n: connected, last event id ${bus.lastId}\n\n`);
+    if (since !== undefined) {
+      let from = since;
+      if (since > bus.lastId) {
+        // An id this daemon never gave: it comes from an earlier run, whose ids started again at 1.
+        deliver(syntheticFrame("events.lost", vm, { afterId: since, firstAvailable: bus.oldestId, reason: "the daemon restarted; ids started again" }));
+        from = 0;
+        highest = 0;
+      } else if (since + 1 < bus.oldestId) {
+        deliver(syntheticFrame("events.lost", vm, { afterId: since, lostFrom: since + 1, lostTo: bus.oldestId - 1, firstAvailable: bus.oldestId, reason: "older than the ring holds" }));
+      }
+      for (const e of bus.since(from)) forward(e);
+    }
+  });
+}
+
+function eventFrame(e: DaemonEvent): string {
+  return `id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
+}
+
+/** An event about the stream itself: it has no id, so it does not move the client's resume point. */
+function syntheticFrame(type: string, vm: string | undefined, data: Record<string, unknown>): string {
+  const body = { time: new Date().toISOString(), type, ...(vm ? { vm } : {}), data };
+  return `event: ${type}\ndata: ${JSON.stringify(body)}\n\n`;
+}
+
+function lastEventId(header: string | string[] | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  const value = Array.isArray(header) ? header[0] : header;
+  if (value === undefined || value === "") return undefined;
+  if (!/^\d{1,15}$/.test(value)) {
+    throw new ValidationFailed("invalid header: Last-Event-ID must be an event id", [{ field: "last-event-id", message: "not an event id" }]);
+  }
+  return Number(value);
+}

@@ -1,0 +1,186 @@
+// Reads what the metrics report of each VM's qemu: CPU time from /proc, NIC
+// counters from its taps in /sys, disk counters and the balloon over QMP. A scrape
+// never waits on a hung qemu: the QMP part of every VM is asked in parallel with a
+// short deadline, and a VM that misses it keeps its last values, marked stale.
+import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { promisify } from "node:util";
+import type { BlockStatsEntry } from "../qmp/block-commands.js";
+import { vmTaps } from "../net/vm-taps.js";
+import type { Vm } from "../vm/vm.js";
+
+/** How long a scrape waits for each VM's QMP answers. */
+export const QMP_SAMPLE_DEADLINE_MS = 250;
+
+export interface DiskSample {
+  readBytes: number;
+  writeBytes: number;
+  readOps: number;
+  writeOps: number;
+  flushOps: number;
+  readSeconds: number;
+  writeSeconds: number;
+  flushSeconds: number;
+}
+
+export interface NicSample {
+  /** From the guest's side, as libvirt reports them: what the guest received is what its tap sent. */
+  rxBytes: number;
+  txBytes: number;
+  rxPackets: number;
+  txPackets: number;
+}
+
+/** What qemu said over QMP, as of its last answer. */
+export interface QmpSample {
+  disks: Map<string, DiskSample>;
+  balloonBytes: number | undefined;
+}
+
+export interface VmSample {
+  cpuSeconds: number | undefined;
+  nics: Map<number, NicSample>;
+  qmp: QmpSample | undefined;
+  /** qemu did not answer within the deadline (or has no monitor): `qmp` is from an earlier scrape. */
+  stale: boolean;
+}
+
+interface QmpCache {
+  /** The qemu the sample came from: a new qemu starts from nothing. */
+  pid: number;
+  last: QmpSample | undefined;
+  /** A query still waiting for qemu: no second one is sent while it waits. */
+  inFlight: Promise<QmpSample> | undefined;
+}
+
+export class VmSampler {
+  private readonly cache = new Map<string, QmpCache>();
+  private clockTicks: Promise<number> | undefined;
+
+  /** Samples every VM that has a qemu, all at once. */
+  async sample(vms: Vm[]): Promise<Map<string, VmSample>> {
+    const live = vms.filter((vm) => vm.session);
+    for (const name of this.cache.keys()) if (!live.some((vm) => vm.name === name)) this.cache.delete(name);
+    const ticks = await (this.clockTicks ??= readClockTicks());
+    const samples = await Promise.all(live.map(async (vm) => [vm.name, await this.sampleVm(vm, ticks)] as const));
+    return new Map(samples.filter((s): s is readonly [string, VmSample] => s[1] !== undefined));
+  }
+
+  private async sampleVm(vm: Vm, ticks: number): Promise<VmSample | undefined> {
+    const session = vm.session;
+    if (!session) return undefined;
+    const [cpuSeconds, nics, qmp] = await Promise.all([
+      readCpuSeconds(session.pid, ticks),
+      readNics(vm),
+      this.sampleQmp(vm, session.pid),
+    ]);
+    return { cpuSeconds, nics, qmp: qmp.sample, stale: qmp.stale };
+  }
+
+  private async sampleQmp(vm: Vm, pid: number): Promise<{ sample: QmpSample | undefined; stale: boolean }> {
+    let entry = this.cache.get(vm.name);
+    if (!entry || entry.pid !== pid) {
+      entry = { pid, last: undefined, inFlight: undefined };
+      this.cache.set(vm.name, entry);
+    }
+    const cached = entry;
+    if (!cached.inFlight) {
+      cached.inFlight = queryQmp(vm);
+      // Settles on qemu's answer, or at the command's own QMP timeout for a hung qemu.
+      void cached.inFlight.then(
+        (s) => {
+          cached.last = s;
+          cached.inFlight = undefined;
+        },
+        () => (cached.inFlight = undefined),
+      );
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), QMP_SAMPLE_DEADLINE_MS)));
+    const fresh = await Promise.race([cached.inFlight.catch(() => undefined), deadline]);
+    clearTimeout(timer);
+    return fresh ? { sample: fresh, stale: false } : { sample: cached.last, stale: true };
+  }
+}
+
+async function queryQmp(vm: Vm): Promise<QmpSample> {
+  const session = vm.session;
+  if (!session?.connected) throw new Error("no QMP connection");
+  const [stats, balloon] = await Promise.all([
+    session.execute("query-blockstats", {}),
+    // A guest without the balloon driver makes qemu refuse: then there is no balloon figure.
+    vm.definition.balloon ? session.execute("query-balloon").then((b) => b.actual, () => undefined) : undefined,
+  ]);
+  return { disks: mapDisks(stats, vm.definition.disks.map((d) => d.name)), balloonBytes: balloon };
+}
+
+/**
+ * qemu names a disk's backend by the device it is attached to (`qdev`: the QOM
+ * path `/machine/peripheral/disk-<name>/virtio-backend`, or the id `disk-<name>`)
+ * and by its root node (`d-<name>`); the legacy `device` is empty with -blockdev.
+ * Entries of no disk of the definition (the CD-ROM drive) are left out.
+ */
+export function mapDisks(entries: BlockStatsEntry[], diskNames: string[]): Map<string, DiskSample> {
+  const names = new Set(diskNames);
+  const disks = new Map<string, DiskSample>();
+  for (const e of entries) {
+    const byQdev = /(?:^|\/)disk-([^/]+)(?:\/|$)/.exec(e.qdev ?? "")?.[1];
+    const byNode = /^d-(.+)$/.exec(e["node-name"] ?? "")?.[1];
+    const name = [byQdev, byNode].find((n): n is string => n !== undefined && names.has(n));
+    if (!name) continue;
+    const s = e.stats;
+    disks.set(name, {
+      readBytes: s.rd_bytes,
+      writeBytes: s.wr_bytes,
+      readOps: s.rd_operations,
+      writeOps: s.wr_operations,
+      flushOps: s.flush_operations,
+      readSeconds: s.rd_total_time_ns / 1e9,
+      writeSeconds: s.wr_total_time_ns / 1e9,
+      flushSeconds: s.flush_total_time_ns / 1e9,
+    });
+  }
+  return disks;
+}
+
+/** utime + stime of the process (fields 14 and 15 of /proc/<pid>/stat, after the command name). */
+async function readCpuSeconds(pid: number, ticks: number): Promise<number | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
+  if (!stat) return undefined;
+  // The command name may hold spaces and parentheses: the fields start after its last ")".
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / ticks : undefined;
+}
+
+/** Only bridged NICs have a tap; a user-mode NIC's traffic is qemu's own sockets and is not counted. */
+async function readNics(vm: Vm): Promise<Map<number, NicSample>> {
+  const nics = new Map<number, NicSample>();
+  await Promise.all(
+    vmTaps(vm.definition).map(async (tap) => {
+      const dir = `/sys/class/net/${tap.name}/statistics`;
+      const read = (f: string): Promise<number> => readFile(`${dir}/${f}`, "utf8").then(Number);
+      try {
+        const [tapRxBytes, tapTxBytes, tapRxPackets, tapTxPackets] = await Promise.all(
+          ["rx_bytes", "tx_bytes", "rx_packets", "tx_packets"].map(read),
+        );
+        nics.set(tap.nic, { rxBytes: tapTxBytes!, txBytes: tapRxBytes!, rxPackets: tapTxPackets!, txPackets: tapRxPackets! });
+      } catch {
+        // The tap is gone (qemu exiting): no figures for it this time.
+      }
+    }),
+  );
+  return nics;
+}
+
+/** USER_HZ: 100 on every mainstream Linux, but asked of the system once rather than assumed. */
+async function readClockTicks(): Promise<number> {
+  try {
+    const { stdout } = await promisify(execFile)("getconf", ["CLK_TCK"], { timeout: 2000 });
+    const n = Number(stdout.trim());
+    return Number.isInteger(n) && n > 0 ? n : 100;
+  } catch {
+    return 100;
+  }
+}
