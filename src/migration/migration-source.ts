@@ -201,7 +201,7 @@ export class MigrationSource {
       }
       switch (info.status) {
         case "completed":
-          return info;
+          return this.settledFigures(session);
         case "failed":
         case "cancelled":
           throw new MigrationFailed(`qemu: migration ${info.status}${info["error-desc"] ? `: ${info["error-desc"]}` : ""}`);
@@ -215,6 +215,15 @@ export class MigrationSource {
       await this.keepAlive(peer, vm);
       await sleep(PROGRESS_EVERY_MS);
     }
+  }
+
+  /**
+   * qemu reports `completed` a moment before it has stopped the guest for good and
+   * filled in downtime and total time; the run state `postmigrate` marks that point.
+   */
+  private async settledFigures(session: QemuSession): Promise<MigrationInfo> {
+    for (let i = 0; i < 100 && (await session.refreshStatus().catch(() => undefined)) !== "postmigrate"; i++) await sleep(20);
+    return session.execute("query-migrate");
   }
 
   /** Tells the destination the source is still there (it aborts an incoming VM left silent). */

@@ -15,6 +15,7 @@ import { diskPath } from "../store/vm-paths.js";
 import { withFilePaths } from "./definition-files.js";
 import type { IncomingReply, IncomingRequest, IncomingState } from "./migration-schema.js";
 import { access } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 
 /** An incoming VM whose source has not been heard from for this long is aborted. */
 const SOURCE_SILENCE_MS = 15_000;
@@ -24,6 +25,8 @@ interface Incoming {
   state: IncomingState;
   storage: "shared" | "copy";
   lastContact: number;
+  /** A commit is waiting for the last of the migration to arrive. */
+  committing?: boolean;
   settle: () => void;
   watchdog: NodeJS.Timeout;
 }
@@ -118,12 +121,22 @@ export class MigrationTarget {
   async commit(name: string): Promise<Vm> {
     const entry = this.incoming.get(name);
     if (!entry || entry.state !== "receiving") throw new VmStateConflict(name, entry?.state ?? "not incoming", "commit");
+    if (entry.committing) throw new VmStateConflict(name, "being committed", "commit");
+    entry.committing = true;
     entry.lastContact = Date.now();
     const { vm } = entry;
     const session = vm.session;
     if (!session) throw new VmStateConflict(name, "without qemu", "commit");
-    const mig = await session.execute("query-migrate");
-    if (mig.status !== "completed") throw new VmStateConflict(name, `incoming migration ${mig.status ?? "not started"}`, "commit");
+    // The source may see its side complete while this side still loads the last pages and device state.
+    let mig = await session.execute("query-migrate");
+    for (let i = 0; i < 100 && (mig.status === "active" || mig.status === "device" || mig.status === "setup"); i++) {
+      await sleep(100);
+      mig = await session.execute("query-migrate");
+    }
+    if (mig.status !== "completed") {
+      entry.committing = false;
+      throw new VmStateConflict(name, `incoming migration ${mig.status ?? "not started"}`, "commit");
+    }
     entry.state = "running";
     await vm.journal.stepDone("commit-begun");
     if (entry.storage === "copy") await session.execute("nbd-server-stop").catch(() => {});
@@ -141,6 +154,8 @@ export class MigrationTarget {
     const entry = this.incoming.get(name);
     if (!entry) throw new VmStateConflict(name, "not incoming", "abort");
     if (entry.state !== "receiving") throw new VmStateConflict(name, entry.state, "abort");
+    // A commit under way decides; an abort now could kill a guest about to run here.
+    if (entry.committing) throw new VmStateConflict(name, "being committed", "abort");
     entry.state = "aborted";
     this.finish(entry);
     entry.vm.log.warn({ why }, "incoming migration aborted");
