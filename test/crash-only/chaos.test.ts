@@ -55,7 +55,13 @@ t.test(`${ROUNDS} SIGKILLs of the daemon in the middle of random operations (see
     await d.restart();
     const problems = await checkInvariants(d, steady.pid!, steadyBoot!);
     t.same(problems, [], `round ${round} (${ops.join(", ")}): invariants hold`);
-    if (problems.length) break;
+    if (problems.length) {
+      // What the daemon said about the VMs at fault, for whoever reads the failure.
+      const names = problems.map((p) => p.split(/[:= ]/)[0]!).filter((n) => n !== "unsettled");
+      const lines = d.log().split("\n").filter((l) => /"level":(30|40|50)/.test(l) && names.some((n) => l.includes(`"vm":"${n}"`)));
+      t.comment(lines.slice(-40).join("\n"));
+      break;
+    }
   }
 });
 
@@ -63,7 +69,9 @@ async function checkInvariants(d: TestDaemon, steadyPid: number, steadyBoot: str
   const problems: string[] = [];
   // Let adoption and any carried-on operation finish.
   let vms: VmJson[] = [];
-  for (let i = 0; i < 400; i++) {
+  // A carried-on shutdown may take its remaining time plus a hard stop (quit, SIGTERM, SIGKILL: 5 s each)
+  // on a loaded machine: up to a minute before a VM still in flight counts as stuck.
+  for (let i = 0; i < 1200; i++) {
     vms = (await d.api.json<{ vms: VmJson[] }>("GET", "/v1/vms")).vms;
     if (vms.every((v) => !TRANSIENT.includes(v.state) && !v.operation)) break;
     await sleep(50);
