@@ -3,7 +3,7 @@
 // with POST /v1/vms/NAME/migrate, each run to the daemon it is not on.
 import { randomBytes } from "node:crypto";
 import { copyFile } from "node:fs/promises";
-import net from "node:net";
+import { freePort as freePortOn } from "../src/net/free-port.js";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConsoleTail, untilTicking, type ConsoleReader } from "./guest-console.js";
@@ -29,17 +29,7 @@ export interface DaemonPeer {
   url: string;
 }
 
-/** A port free on 127.0.0.1 right now. */
-export function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, host, () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export const freePort = (host = "127.0.0.1"): Promise<number> => freePortOn(host);
 
 /**
  * Launches the two daemons; each is handed to `own` (for cleanup) right after its

@@ -3,7 +3,6 @@
 // then to commit (resume the guest) once RAM has arrived, or to abort. The guest
 // runs here only after a commit; until then an abort, a source that goes silent
 // or a restart of this daemon removes everything that was prepared.
-import net from "node:net";
 import os from "node:os";
 import { FileNotFound, InsufficientResources, VmExists, VmStateConflict } from "../errors.js";
 import type { HostContext } from "../vm/host-context.js";
@@ -13,6 +12,7 @@ import type { Vm } from "../vm/vm.js";
 import type { VmRegistry } from "../vm/vm-registry.js";
 import { diskPath } from "../store/vm-paths.js";
 import { withFilePaths } from "./definition-files.js";
+import { freePort } from "../net/free-port.js";
 import type { IncomingReply, IncomingRequest, IncomingState } from "./migration-schema.js";
 import { access } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -243,14 +243,3 @@ async function exists(p: string): Promise<boolean> {
   );
 }
 
-/** A port free on `host` right now, from the kernel's ephemeral range. */
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, host, () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
-import { installGuest, startDaemon, vmctlJs, waitForConsole, type TestDaemon } from "../helpers/daemon.js";
+import { startDaemon, vmctlJs, waitForConsole, type TestDaemon, defineShellVm } from "../helpers/daemon.js";
 import { openConsole } from "../helpers/console-socket.js";
 
 const VM = "vcon";
@@ -58,12 +58,7 @@ function vmctl(d: TestDaemon, args: string[], stdin: "pipe" | "ignore" = "pipe",
 t.test("vmctl console", async (t) => {
   const d = await startDaemon();
   t.teardown(() => d.cleanup());
-  const g = await installGuest(d);
-  await d.api.json("POST", "/v1/vms", {
-    name: VM,
-    memoryMiB: 128,
-    boot: { kernel: g.kernel, initrd: g.initrd, cmdline: `${g.cmdline} vmh.shell=1` },
-  });
+  await defineShellVm(d, VM);
   await d.api.json("POST", `/v1/vms/${VM}/start`);
   await waitForConsole(d, VM, /vmh# /);
 

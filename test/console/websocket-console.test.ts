@@ -3,7 +3,7 @@
 // writer at a time, the log keeps it all, and a restarted daemon attaches again
 // to the same running guest.
 import t from "tap";
-import { installGuest, startDaemon, waitForBoot, waitForConsole, waitForVm } from "../helpers/daemon.js";
+import { startDaemon, waitForBoot, waitForConsole, waitForVm, defineShellVm } from "../helpers/daemon.js";
 import { openConsole, RefusedUpgrade } from "../helpers/console-socket.js";
 
 const VM = "con";
@@ -11,12 +11,7 @@ const VM = "con";
 t.test("WebSocket console: writer, viewers, refusals, log, daemon restart", async (t) => {
   const d = await startDaemon();
   t.teardown(() => d.cleanup());
-  const g = await installGuest(d);
-  await d.api.json("POST", "/v1/vms", {
-    name: VM,
-    memoryMiB: 128,
-    boot: { kernel: g.kernel, initrd: g.initrd, cmdline: `${g.cmdline} vmh.shell=1` },
-  });
+  await defineShellVm(d, VM);
 
   const refusal = async (vm: string, mode?: "ro" | "rw"): Promise<RefusedUpgrade> => {
     const err = await openConsole(d, vm, mode).then(

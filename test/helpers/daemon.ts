@@ -182,6 +182,12 @@ export async function defineGuestVm(d: TestDaemon, name: string, extra: Record<s
   });
 }
 
+/** Defines a VM booting the test guest with an interactive shell on its serial console (prompt `vmh# `). */
+export async function defineShellVm(d: TestDaemon, name: string): Promise<void> {
+  const g = await installGuest(d);
+  await defineGuestVm(d, name, { boot: { kernel: g.kernel, initrd: g.initrd, cmdline: `${g.cmdline} vmh.shell=1` } });
+}
+
 /** Polls GET /v1/vms/NAME until `ok` holds for the VM object (or the deadline passes). */
 export async function waitForVm<T = Record<string, unknown>>(
   d: TestDaemon,
