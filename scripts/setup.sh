@@ -11,7 +11,8 @@ packages=(qemu-system-x86 qemu-utils ovmf)
 if [ "$mode" = "--test" ]; then
   # cpio builds the test guest's initramfs; iproute2 makes test network namespaces.
   # grub's two platforms, xorriso and mtools make the installer ISO; systemd brings systemd-analyze.
-  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin xorriso mtools)
+  # etcd-server: the fleet tests start their own etcd on loopback (never the packaged service).
+  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin xorriso mtools etcd-server)
 fi
 
 missing=()
