@@ -3,7 +3,7 @@
 // (as vmctl does), and its resident memory read from /proc.
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -44,13 +44,15 @@ export class BenchDaemon {
     // Short on purpose: QMP and console socket paths below it must fit in 107 bytes.
     // An existing root starts a daemon on the state an earlier one left (re-adoption).
     const root = existingRoot ?? (await mkdtemp("/tmp/vmhb-"));
+    // mkdtemp makes it 0700; qemu runs unprivileged and must pass through to its files.
+    await chmod(root, 0o711);
     await mkdir(path.join(root, "state", "images"), { recursive: true });
     await mkdir(path.join(root, "run"), { recursive: true });
     const logFile = path.join(root, "vmhostd.log");
     const log = openSync(logFile, "a");
     const args = [mainJs, "--state-dir", path.join(root, "state"), "--run-dir", path.join(root, "run")];
     // Own process group: a Ctrl-C at the terminal reaches only the bench, which then stops the VMs first.
-    const proc = spawn(process.execPath, [...args, "--accel", "tcg", "--log-level", logLevel, ...extraArgs], {
+    const proc = spawn(process.execPath, [...(await daemonNodeFlags(mainJs)), ...args, "--accel", "tcg", "--log-level", logLevel, ...extraArgs], {
       stdio: ["ignore", log, log],
       detached: true,
     });
@@ -159,6 +161,17 @@ export class BenchDaemon {
     }
     throw new Error(`vmhostd not ready in ${deadlineMs} ms:\n${await this.log()}`);
   }
+}
+
+/**
+ * The node flags the daemon is meant to run with, from its own `#!/usr/bin/env -S node ...`
+ * line (the systemd unit and `npm start` use the same), so the bench measures what operators run.
+ */
+async function daemonNodeFlags(mainJs: string): Promise<string[]> {
+  if (process.env.BENCH_NODE_FLAGS !== undefined) return process.env.BENCH_NODE_FLAGS.split(" ").filter(Boolean);
+  const first = (await readFile(mainJs, "utf8")).split("\n", 1)[0] ?? "";
+  const m = /^#!\S*env -S node(.*)$/.exec(first);
+  return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
 }
 
 /** SIGKILLs pid only while its command line still names our directory (the pid may have been reused). */

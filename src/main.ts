@@ -1,4 +1,8 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --lite-mode --no-expose-wasm --max-semi-space-size=1
+// The node flags above (also in systemd/vmhostd.service and `npm start`) keep the
+// daemon small: it spends its time waiting on sockets, so V8's optimising compiler
+// and a large young generation buy nothing but memory. Lite mode has no
+// WebAssembly, hence no global fetch(): talk HTTP through node:http.
 // vmhostd: read the settings, open the stores, adopt the VMs that are already
 // running, serve the API, and on SIGTERM leave every VM running.
 import { chmod, mkdir, rm } from "node:fs/promises";

@@ -4,7 +4,6 @@ import { rm } from "node:fs/promises";
 import path from "node:path";
 import { writeFileAtomic } from "../store/atomic-file.js";
 import os from "node:os";
-import si from "systeminformation";
 import type { HostContext } from "../vm/host-context.js";
 import type { VmRegistry } from "../vm/vm-registry.js";
 
@@ -19,6 +18,8 @@ export class HostInventory {
   ) {}
 
   async describe(): Promise<Record<string, unknown>> {
+    // Loaded on first use: a daemon nobody asks about its host keeps the memory.
+    const { default: si } = await import("systeminformation");
     this.cpu ??= await si.cpu().then((c) => ({ model: `${c.manufacturer} ${c.brand}`.trim(), cores: c.cores }));
     const mem = await si.mem();
     const pools = await this.host.pools.usage();

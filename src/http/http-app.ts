@@ -66,8 +66,9 @@ export function buildHttpApp({ registry, inventory, migration, storage, log, pee
       done();
     },
   });
-  const openapi = buildOpenApi();
-  app.get("/openapi.json", async () => openapi);
+  // Built on first request: most daemons are never asked for it.
+  let openapi: ReturnType<typeof buildOpenApi> | undefined;
+  app.get("/openapi.json", async () => (openapi ??= buildOpenApi()));
   registerHostRoutes(app, inventory);
   registerVmRoutes(app, registry);
   registerConsoleRoutes(app, registry);

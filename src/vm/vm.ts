@@ -23,6 +23,7 @@ export interface VmView {
   qemuStatus?: string;
   unresponsive?: boolean;
   startedAt?: string;
+  qemuVersion?: string;
   argv?: string[];
   operation?: { name: OperationName; startedAt: string };
   job?: JobView;
@@ -124,6 +125,8 @@ export class Vm {
             qemuStatus: s.status,
             unresponsive: s.unresponsive,
             startedAt: s.record.startedAt,
+            // The version this qemu was started from: after a package upgrade it may differ from the host's.
+            ...(s.record.qemuVersion ? { qemuVersion: s.record.qemuVersion } : {}),
             argv: [...s.record.argv],
             ...(this.balloonActual !== undefined ? { balloon: { actualMiB: Math.round(this.balloonActual / 2 ** 20) } } : {}),
           }

@@ -31,6 +31,11 @@ t.test("create → start → pause → resume → shutdown → start → stop �
   t.equal(started.state, "running");
   t.ok(started.pid && started.pid > 0, "running VM has a pid");
   t.ok(started.argv?.includes("-S"), "argv is shown");
+  // What an operator debugging the VM reads: the exact process, when it started, from which qemu.
+  const shown = await d.api.json<VmJson & { startedAt?: string; qemuVersion?: string }>("GET", "/v1/vms/life");
+  t.equal(shown.pid, started.pid, "GET shows the same pid");
+  t.match(shown.qemuVersion, /^\d+\.\d+/, "and the qemu version");
+  t.ok(shown.startedAt && Date.now() - Date.parse(shown.startedAt) < 120_000, "and when it started");
 
   const boot = parseGuestMarkers(await waitForConsole(d, "life", /VMH-TICK 3 /));
   t.ok(boot.bootId, "guest printed its boot id");

@@ -1,6 +1,7 @@
 // Starts a real vmhostd in throw-away directories for a test, and the means to
 // talk to it, kill it and start it again on the same state.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -12,6 +13,13 @@ import { ensureGuest, parseGuestMarkers, type GuestMarkers } from "./guest.js";
 export const distRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const mainJs = path.join(distRoot, "src/main.js");
 export const vmctlJs = path.join(distRoot, "src/cli/vmctl.js");
+
+/** The node flags on main.js's `#!/usr/bin/env -S node ...` line: tests run the daemon as operators do. */
+export const daemonNodeFlags: string[] = (() => {
+  const first = readFileSync(mainJs, "utf8").split("\n", 1)[0] ?? "";
+  const m = /^#!\S*env -S node(.*)$/.exec(first);
+  return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
+})();
 
 export interface TestDaemon {
   root: string;
@@ -85,7 +93,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     },
   };
   const launch = async (args: string[]): Promise<ChildProcess> => {
-    const daemonArgv = [mainJs, "--state-dir", stateDir, "--run-dir", runDir, "--accel", "tcg", "--log-level", "debug", ...args];
+    const daemonArgv = [...daemonNodeFlags, mainJs, "--state-dir", stateDir, "--run-dir", runDir, "--accel", "tcg", "--log-level", "debug", ...args];
     const proc = spawn(
       opts.netns ? "ip" : process.execPath,
       opts.netns ? ["netns", "exec", opts.netns, process.execPath, ...daemonArgv] : daemonArgv,

@@ -64,6 +64,13 @@ t.test("vmhostd.service: notify, watchdog, and VMs outlive the daemon", async (t
   t.ok(svc.get("WatchdogSec"), "watchdog on");
   t.equal(svc.get("KillMode"), "process", "stop and restart signal the daemon only, never the VMs");
   t.match(svc.get("ExecStart"), /\/dist\/src\/main\.js$/);
+  // One set of node flags wherever the daemon starts: the unit, `npm start` and main.js's own #! line.
+  const shebang = (await readFile(path.join(unitsDir, "../src/main.ts"), "utf8")).split("\n", 1)[0]!;
+  const flags = /^#!\/usr\/bin\/env -S node (.*)$/.exec(shebang)?.[1];
+  t.ok(flags?.includes("--max-semi-space-size"), "main.ts's #! line carries the memory flags");
+  t.equal(svc.get("ExecStart"), `/usr/bin/node ${flags} /opt/vmhostd/dist/src/main.js`, "the unit runs node with them");
+  const pkg = JSON.parse(await readFile(path.join(unitsDir, "../package.json"), "utf8")) as { scripts: Record<string, string> };
+  t.match(pkg.scripts.start, ` node ${flags} dist/src/main.js`, "npm start too");
 });
 
 t.test("vmhostd-guests.service: guests start after vmhostd and stop before it", async (t) => {

@@ -1,0 +1,166 @@
+// One daemon at the scale of a busy host: 200 VMs defined, 20 of them running
+// tiny guests. Prints the latency of the read paths an orchestrator polls
+// (`GET /v1/vms`, `GET /v1/vms/{name}`, `GET /metrics`), the daemon's resident
+// memory at each stage, and re-adoption after SIGKILL with 20 VMs running.
+import { copyFile, readFile } from "node:fs/promises";
+import http from "node:http";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { setTimeout as sleep } from "node:timers/promises";
+import { ensureGuest } from "./guest-files.js";
+import { formatTable, summarize } from "./latency-stats.js";
+import { BenchDaemon } from "./vmhostd-daemon.js";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const mainJs = path.join(repoRoot, "dist/src/main.js");
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+/** Nearest-rank percentile of unsorted samples. */
+function pct(samples: number[], p: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.max(1, Math.ceil((p / 100) * sorted.length)) - 1]!;
+}
+
+/** One GET over the daemon's socket; `agent` decides between a fresh connection (as vmctl does) and keep-alive. */
+function timedGet(socket: string, urlPath: string, agent: http.Agent | false): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: socket, method: "GET", path: urlPath, agent }, (res) => {
+      res.on("data", () => {});
+      res.on("end", () => (res.statusCode === 200 ? resolve(performance.now() - t0) : reject(new Error(`${urlPath}: ${res.statusCode}`))));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+async function sampleGets(daemon: BenchDaemon, paths: () => string, n: number, agent: http.Agent | false): Promise<number[]> {
+  const out: number[] = [];
+  // Warm-up: the first requests compile the route's code paths.
+  for (let i = 0; i < 20; i++) await timedGet(daemon.socket, paths(), agent);
+  for (let i = 0; i < n; i++) out.push(await timedGet(daemon.socket, paths(), agent));
+  return out;
+}
+
+async function settledRssMiB(daemon: BenchDaemon): Promise<number> {
+  await sleep(1000);
+  return (await daemon.rssKiB()) / 1024;
+}
+
+async function main(): Promise<void> {
+  const defined = arg("defined", 200);
+  const running = arg("running", 20);
+  const requests = arg("requests", 1000);
+  const restarts = arg("restarts", 5);
+  const guest = ensureGuest(repoRoot);
+  let daemon = await BenchDaemon.launch(mainJs);
+  const root = daemon.root;
+  const names = Array.from({ length: defined }, (_, i) => `sc${String(i).padStart(3, "0")}`);
+  const runningNames = names.slice(0, running);
+  const pids: number[] = [];
+  const rss: { label: string; mib: number }[] = [];
+  try {
+    await daemon.waitReady();
+    rss.push({ label: "idle, no VMs", mib: await settledRssMiB(daemon) });
+    await copyFile(guest.kernel, path.join(daemon.stateDir, "images/vmlinuz"));
+    await copyFile(guest.initrd, path.join(daemon.stateDir, "images/initrd.img"));
+    for (const name of names) {
+      await daemon.expect(201, "POST", "/v1/vms", {
+        name,
+        memoryMiB: 96,
+        boot: { kernel: "vmlinuz", initrd: "initrd.img", cmdline: guest.cmdline },
+        disks: [{ name: "root", sizeGiB: 1 }],
+      });
+    }
+    rss.push({ label: `${defined} defined, none running`, mib: await settledRssMiB(daemon) });
+    for (const name of runningNames) {
+      const vm = (await daemon.expect(200, "POST", `/v1/vms/${name}/start`)) as { pid: number };
+      daemon.rememberQemu(vm.pid);
+      pids.push(vm.pid);
+    }
+    // Measure against idle guests, not 20 TCG boots fighting over the CPUs.
+    const until = Date.now() + 240_000;
+    for (const name of runningNames) {
+      const log = path.join(daemon.stateDir, "vms", name, "console.log");
+      while (!(await readFile(log, "utf8").catch(() => "")).includes("VMH-READY") && Date.now() < until) await sleep(250);
+    }
+    await sleep(2000);
+    rss.push({ label: `${defined} defined, ${running} running`, mib: await settledRssMiB(daemon) });
+
+    let next = 0;
+    const oneVm = (): string => `/v1/vms/${names[next++ % names.length]}`;
+    const runningVm = (): string => `/v1/vms/${runningNames[next++ % runningNames.length]}`;
+    const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const rows = [
+      { label: "GET /v1/vms (new connection)", samples: await sampleGets(daemon, () => "/v1/vms", requests, false) },
+      { label: "GET /v1/vms/{name} (new connection)", samples: await sampleGets(daemon, oneVm, requests, false) },
+      ...(running > 0 ? [{ label: "GET /v1/vms/{running} (new connection)", samples: await sampleGets(daemon, runningVm, requests, false) }] : []),
+      { label: "GET /v1/vms (keep-alive)", samples: await sampleGets(daemon, () => "/v1/vms", requests, keepAlive) },
+      { label: "GET /v1/vms/{name} (keep-alive)", samples: await sampleGets(daemon, oneVm, requests, keepAlive) },
+      { label: "GET /metrics (new connection)", samples: await sampleGets(daemon, () => "/metrics", Math.ceil(requests / 20), false) },
+    ];
+    keepAlive.destroy();
+    rss.push({ label: "after the GET loops", mib: await settledRssMiB(daemon) });
+
+    const wall: number[] = [];
+    const own: number[] = [];
+    for (let run = 0; run < restarts; run++) {
+      await daemon.kill();
+      const logStart = (await readFile(daemon.logFile, "utf8")).length;
+      const t0 = performance.now();
+      daemon = await BenchDaemon.launch(mainJs, root, "info");
+      for (const pid of pids) daemon.rememberQemu(pid);
+      await daemon.waitReady();
+      for (;;) {
+        const r = await daemon.request("GET", "/v1/vms");
+        const vms = (r.body as { vms: { name: string; state: string; pid?: number }[] }).vms;
+        const up = vms.filter((v) => v.state === "running" && v.pid);
+        if (vms.length === defined && up.length === running) break;
+        await sleep(5);
+      }
+      wall.push(performance.now() - t0);
+      for (let i = 0; i < 100; i++) {
+        const m = /"ms":(\d+)[^\n]*"msg":"VMs adopted"/.exec((await readFile(daemon.logFile, "utf8")).slice(logStart));
+        if (m) {
+          own.push(Number(m[1]));
+          break;
+        }
+        await sleep(20);
+      }
+    }
+    rss.push({ label: "after re-adoption", mib: await settledRssMiB(daemon) });
+
+    console.log(`scale: ${defined} VMs defined, ${running} running (TCG guests, 96 MiB), ${requests} requests per GET row`);
+    console.log(formatTable(rows));
+    console.log("");
+    console.log("p50 / p99 (ms)");
+    for (const r of rows) console.log(`  ${r.label.padEnd(40)} ${pct(r.samples, 50).toFixed(2).padStart(7)} ${pct(r.samples, 99).toFixed(2).padStart(7)}`);
+    console.log("");
+    console.log(`re-adoption after SIGKILL, ${restarts} restarts`);
+    console.log(
+      formatTable([
+        { label: "spawn daemon -> all VMs running via API", samples: wall },
+        { label: "daemon's own: start-up to all adopted", samples: own },
+      ]),
+    );
+    console.log("");
+    const budget = (vms: number): number => 60 + 0.5 * vms;
+    console.log("daemon RSS (MiB)   [goal 60 + 0.5 per VM]");
+    for (const r of rss) console.log(`  ${r.label.padEnd(40)} ${r.mib.toFixed(1).padStart(7)}`);
+    console.log(`  goal with ${defined} VMs: ${budget(defined).toFixed(1)}; counting only the ${running} running: ${budget(running).toFixed(1)}`);
+    const s = summarize(wall);
+    if (s) console.log(`re-adoption median ${s.median.toFixed(0)} ms (goal < 1000 ms)`);
+  } finally {
+    await daemon.shutdown(runningNames);
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
