@@ -112,6 +112,9 @@ export class QemuUnresponsive extends defineError("VMH_ERR_QEMU_UNRESPONSIVE", 5
 /** qemu refused a command or failed to start; `detail` carries qemu's own words. */
 export class QemuFailed extends defineError("VMH_ERR_QEMU_FAILED", 502, "qemu failed") {}
 
+/** qemu answered an operator's pass-through QMP command (`POST .../qmp`) with an error: `qemuClass` and `detail` are qemu's. */
+export class QmpCommandRefused extends defineError("VMH_ERR_QMP_COMMAND", 422, "qemu refused the QMP command") {}
+
 /** A disk image could not be created or inspected. */
 export class StorageFailed extends defineError("VMH_ERR_STORAGE", 500, "Storage operation failed") {}
 
@@ -169,6 +172,7 @@ export const errorCatalogue = [
   UnsupportedMediaType,
   QemuUnresponsive,
   QemuFailed,
+  QmpCommandRefused,
   StorageFailed,
   FirmwareUnavailable,
   BridgeNotFound,

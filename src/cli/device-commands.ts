@@ -84,6 +84,20 @@ export function registerDeviceCommands(program: Command, io: CliIo): void {
     });
 
   program
+    .command("qmp <name> <command-json>")
+    .description(`run one QMP command on the VM's qemu through the daemon (logged), e.g. '{"execute":"query-status"}'`)
+    .action(async (name: string, commandJson: string) => {
+      let command: unknown;
+      try {
+        command = JSON.parse(commandJson);
+      } catch (err) {
+        throw new Error(`<command-json> is not JSON: ${(err as Error).message}`);
+      }
+      const r = await io.client().json<{ return: unknown }>("POST", `${vmUrl(name)}/qmp`, command);
+      io.out(JSON.stringify(r.return, null, 2));
+    });
+
+  program
     .command("agent <name>")
     .description("ask the guest agent (qemu-ga) whether it answers, and the guest's addresses")
     .action(async (name: string) => {

@@ -20,6 +20,7 @@ import { registerStorageRoutes, type StorageDeps } from "./routes/storage-routes
 import { registerEventRoutes } from "./routes/event-routes.js";
 import { requirePeerToken } from "./peer-auth.js";
 import { registerMetricsRoutes } from "./routes/metrics-routes.js";
+import { registerQmpRoutes } from "./routes/qmp-routes.js";
 import { observeHttpRequest } from "../metrics/metrics.js";
 
 export interface HttpDeps {
@@ -80,5 +81,6 @@ export function buildHttpApp({ registry, inventory, migration, storage, log, pee
   registerStorageRoutes(app, registry, storage);
   registerEventRoutes(app, registry.host.bus);
   registerMetricsRoutes(app, registry);
+  registerQmpRoutes(app, registry);
   return app;
 }

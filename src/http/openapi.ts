@@ -9,6 +9,7 @@ import { cdromChangeBody, consoleLogQuery, shutdownBody } from "./schemas.js";
 import { migrateRequestSchema } from "../migration/migration-schema.js";
 import { diskBackupBody, diskResizeBody } from "./storage-schemas.js";
 import { balloonBody, diskAddBody, nicAddBody } from "./device-schemas.js";
+import { qmpPassthroughBody } from "./routes/qmp-routes.js";
 
 const schema = (s: z.ZodType, io: "input" | "output" = "input") =>
   z.toJSONSchema(s, { io, unrepresentable: "any", target: "openapi-3.0" });
@@ -186,6 +187,14 @@ export function buildOpenApi(): Record<string, unknown> {
           responses: { "200": { description: "{targetMiB, actualMiB?}" }, ...problems(400, 404, 409, 502, 504) },
         },
       },
+      "/v1/vms/{name}/qmp": {
+        post: {
+          summary: "run one QMP command on the running VM's qemu (the operator's escape hatch: no operation lock; logged and evented as qmp.passthrough)",
+          parameters: [nameParam],
+          requestBody: { required: true, content: json("QmpCommand") },
+          responses: { "200": { description: "{return: qemu's return value}" }, ...problems(400, 404, 409, 422, 502, 504) },
+        },
+      },
       "/v1/vms/{name}/agent": {
         get: {
           summary: "whether a guest agent answers on the VM's channel (guest-sync, guest-ping), and the guest's addresses; {connected: false} promptly without one",
@@ -262,6 +271,7 @@ export function buildOpenApi(): Record<string, unknown> {
         DiskAdd: schema(diskAddBody),
         NicAdd: schema(nicAddBody),
         BalloonTarget: schema(balloonBody),
+        QmpCommand: schema(qmpPassthroughBody),
         PoolList: {
           type: "object",
           required: ["pools"],

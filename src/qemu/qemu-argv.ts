@@ -50,6 +50,9 @@ export function buildQemuArgv({ def, paths, accel, files, incoming, vhostNet, io
     "-pidfile", paths.pidfile,
     "-chardev", `socket,id=qmp,path=${paths.qmpSocket},server=on,wait=off`,
     "-mon", "chardev=qmp,mode=control",
+    // A second monitor for hands-on debugging (qemu's own tools); events go to both.
+    "-chardev", `socket,id=qmp-debug,path=${paths.qmpDebugSocket},server=on,wait=off`,
+    "-mon", "chardev=qmp-debug,mode=control",
     // The chardev's own logfile records every byte of the serial console, whether or
     // not anyone is attached and while the daemon is down.
     "-chardev",

@@ -17,6 +17,8 @@ export interface VmPaths {
   runtime: string;
   pidfile: string;
   qmpSocket: string;
+  /** A second QMP monitor for an operator's own tools; the daemon never connects to it. */
+  qmpDebugSocket: string;
   consoleSocket: string;
   /** qemu's VNC server for the VM's display; only a local client (or the daemon) reaches it. */
   vncSocket: string;
@@ -40,6 +42,7 @@ export function vmPaths(stateDir: string, runDir: string, name: string): VmPaths
     runtime: path.join(run, "runtime.json"),
     pidfile: path.join(run, "qemu.pid"),
     qmpSocket: path.join(run, "qmp.sock"),
+    qmpDebugSocket: path.join(run, "qmp-debug.sock"),
     consoleSocket: path.join(run, "console.sock"),
     vncSocket: path.join(run, "vnc.sock"),
     qgaSocket: path.join(run, "qga.sock"),

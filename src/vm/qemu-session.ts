@@ -2,7 +2,7 @@
 // that tells when the process has gone. The QMP client stays protocol-only;
 // this is where its errors become the domain's (timeout → unresponsive).
 import type { Logger } from "pino";
-import { QemuFailed, QemuUnresponsive } from "../errors.js";
+import { QemuFailed, QemuUnresponsive, QmpCommandRefused } from "../errors.js";
 import { QmpClient } from "../qmp/qmp-client.js";
 import { observeQmpCommand } from "../metrics/metrics.js";
 import { QmpExecuteError, QmpTimeout, QmpError } from "../qmp/errors.js";
@@ -153,6 +153,25 @@ export class QemuSession {
       this.unresponsive = false;
       return result;
     } catch (err) {
+      throw this.domainError(command, err);
+    }
+  }
+
+  /**
+   * An operator's own command (`POST .../qmp`), untyped: qemu's error comes back
+   * as the operator's problem (422), not as a daemon failure.
+   */
+  async executeUntyped(command: string, args: Record<string, unknown> | undefined, timeoutMs: number): Promise<unknown> {
+    const qmp = this.qmp;
+    if (!qmp) throw new QemuUnresponsive(`qemu of VM "${this.vm}" has no QMP connection`, { vm: this.vm, command });
+    try {
+      const result = await qmp.executeRaw(command, args, { timeoutMs });
+      this.unresponsive = false;
+      return result;
+    } catch (err) {
+      if (err instanceof QmpExecuteError) {
+        throw new QmpCommandRefused(`qemu refused ${command}: ${err.desc}`, { vm: this.vm, command, qemuClass: err.errorClass, qemuDesc: err.desc });
+      }
       throw this.domainError(command, err);
     }
   }

@@ -155,5 +155,5 @@ async function resumeInterrupted(vm: Vm, entry: JournalEntry): Promise<FollowUp>
 
 export async function cleanRunFiles(vm: Vm): Promise<void> {
   await removeRuntimeRecord(vm.paths).catch(() => {});
-  for (const f of [vm.paths.pidfile, vm.paths.qmpSocket, vm.paths.consoleSocket, vm.paths.vncSocket, vm.paths.qgaSocket]) await rm(f, { force: true }).catch(() => {});
+  for (const f of [vm.paths.pidfile, vm.paths.qmpSocket, vm.paths.qmpDebugSocket, vm.paths.consoleSocket, vm.paths.vncSocket, vm.paths.qgaSocket]) await rm(f, { force: true }).catch(() => {});
 }

@@ -25,6 +25,8 @@ export interface VmView {
   startedAt?: string;
   qemuVersion?: string;
   argv?: string[];
+  /** The second QMP monitor, for qemu's own tools. */
+  qmpDebugSocket?: string;
   operation?: { name: OperationName; startedAt: string };
   job?: JobView;
   lastExit?: LastExit;
@@ -128,6 +130,7 @@ export class Vm {
             // The version this qemu was started from: after a package upgrade it may differ from the host's.
             ...(s.record.qemuVersion ? { qemuVersion: s.record.qemuVersion } : {}),
             argv: [...s.record.argv],
+            qmpDebugSocket: this.paths.qmpDebugSocket,
             ...(this.balloonActual !== undefined ? { balloon: { actualMiB: Math.round(this.balloonActual / 2 ** 20) } } : {}),
           }
         : {}),

@@ -48,7 +48,7 @@ const steps: Step<StartContext>[] = [
         resolveVmFiles(c.vm.definition, c.host.pools, c.vm.paths),
         prepareUefi(c.vm, c.host),
         mkdir(c.vm.paths.runDir, { recursive: true, mode: 0o755 }).then(() =>
-          Promise.all([rm(c.vm.paths.qmpSocket, { force: true }), rm(c.vm.paths.consoleSocket, { force: true })]),
+          Promise.all([rm(c.vm.paths.qmpSocket, { force: true }), rm(c.vm.paths.qmpDebugSocket, { force: true }), rm(c.vm.paths.consoleSocket, { force: true })]),
         ),
       ]);
       c.files = { ...files, ...(firmware ? { firmware } : {}) };
