@@ -35,6 +35,7 @@ export const configSchema = z
       .default([])
       .refine((ps) => new Set(ps.map((p) => p.split("=")[0])).size === ps.length, "a pool name is given twice"),
     hostReservedMiB: z.coerce.number().int().min(0).max(1 << 30).default(1024),
+    maxConnections: z.coerce.number().int().min(8).max(100_000).default(512),
     peerToken: z.string().min(16, "must be at least 16 characters").optional(),
     migrationHost: z
       .string()
@@ -73,6 +74,7 @@ export const settings = [
   { key: "logLevel", flag: "log-level", env: "VMHOSTD_LOG_LEVEL", help: "fatal|error|warn|info|debug|trace|silent" },
   { key: "pools", flag: "pool", env: "VMHOSTD_POOLS", help: "storage pool NAME=DIR, repeatable (env: comma-separated)" },
   { key: "hostReservedMiB", flag: "host-reserved-mib", env: "VMHOSTD_HOST_RESERVED_MIB", help: "memory kept for the host; incoming VMs must fit beside it" },
+  { key: "maxConnections", flag: "max-connections", env: "VMHOSTD_MAX_CONNECTIONS", help: "open HTTP connections per listener; more are closed at once" },
   { key: "peerToken", flag: "peer-token", env: "VMHOSTD_PEER_TOKEN", help: "shared secret: Bearer token required on TCP" },
   { key: "migrationHost", flag: "migration-host", env: "VMHOSTD_MIGRATION_HOST", help: "address incoming migrations listen on" },
   { key: "ovmfCode", flag: "ovmf-code", env: "VMHOSTD_OVMF_CODE", help: "UEFI firmware code file (OVMF)" },

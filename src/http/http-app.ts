@@ -32,16 +32,36 @@ export interface HttpDeps {
   log: Logger;
   /** Set for the TCP listener: every request must carry it as a Bearer token. */
   peerToken?: string;
+  /** Open connections on this listener beyond which new ones are closed (default HTTP_LIMITS.connections). */
+  maxConnections?: number;
 }
 
-export function buildHttpApp({ registry, inventory, migration, storage, log, peerToken }: HttpDeps): FastifyInstance {
+/** What one client may ask of a listener; README "Security" lists them. */
+export const HTTP_LIMITS = {
+  bodyBytes: 1024 * 1024,
+  headerBytes: 16 * 1024,
+  /** Time to receive the request line and headers. */
+  headersMs: 10_000,
+  /** Time to receive the whole request, body included. */
+  requestMs: 30_000,
+  keepAliveMs: 5_000,
+  /** Open connections per listener (event streams and consoles count); more are closed at once. `--max-connections`. */
+  connections: 512,
+} as const;
+
+export function buildHttpApp({ registry, inventory, migration, storage, log, peerToken, maxConnections }: HttpDeps): FastifyInstance {
   // fastify types its instance by the logger; the routes take the base type.
   const app = Fastify({
     loggerInstance: log.child({ component: "http" }) as FastifyBaseLogger,
     disableRequestLogging: true,
-    bodyLimit: 1024 * 1024,
-    // A client that sends its request slower than this is cut off.
-    requestTimeout: 120_000,
+    bodyLimit: HTTP_LIMITS.bodyBytes,
+    // Node answers 431 to a request line + headers over this, before any route runs.
+    // The timeouts below are checked this often (node's default is 30 s).
+    http: { maxHeaderSize: HTTP_LIMITS.headerBytes, connectionsCheckingInterval: 1000 },
+    // A client that sends its request slower than this is cut off (408). Only
+    // receiving the request counts: an event stream or a console may stay open.
+    requestTimeout: HTTP_LIMITS.requestMs,
+    keepAliveTimeout: HTTP_LIMITS.keepAliveMs,
     connectionTimeout: 0,
     return503OnClosing: true,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
@@ -51,6 +71,10 @@ export function buildHttpApp({ registry, inventory, migration, storage, log, pee
     observeHttpRequest(req.method, req.routeOptions.url ?? "(unmatched)", reply.statusCode, reply.elapsedTime / 1000);
     req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: reply.elapsedTime }, "request");
   });
+  app.server.headersTimeout = HTTP_LIMITS.headersMs;
+  app.server.maxConnections = maxConnections ?? HTTP_LIMITS.connections;
+  // The API speaks JSON only: any other body is a 415, not a string for zod to puzzle over.
+  app.removeContentTypeParser("text/plain");
   app.setErrorHandler(errorHandler);
   if (peerToken) requirePeerToken(app, peerToken);
   app.setNotFoundHandler((req, reply) => {

@@ -1,0 +1,112 @@
+// What one client may ask of a listener: a clear 4xx or a closed connection at
+// each limit, never a crash, and the daemon answering everybody else meanwhile.
+import net from "node:net";
+import t from "tap";
+import { setTimeout as sleep } from "node:timers/promises";
+import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
+import { stateDigest } from "../helpers/state-digest.js";
+
+interface RawReply {
+  text: string;
+  closed: boolean;
+  ms: number;
+}
+
+/** Writes `parts` (with `gapMs` between them) on a raw connection and collects what comes back until it closes or `waitMs` pass. */
+function raw(d: TestDaemon, parts: (string | Buffer)[], opts: { gapMs?: number; waitMs: number }): Promise<RawReply> {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const sock = net.connect(d.socket);
+    const chunks: Buffer[] = [];
+    let done = false;
+    const finish = (closed: boolean): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve({ text: Buffer.concat(chunks).toString("latin1"), closed, ms: performance.now() - t0 });
+    };
+    const timer = setTimeout(() => finish(false), opts.waitMs);
+    sock.on("data", (c: Buffer) => chunks.push(c));
+    sock.on("close", () => finish(true));
+    sock.on("error", () => finish(true));
+    sock.on("connect", async () => {
+      for (const p of parts) {
+        if (done) return;
+        sock.write(p);
+        if (opts.gapMs) await sleep(opts.gapMs);
+      }
+    });
+  });
+}
+
+t.test("HTTP limits", async (t) => {
+  const d = await startDaemon({ args: ["--max-connections", "40"] });
+  t.teardown(() => d.cleanup());
+  await d.api.json("POST", "/v1/vms", { name: "keep", memoryMiB: 64, disks: [{ name: "root", sizeGiB: 1 }] });
+  const before = await stateDigest(d.stateDir);
+  const alive = async (what: string): Promise<void> => {
+    const r = await d.api.request("GET", "/v1/vms/keep");
+    t.equal(r.status, 200, `the daemon still answers after ${what}`);
+  };
+
+  const big = Buffer.alloc(1024 * 1024 + 10, "a");
+  const body = await raw(d, [`POST /v1/vms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${big.length}\r\n\r\n`, big], { waitMs: 10_000 });
+  t.match(body.text, /^HTTP\/1\.1 413 /, "a body over 1 MiB is a 413");
+  t.match(body.text, /VMH_ERR_PAYLOAD_TOO_LARGE/, "with its code");
+  await alive("an oversized body");
+
+  const header = await raw(d, [`GET /v1/vms HTTP/1.1\r\nHost: x\r\nX-Big: ${"b".repeat(20 * 1024)}\r\n\r\n`], { waitMs: 10_000 });
+  t.match(header.text, /^HTTP\/1\.1 431 /, "headers over 16 KiB are a 431");
+  t.ok(header.closed, "and the connection is closed");
+  const longUrl = await raw(d, [`GET /v1/vms/${"n".repeat(20 * 1024)} HTTP/1.1\r\nHost: x\r\n\r\n`], { waitMs: 10_000 });
+  t.match(longUrl.text, /^HTTP\/1\.1 431 /, "so is a 20 KiB URL");
+  await alive("oversized headers");
+
+  // A client dribbling its headers (slowloris) is cut off after the headers timeout.
+  const slowHeaders = await raw(d, ["GET /v1/vms HTTP/1.1\r\n", ...Array.from({ length: 40 }, (_, i) => `X-${i}: y\r\n`)], { gapMs: 500, waitMs: 25_000 });
+  t.ok(slowHeaders.closed, "a client that takes over 10 s to send its headers is disconnected");
+  t.ok(slowHeaders.ms < 20_000, `within the limit and one check (${Math.round(slowHeaders.ms)} ms)`);
+  t.match(slowHeaders.text, /^(HTTP\/1\.1 408 |)/, "with a 408 if anything");
+  // A body that never completes is cut off after the request timeout.
+  const slowBody = await raw(d, ["POST /v1/vms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"na"], { waitMs: 45_000 });
+  t.ok(slowBody.closed, "a body that stalls is dropped");
+  t.ok(slowBody.ms < 40_000, `after the 30 s request timeout (${Math.round(slowBody.ms)} ms)`);
+  await alive("slow clients");
+
+  // Connections beyond --max-connections are closed at once; the ones held stay usable.
+  const held: net.Socket[] = [];
+  t.teardown(() => held.forEach((s) => s.destroy()));
+  for (let i = 0; i < 40; i++) {
+    const s = net.connect(d.socket);
+    await new Promise((r) => s.once("connect", r));
+    held.push(s);
+  }
+  await sleep(200);
+  const extra = await raw(d, ["GET /v1/vms HTTP/1.1\r\nHost: x\r\n\r\n"], { waitMs: 5_000 });
+  t.ok(extra.closed && extra.text === "", "the connection over the limit is closed without an answer");
+  const first = held[0]!;
+  const answer = new Promise<string>((resolve) => first.once("data", (c: Buffer) => resolve(c.toString("latin1"))));
+  first.write("GET /v1/vms/keep HTTP/1.1\r\nHost: x\r\n\r\n");
+  t.match(await answer, /^HTTP\/1\.1 200 /, "a held connection is still served");
+  held.forEach((s) => s.destroy());
+  held.length = 0;
+  await sleep(300);
+  await alive("the connection limit");
+
+  // Bad JSON, a wrong content type, invalid UTF-8: 4xx problems, not 500s.
+  const cases: [string, Buffer | string, number][] = [
+    ["application/json", "{\"name\": ", 400],
+    ["application/json", Buffer.from([0x7b, 0x22, 0x6e, 0x61, 0x6d, 0x65, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]), 400],
+    ["text/plain", "name=x", 415],
+    ["application/json", "[".repeat(200_000), 400],
+  ];
+  for (const [type, payload, want] of cases) {
+    const b = Buffer.from(payload);
+    const r = await raw(d, [`POST /v1/vms HTTP/1.1\r\nHost: x\r\nContent-Type: ${type}\r\nContent-Length: ${b.length}\r\nConnection: close\r\n\r\n`, b], { waitMs: 10_000 });
+    t.match(r.text, new RegExp(`^HTTP/1\\.1 ${want} `), `${type} ${b.subarray(0, 12).toString("latin1")}... is a ${want}`);
+    t.match(r.text, /application\/problem\+json/, "as a problem document");
+  }
+  await alive("malformed bodies");
+  t.same(await stateDigest(d.stateDir), before, "nothing on disk changed");
+});
