@@ -6,13 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=${1:---daemon}
-# ovmf: UEFI firmware for `firmware: "uefi"` VMs.
-packages=(qemu-system-x86 qemu-utils ovmf)
+# ovmf: UEFI firmware for `firmware: "uefi"` VMs; xorriso makes cloud-init seed ISOs.
+packages=(qemu-system-x86 qemu-utils ovmf xorriso)
 if [ "$mode" = "--test" ]; then
   # cpio builds the test guest's initramfs; iproute2 makes test network namespaces.
   # grub's two platforms, xorriso and mtools make the installer ISO; systemd brings systemd-analyze.
   # etcd-server: the fleet tests start their own etcd on loopback (never the packaged service).
-  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin xorriso mtools etcd-server)
+  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server)
 fi
 
 missing=()

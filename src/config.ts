@@ -2,6 +2,7 @@
 // (`--state-dir`) or an environment variable (`VMHOSTD_STATE_DIR`); a flag wins.
 // A bad value stops the daemon with a message naming the setting.
 import { parseArgs } from "node:util";
+import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
 
@@ -46,13 +47,26 @@ export const configSchema = z
     ovmfVars: absolutePath
       .optional()
       .describe("UEFI variable store template; default: the OVMF_VARS*.fd beside the code file whose size fits it"),
+    etcd: z
+      .string()
+      .regex(/^https?:\/\/[^\s,]+(,https?:\/\/[^\s,]+)*$/, "expected URL[,URL...] (http:// or https://)")
+      .optional()
+      .describe("etcd endpoints; set = fleet mode"),
+    etcdCa: absolutePath.optional(),
+    etcdCert: absolutePath.optional(),
+    etcdKey: absolutePath.optional(),
+    etcdPrefix: z.string().regex(/^\/([A-Za-z0-9._-]+\/)*$/, "must start and end with '/'").default("/vmhostd/"),
+    hostId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "letters, digits, '.', '_', '-' (max 63)").optional(),
+    leaseTtl: z.coerce.number().int().min(2).max(3600).default(10),
   })
   .strict()
   // The TCP listener reaches every VM on the host: it is never open without a token.
   .refine((c) => !c.listen || c.peerToken, { message: "is required with --listen", path: ["peerToken"] })
+  .refine((c) => !c.etcdCert === !c.etcdKey, { message: "--etcd-cert and --etcd-key go together", path: ["etcdCert"] })
   .transform((c) => ({
     ...c,
     socket: c.socket ?? path.join(c.runDir, "vmhostd.sock"),
+    hostId: c.hostId ?? os.hostname(),
     // `images` is <state-dir>/images unless a --pool names it.
     pools: [
       ...c.pools.map((p) => ({ name: p.slice(0, p.indexOf("=")), dir: path.resolve(p.slice(p.indexOf("=") + 1)) })),
@@ -79,6 +93,13 @@ export const settings = [
   { key: "migrationHost", flag: "migration-host", env: "VMHOSTD_MIGRATION_HOST", help: "address incoming migrations listen on" },
   { key: "ovmfCode", flag: "ovmf-code", env: "VMHOSTD_OVMF_CODE", help: "UEFI firmware code file (OVMF)" },
   { key: "ovmfVars", flag: "ovmf-vars", env: "VMHOSTD_OVMF_VARS", help: "UEFI variable store template (default: found beside the code by size)" },
+  { key: "etcd", flag: "etcd", env: "VMHOSTD_ETCD", help: "fleet mode: etcd endpoints URL[,URL...]" },
+  { key: "etcdCa", flag: "etcd-ca", env: "VMHOSTD_ETCD_CA", help: "CA certificate for etcd TLS" },
+  { key: "etcdCert", flag: "etcd-cert", env: "VMHOSTD_ETCD_CERT", help: "client certificate for etcd TLS" },
+  { key: "etcdKey", flag: "etcd-key", env: "VMHOSTD_ETCD_KEY", help: "client key for etcd TLS" },
+  { key: "etcdPrefix", flag: "etcd-prefix", env: "VMHOSTD_ETCD_PREFIX", help: "key prefix in etcd (default /vmhostd/)" },
+  { key: "hostId", flag: "host-id", env: "VMHOSTD_HOST_ID", help: "this host's id in the fleet (default the hostname)" },
+  { key: "leaseTtl", flag: "lease-ttl", env: "VMHOSTD_LEASE_TTL", help: "host lease TTL in seconds (default 10)" },
 ] as const;
 
 export class ConfigError extends Error {

@@ -148,6 +148,16 @@ export class StateWriteFailed extends defineError("VMH_ERR_STATE_WRITE", 507, "C
 /** The daemon is shutting down and accepts no new operations. */
 export class ShuttingDown extends defineError("VMH_ERR_SHUTTING_DOWN", 503, "Daemon shutting down") {}
 
+/** Fleet mode: another host holds the VM's owner key in etcd, so this host may not run it. */
+export class VmOwnedElsewhere extends defineError("VMH_ERR_VM_OWNED_ELSEWHERE", 409, "VM owned by another host") {
+  constructor(vm: string, owner: string, revision: string) {
+    super(`VM "${vm}" is owned by host "${owner}" (revision ${revision})`, { vm, owner, revision });
+  }
+}
+
+/** Fleet mode: etcd cannot be reached, so ownership cannot be taken or checked. */
+export class EtcdUnreachable extends defineError("VMH_ERR_ETCD_UNREACHABLE", 503, "etcd unreachable") {}
+
 /** Anything unforeseen; the message is logged in full, the response says little. */
 export class InternalError extends defineError("VMH_ERR_INTERNAL", 500, "Internal error") {}
 
@@ -184,5 +194,7 @@ export const errorCatalogue = [
   DeviceRemovalTimeout,
   StateWriteFailed,
   ShuttingDown,
+  VmOwnedElsewhere,
+  EtcdUnreachable,
   InternalError,
 ] as const;

@@ -21,6 +21,7 @@ import { registerEventRoutes } from "./routes/event-routes.js";
 import { requirePeerToken } from "./peer-auth.js";
 import { registerMetricsRoutes } from "./routes/metrics-routes.js";
 import { registerQmpRoutes } from "./routes/qmp-routes.js";
+import { registerCloudInitRoutes } from "./routes/cloud-init-routes.js";
 import { observeHttpRequest } from "../metrics/metrics.js";
 
 export interface HttpDeps {
@@ -106,5 +107,6 @@ export function buildHttpApp({ registry, inventory, migration, storage, log, pee
   registerEventRoutes(app, registry.host.bus);
   registerMetricsRoutes(app, registry);
   registerQmpRoutes(app, registry);
+  registerCloudInitRoutes(app, registry);
   return app;
 }

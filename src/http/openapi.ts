@@ -3,7 +3,7 @@
 import { z } from "zod";
 import { errorCatalogue } from "../errors.js";
 import { DAEMON_VERSION } from "../host/host-inventory.js";
-import { vmCreateSchema, vmDefinitionSchema } from "../vm/definition.js";
+import { cloudInitSchema, vmCreateSchema, vmDefinitionSchema } from "../vm/definition.js";
 import { vmStates } from "../vm/vm-state.js";
 import { cdromChangeBody, consoleLogQuery, shutdownBody } from "./schemas.js";
 import { migrateRequestSchema } from "../migration/migration-schema.js";
@@ -187,6 +187,19 @@ export function buildOpenApi(): Record<string, unknown> {
           responses: { "200": { description: "{targetMiB, actualMiB?}" }, ...problems(400, 404, 409, 502, 504) },
         },
       },
+      "/v1/vms/{name}/cloud-init": {
+        put: {
+          summary: "set the VM's cloud-init NoCloud seed content; the seed is made again at the next start",
+          parameters: [nameParam],
+          requestBody: { required: true, content: json("CloudInit") },
+          responses: { "200": { description: "the VM", content: json("Vm") }, ...problems(400, 404, 409, 507) },
+        },
+        delete: {
+          summary: "remove the VM's cloud-init seed (from the next start)",
+          parameters: [nameParam],
+          responses: { "200": { description: "the VM", content: json("Vm") }, ...problems(404, 409, 507) },
+        },
+      },
       "/v1/vms/{name}/qmp": {
         post: {
           summary: "run one QMP command on the running VM's qemu (the operator's escape hatch: no operation lock; logged and evented as qmp.passthrough)",
@@ -272,6 +285,7 @@ export function buildOpenApi(): Record<string, unknown> {
         NicAdd: schema(nicAddBody),
         BalloonTarget: schema(balloonBody),
         QmpCommand: schema(qmpPassthroughBody),
+        CloudInit: schema(cloudInitSchema),
         PoolList: {
           type: "object",
           required: ["pools"],

@@ -53,6 +53,24 @@ export function cdromArgs(def: VmDefinition, files: ArgvInputs["files"]): string
   return out;
 }
 
+/** The cloud-init seed's drive: a read-only CD-ROM of its own, never booted from. */
+export const CLOUD_INIT_DEVICE_ID = "cidata0";
+const CLOUD_INIT_NODE = "cidata";
+
+/**
+ * On virtio-scsi rather than beside the installer's drive on the SATA/IDE bus:
+ * cloud images often run kernels built for virtio only (Debian's cloud kernel
+ * has no AHCI driver), and every Linux with virtio has virtio-scsi.
+ */
+export function cloudInitArgs(def: VmDefinition, seed: string, bus: () => Record<string, string>): string[] {
+  if (!def.cloudInit) return [];
+  return [
+    "-blockdev", json(cdromNode(CLOUD_INIT_NODE, seed)),
+    "-device", json({ driver: "virtio-scsi-pci", id: "cidata-scsi", ...bus() }),
+    "-device", json({ driver: "scsi-cd", id: CLOUD_INIT_DEVICE_ID, bus: "cidata-scsi.0", drive: CLOUD_INIT_NODE }),
+  ];
+}
+
 /** A read-only ISO medium: the blockdev-add arguments, also used for a live change. */
 export function cdromNode(nodeName: string, image: string): Record<string, unknown> {
   return {

@@ -3,7 +3,7 @@
 // JSON syntax so no file name or id can break its comma-separated option parser.
 import type { DiskDefinition, VmDefinition } from "../vm/definition.js";
 import type { VmPaths } from "../store/vm-paths.js";
-import { cdromArgs, firmwareArgs, FW_CODE_NODE, FW_VARS_NODE } from "./cdrom-firmware-argv.js";
+import { cdromArgs, cloudInitArgs, firmwareArgs, FW_CODE_NODE, FW_VARS_NODE } from "./cdrom-firmware-argv.js";
 import { vmTaps, type VmTap } from "../net/vm-taps.js";
 
 export type Accel = "kvm" | "tcg";
@@ -111,6 +111,10 @@ export function buildQemuArgv({ def, paths, accel, files, incoming, vhostNet, io
     argv.push("-object", json({ "qom-type": "rng-random", id: "rng0", filename: "/dev/urandom" }));
     argv.push("-device", json({ driver: "virtio-rng-pci", id: "rng", rng: "rng0", ...bus() }));
   }
+
+  // cloudInitArgs pushes its root port (via bus) before its own devices.
+  const seedArgs = cloudInitArgs(def, paths.cloudInitSeed, bus);
+  argv.push(...seedArgs);
 
   for (let i = 0; i < (q35 ? SPARE_HOTPLUG_PORTS : 0); i++) bus();
   argv.push(...displayArgs(paths));

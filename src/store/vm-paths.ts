@@ -13,6 +13,8 @@ export interface VmPaths {
   journal: string;
   /** The VM's own copy of the UEFI variable store (boot entries), made from OVMF's template. */
   uefiVars: string;
+  /** The cloud-init NoCloud seed (an ISO labelled cidata), made from the definition's cloudInit. */
+  cloudInitSeed: string;
   runDir: string;
   runtime: string;
   pidfile: string;
@@ -38,6 +40,7 @@ export function vmPaths(stateDir: string, runDir: string, name: string): VmPaths
     lastExit: path.join(dir, "last-exit.json"),
     journal: path.join(dir, "operation.json"),
     uefiVars: path.join(dir, "uefi-vars.fd"),
+    cloudInitSeed: path.join(dir, "cidata.iso"),
     runDir: run,
     runtime: path.join(run, "runtime.json"),
     pidfile: path.join(run, "qemu.pid"),

@@ -45,6 +45,22 @@ const bootSchema = z
     path: ["kernel"],
   });
 
+/** Text for a NoCloud seed file: cloud-init reads YAML (or a script), which the daemon passes through as is. */
+const seedText = z.string().max(64 * 1024, "at most 64 KiB");
+
+export const cloudInitSchema = z
+  .object({
+    userData: seedText.describe("the user-data file, e.g. starting with #cloud-config"),
+    metaData: seedText
+      .optional()
+      .describe("the meta-data file; instance-id and local-hostname default to the VM's uuid and name"),
+    networkConfig: seedText.optional().describe("the network-config file (cloud-init network config v1 or v2)"),
+  })
+  .strict()
+  .describe("a NoCloud seed (volume label cidata) attached as a read-only CD-ROM");
+
+export type CloudInit = z.output<typeof cloudInitSchema>;
+
 export const cdromSchema = z
   .object({
     image: poolPath
@@ -141,6 +157,7 @@ const vmFields = {
     .describe("bios: SeaBIOS; uefi: OVMF with a variable store of the VM's own (q35 only)"),
   boot: bootSchema.default({ order: ["disk"] }),
   cdrom: cdromSchema.optional(),
+  cloudInit: cloudInitSchema.optional(),
   disks: z
     .array(diskSchema)
     .max(32)
@@ -151,6 +168,10 @@ const vmFields = {
   balloon: z.boolean().default(true).describe("a virtio memory balloon, so the guest's memory can be reclaimed while it runs"),
   autostart: z.boolean().default(false),
   onCrash: z.enum(["stop", "restart"]).default("stop"),
+  ha: z
+    .boolean()
+    .default(false)
+    .describe("fleet mode: the owner key is bound to the host's lease, so the VM may be restarted elsewhere once this host is gone (and has fenced itself)"),
 };
 
 export const vmCreateSchema = z

@@ -2,6 +2,7 @@
 // the stores and the event bus. Built once in main.ts and passed down.
 import type { Logger } from "pino";
 import type { Config } from "../config.js";
+import type { FleetMember } from "../fleet/fleet-member.js";
 import type { EventBus } from "../events/event-bus.js";
 import type { Accel } from "../qemu/qemu-argv.js";
 import type { DefinitionStore } from "../store/definition-store.js";
@@ -21,4 +22,6 @@ export interface HostContext {
   log: Logger;
   /** Aborted when the daemon begins to exit: long waits give up at a safe point. */
   stopping: AbortController;
+  /** Fleet mode (--etcd): the host lease, registry entry and VM owner keys. Absent on a single host. */
+  fleet?: FleetMember;
 }

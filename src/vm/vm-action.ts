@@ -1,7 +1,7 @@
 // Every request to change a VM's run state, as one typed action. Routes, the CLI
 // and the daemon's own recovery produce these; VmRegistry.perform carries them out.
 import type { JournalEntry } from "../store/operation-journal.js";
-import type { DiskDefinition, NicDefinition } from "./definition.js";
+import type { CloudInit, DiskDefinition, NicDefinition } from "./definition.js";
 
 export type VmAction =
   | { kind: "start" }
@@ -22,5 +22,7 @@ export type VmAction =
   /** `nic`: its index in the definition or its MAC. */
   | { kind: "remove-nic"; nic: string; timeoutSec?: number }
   | { kind: "set-balloon"; targetMiB: number }
+  /** Replace (or with undefined remove) the cloud-init seed's content; the next start attaches it. */
+  | { kind: "set-cloud-init"; cloudInit: CloudInit | undefined }
   /** After a daemon restart: settle a device change it cut short (from its journal entry). */
   | { kind: "recover-hotplug"; entry: JournalEntry };

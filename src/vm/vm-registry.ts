@@ -1,6 +1,6 @@
 // The registry of this host's VMs, and the one place every VmAction is carried
 // out (one exhaustive switch). HTTP routes and the CLI only produce actions.
-import { VmBusy, VmExists, VmNotFound, VmStateConflict, ShuttingDown } from "../errors.js";
+import { VmBusy, VmExists, VmNotFound, VmOwnedElsewhere, VmStateConflict, ShuttingDown } from "../errors.js";
 import { completeDefinition, type VmDefinition, vmCreateSchema } from "./definition.js";
 import type { HostContext } from "./host-context.js";
 import { createVmOnDisk } from "./operations/create-vm.js";
@@ -13,6 +13,7 @@ import { addDisk, addNic, DEFAULT_RELEASE_TIMEOUT_SEC, findNic, recoverHotplug, 
 import { setBalloonTarget } from "./guest-balloon.js";
 import type { OperationName } from "./vm-state.js";
 import { resizeDisk } from "./operations/resize-disk.js";
+import { setCloudInit } from "./cloud-init-seed.js";
 import { CrashPolicy } from "./crash-policy.js";
 import { Vm, type VmView } from "./vm.js";
 import { adoptVm, type FollowUp } from "./vm-adoption.js";
@@ -68,6 +69,7 @@ export class VmRegistry {
       return;
     }
     vm.publish("vm.adopted", { state: vm.state(), pid: vm.session?.pid });
+    if (vm.session && this.host.fleet) void this.reclaimOwnership(vm);
     if (vm.lastExit?.reason === "crashed" && !vm.session && !follow) this.crashPolicy.onCrash(vm);
     if (follow?.kind === "recover-migration") {
       const entry = follow.entry;
@@ -157,6 +159,7 @@ export class VmRegistry {
     if (vm.broken) throw new VmStateConflict(name, "error", "delete");
     await vm.lock.run("delete", async () => {
       if (vm.session) throw new VmStateConflict(name, vm.settledState(), "delete");
+      await this.releaseOwnership(vm);
       await this.host.store.remove(name);
       this.vms.delete(name);
     });
@@ -171,15 +174,21 @@ export class VmRegistry {
     if (vm.broken && action.kind !== "stop") throw new VmStateConflict(name, "error", action.kind);
     switch (action.kind) {
       case "start":
-        await vm.lock.run("start", () => startVm(vm, this.host));
+        await vm.lock.run("start", () => this.withOwnership(vm, () => startVm(vm, this.host)));
         break;
       case "shutdown": {
         const timeoutSec = action.timeoutSec ?? DEFAULT_SHUTDOWN_TIMEOUT_SEC;
-        await vm.lock.run("shutdown", (preempted) => shutdownVm(vm, timeoutSec, preempted, this.host.stopping.signal));
+        await vm.lock.run("shutdown", async (preempted) => {
+          await shutdownVm(vm, timeoutSec, preempted, this.host.stopping.signal);
+          await this.releaseOwnership(vm);
+        });
         break;
       }
       case "stop":
-        await vm.lock.run("stop", () => stopVm(vm));
+        await vm.lock.run("stop", async () => {
+          await stopVm(vm);
+          await this.releaseOwnership(vm);
+        });
         break;
       case "reset":
         await vm.lock.run("reset", () => resetVm(vm));
@@ -192,6 +201,9 @@ export class VmRegistry {
         break;
       case "change-cdrom":
         await vm.lock.run("cdrom", () => changeCdrom(vm, this.host, action.image));
+        break;
+      case "set-cloud-init":
+        await vm.lock.run("cloud-init", () => setCloudInit(vm, this.host, action.cloudInit));
         break;
       case "eject-cdrom":
         await vm.lock.run("cdrom", () => changeCdrom(vm, this.host, undefined));
@@ -260,6 +272,78 @@ export class VmRegistry {
           }
         }
       })();
+  }
+
+  /**
+   * Fleet mode: a start runs only while this host holds the VM's owner key. A key
+   * taken for a start that then fails is given back.
+   */
+  private async withOwnership(vm: Vm, run: () => Promise<void>): Promise<void> {
+    const fleet = this.host.fleet;
+    if (!fleet) return await run();
+    const held = vm.owner;
+    vm.owner = await fleet.acquire(vm.name, vm.definition.ha);
+    try {
+      await run();
+    } catch (err) {
+      if (!held && !vm.session) await this.releaseOwnership(vm);
+      throw err;
+    }
+  }
+
+  /** Gives the owner key back once the VM no longer runs here; a key etcd cannot be told about is left (safe: still ours). */
+  private async releaseOwnership(vm: Vm): Promise<void> {
+    const fleet = this.host.fleet;
+    if (!fleet || vm.session) return;
+    try {
+      await fleet.release(vm.name);
+      vm.owner = undefined;
+    } catch (err) {
+      vm.log.warn({ err }, "owner key not released; it stays with this host");
+    }
+  }
+
+  /**
+   * After adoption: a VM running here must hold its owner key (found again after a
+   * restart, or taken if absent). etcd down: retried until it answers.
+   */
+  private async reclaimOwnership(vm: Vm): Promise<void> {
+    const fleet = this.host.fleet!;
+    for (let delay = 500; !this.closing && vm.session; delay = Math.min(delay * 2, 5_000)) {
+      try {
+        vm.owner = await fleet.acquire(vm.name, vm.definition.ha);
+        return;
+      } catch (err) {
+        if (err instanceof VmOwnedElsewhere) {
+          vm.log.error({ owner: err.fields.owner }, "a VM running here is owned by another host");
+          vm.publish("vm.owner-conflict", { owner: err.fields.owner, revision: err.fields.revision });
+          return;
+        }
+        await sleep(delay);
+      }
+    }
+  }
+
+  /**
+   * The operator's override when the owning host is down for sure: the key is
+   * written for this host, whoever held it. Logged and evented.
+   */
+  async takeover(name: string): Promise<VmView> {
+    this.assertOpen();
+    const vm = this.get(name);
+    const fleet = this.host.fleet;
+    if (!fleet) throw new VmStateConflict(name, "not in fleet mode (no --etcd)", "takeover");
+    const { ownership, previous } = await fleet.takeover(name, vm.definition.ha);
+    vm.owner = ownership;
+    vm.log.warn({ previous, revision: ownership.revision }, "owner key taken over by the operator");
+    vm.publish("vm.taken-over", { previous: previous?.host, revision: ownership.revision });
+    return vm.view();
+  }
+
+  /** The VM's owner: this host's hold, or (fleet mode) whoever etcd names. */
+  async ownerOf(vm: Vm): Promise<VmView["owner"]> {
+    if (vm.owner || !this.host.fleet) return vm.owner;
+    return await this.host.fleet.owner(vm.name).catch(() => undefined);
   }
 
   private assertOpen(): void {

@@ -35,7 +35,8 @@ export type OperationName =
   | "nic-add"
   | "nic-remove"
   | "balloon"
-  | "disk-resize";
+  | "disk-resize"
+  | "cloud-init";
 
 export interface StateFacts {
   operation?: OperationName;

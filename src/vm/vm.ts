@@ -9,6 +9,7 @@ import { OperationJournal } from "../store/operation-journal.js";
 import { removeRuntimeRecord, writeLastExit, type LastExit } from "../store/runtime-store.js";
 import type { VmPaths } from "../store/vm-paths.js";
 import type { VmDefinition } from "./definition.js";
+import type { Ownership } from "../fleet/fleet-member.js";
 import { OperationLock } from "./operation-lock.js";
 import { ConsoleHub } from "./console-hub.js";
 import { countQemuCrash } from "../metrics/metrics.js";
@@ -37,6 +38,8 @@ export interface VmView {
   /** Why the VM is in state `error`. */
   error?: string;
   stateWriteError?: string;
+  /** Fleet mode: the host holding the VM's owner key, and the key's revision (the fencing token). */
+  owner?: Ownership;
   definition: VmDefinition;
 }
 
@@ -55,6 +58,8 @@ export class Vm {
   stateWriteError: string | undefined;
   /** The job working on this VM (a migration), shown with it. */
   job: Job | undefined;
+  /** Fleet mode: this host's hold on the VM's owner key in etcd, while it has one. */
+  owner: Ownership | undefined;
   /** Devices whose hot-removal waits for the guest, by qemu id; each ends by its own abort. */
   readonly pendingRemovals = new Map<string, AbortController>();
   /** The guest's memory as the balloon last reported it (query-balloon or BALLOON_CHANGE), in bytes. */
@@ -140,6 +145,7 @@ export class Vm {
       ...(this.lastExit ? { lastExit: this.lastExit } : {}),
       ...(this.broken ? { error: this.broken } : {}),
       ...(this.stateWriteError ? { stateWriteError: this.stateWriteError } : {}),
+      ...(this.owner ? { owner: this.owner } : {}),
       definition: this.definition,
     };
   }

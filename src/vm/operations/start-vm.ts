@@ -14,6 +14,7 @@ import { runSteps, type Step } from "../operation-steps.js";
 import { QemuSession } from "../qemu-session.js";
 import { resolveVmFiles } from "../vm-files.js";
 import { ensureUefiVars, findOvmf } from "../uefi-firmware.js";
+import { ensureCloudInitSeed } from "../cloud-init-seed.js";
 import { createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
 import { access } from "node:fs/promises";
 import type { Vm } from "../vm.js";
@@ -47,6 +48,7 @@ const steps: Step<StartContext>[] = [
         checkNoUntrackedQemu(c.vm),
         resolveVmFiles(c.vm.definition, c.host.pools, c.vm.paths),
         prepareUefi(c.vm, c.host),
+        ensureCloudInitSeed(c.vm.definition, c.vm.paths),
         mkdir(c.vm.paths.runDir, { recursive: true, mode: 0o755 }).then(() =>
           Promise.all([rm(c.vm.paths.qmpSocket, { force: true }), rm(c.vm.paths.qmpDebugSocket, { force: true }), rm(c.vm.paths.consoleSocket, { force: true })]),
         ),

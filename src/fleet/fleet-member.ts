@@ -1,0 +1,404 @@
+// This host as a member of a fleet coordinated through etcd: one lease per host,
+// kept alive here; `hosts/<id>` (the registry entry) lives under it; each VM this
+// host runs has `vms/<name>/owner`, taken with a create-if-absent transaction, whose
+// revision is the fencing token. An `ha` VM's key is bound to the host lease, so it
+// vanishes with the host; an ordinary VM's key stays until released or taken over.
+// etcd3 is loaded only here, and this file only when --etcd is set.
+import { EventEmitter } from "node:events";
+import { readFile } from "node:fs/promises";
+import type { Logger } from "pino";
+import type { Etcd3 } from "etcd3";
+import type { Config } from "../config.js";
+import { EtcdUnreachable, VmOwnedElsewhere } from "../errors.js";
+
+/** Who owns a VM: the owner key's value plus its revision (the fencing token). */
+export interface Ownership {
+  host: string;
+  /** The owner key's mod revision when it was last written for this host (decimal string, etcd's int64). */
+  revision: string;
+  since: string;
+  ha: boolean;
+}
+
+/** What the key holds: the revision is etcd's, not part of the value. */
+interface OwnerValue {
+  host: string;
+  since: string;
+  ha: boolean;
+}
+
+export interface FleetStatus {
+  hostId: string;
+  etcd: { endpoints: string[]; prefix: string; reachable: boolean; error?: string };
+  lease?: { id: string; ttlSec: number; lastRenewedAt?: string };
+}
+
+/** A confirmed renewal: the monotonic time (ns) the request was sent, before etcd acted on it. */
+export interface LeaseRenewal {
+  leaseId: string;
+  sentAtNs: bigint;
+  ttlSec: number;
+}
+
+/** How long one etcd request may take before etcd is called unreachable. */
+const CALL_DEADLINE_MS = 2_000;
+
+export class FleetMember extends EventEmitter {
+  readonly hostId: string;
+  readonly ttlSec: number;
+  private readonly prefix: string;
+  private leaseIdValue: string | undefined;
+  private reachableValue = false;
+  private lastError: string | undefined;
+  private lastRenewedAt: Date | undefined;
+  private lastRenewal: LeaseRenewal | undefined;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private registryTimer: NodeJS.Timeout | undefined;
+  private renewing = false;
+  private closed = false;
+  /** Builds this host's registry entry; set by main once the inventory exists. */
+  describeHost: (() => Promise<Record<string, unknown>>) | undefined;
+  /** Names of the `ha` VMs this host owns, for re-binding their keys to a new lease. */
+  ownedHa: () => string[] = () => [];
+
+  private constructor(
+    private readonly client: Etcd3,
+    private readonly config: Config,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.hostId = config.hostId;
+    this.ttlSec = config.leaseTtl;
+    this.prefix = config.etcdPrefix;
+  }
+
+  static async connect(config: Config, log: Logger): Promise<FleetMember> {
+    const { Etcd3 } = await import("etcd3");
+    const tls = config.etcdCa || config.etcdCert;
+    const credentials = tls
+      ? {
+          rootCertificate: config.etcdCa ? await readFile(config.etcdCa) : Buffer.alloc(0),
+          ...(config.etcdCert ? { certChain: await readFile(config.etcdCert), privateKey: await readFile(config.etcdKey!) } : {}),
+        }
+      : undefined;
+    const client = new Etcd3({
+      hosts: config.etcd!.split(","),
+      ...(credentials ? { credentials } : {}),
+      dialTimeout: CALL_DEADLINE_MS,
+      // Unary calls get a deadline, so an unreachable etcd is an answer, not a hang.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_DEADLINE_MS }),
+    });
+    return new FleetMember(client, config, log.child({ component: "fleet" }));
+  }
+
+  get reachable(): boolean {
+    return this.reachableValue;
+  }
+
+  get leaseId(): string | undefined {
+    return this.leaseIdValue;
+  }
+
+  /** The last renewal etcd confirmed (for the fence process's heartbeat). */
+  get renewal(): LeaseRenewal | undefined {
+    return this.lastRenewal;
+  }
+
+  private key(rel: string): string {
+    return this.prefix + rel;
+  }
+
+  private ownerKey(vm: string): string {
+    return this.key(`vms/${vm}/owner`);
+  }
+
+  /**
+   * Joins the fleet: resumes this host's lease if it is still alive at etcd (a
+   * restart inside the TTL keeps every `ha` key bound), or grants a new one; then
+   * keeps it alive and the registry entry fresh. If etcd cannot be reached, keeps
+   * trying in the background: single VMs keep running meanwhile.
+   */
+  async start(): Promise<void> {
+    try {
+      await this.establishLease();
+    } catch (err) {
+      this.markUnreachable(err);
+      this.log.warn({ err: this.lastError }, "etcd unreachable at start; retrying");
+    }
+    const period = Math.max(200, Math.floor((this.ttlSec * 1000) / 4));
+    this.keepaliveTimer = setInterval(() => void this.renew(), period);
+    this.keepaliveTimer.unref();
+    this.registryTimer = setInterval(() => void this.publishHost(), Math.max(1_000, Math.floor((this.ttlSec * 1000) / 2)));
+    this.registryTimer.unref();
+    void this.publishHost();
+  }
+
+  private async establishLease(): Promise<void> {
+    const previous = await this.previousLeaseId();
+    if (previous && (await this.keepaliveOnce(previous))) {
+      this.leaseIdValue = previous;
+      this.log.info({ lease: previous }, "resumed this host's lease");
+      return;
+    }
+    const sentAtNs = process.hrtime.bigint();
+    const res = await this.client.leaseClient.leaseGrant({ TTL: this.ttlSec, ID: 0 });
+    this.leaseIdValue = String(res.ID);
+    this.confirmed({ leaseId: this.leaseIdValue, sentAtNs, ttlSec: Number(res.TTL) });
+    this.log.info({ lease: this.leaseIdValue, ttlSec: this.ttlSec }, "granted a new host lease");
+    await this.rebindHaKeys();
+    await this.publishHost();
+  }
+
+  /** The lease named by this host's registry entry, if one is left in etcd. */
+  private async previousLeaseId(): Promise<string | undefined> {
+    const raw = await this.client.get(this.key(`hosts/${this.hostId}`)).string();
+    if (!raw) return undefined;
+    try {
+      const lease = (JSON.parse(raw) as { lease?: unknown }).lease;
+      return typeof lease === "string" ? lease : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** One keepalive; resolves true if etcd confirmed the lease alive, false if it is gone. */
+  private async keepaliveOnce(leaseId: string): Promise<boolean> {
+    const stream = await this.client.leaseClient.leaseKeepAlive();
+    const sentAtNs = process.hrtime.bigint();
+    try {
+      const res = await new Promise<{ ID: string; TTL: string }>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`keepalive unanswered after ${CALL_DEADLINE_MS} ms`)), CALL_DEADLINE_MS);
+        stream.on("data", (d: { ID: string; TTL: string }) => (clearTimeout(t), resolve(d)));
+        stream.on("error", (e: Error) => (clearTimeout(t), reject(e)));
+        stream.write({ ID: leaseId });
+      });
+      if (Number(res.TTL) <= 0) return false;
+      this.confirmed({ leaseId, sentAtNs, ttlSec: Number(res.TTL) });
+      return true;
+    } finally {
+      stream.end();
+      // A stream to an unreachable etcd would otherwise linger.
+      (stream as unknown as { cancel?: () => void }).cancel?.();
+    }
+  }
+
+  private confirmed(r: LeaseRenewal): void {
+    this.lastRenewal = r;
+    this.lastRenewedAt = new Date();
+    if (!this.reachableValue) this.log.info("etcd reachable");
+    this.reachableValue = true;
+    this.lastError = undefined;
+    this.emit("renewed", r);
+  }
+
+  private markUnreachable(err: unknown): void {
+    const msg = (err as Error)?.message ?? String(err);
+    if (this.reachableValue) this.log.warn({ err: msg }, "etcd unreachable");
+    this.reachableValue = false;
+    this.lastError = msg;
+  }
+
+  private async renew(): Promise<void> {
+    if (this.renewing || this.closed) return;
+    this.renewing = true;
+    try {
+      if (!this.leaseIdValue) {
+        await this.establishLease();
+        return;
+      }
+      if (!(await this.keepaliveOnce(this.leaseIdValue))) {
+        // The lease expired at etcd: every `ha` key of this host went with it.
+        this.log.error({ lease: this.leaseIdValue }, "host lease expired at etcd; its ha owner keys are gone");
+        this.emit("lease-lost", this.leaseIdValue);
+        this.leaseIdValue = undefined;
+        await this.establishLease();
+      }
+    } catch (err) {
+      this.markUnreachable(err);
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  /**
+   * After a new lease: the `ha` keys this host still holds (value names this host)
+   * are moved onto it, each in one transaction guarded by its value.
+   */
+  private async rebindHaKeys(): Promise<void> {
+    for (const name of this.ownedHa()) {
+      const key = this.ownerKey(name);
+      const raw = await this.client.get(key).string();
+      const v = raw ? parseOwner(raw) : undefined;
+      if (!v || v.host !== this.hostId) continue;
+      const res = await this.client.if(key, "Value", "==", raw!).then(this.client.put(key).value(raw!).lease(this.leaseIdValue!)).commit();
+      if (res.succeeded) this.log.info({ vm: name, lease: this.leaseIdValue }, "ha owner key bound to the new lease");
+    }
+  }
+
+  async publishHost(): Promise<void> {
+    if (this.closed || !this.leaseIdValue || !this.describeHost) return;
+    try {
+      const entry = { ...(await this.describeHost()), id: this.hostId, lease: this.leaseIdValue, updatedAt: new Date().toISOString() };
+      await this.client.put(this.key(`hosts/${this.hostId}`)).value(JSON.stringify(entry)).lease(this.leaseIdValue);
+    } catch (err) {
+      this.log.debug({ err }, "registry entry not refreshed");
+    }
+  }
+
+  /** Every live host's registry entry. */
+  async hosts(): Promise<Record<string, unknown>[]> {
+    const all = await this.call(() => this.client.getAll().prefix(this.key("hosts/")).strings());
+    return Object.values(all)
+      .flatMap((raw) => {
+        try {
+          return [JSON.parse(raw) as Record<string, unknown>];
+        } catch {
+          return [];
+        }
+      })
+      .sort((a, b) => String(a.id).localeCompare(String(b.id)));
+  }
+
+  /** The VM's owner as etcd has it, or undefined if nobody holds the key. */
+  async owner(vm: string): Promise<Ownership | undefined> {
+    const res = await this.call(() => this.client.get(this.ownerKey(vm)).exec());
+    const kv = res.kvs[0];
+    if (!kv) return undefined;
+    const v = parseOwner(kv.value.toString());
+    return v ? { ...v, revision: String(kv.mod_revision) } : undefined;
+  }
+
+  /**
+   * Takes the VM's owner key for this host, or finds it already ours (a restart, a
+   * second start). Throws VmOwnedElsewhere naming the holder, or EtcdUnreachable.
+   */
+  async acquire(vm: string, ha: boolean): Promise<Ownership> {
+    const key = this.ownerKey(vm);
+    const value: OwnerValue = { host: this.hostId, since: new Date().toISOString(), ha };
+    const lease = ha ? this.requireLease() : undefined;
+    const put = this.client.put(key).value(JSON.stringify(value));
+    if (lease) put.lease(lease);
+    const res = await this.call(() => this.client.if(key, "Create", "==", 0).then(put).else(this.client.get(key)).commit());
+    if (res.succeeded) {
+      const ownership = { ...value, revision: String(res.header.revision) };
+      this.log.info({ vm, ...ownership }, "owner key taken");
+      return ownership;
+    }
+    const kv = res.responses[0]?.response_range?.kvs[0];
+    const current = kv ? parseOwner(kv.value.toString()) : undefined;
+    if (!kv || !current) throw new VmOwnedElsewhere(vm, "unknown", kv ? String(kv.mod_revision) : "0");
+    if (current.host !== this.hostId) throw new VmOwnedElsewhere(vm, current.host, String(kv.mod_revision));
+    // Ours already. Its lease binding must match the VM's `ha` setting now.
+    const boundLease = String(kv.lease ?? "0");
+    const wantLease = lease ?? "0";
+    if (boundLease !== wantLease || current.ha !== ha) {
+      const raw = kv.value.toString();
+      const next = { ...current, ha };
+      const rebind = this.client.put(key).value(JSON.stringify(next));
+      if (lease) rebind.lease(lease);
+      const r = await this.call(() => this.client.if(key, "Value", "==", raw).then(rebind).commit());
+      if (!r.succeeded) return await this.acquire(vm, ha);
+      return { ...next, revision: String(r.header.revision) };
+    }
+    return { ...current, revision: String(kv.mod_revision) };
+  }
+
+  /** Releases the key if it still names this host (a takeover elsewhere must not be undone). */
+  async release(vm: string): Promise<boolean> {
+    const key = this.ownerKey(vm);
+    const res = await this.call(() => this.client.get(key).exec());
+    const kv = res.kvs[0];
+    if (!kv || parseOwner(kv.value.toString())?.host !== this.hostId) return false;
+    const del = await this.call(() =>
+      this.client.if(key, "Mod", "==", Number(kv.mod_revision)).then(this.client.delete().key(key)).commit(),
+    );
+    if (del.succeeded) this.log.info({ vm }, "owner key released");
+    return del.succeeded;
+  }
+
+  /** Operator's override: the key is written for this host whoever holds it. */
+  async takeover(vm: string, ha: boolean): Promise<{ ownership: Ownership; previous?: Ownership }> {
+    const previous = await this.owner(vm);
+    const value: OwnerValue = { host: this.hostId, since: new Date().toISOString(), ha };
+    const put = this.client.put(this.ownerKey(vm)).value(JSON.stringify(value));
+    if (ha) put.lease(this.requireLease());
+    const res = await this.call(() => put.exec());
+    return { ownership: { ...value, revision: String(res.header.revision) }, ...(previous ? { previous } : {}) };
+  }
+
+  /**
+   * Migration switch-over, run by the destination before its `cont`: the key moves
+   * from `fromHost` to this host in one compare-and-swap on the value etcd holds.
+   * Throws (and leaves the key with the source) if the source no longer holds it.
+   */
+  async handover(vm: string, fromHost: string, ha: boolean): Promise<Ownership> {
+    const key = this.ownerKey(vm);
+    const res = await this.call(() => this.client.get(key).exec());
+    const kv = res.kvs[0];
+    const current = kv ? parseOwner(kv.value.toString()) : undefined;
+    if (current?.host === this.hostId) return { ...current, revision: String(kv!.mod_revision) };
+    if (!kv || !current || current.host !== fromHost) {
+      throw new VmOwnedElsewhere(vm, current?.host ?? "nobody", kv ? String(kv.mod_revision) : "0");
+    }
+    const value: OwnerValue = { host: this.hostId, since: new Date().toISOString(), ha };
+    const put = this.client.put(key).value(JSON.stringify(value));
+    if (ha) put.lease(this.requireLease());
+    const swap = await this.call(() => this.client.if(key, "Mod", "==", Number(kv.mod_revision)).then(put).commit());
+    if (!swap.succeeded) throw new VmOwnedElsewhere(vm, "changed during switch-over", String(kv.mod_revision));
+    this.log.info({ vm, from: fromHost, revision: String(swap.header.revision) }, "owner key handed over by migration");
+    return { ...value, revision: String(swap.header.revision) };
+  }
+
+  private requireLease(): string {
+    if (!this.leaseIdValue || !this.reachableValue) throw new EtcdUnreachable(`etcd unreachable: ${this.lastError ?? "no host lease yet"}`);
+    return this.leaseIdValue;
+  }
+
+  /** Runs one etcd call; a transport failure becomes EtcdUnreachable (503). */
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      const r = await fn();
+      return r;
+    } catch (err) {
+      if (err instanceof VmOwnedElsewhere || err instanceof EtcdUnreachable) throw err;
+      this.markUnreachable(err);
+      throw new EtcdUnreachable(`etcd unreachable: ${(err as Error).message}`);
+    }
+  }
+
+  status(): FleetStatus {
+    return {
+      hostId: this.hostId,
+      etcd: {
+        endpoints: this.config.etcd!.split(","),
+        prefix: this.prefix,
+        reachable: this.reachableValue,
+        ...(this.lastError ? { error: this.lastError } : {}),
+      },
+      ...(this.leaseIdValue
+        ? { lease: { id: this.leaseIdValue, ttlSec: this.ttlSec, ...(this.lastRenewedAt ? { lastRenewedAt: this.lastRenewedAt.toISOString() } : {}) } }
+        : {}),
+    };
+  }
+
+  /**
+   * Daemon exit: stops renewing but neither revokes the lease nor releases keys, so a
+   * restart within the TTL finds everything as it was.
+   */
+  close(): void {
+    this.closed = true;
+    clearInterval(this.keepaliveTimer);
+    clearInterval(this.registryTimer);
+    this.client.close();
+  }
+}
+
+function parseOwner(raw: string): OwnerValue | undefined {
+  try {
+    const v = JSON.parse(raw) as Partial<OwnerValue>;
+    if (typeof v.host !== "string") return undefined;
+    return { host: v.host, since: String(v.since ?? ""), ha: v.ha === true };
+  } catch {
+    return undefined;
+  }
+}
