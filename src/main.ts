@@ -77,7 +77,24 @@ async function run(config: Config, log: Logger): Promise<void> {
     log,
     stopping: new AbortController(),
   };
+  if (config.etcd) {
+    // Loaded only in fleet mode: a single host keeps etcd3 and gRPC out of its memory.
+    const { FleetMember } = await import("./fleet/fleet-member.js");
+    host.fleet = await FleetMember.connect(config, log);
+  }
   const registry = new VmRegistry(host);
+  // The lease first: a restarted daemon resumes it before adoption looks for its owner keys.
+  if (host.fleet) {
+    const fleet = host.fleet;
+    fleet.ownedHa = () => registry.list().filter((vm) => vm.owner?.ha).map((vm) => vm.name);
+    fleet.on("lease-lost", () => {
+      for (const vm of registry.list()) if (vm.owner?.ha) vm.owner = undefined;
+      host.bus.publish("host.lease-lost", undefined, { hostId: fleet.hostId });
+    });
+    const fleetInventory = new HostInventory(host, registry);
+    fleet.describeHost = () => fleetInventory.registryEntry();
+    await fleet.start();
+  }
   const jobs = new JobRegistry(host.bus);
   const target = new MigrationTarget(host, registry);
   const migration = { jobs, source: new MigrationSource(host, registry, jobs), target };
@@ -130,6 +147,7 @@ async function run(config: Config, log: Logger): Promise<void> {
     // close waits for the requests those operations were answering.
     await registry.close();
     await Promise.all(apps.map((a) => a.close()));
+    host.fleet?.close();
     log.info("stopped");
     process.exit(0);
   };

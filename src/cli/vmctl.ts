@@ -11,6 +11,7 @@ import { runConsole } from "./console-client.js";
 import { registerStorageCommands } from "./storage-commands.js";
 import { registerDeviceCommands } from "./device-commands.js";
 import { registerEventsCommand } from "./events-command.js";
+import { registerFleetCommands } from "./fleet-commands.js";
 import { formatCdrom, formatTable, formatVm, type CdromJson, type VmJson } from "./vm-format.js";
 
 const DEFAULT_SOCKET = process.env.VMHOSTD_SOCKET ?? "/run/vmhostd/vmhostd.sock";
@@ -274,6 +275,7 @@ function collect(v: string, all: string[]): string[] {
 registerStorageCommands(program, { client, json: asJson, out, table: formatTable });
 registerDeviceCommands(program, { client, json: asJson, out, table: formatTable });
 registerEventsCommand(program, { target, json: asJson, out });
+registerFleetCommands(program, { client, json: asJson, out, table: formatTable });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ApiError) process.stderr.write(`vmctl: ${err.message} (${err.code}, HTTP ${err.status})\n`);

@@ -36,6 +36,24 @@ export class HostInventory {
       vms: { defined: vms.length, running: vms.filter((v) => v.session).length },
       state,
       orphans,
+      ...(this.host.fleet ? { fleet: this.host.fleet.status() } : {}),
+    };
+  }
+
+  /** This host's entry in the fleet registry (`hosts/<id>` in etcd): what an orchestrator places VMs by. */
+  async registryEntry(): Promise<Record<string, unknown>> {
+    const { default: si } = await import("systeminformation");
+    const mem = await si.mem();
+    const pools = await this.host.pools.usage();
+    const listen = this.host.config.listen;
+    return {
+      apiUrl: listen ? `http://${listen}` : null,
+      daemonVersion: DAEMON_VERSION,
+      qemu: { version: this.host.qemuVersion, accel: this.host.accel },
+      cpus: os.availableParallelism(),
+      memory: { totalBytes: mem.total, availableBytes: mem.available },
+      pools,
+      vms: this.registry.list().filter((v) => v.session).map((v) => v.name),
     };
   }
 

@@ -22,6 +22,7 @@ import { requirePeerToken } from "./peer-auth.js";
 import { registerMetricsRoutes } from "./routes/metrics-routes.js";
 import { registerQmpRoutes } from "./routes/qmp-routes.js";
 import { registerCloudInitRoutes } from "./routes/cloud-init-routes.js";
+import { registerFleetRoutes } from "./routes/fleet-routes.js";
 import { observeHttpRequest } from "../metrics/metrics.js";
 
 export interface HttpDeps {
@@ -108,5 +109,6 @@ export function buildHttpApp({ registry, inventory, migration, storage, log, pee
   registerMetricsRoutes(app, registry);
   registerQmpRoutes(app, registry);
   registerCloudInitRoutes(app, registry);
+  registerFleetRoutes(app, registry);
   return app;
 }

@@ -5,7 +5,7 @@
 import type { FastifyInstance } from "fastify";
 import { queryGuestAgent } from "../../vm/guest-agent.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
-import { vmParams } from "../schemas.js";
+import { emptyBody, vmParams } from "../schemas.js";
 import { balloonBody, deviceRemoveQuery, diskAddBody, diskRefParams, nicAddBody, nicRefParams } from "../device-schemas.js";
 import { parseInput } from "../validation.js";
 
@@ -20,6 +20,7 @@ export function registerDeviceRoutes(app: FastifyInstance, registry: VmRegistry)
   app.delete("/v1/vms/:name/disks/:disk", async (req) => {
     const { name, disk } = parseInput(diskRefParams, req.params, "params");
     const { timeoutSec } = parseInput(deviceRemoveQuery, req.query, "query");
+    parseInput(emptyBody, req.body ?? {}, "body");
     return registry.perform(name, { kind: "remove-disk", disk, ...(timeoutSec ? { timeoutSec } : {}) });
   });
 
@@ -33,6 +34,7 @@ export function registerDeviceRoutes(app: FastifyInstance, registry: VmRegistry)
   app.delete("/v1/vms/:name/nics/:nic", async (req) => {
     const { name, nic } = parseInput(nicRefParams, req.params, "params");
     const { timeoutSec } = parseInput(deviceRemoveQuery, req.query, "query");
+    parseInput(emptyBody, req.body ?? {}, "body");
     return registry.perform(name, { kind: "remove-nic", nic: nic.toLowerCase(), ...(timeoutSec ? { timeoutSec } : {}) });
   });
 

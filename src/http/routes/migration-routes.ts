@@ -7,7 +7,7 @@ import type { MigrationSource } from "../../migration/migration-source.js";
 import type { MigrationTarget } from "../../migration/migration-target.js";
 import { incomingRequestSchema, migrateRequestSchema } from "../../migration/migration-schema.js";
 import { vmNameSchema } from "../../vm/definition.js";
-import { vmParams } from "../schemas.js";
+import { emptyBody, vmParams } from "../schemas.js";
 import { parseInput } from "../validation.js";
 
 const jobParams = z.object({ id: z.uuid() }).strict();
@@ -31,6 +31,7 @@ export function registerMigrationRoutes(app: FastifyInstance, { jobs, source, ta
   app.get("/v1/jobs/:id", async (req) => jobs.get(parseInput(jobParams, req.params, "params").id).view());
   app.post("/v1/jobs/:id/cancel", async (req, reply) => {
     const job = jobs.get(parseInput(jobParams, req.params, "params").id);
+    parseInput(emptyBody, req.body ?? {}, "body");
     job.cancel();
     return reply.status(202).send(job.view());
   });
@@ -48,10 +49,12 @@ export function registerMigrationRoutes(app: FastifyInstance, { jobs, source, ta
   });
   app.post("/v1/incoming/:name/commit", async (req) => {
     const { name } = parseInput(vmParams, req.params, "params");
+    parseInput(emptyBody, req.body ?? {}, "body");
     return (await target.commit(name)).view();
   });
   app.delete("/v1/incoming/:name", async (req, reply) => {
     const { name } = parseInput(vmParams, req.params, "params");
+    parseInput(emptyBody, req.body ?? {}, "body");
     await target.abort(name, "the source asked");
     return reply.status(204).send();
   });

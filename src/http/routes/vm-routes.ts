@@ -21,11 +21,15 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
     const { name } = parseInput(vmParams, req.params, "params");
     const vm = registry.get(name);
     await vm.refresh();
-    return vm.view();
+    const view = vm.view();
+    // Fleet mode: a VM owned by another host shows that host.
+    const owner = view.owner ?? (await registry.ownerOf(vm));
+    return owner ? { ...view, owner } : view;
   });
 
   app.delete("/v1/vms/:name", async (req, reply) => {
     const { name } = parseInput(vmParams, req.params, "params");
+    parseInput(emptyBody, req.body ?? {}, "body");
     await registry.delete(name);
     return reply.status(204).send();
   });
