@@ -26,6 +26,28 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The user qemu runs as (--qemu-user's default), as Debian makes libvirt-qemu: a
+# system user without a home or a shell, in group kvm so /dev/kvm opens. Each VM
+# runs as a uid of its own from the range delegated to it in /etc/subuid.
+if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+qemu_user=vmhostd-qemu
+getent group kvm >/dev/null || $sudo groupadd --system kvm
+if ! getent passwd "$qemu_user" >/dev/null; then
+  echo "setup: creating the system user $qemu_user" >&2
+  $sudo useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --gid kvm "$qemu_user"
+fi
+if ! grep -q "^$qemu_user:" /etc/subuid 2>/dev/null; then
+  # 65536 uids above every range already delegated, so none is shared.
+  start=$( (cat /etc/subuid /etc/subgid 2>/dev/null || true) | awk -F: 'BEGIN { m = 1000000 } NF == 3 && $2 + $3 > m { m = $2 + $3 } END { print m }')
+  echo "setup: delegating uids $start-$((start + 65535)) to $qemu_user" >&2
+  $sudo usermod --add-subuids "$start-$((start + 65535))" --add-subgids "$start-$((start + 65535))" "$qemu_user"
+fi
+# A stock host has /dev/net/tun 0666 (an unprivileged qemu opens it to attach its
+# tap, which the daemon made for that uid); some containers make it 0600.
+if [ "$mode" = "--test" ] && [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" = 600 ]; then
+  $sudo chmod 0666 /dev/net/tun
+fi
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm dependencies" >&2
   npm ci --no-audit --no-fund --loglevel=error

@@ -30,6 +30,11 @@ export const configSchema = z
     accel: z.enum(accelModes).default("auto"),
     qemu: z.string().min(1).default("qemu-system-x86_64"),
     qemuImg: z.string().min(1).default("qemu-img"),
+    qemuUser: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]{0,31}$/, "must be a user name")
+      .default("vmhostd-qemu")
+      .describe("qemu runs unprivileged: each VM as its own uid from this user's /etc/subuid range, in its group; root only when said"),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
     pools: z
       .array(z.string().regex(/^[a-z][a-z0-9-]{0,31}=\/[^,]*$/, "expected NAME=/absolute/dir"))
@@ -84,6 +89,7 @@ export const settings = [
   { key: "listen", flag: "listen", env: "VMHOSTD_LISTEN", help: "also serve the API on TCP HOST:PORT" },
   { key: "accel", flag: "accel", env: "VMHOSTD_ACCEL", help: "kvm | tcg | auto (auto probes that KVM really runs a guest)" },
   { key: "qemu", flag: "qemu", env: "VMHOSTD_QEMU", help: "qemu-system binary" },
+  { key: "qemuUser", flag: "qemu-user", env: "VMHOSTD_QEMU_USER", help: "user qemu runs as (per-VM uids from its /etc/subuid range); root only explicitly" },
   { key: "qemuImg", flag: "qemu-img", env: "VMHOSTD_QEMU_IMG", help: "qemu-img binary" },
   { key: "logLevel", flag: "log-level", env: "VMHOSTD_LOG_LEVEL", help: "fatal|error|warn|info|debug|trace|silent" },
   { key: "pools", flag: "pool", env: "VMHOSTD_POOLS", help: "storage pool NAME=DIR, repeatable (env: comma-separated)" },
@@ -155,7 +161,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
 
 /** Longest Unix socket path the daemon creates below run-dir: sun_path holds 107 bytes. */
 export function checkSocketPathRoom(config: Config): void {
-  const longest = path.join(config.runDir, "vms", "x".repeat(63), "qmp-debug.sock");
+  const longest = path.join(config.runDir, "vms", "x".repeat(63), "qemu", "qmp-debug.sock");
   if (Buffer.byteLength(longest) > 107) {
     throw new ConfigError("--run-dir (VMHOSTD_RUN_DIR)", `too long for Unix socket paths (${longest.length} > 107 bytes)`);
   }

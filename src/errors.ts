@@ -47,6 +47,9 @@ export class PathOutsidePool extends defineError("VMH_ERR_PATH_OUTSIDE_POOL", 40
 /** A file path inside a pool that does not exist or is not a regular file. */
 export class FileNotFound extends defineError("VMH_ERR_FILE_NOT_FOUND", 400, "File not found") {}
 
+/** A file qemu must open that its unprivileged user cannot reach or read (mode bits of the file or a directory above it). */
+export class FileNotAccessible extends defineError("VMH_ERR_FILE_ACCESS", 400, "qemu cannot read the file") {}
+
 /** A file the daemon is asked to create (a backup's target) already exists: it is never overwritten. */
 export class FileExists extends defineError("VMH_ERR_FILE_EXISTS", 409, "File already exists") {}
 
@@ -155,6 +158,13 @@ export class VmOwnedElsewhere extends defineError("VMH_ERR_VM_OWNED_ELSEWHERE", 
   }
 }
 
+/** A fleet request (hosts, takeover) to a daemon started without --etcd. */
+export class NotInFleetMode extends defineError("VMH_ERR_NOT_IN_FLEET", 409, "Not in fleet mode") {
+  constructor() {
+    super("this daemon runs without --etcd: there is no fleet");
+  }
+}
+
 /** Fleet mode: etcd cannot be reached, so ownership cannot be taken or checked. */
 export class EtcdUnreachable extends defineError("VMH_ERR_ETCD_UNREACHABLE", 503, "etcd unreachable") {}
 
@@ -166,6 +176,7 @@ export const errorCatalogue = [
   ValidationFailed,
   PathOutsidePool,
   FileNotFound,
+  FileNotAccessible,
   FileExists,
   VmNotFound,
   VmExists,
@@ -196,5 +207,6 @@ export const errorCatalogue = [
   ShuttingDown,
   VmOwnedElsewhere,
   EtcdUnreachable,
+  NotInFleetMode,
   InternalError,
 ] as const;

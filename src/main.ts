@@ -15,6 +15,8 @@ import { HostInventory } from "./host/host-inventory.js";
 import { SystemdNotifier } from "./host/sd-notify.js";
 import { buildHttpApp } from "./http/http-app.js";
 import { resolveAccel } from "./qemu/accel-probe.js";
+import { QemuUserError, QemuUsers } from "./qemu/qemu-user.js";
+import { checkReachable } from "./qemu/qemu-files.js";
 import { readQemuVersion } from "./qemu/qemu-binary.js";
 import { DefinitionStore } from "./store/definition-store.js";
 import { QemuImg } from "./storage/qemu-img.js";
@@ -52,16 +54,48 @@ async function main(): Promise<void> {
   }
 }
 
+/**
+ * An unprivileged qemu must be able to pass through the state, run and pool
+ * directories (x for others or the qemu group). Said once at start, naming the
+ * directory, rather than at every VM's start.
+ */
+async function checkQemuCanReach(config: Config, pools: StoragePools, users: QemuUsers, log: Logger): Promise<void> {
+  const gid = users.gid;
+  if (gid === undefined) return;
+  // uid 2^31 stands for any VM uid: none owns these directories.
+  const anyVm = { uid: 2 ** 31, gid };
+  const dirs = [path.join(config.stateDir, "vms"), path.join(config.runDir, "vms"), ...pools.list().map((p) => p.dir)];
+  for (const dir of dirs) {
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    try {
+      await checkReachable(path.join(dir, "x"), anyVm);
+    } catch (err) {
+      log.fatal({ dir, err: (err as Error).message }, "qemu's user cannot reach a directory it needs");
+      throw err;
+    }
+  }
+}
+
 async function run(config: Config, log: Logger): Promise<void> {
   const started = performance.now();
   const notifier = SystemdNotifier.fromEnv(process.env, log);
   await mkdir(config.stateDir, { recursive: true, mode: 0o755 });
   await mkdir(path.join(config.runDir, "vms"), { recursive: true, mode: 0o755 });
 
+  let qemuUsers: QemuUsers;
+  try {
+    qemuUsers = await QemuUsers.load(config.qemuUser, config.stateDir, log);
+  } catch (err) {
+    if (!(err instanceof QemuUserError)) throw err;
+    process.stderr.write(`vmhostd: invalid setting --qemu-user (VMHOSTD_QEMU_USER): ${err.message}\n`);
+    process.exit(2);
+  }
+
   const qemuVersion = await readQemuVersion(config.qemu);
   const accel = await resolveAccel(config.accel, config.qemu, log);
   const pools = new StoragePools(config.pools);
   await pools.init();
+  await checkQemuCanReach(config, pools, qemuUsers, log);
   const store = new DefinitionStore(config.stateDir, config.runDir);
   await store.init();
 
@@ -70,6 +104,7 @@ async function run(config: Config, log: Logger): Promise<void> {
     accel,
     ioUring: await probeIoUring(config.qemuImg),
     qemuVersion,
+    qemuUsers,
     pools,
     qemuImg: new QemuImg(config.qemuImg),
     store,

@@ -74,8 +74,15 @@ export async function showLink(name: string): Promise<LinkInfo | undefined> {
  * A persistent tap: it outlives the daemon and qemu alike, so qemu needs no
  * privilege to open it and a daemon restart does not cut the guest off.
  */
-export async function addTap(name: string, multiQueue: boolean): Promise<void> {
-  await ip(["tuntap", "add", "dev", name, "mode", "tap", ...(multiQueue ? ["multi_queue"] : [])]);
+/** An unprivileged qemu may attach to a persistent tap only as its owner. */
+export interface TapOwner {
+  uid: number;
+  gid: number;
+}
+
+export async function addTap(name: string, multiQueue: boolean, owner?: TapOwner): Promise<void> {
+  const own = owner ? ["user", String(owner.uid), "group", String(owner.gid)] : [];
+  await ip(["tuntap", "add", "dev", name, "mode", "tap", ...own, ...(multiQueue ? ["multi_queue"] : [])]);
 }
 
 /** Enslaves a link to a bridge, names its owner in its alias and brings it up, in one command. */

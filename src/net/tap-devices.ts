@@ -6,7 +6,7 @@
 import type { Logger } from "pino";
 import { BridgeNotFound, NetworkFailed } from "../errors.js";
 import type { VmDefinition } from "../vm/definition.js";
-import { addTap, attachToBridge, deleteLink, showLink, type LinkInfo } from "./ip-link.js";
+import { addTap, type TapOwner, attachToBridge, deleteLink, showLink, type LinkInfo } from "./ip-link.js";
 import { TAP_ALIAS_PREFIX, vmTaps, type VmTap } from "./vm-taps.js";
 
 type NetDefinition = Pick<VmDefinition, "name" | "uuid" | "vcpus" | "nics">;
@@ -32,14 +32,14 @@ export async function checkBridges(def: Pick<VmDefinition, "nics">): Promise<voi
  * Checks the bridges, then creates and attaches every tap of the VM. On failure
  * the taps made so far are removed again before the error goes on.
  */
-export async function createVmTaps(def: NetDefinition, log: Logger): Promise<VmTap[]> {
+export async function createVmTaps(def: NetDefinition, log: Logger, owner?: TapOwner): Promise<VmTap[]> {
   const taps = vmTaps(def);
   if (taps.length === 0) return taps;
   await checkBridges(def);
   const made: VmTap[] = [];
   const results = await Promise.allSettled(
     taps.map(async (tap) => {
-      await addTapReplacingStale(tap, log);
+      await addTapReplacingStale(tap, log, owner);
       made.push(tap);
       await attachToBridge(tap.name, tap.bridge, tap.alias);
     }),
@@ -59,10 +59,10 @@ export async function createVmTaps(def: NetDefinition, log: Logger): Promise<VmT
  * command per tap. A tap of this very name left by a run whose clean-up never
  * happened (the host lost power, `ip` failed) is ours to replace.
  */
-async function addTapReplacingStale(tap: VmTap, log: Logger): Promise<void> {
+async function addTapReplacingStale(tap: VmTap, log: Logger, owner?: TapOwner): Promise<void> {
   const multiQueue = tap.queues > 1;
   try {
-    await addTap(tap.name, multiQueue);
+    await addTap(tap.name, multiQueue, owner);
     return;
   } catch (err) {
     const link = await showLink(tap.name);
@@ -76,7 +76,7 @@ async function addTapReplacingStale(tap: VmTap, log: Logger): Promise<void> {
     log.warn({ tap: tap.name, alias: link.alias }, "replacing a stale tap");
     await deleteLink(tap.name);
   }
-  await addTap(tap.name, multiQueue);
+  await addTap(tap.name, multiQueue, owner);
 }
 
 /** Removes the VM's taps that are left and unused. Never throws: a failure is logged, the tap stays. */

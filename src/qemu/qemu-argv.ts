@@ -62,6 +62,9 @@ export function buildQemuArgv({ def, paths, accel, files, incoming, vhostNet, io
     // A guest power-off pauses qemu instead of ending it: the daemon sees why the run
     // ended and ends qemu itself, even if the guest powered off while the daemon was down.
     "-action", "shutdown=pause",
+    // seccomp: no obsolete syscalls, no setuid/setgid, no fork/exec, no scheduling
+    // or resource changes. qemu already runs unprivileged (see qemu-launcher).
+    "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
   ];
 
   argv.push(...bootArgs(def, files));

@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import { open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { QemuFailed } from "../errors.js";
+import type { QemuIdentity } from "./qemu-user.js";
 import { readProcStartTicks, isSameProcess } from "./qemu-process.js";
 
 export interface ProcessExit {
@@ -19,10 +20,12 @@ export interface LaunchedQemu {
   exit: Promise<ProcessExit>;
 }
 
-export async function launchQemu(binary: string, argv: string[], logFile: string): Promise<LaunchedQemu> {
+export async function launchQemu(binary: string, argv: string[], logFile: string, identity?: QemuIdentity): Promise<LaunchedQemu> {
   const log = await open(logFile, "a", 0o640);
   try {
-    const child = spawn(binary, argv, { detached: true, stdio: ["ignore", log.fd, log.fd] });
+    // Started as its unprivileged uid from the first instruction (as libvirt does): qemu's
+    // own -runas drops privileges only after its seccomp filter forbids doing so.
+    const child = spawn(binary, argv, { detached: true, stdio: ["ignore", log.fd, log.fd], ...(identity ?? {}) });
     const exit = new Promise<ProcessExit>((resolve) => {
       child.once("exit", (code, signal) => resolve({ code, signal }));
     });

@@ -15,6 +15,9 @@ export const runtimeRecordSchema = z.object({
   accel: z.enum(["kvm", "tcg"]),
   startedAt: z.string(),
   qemuVersion: z.string().optional(),
+  /** The uid and gid qemu runs as (absent: root). */
+  uid: z.number().int().nonnegative().optional(),
+  gid: z.number().int().nonnegative().optional(),
 });
 export type RuntimeRecord = z.infer<typeof runtimeRecordSchema>;
 

@@ -16,6 +16,8 @@ export interface VmPaths {
   /** The cloud-init NoCloud seed (an ISO labelled cidata), made from the definition's cloudInit. */
   cloudInitSeed: string;
   runDir: string;
+  /** Where qemu creates its sockets and pidfile: owned by the VM's qemu uid, mode 0700. */
+  qemuRunDir: string;
   runtime: string;
   pidfile: string;
   qmpSocket: string;
@@ -31,6 +33,8 @@ export interface VmPaths {
 export function vmPaths(stateDir: string, runDir: string, name: string): VmPaths {
   const dir = path.join(stateDir, "vms", name);
   const run = path.join(runDir, "vms", name);
+  // The daemon's runtime record stays in `run` (root's); qemu writes only below `q`.
+  const q = path.join(run, "qemu");
   return {
     dir,
     definition: path.join(dir, "definition.json"),
@@ -42,13 +46,14 @@ export function vmPaths(stateDir: string, runDir: string, name: string): VmPaths
     uefiVars: path.join(dir, "uefi-vars.fd"),
     cloudInitSeed: path.join(dir, "cidata.iso"),
     runDir: run,
+    qemuRunDir: q,
     runtime: path.join(run, "runtime.json"),
-    pidfile: path.join(run, "qemu.pid"),
-    qmpSocket: path.join(run, "qmp.sock"),
-    qmpDebugSocket: path.join(run, "qmp-debug.sock"),
-    consoleSocket: path.join(run, "console.sock"),
-    vncSocket: path.join(run, "vnc.sock"),
-    qgaSocket: path.join(run, "qga.sock"),
+    pidfile: path.join(q, "qemu.pid"),
+    qmpSocket: path.join(q, "qmp.sock"),
+    qmpDebugSocket: path.join(q, "qmp-debug.sock"),
+    consoleSocket: path.join(q, "console.sock"),
+    vncSocket: path.join(q, "vnc.sock"),
+    qgaSocket: path.join(q, "qga.sock"),
   };
 }
 

@@ -5,6 +5,7 @@ import type { Config } from "../config.js";
 import type { FleetMember } from "../fleet/fleet-member.js";
 import type { EventBus } from "../events/event-bus.js";
 import type { Accel } from "../qemu/qemu-argv.js";
+import type { QemuUsers } from "../qemu/qemu-user.js";
 import type { DefinitionStore } from "../store/definition-store.js";
 import type { QemuImg } from "../storage/qemu-img.js";
 import type { StoragePools } from "../storage/storage-pools.js";
@@ -15,6 +16,8 @@ export interface HostContext {
   /** qemu can use io_uring here (probed at start): the default `aio` of disks. */
   ioUring?: boolean;
   qemuVersion: string;
+  /** Who each VM's qemu runs as (--qemu-user). */
+  qemuUsers: QemuUsers;
   pools: StoragePools;
   qemuImg: QemuImg;
   store: DefinitionStore;

@@ -11,6 +11,7 @@ import { waitForProcessGone, type ProcessExit } from "../qemu/qemu-launcher.js";
 import { isSameProcess } from "../qemu/qemu-process.js";
 import type { RuntimeRecord } from "../store/runtime-store.js";
 import { stat } from "node:fs/promises";
+import { prepareBlockdev } from "../qemu/qemu-files.js";
 import { setTimeout as sleep } from "node:timers/promises";
 
 export interface SessionExit extends ProcessExit {
@@ -148,6 +149,10 @@ export class QemuSession {
   ): Promise<QmpCommands[K]["result"]> {
     const qmp = this.qmp;
     if (!qmp) throw new QemuUnresponsive(`qemu of VM "${this.vm}" has no QMP connection`, { vm: this.vm, command });
+    // A file opened later (hot-plug, CD change, backup target) is handed over as at start.
+    if (command === "blockdev-add" && this.record.uid !== undefined) {
+      await prepareBlockdev(args, { uid: this.record.uid, gid: this.record.gid ?? 0 }, "/nonexistent");
+    }
     try {
       const result = await qmp.execute(command, args, timeoutMs ? { timeoutMs } : undefined);
       this.unresponsive = false;

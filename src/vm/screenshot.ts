@@ -18,7 +18,8 @@ export async function takeScreenshot(vm: Vm): Promise<Buffer> {
   if (!session.record.argv.includes("-vnc")) {
     throw new VmStateConflict(vm.name, "running without a display device (started by an older vmhostd)", "take a screenshot of");
   }
-  const file = path.join(vm.paths.runDir, `screendump-${randomUUID()}.png`);
+  // In qemu's own run directory: an unprivileged qemu may write nowhere else.
+  const file = path.join(vm.paths.qemuRunDir, `screendump-${randomUUID()}.png`);
   try {
     await session.execute("screendump", { filename: file, format: "png" }, SCREENDUMP_TIMEOUT_MS);
     return await readFile(file);

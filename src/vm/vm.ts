@@ -28,6 +28,8 @@ export interface VmView {
   argv?: string[];
   /** The second QMP monitor, for qemu's own tools. */
   qmpDebugSocket?: string;
+  /** The uid this VM's qemu runs as (0: root). */
+  qemuUid?: number;
   operation?: { name: OperationName; startedAt: string };
   job?: JobView;
   lastExit?: LastExit;
@@ -136,6 +138,7 @@ export class Vm {
             ...(s.record.qemuVersion ? { qemuVersion: s.record.qemuVersion } : {}),
             argv: [...s.record.argv],
             qmpDebugSocket: this.paths.qmpDebugSocket,
+            qemuUid: s.record.uid ?? 0,
             ...(this.balloonActual !== undefined ? { balloon: { actualMiB: Math.round(this.balloonActual / 2 ** 20) } } : {}),
           }
         : {}),

@@ -24,7 +24,7 @@ t.test("screenshot of a running VM, through the API and vmctl", async (t) => {
 
   const vm = await d.api.json<{ argv: string[] }>("POST", `/v1/vms/${VM}/start`);
   t.ok(vm.argv.includes("-vnc"), "the display is served over VNC");
-  t.ok(vm.argv.includes(`unix:${path.join(d.runDir, "vms", VM, "vnc.sock")}`), "on the VM's own Unix socket");
+  t.ok(vm.argv.includes(`unix:${path.join(d.runDir, "vms", VM, "qemu", "vnc.sock")}`), "on the VM's own Unix socket");
 
   const res = await d.api.request("GET", `/v1/vms/${VM}/screenshot`);
   t.equal(res.status, 200);
@@ -49,7 +49,7 @@ t.test("screenshot of a running VM, through the API and vmctl", async (t) => {
   const fromCli = decodePng(await readFile(file));
   t.ok(fromCli.width > 0 && fromCli.height > 0 && distinctPixels(fromCli) > 1, "vmctl wrote a non-blank PNG");
 
-  const runFiles = await readdir(path.join(d.runDir, "vms", VM));
+  const runFiles = await readdir(path.join(d.runDir, "vms", VM, "qemu"));
   t.same(runFiles.filter((f) => f.startsWith("screendump-")), [], "no temporary file is left in the run directory");
 
   const doc = await d.api.json<{ paths: Record<string, unknown> }>("GET", "/openapi.json");

@@ -2,6 +2,7 @@
 // left is settled by what qemu has. A disk whose device made it into qemu is kept
 // and recorded; one whose device never did is undone (its new file removed).
 import { execFileSync } from "node:child_process";
+import { chownSync } from "node:fs";
 import { access, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -43,7 +44,7 @@ t.test("a hot-plug cut short by SIGKILL is finished or rolled back on restart", 
   const d = await startDaemon();
   t.teardown(() => d.cleanup());
   await defineGuestVm(d, "rc");
-  await d.api.json("POST", "/v1/vms/rc/start");
+  const { qemuUid } = await d.api.json<{ qemuUid: number }>("POST", "/v1/vms/rc/start");
   await waitForBoot(d, "rc", 1);
   const disks = path.join(d.stateDir, "vms/rc/disks");
   const journalFile = path.join(d.stateDir, "vms/rc/operation.json");
@@ -52,7 +53,8 @@ t.test("a hot-plug cut short by SIGKILL is finished or rolled back on restart", 
   await d.kill();
   const fwd = path.join(disks, "fwd.qcow2");
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", fwd, "64M"]);
-  const qmp = await QmpClient.connect(path.join(d.runDir, "vms/rc/qmp.sock"));
+  // As the daemon would have: the file is the VM's before its qemu opens it.
+  chownSync(fwd, qemuUid, -1);  const qmp = await QmpClient.connect(path.join(d.runDir, "vms/rc/qemu/qmp.sock"));
   await qmp.execute("blockdev-add", { driver: "file", "node-name": "f-fwd", filename: fwd });
   await qmp.execute("blockdev-add", { driver: "qcow2", "node-name": "d-fwd", file: "f-fwd" });
   await qmp.execute("device_add", { driver: "virtio-blk-pci", id: "disk-fwd", drive: "d-fwd", serial: "fwd", bus: "rp2" });

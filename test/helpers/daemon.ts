@@ -2,7 +2,7 @@
 // talk to it, kill it and start it again on the same state.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -55,6 +55,8 @@ export interface DaemonOptions {
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
   // Short: Unix socket paths below it must fit in 107 bytes.
   const root = await mkdtemp(path.join(os.tmpdir(), "vmh-"));
+  // mkdtemp makes it 0700; the VMs' unprivileged qemus must pass through it.
+  await chmod(root, 0o711);
   const stateDir = path.join(root, "state");
   const runDir = path.join(root, "run");
   const socket = path.join(runDir, "vmhostd.sock");

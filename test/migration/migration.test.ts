@@ -2,7 +2,7 @@
 // by a veth pair. The guest keeps running (same boot, counter going on), its disk
 // arrives intact, and whatever goes wrong it runs on exactly one host.
 import { execFileSync } from "node:child_process";
-import { copyFile, mkdtemp, rm } from "node:fs/promises";
+import { chmod, copyFile, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -21,6 +21,7 @@ const PATTERN = "0x5a";
 t.test("live migration", { timeout: 280_000 }, async (t) => {
   const hosts = makeTwoHosts();
   const shared = await mkdtemp(path.join(os.tmpdir(), "vmh-pool-"));
+  await chmod(shared, 0o755);
   const guest = await ensureGuest();
   await copyFile(guest.kernel, path.join(shared, "vmlinuz"));
   await copyFile(guest.initrd, path.join(shared, "initrd.img"));

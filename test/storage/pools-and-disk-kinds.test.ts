@@ -2,7 +2,7 @@
 // base image (which is only ever read), or an imported copy that the VM owns.
 import { createHash } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import t from "tap";
@@ -14,6 +14,8 @@ const imgInfo = (f: string): Record<string, unknown> =>
 
 t.test("pools, backing-file overlays and imported images", async (t) => {
   const basesDir = await mkdtemp(path.join(os.tmpdir(), "vmh-bases-"));
+  // A pool an unprivileged qemu can pass through, as an operator's would be.
+  await chmod(basesDir, 0o755);
   const d = await startDaemon({ args: ["--pool", `bases=${basesDir}`] });
   t.teardown(async () => {
     await d.cleanup();

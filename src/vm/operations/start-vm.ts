@@ -15,6 +15,8 @@ import { QemuSession } from "../qemu-session.js";
 import { resolveVmFiles } from "../vm-files.js";
 import { ensureUefiVars, findOvmf } from "../uefi-firmware.js";
 import { ensureCloudInitSeed } from "../cloud-init-seed.js";
+import { prepareQemuFiles } from "../../qemu/qemu-files.js";
+import type { QemuIdentity } from "../../qemu/qemu-user.js";
 import { createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
 import { access } from "node:fs/promises";
 import type { Vm } from "../vm.js";
@@ -36,6 +38,8 @@ interface StartContext {
   incoming?: boolean;
   vhostNet?: boolean;
   session?: QemuSession;
+  /** Who this qemu runs as; undefined: root. */
+  identity?: QemuIdentity;
 }
 
 const steps: Step<StartContext>[] = [
@@ -44,16 +48,18 @@ const steps: Step<StartContext>[] = [
     journaled: false,
     // Checks and preparations that do not depend on each other, run side by side.
     run: async (c) => {
-      const [, files, firmware] = await Promise.all([
+      const [, files, firmware, , identity] = await Promise.all([
         checkNoUntrackedQemu(c.vm),
         resolveVmFiles(c.vm.definition, c.host.pools, c.vm.paths),
         prepareUefi(c.vm, c.host),
         ensureCloudInitSeed(c.vm.definition, c.vm.paths),
+        c.host.qemuUsers.identityFor(c.vm.name),
         mkdir(c.vm.paths.runDir, { recursive: true, mode: 0o755 }).then(() =>
           Promise.all([rm(c.vm.paths.qmpSocket, { force: true }), rm(c.vm.paths.qmpDebugSocket, { force: true }), rm(c.vm.paths.consoleSocket, { force: true })]),
         ),
       ]);
       c.files = { ...files, ...(firmware ? { firmware } : {}) };
+      c.identity = identity;
     },
   },
   {
@@ -63,7 +69,7 @@ const steps: Step<StartContext>[] = [
     // that finds no qemu for the VM removes any it left.
     journaled: false,
     run: async (c) => {
-      const taps = await createVmTaps(c.vm.definition, c.vm.log);
+      const taps = await createVmTaps(c.vm.definition, c.vm.log, c.identity);
       if (taps.length > 0 && c.host.accel === "kvm") c.vhostNet = await access("/dev/vhost-net").then(() => true, () => false);
     },
     undo: (c) => removeVmTaps(c.vm.definition, c.vm.log),
@@ -83,6 +89,9 @@ const steps: Step<StartContext>[] = [
       });
       // Kept beside the VM's state so an operator can see (and rerun) the exact command.
       await writeFile(path.join(c.vm.paths.dir, "qemu.argv.json"), JSON.stringify([c.host.config.qemu, ...c.argv]) + "\n");
+      // Root qemu opens whatever it is given; an unprivileged one gets its files first.
+      if (c.identity) await prepareQemuFiles(c.argv, c.vm.paths, c.identity);
+      else await mkdir(c.vm.paths.qemuRunDir, { recursive: true, mode: 0o700 });
     },
   },
   {
@@ -92,8 +101,8 @@ const steps: Step<StartContext>[] = [
     // The journal's intent must be on disk before qemu exists.
     run: async (c) => {
       await c.journalBegun;
-      c.launched = await launchQemu(c.host.config.qemu, c.argv!, c.vm.paths.qemuLog);
-      c.vm.log.info({ pid: c.launched.pid }, "qemu launched");
+      c.launched = await launchQemu(c.host.config.qemu, c.argv!, c.vm.paths.qemuLog, c.identity);
+      c.vm.log.info({ pid: c.launched.pid, uid: c.identity?.uid ?? 0 }, "qemu launched");
       c.record = {
         pid: c.launched.pid,
         procStartTicks: c.launched.procStartTicks,
@@ -102,6 +111,7 @@ const steps: Step<StartContext>[] = [
         accel: c.host.accel,
         startedAt: new Date().toISOString(),
         qemuVersion: c.host.qemuVersion,
+        ...(c.identity ? { uid: c.identity.uid, gid: c.identity.gid } : {}),
       };
       // Written while qemu starts up (tens of ms) rather than before connecting; awaited
       // before the guest runs. Until it is on disk the pidfile identifies this qemu.

@@ -1,0 +1,112 @@
+// Handing a VM's files to its unprivileged qemu before qemu opens them. The
+// list comes from what qemu is told to open (the argv's block nodes, kernel,
+// initrd and console log; a blockdev-add's nodes later), so a new kind of
+// device needs no code here. Files qemu writes become the VM uid's, mode 0600;
+// files it only reads (shared images, ISOs, firmware, kernels) are left as the
+// operator made them and must be readable by the VM's uid or the qemu group:
+// otherwise the start is refused naming the file, rather than qemu failing later.
+import { chmod, chown, mkdir, open, stat } from "node:fs/promises";
+import path from "node:path";
+import { FileNotAccessible } from "../errors.js";
+import type { VmPaths } from "../store/vm-paths.js";
+import type { QemuIdentity } from "./qemu-user.js";
+
+export interface QemuFiles {
+  readWrite: string[];
+  readOnly: string[];
+}
+
+/** Every `"driver": "file"` node in a blockdev tree, with whether it (or a node above it) is read-only. */
+export function blockdevFiles(node: unknown, readOnlyAbove = false, out: QemuFiles = { readWrite: [], readOnly: [] }): QemuFiles {
+  if (!node || typeof node !== "object") return out;
+  const n = node as Record<string, unknown>;
+  const readOnly = readOnlyAbove || n["read-only"] === true;
+  if (n.driver === "file" && typeof n.filename === "string") (readOnly ? out.readOnly : out.readWrite).push(n.filename);
+  for (const v of Object.values(n)) if (v && typeof v === "object") blockdevFiles(v, readOnly, out);
+  return out;
+}
+
+/** The files an argv makes qemu open. */
+export function argvFiles(argv: readonly string[]): QemuFiles & { logs: string[] } {
+  const out: QemuFiles & { logs: string[] } = { readWrite: [], readOnly: [], logs: [] };
+  argv.forEach((a, i) => {
+    const opt = argv[i - 1];
+    if (opt === "-blockdev" && a.startsWith("{")) blockdevFiles(JSON.parse(a), false, out);
+    else if (opt === "-kernel" || opt === "-initrd") out.readOnly.push(a);
+    else if (opt === "-chardev") {
+      const log = /(?:^|,)logfile=([^,]+)/.exec(a);
+      if (log) out.logs.push(log[1]!);
+    }
+  });
+  return out;
+}
+
+function allows(st: { mode: number; uid: number; gid: number }, id: QemuIdentity, bits: { user: number; group: number; other: number }): boolean {
+  if (st.uid === id.uid) return (st.mode & bits.user) !== 0;
+  if (st.gid === id.gid) return (st.mode & bits.group) !== 0;
+  return (st.mode & bits.other) !== 0;
+}
+
+/** Every directory above `file` must let the VM's uid pass (x). */
+export async function checkReachable(file: string, id: QemuIdentity): Promise<void> {
+  let dir = path.dirname(path.resolve(file));
+  const dirs: string[] = [];
+  for (;;) {
+    dirs.push(dir);
+    const up = path.dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  for (const d of dirs.reverse()) {
+    const st = await stat(d);
+    if (!allows(st, id, { user: 0o100, group: 0o010, other: 0o001 })) {
+      throw new FileNotAccessible(`qemu (uid ${id.uid}) cannot reach ${file}: directory ${d} is mode ${(st.mode & 0o777).toString(8)}`, { file, directory: d });
+    }
+  }
+}
+
+/** A file qemu writes: the VM's own from now on. */
+export async function giveToQemu(file: string, id: QemuIdentity): Promise<void> {
+  await checkReachable(file, id);
+  await chown(file, id.uid, id.gid);
+  await chmod(file, 0o600);
+}
+
+/** A file qemu only reads: left as it is, but it must be readable by the VM's uid. */
+export async function checkReadable(file: string, id: QemuIdentity, ownDir: string): Promise<void> {
+  // The VM's own read-only files (its cloud-init seed) are simply given to it.
+  if (path.resolve(file).startsWith(ownDir + path.sep)) return giveToQemu(file, id);
+  await checkReachable(file, id);
+  const st = await stat(file);
+  if (!allows(st, id, { user: 0o400, group: 0o040, other: 0o004 })) {
+    throw new FileNotAccessible(`qemu (uid ${id.uid}, gid ${id.gid}) cannot read ${file} (mode ${(st.mode & 0o777).toString(8)}): make it readable by others or the qemu group`, { file });
+  }
+}
+
+/** Before a blockdev-add on a running VM: the same rules as at start. */
+export async function prepareBlockdev(args: unknown, id: QemuIdentity, ownDir: string): Promise<void> {
+  const files = blockdevFiles(args);
+  await Promise.all([...files.readWrite.map((f) => giveToQemu(f, id)), ...files.readOnly.map((f) => checkReadable(f, id, ownDir))]);
+}
+
+/**
+ * Before qemu starts: the daemon's own directories stay root's (qemu may pass,
+ * not list or write, so it cannot rewrite its definition); qemu gets a run
+ * directory of its own for its sockets; then every file of the argv.
+ */
+export async function prepareQemuFiles(argv: readonly string[], paths: VmPaths, id: QemuIdentity): Promise<void> {
+  await chmod(paths.dir, 0o711);
+  await chmod(paths.disksDir, 0o711).catch(() => {});
+  await mkdir(paths.runDir, { recursive: true, mode: 0o711 });
+  await chmod(paths.runDir, 0o711);
+  await mkdir(paths.qemuRunDir, { recursive: true, mode: 0o700 });
+  await chown(paths.qemuRunDir, id.uid, id.gid);
+  await chmod(paths.qemuRunDir, 0o700);
+  const files = argvFiles(argv);
+  // qemu appends to its console log; made here so that it is the VM's, not root's.
+  for (const log of files.logs) await (await open(log, "a", 0o600)).close();
+  await Promise.all([
+    ...[...files.readWrite, ...files.logs].map((f) => giveToQemu(f, id)),
+    ...files.readOnly.map((f) => checkReadable(f, id, paths.dir)),
+  ]);
+}
