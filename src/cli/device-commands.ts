@@ -1,5 +1,7 @@
 // vmctl's device commands: disks and NICs added to and removed from a VM (hot-plug
-// when it runs), the memory balloon's target, and the guest agent.
+// when it runs), the memory balloon's target, the cloud-init seed, the guest agent
+// and one QMP command.
+import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
 import type { CliIo } from "./storage-commands.js";
 
@@ -95,6 +97,29 @@ export function registerDeviceCommands(program: Command, io: CliIo): void {
       }
       const r = await io.client().json<{ return: unknown }>("POST", `${vmUrl(name)}/qmp`, command);
       io.out(JSON.stringify(r.return, null, 2));
+    });
+
+  program
+    .command("cloud-init <name>")
+    .description("set the VM's cloud-init seed from files (made at its next start), or --remove it")
+    .option("--user-data <file>", "the user-data file (e.g. #cloud-config)")
+    .option("--meta-data <file>", "the meta-data file (instance-id and local-hostname default to the VM's)")
+    .option("--network-config <file>", "the network-config file")
+    .option("--remove", "remove the seed")
+    .action(async (name: string, o: { userData?: string; metaData?: string; networkConfig?: string; remove?: boolean }) => {
+      if (o.remove) {
+        if (o.userData || o.metaData || o.networkConfig) throw new Error("--remove takes no files");
+        await io.client().json("DELETE", `${vmUrl(name)}/cloud-init`);
+        return;
+      }
+      if (!o.userData) throw new Error("--user-data <file> is required (or --remove)");
+      const text = (file?: string) => (file === undefined ? undefined : readFile(file, "utf8"));
+      const [userData, metaData, networkConfig] = await Promise.all([text(o.userData), text(o.metaData), text(o.networkConfig)]);
+      await io.client().json("PUT", `${vmUrl(name)}/cloud-init`, {
+        userData,
+        ...(metaData !== undefined ? { metaData } : {}),
+        ...(networkConfig !== undefined ? { networkConfig } : {}),
+      });
     });
 
   program

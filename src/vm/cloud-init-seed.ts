@@ -7,7 +7,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
-import { StorageFailed } from "../errors.js";
+import { StorageFailed, VmStateConflict } from "../errors.js";
 import { fsyncDir, writeFileAtomic } from "../store/atomic-file.js";
 import type { VmPaths } from "../store/vm-paths.js";
 import type { CloudInit, VmDefinition } from "./definition.js";
@@ -80,8 +80,15 @@ export async function ensureCloudInitSeed(def: VmDefinition, paths: VmPaths): Pr
   }
 }
 
-/** The `set-cloud-init` action: recorded in the definition; the seed follows at the next start. */
+/**
+ * The `set-cloud-init` action: recorded in the definition; the seed follows at the next start.
+ * Adding or removing the seed adds or removes a device, so a running VM must be stopped first:
+ * otherwise its definition no longer matches its qemu and a migration would be refused.
+ */
 export async function setCloudInit(vm: Vm, host: HostContext, cloudInit: CloudInit | undefined): Promise<void> {
+  if (vm.session && !vm.definition.cloudInit !== !cloudInit) {
+    throw new VmStateConflict(vm.name, `${vm.settledState()} (stop it first)`, cloudInit ? "add a cloud-init seed to" : "remove the cloud-init seed of");
+  }
   const def: VmDefinition = { ...vm.definition };
   if (cloudInit) def.cloudInit = cloudInit;
   else delete def.cloudInit;

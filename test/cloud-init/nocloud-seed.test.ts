@@ -2,10 +2,10 @@
 // guest (vmh.cidata=1) mounts the CD-ROM whose ISO holds user-data, as cloud-init
 // would, and prints the volume label, a user-data value and meta-data's hostname.
 import { randomBytes } from "node:crypto";
-import { stat } from "node:fs/promises";
+import { stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import t from "tap";
-import { consoleAfter, consoleSize, defineGuestVm, installGuest, problem, startDaemon, waitForBoot, waitForVm } from "../helpers/daemon.js";
+import { consoleAfter, consoleSize, defineGuestVm, installGuest, problem, runVmctl, startDaemon, waitForBoot, waitForVm } from "../helpers/daemon.js";
 
 const VM = "cloudy";
 
@@ -32,11 +32,14 @@ t.test("cloud-init NoCloud seed", async (t) => {
 
   // A change is recorded now and made into a new seed at the next start.
   const second = `second-${randomBytes(4).toString("hex")}`;
-  const changed = await d.api.json<{ definition: { cloudInit: { userData: string } } }>("PUT", `/v1/vms/${VM}/cloud-init`, {
-    userData: `#cloud-config\nvmh_marker: ${second}\n`,
-    metaData: "local-hostname: renamed\n",
-  });
-  t.match(changed.definition.cloudInit.userData, second, "the definition holds the new user-data");
+  const userData = path.join(d.stateDir, "user-data");
+  const metaData = path.join(d.stateDir, "meta-data");
+  await writeFile(userData, `#cloud-config\nvmh_marker: ${second}\n`);
+  await writeFile(metaData, "local-hostname: renamed\n");
+  const set = await runVmctl(d, "cloud-init", VM, "--user-data", userData, "--meta-data", metaData);
+  t.equal(set.code, 0, set.stderr);
+  const changed = await d.api.json<{ definition: { cloudInit: { userData: string } } }>("GET", `/v1/vms/${VM}`);
+  t.match(changed.definition.cloudInit.userData, second, "vmctl cloud-init puts the new user-data in the definition");
   await d.api.json("POST", `/v1/vms/${VM}/stop`);
   const offset = await consoleSize(d, VM);
   await d.api.json("POST", `/v1/vms/${VM}/start`);
@@ -50,9 +53,13 @@ t.test("cloud-init NoCloud seed", async (t) => {
   t.match(JSON.parse(big.body.toString()), { field: "userData" }, "the problem names the field");
   t.same(await problem(d, "POST", "/v1/vms", { name: "bad", memoryMiB: 64, cloudInit: { userData: "x", vendorData: "y" } }), { status: 400, code: "VMH_ERR_VALIDATION" }, "unknown seed files are refused");
 
+  // Removing the seed removes a device: not under a running qemu, whose devices the definition describes.
+  t.same(await problem(d, "DELETE", `/v1/vms/${VM}/cloud-init`), { status: 409, code: "VMH_ERR_VM_STATE" }, "a running VM keeps its seed drive");
   // Without cloudInit the seed and its drive go at the next start.
-  await d.api.json("DELETE", `/v1/vms/${VM}/cloud-init`);
   await d.api.json("POST", `/v1/vms/${VM}/stop`);
+  const removed = await runVmctl(d, "cloud-init", VM, "--remove");
+  t.equal(removed.code, 0, removed.stderr);
+  t.notOk((await d.api.json<{ definition: { cloudInit?: unknown } }>("GET", `/v1/vms/${VM}`)).definition.cloudInit, "vmctl cloud-init --remove takes it out of the definition");
   await d.api.json("POST", `/v1/vms/${VM}/start`);
   const plain = await waitForVm<{ state: string; argv: string[] }>(d, VM, (v) => v.state === "running");
   t.notOk(plain.argv.some((a) => a.includes("cidata.iso") || a.includes("scsi-cd")), "no seed drive any more");

@@ -1,9 +1,10 @@
 // The operator's two ways into a VM's qemu: the second QMP monitor (a socket for
 // qemu's own tools, which the daemon never uses) and the pass-through endpoint
 // (`vmctl qmp`), which runs one command on the daemon's own connection and logs it.
+import http from "node:http";
 import t from "tap";
 import { QmpClient } from "../../src/qmp/qmp-client.js";
-import { defineGuestVm, problem, runVmctl, startDaemon, waitForBoot } from "../helpers/daemon.js";
+import { defineGuestVm, problem, runVmctl, startDaemon, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
 
 const VM = "dbg";
 
@@ -22,6 +23,27 @@ async function debugStatus(socket: string): Promise<string> {
   }
 }
 
+/** The data of the first event of `type` for the VM in the event stream (from the ring's start). */
+function firstEvent(d: TestDaemon, vm: string, type: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ socketPath: d.socket, path: `/v1/events?vm=${vm}&since=0`, agent: false }, (res) => {
+      let buf = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        buf += chunk;
+        const hit = buf.split("\n\n").find((b) => b.includes(`event: ${type}\n`));
+        const data = hit?.split("\n").find((l) => l.startsWith("data:"));
+        if (!data) return;
+        clearTimeout(timer);
+        req.destroy();
+        resolve((JSON.parse(data.slice(5)) as { data: Record<string, unknown> }).data);
+      });
+    });
+    const timer = setTimeout(() => (req.destroy(), reject(new Error(`no ${type} event`))), 20_000);
+    req.on("error", () => {});
+  });
+}
+
 t.test("second QMP monitor and vmctl qmp", async (t) => {
   const d = await startDaemon();
   t.teardown(() => d.cleanup());
@@ -35,14 +57,20 @@ t.test("second QMP monitor and vmctl qmp", async (t) => {
   t.ok(vm.qmpDebugSocket, "the VM view names the debug monitor's socket");
   t.equal(await debugStatus(vm.qmpDebugSocket!), "running", "the second monitor answers query-status");
   // The daemon keeps its own monitor meanwhile: both are usable at once.
-  const [viaDebug, viaDaemon] = await Promise.all([debugStatus(vm.qmpDebugSocket!), d.api.json<{ state: string }>("GET", `/v1/vms/${VM}`)]);
+  const [viaDebug, viaDaemon, viaPassthrough] = await Promise.all([
+    debugStatus(vm.qmpDebugSocket!),
+    d.api.json<{ state: string }>("GET", `/v1/vms/${VM}`),
+    d.api.json<{ return: { status: string } }>("POST", `/v1/vms/${VM}/qmp`, { execute: "query-status" }),
+  ]);
   t.equal(viaDebug, "running");
   t.equal(viaDaemon.state, "running", "and the daemon still reads its own");
+  t.equal(viaPassthrough.return.status, "running", "and runs a pass-through command on it");
 
   const ok = await runVmctl(d, "qmp", VM, '{"execute":"query-status"}');
   t.equal(ok.code, 0, ok.stderr);
   t.match(JSON.parse(ok.stdout), { status: "running", running: true }, "vmctl qmp prints qemu's return value");
   t.match(d.log(), /"vm":"dbg","command":"query-status"[^\n]*qmp pass-through/, "the daemon logs who asked what");
+  t.same(await firstEvent(d, VM, "qmp.passthrough"), { command: "query-status" }, "and publishes it on the event stream");
 
   const bad = await runVmctl(d, "qmp", VM, '{"execute":"no-such-command"}');
   t.not(bad.code, 0, "a command qemu refuses fails vmctl");
@@ -50,7 +78,9 @@ t.test("second QMP monitor and vmctl qmp", async (t) => {
   const refused = await d.api.request("POST", `/v1/vms/${VM}/qmp`, { execute: "no-such-command" });
   t.equal(refused.status, 422);
   t.match(JSON.parse(refused.body.toString()), { code: "VMH_ERR_QMP_COMMAND", qemuClass: "CommandNotFound" });
-  t.match(await problem(d, "POST", `/v1/vms/${VM}/qmp`, { execute: 5 }), { status: 400, code: "VMH_ERR_VALIDATION" }, "a malformed body is a 400");
+  const malformed = await d.api.request("POST", `/v1/vms/${VM}/qmp`, { execute: 5 });
+  t.equal(malformed.status, 400, "a malformed body is a 400");
+  t.match(JSON.parse(malformed.body.toString()), { code: "VMH_ERR_VALIDATION", field: "execute" }, "naming the field");
   const field = JSON.parse((await d.api.request("POST", `/v1/vms/${VM}/qmp`, { execute: "query-status", extra: 1 })).body.toString());
   t.match(field, { code: "VMH_ERR_VALIDATION" }, "unknown fields are refused");
   t.match(await problem(d, "POST", `/v1/vms/${VM}/qmp`, { execute: "qmp_capabilities" }), { status: 400 }, "capabilities are the daemon's business");
