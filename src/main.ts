@@ -137,6 +137,12 @@ async function run(config: Config, log: Logger): Promise<void> {
   registry.recoverMigration = (vm, entry) =>
     entry.operation === "migrate-in" ? target.recover(vm, entry.done) : migration.source.recover(vm, entry);
   await registry.load();
+  if (host.fleet) {
+    // After load, so the first state it writes already lists every ha VM.
+    const { FenceSupervisor } = await import("./fleet/fence/fence-supervisor.js");
+    const haVms = () => registry.list().filter((vm) => vm.definition.ha).map((vm) => ({ name: vm.name, uuid: vm.definition.uuid }));
+    await new FenceSupervisor(config.runDir, host.fleet, haVms, log).start();
+  }
   // The API opens once adoption settles, or after a short wait: a hung qemu must not keep it closed.
   await Promise.race([registry.adopted, sleep(ADOPTION_WAIT_MS)]);
   host.bus.publish("daemon.started", undefined, { qemuVersion, accel });

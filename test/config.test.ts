@@ -25,3 +25,20 @@ t.test("a bad value names the setting", async (t) => {
   t.throws(() => loadConfig(["--state-dir", "relative"], {}), /--state-dir/);
   t.throws(() => loadConfig(["--bogus"], {}), /--bogus/);
 });
+
+t.test("fleet settings", async (t) => {
+  const single = loadConfig([], {});
+  t.equal(single.etcd, undefined, "no --etcd: single-host mode");
+  t.equal(single.etcdPrefix, "/vmhostd/");
+  t.equal(single.leaseTtl, 10);
+  t.ok(single.hostId.length > 0, "host id defaults to the hostname");
+  const c = loadConfig(["--etcd", "http://10.0.0.1:2379,http://10.0.0.2:2379", "--host-id", "hv7", "--lease-ttl", "4"], { VMHOSTD_ETCD_PREFIX: "/fleet/" });
+  t.equal(c.etcd, "http://10.0.0.1:2379,http://10.0.0.2:2379");
+  t.equal(c.hostId, "hv7");
+  t.equal(c.leaseTtl, 4);
+  t.equal(c.etcdPrefix, "/fleet/");
+  t.throws(() => loadConfig(["--etcd", "10.0.0.1:2379"], {}), /--etcd \(VMHOSTD_ETCD\)/);
+  t.throws(() => loadConfig(["--lease-ttl", "1"], {}), /--lease-ttl/);
+  t.throws(() => loadConfig(["--etcd-prefix", "vmhostd"], {}), /--etcd-prefix/);
+  t.throws(() => loadConfig(["--etcd-cert", "/etc/c.pem"], {}), /--etcd-cert/);
+});

@@ -11,6 +11,8 @@ export interface VmJson {
   operation?: { name: string; startedAt: string };
   error?: string;
   lastExit?: { at: string; reason: string; exitCode: number | null; signal: string | null; detail?: string };
+  /** Fleet mode: the host holding the owner key and its revision (the fencing token). */
+  owner?: { host: string; revision: string; since: string; ha: boolean };
   definition: { vcpus: number; memoryMiB: number; machine: string; firmware?: string; cdrom?: { image?: string }; autostart?: boolean; disks: { name: string; sizeGiB?: number; image?: string; format: string }[]; nics: { mac: string; network: { type: string; bridge?: string } }[] };
 }
 
@@ -48,6 +50,7 @@ export function formatVm(vm: VmJson): string {
   if (d.firmware) lines.push(["firmware", d.firmware]);
   if (d.cdrom) lines.push(["cdrom", d.cdrom.image ?? "(empty)"]);
   if (vm.pid) lines.push(["pid", String(vm.pid)]);
+  if (vm.owner) lines.push(["owner", `${vm.owner.host} (revision ${vm.owner.revision}${vm.owner.ha ? ", ha" : ""}) since ${vm.owner.since}`]);
   if (vm.startedAt) lines.push(["started", vm.startedAt]);
   if (vm.operation) lines.push(["operation", `${vm.operation.name} since ${vm.operation.startedAt}`]);
   for (const disk of d.disks) lines.push([`disk ${disk.name}`, disk.image ?? `${disk.sizeGiB} GiB ${disk.format}`]);

@@ -7,7 +7,7 @@
 import { EventEmitter } from "node:events";
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
-import type { Etcd3 } from "etcd3";
+import type { Etcd3, IOptions } from "etcd3";
 import type { Config } from "../config.js";
 import { EtcdUnreachable, VmOwnedElsewhere } from "../errors.js";
 
@@ -77,7 +77,8 @@ export class FleetMember extends EventEmitter {
     const tls = config.etcdCa || config.etcdCert;
     const credentials = tls
       ? {
-          rootCertificate: config.etcdCa ? await readFile(config.etcdCa) : Buffer.alloc(0),
+          // null: the system's CA store.
+          rootCertificate: (config.etcdCa ? await readFile(config.etcdCa) : null) as Buffer,
           ...(config.etcdCert ? { certChain: await readFile(config.etcdCert), privateKey: await readFile(config.etcdKey!) } : {}),
         }
       : undefined;
@@ -87,6 +88,9 @@ export class FleetMember extends EventEmitter {
       dialTimeout: CALL_DEADLINE_MS,
       // Unary calls get a deadline, so an unreachable etcd is an answer, not a hang.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_DEADLINE_MS }),
+      // No per-endpoint circuit breaker: its default 5 s of refusing calls after three failures
+      // would outlast a short etcd outage and delay lease renewals past a short TTL.
+      faultHandling: { host: () => passThrough },
     });
     return new FleetMember(client, config, log.child({ component: "fleet" }));
   }
@@ -163,7 +167,21 @@ export class FleetMember extends EventEmitter {
 
   /** One keepalive; resolves true if etcd confirmed the lease alive, false if it is gone. */
   private async keepaliveOnce(leaseId: string): Promise<boolean> {
-    const stream = await this.client.leaseClient.leaseKeepAlive();
+    // Opening the stream waits for a connection: bounded too, or an unreachable etcd would stall renewals.
+    let timer: NodeJS.Timeout | undefined;
+    const opening = this.client.leaseClient.leaseKeepAlive();
+    const stream = await Promise.race([
+      opening,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no connection to etcd within ${CALL_DEADLINE_MS} ms`)), CALL_DEADLINE_MS);
+      }),
+    ])
+      .catch((err: unknown) => {
+        // A stream that opens after the deadline is closed at once.
+        void opening.then((late) => (late.end(), (late as unknown as { cancel?: () => void }).cancel?.()), () => {});
+        throw err;
+      })
+      .finally(() => clearTimeout(timer));
     const sentAtNs = process.hrtime.bigint();
     try {
       const res = await new Promise<{ ID: string; TTL: string }>((resolve, reject) => {
@@ -328,16 +346,17 @@ export class FleetMember extends EventEmitter {
 
   /**
    * Migration switch-over, run by the destination before its `cont`: the key moves
-   * from `fromHost` to this host in one compare-and-swap on the value etcd holds.
+   * from `fromHost` to this host in one compare-and-swap on the key's revision.
    * Throws (and leaves the key with the source) if the source no longer holds it.
    */
-  async handover(vm: string, fromHost: string, ha: boolean): Promise<Ownership> {
+  async handover(vm: string, fromHost: string, fromRevision: string, ha: boolean): Promise<Ownership> {
     const key = this.ownerKey(vm);
     const res = await this.call(() => this.client.get(key).exec());
     const kv = res.kvs[0];
     const current = kv ? parseOwner(kv.value.toString()) : undefined;
     if (current?.host === this.hostId) return { ...current, revision: String(kv!.mod_revision) };
-    if (!kv || !current || current.host !== fromHost) {
+    // The source's fencing token must still be the key's revision: nobody took it meanwhile.
+    if (!kv || !current || current.host !== fromHost || String(kv.mod_revision) !== fromRevision) {
       throw new VmOwnedElsewhere(vm, current?.host ?? "nobody", kv ? String(kv.mod_revision) : "0");
     }
     const value: OwnerValue = { host: this.hostId, since: new Date().toISOString(), ha };
@@ -392,6 +411,11 @@ export class FleetMember extends EventEmitter {
     this.client.close();
   }
 }
+
+/** A fault-handling policy that just makes the call (etcd3 asks only for `execute`). */
+const passThrough = {
+  execute: <T>(fn: () => T | PromiseLike<T>): Promise<T> => Promise.resolve().then(fn),
+} as unknown as ReturnType<NonNullable<NonNullable<IOptions["faultHandling"]>["host"]>>;
 
 function parseOwner(raw: string): OwnerValue | undefined {
   try {

@@ -6,6 +6,7 @@ import { DAEMON_VERSION } from "../host/host-inventory.js";
 import { cloudInitSchema, vmCreateSchema, vmDefinitionSchema } from "../vm/definition.js";
 import { vmStates } from "../vm/vm-state.js";
 import { cdromChangeBody, consoleLogQuery, shutdownBody } from "./schemas.js";
+import { takeoverBody } from "./routes/fleet-routes.js";
 import { migrateRequestSchema } from "../migration/migration-schema.js";
 import { diskBackupBody, diskResizeBody } from "./storage-schemas.js";
 import { balloonBody, diskAddBody, nicAddBody } from "./device-schemas.js";
@@ -228,6 +229,17 @@ export function buildOpenApi(): Record<string, unknown> {
             "200": { description: "an endless stream; a comment every 15 s", content: { "text/event-stream": { schema: { $ref: "#/components/schemas/Event" } } } },
             ...problems(400),
           },
+        },
+      },
+      "/v1/fleet/hosts": {
+        get: { summary: "fleet mode: every live host's registry entry from etcd", responses: { "200": { description: "{hosts: [...]}" }, ...problems(409, 503) } },
+      },
+      "/v1/vms/{name}/takeover": {
+        post: {
+          summary: "fleet mode: take the VM's owner key for this host once its owner is known to be down (logged, evented)",
+          parameters: [nameParam],
+          requestBody: { required: true, content: { "application/json": { schema: schema(takeoverBody) } } },
+          responses: { "200": { description: "the VM, with its new owner", content: json("Vm") }, ...problems(400, 404, 409, 503) },
         },
       },
       "/openapi.json": { get: { summary: "this document", responses: { "200": { description: "OpenAPI 3" } } } },

@@ -27,6 +27,8 @@ export const incomingRequestSchema = z
     /** Virtual sizes of the disks to create for a copy, by disk name. */
     diskSizes: z.record(z.string(), z.number().int().positive()).default({}),
     postcopy: z.boolean().default(false),
+    /** Fleet mode: the source's hold on the owner key, which the destination swaps to itself at commit. */
+    owner: z.object({ host: z.string().min(1), revision: z.string().regex(/^\d+$/) }).strict().optional(),
   })
   .strict();
 export type IncomingRequest = z.output<typeof incomingRequestSchema>;

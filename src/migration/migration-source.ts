@@ -154,6 +154,7 @@ export class MigrationSource {
         files,
         diskSizes,
         postcopy: req.postcopy ?? false,
+        ...(vm.owner ? { owner: { host: vm.owner.host, revision: vm.owner.revision } } : {}),
       });
     } catch (err) {
       if (err instanceof PeerUnreachable) throw new MigrationFailed(`destination unreachable: ${err.message}`);

@@ -4,7 +4,7 @@
 // runs here only after a commit; until then an abort, a source that goes silent
 // or a restart of this daemon removes everything that was prepared.
 import os from "node:os";
-import { FileNotFound, InsufficientResources, VmExists, VmStateConflict } from "../errors.js";
+import { FileNotFound, InsufficientResources, VmExists, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
 import type { HostContext } from "../vm/host-context.js";
 import { launchIncomingQemu } from "../vm/operations/start-vm.js";
 import { killQemu } from "../vm/operations/stop-vm.js";
@@ -27,6 +27,8 @@ interface Incoming {
   lastContact: number;
   /** A commit is waiting for the last of the migration to arrive. */
   committing?: boolean;
+  /** Fleet mode: the source's hold on the owner key, swapped to this host at commit. */
+  owner?: IncomingRequest["owner"];
   settle: () => void;
   watchdog: NodeJS.Timeout;
 }
@@ -41,6 +43,13 @@ export class MigrationTarget {
 
   async prepare(req: IncomingRequest): Promise<IncomingReply> {
     const def = req.definition;
+    // Postcopy resumes the guest here before the commit, ahead of the owner key's handover.
+    if (this.host.fleet && req.postcopy) throw new VmStateConflict(def.name, "in fleet mode", "migrate with postcopy");
+    // Fleet mode: refused before any RAM moves if the source's hold on the key is not current.
+    const owner = this.host.fleet ? await this.host.fleet.owner(def.name) : undefined;
+    if (owner && owner.host !== this.host.fleet!.hostId && (owner.host !== req.owner?.host || owner.revision !== req.owner?.revision)) {
+      throw new VmOwnedElsewhere(def.name, owner.host, owner.revision);
+    }
     const release = this.registry.reserveName(def.name);
     let vm: Vm | undefined;
     try {
@@ -104,6 +113,7 @@ export class MigrationTarget {
               state: "receiving",
               storage: req.storage,
               lastContact: Date.now(),
+              ...(req.owner ? { owner: req.owner } : {}),
               settle,
               watchdog: setInterval(() => this.checkSilence(vm.name), 1000),
             };
@@ -136,6 +146,22 @@ export class MigrationTarget {
     if (mig.status !== "completed") {
       entry.committing = false;
       throw new VmStateConflict(name, `incoming migration ${mig.status ?? "not started"}`, "commit");
+    }
+    // Fleet mode: the owner key moves to this host in one compare-and-swap, before the
+    // guest may run here. If it fails, the guest stays paused here and the key with the source.
+    const fleet = this.host.fleet;
+    if (fleet) {
+      try {
+        vm.owner = entry.owner
+          ? await fleet.handover(name, entry.owner.host, entry.owner.revision, vm.definition.ha)
+          : await fleet.acquire(name, vm.definition.ha);
+      } catch (err) {
+        entry.committing = false;
+        // etcd unreachable: the source asks again. The key held elsewhere or at a newer
+        // revision: this copy will never run, so it goes and the source resumes its own.
+        if (err instanceof VmOwnedElsewhere) await this.abort(name, err.message).catch(() => {});
+        throw err;
+      }
     }
     entry.state = "running";
     await vm.journal.stepDone("commit-begun");

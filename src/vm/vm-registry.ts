@@ -1,6 +1,6 @@
 // The registry of this host's VMs, and the one place every VmAction is carried
 // out (one exhaustive switch). HTTP routes and the CLI only produce actions.
-import { VmBusy, VmExists, VmNotFound, VmOwnedElsewhere, VmStateConflict, ShuttingDown } from "../errors.js";
+import { NotInFleetMode, VmBusy, VmExists, VmNotFound, VmOwnedElsewhere, VmStateConflict, ShuttingDown } from "../errors.js";
 import { completeDefinition, type VmDefinition, vmCreateSchema } from "./definition.js";
 import type { HostContext } from "./host-context.js";
 import { createVmOnDisk } from "./operations/create-vm.js";
@@ -179,15 +179,22 @@ export class VmRegistry {
       case "shutdown": {
         const timeoutSec = action.timeoutSec ?? DEFAULT_SHUTDOWN_TIMEOUT_SEC;
         await vm.lock.run("shutdown", async (preempted) => {
-          await shutdownVm(vm, timeoutSec, preempted, this.host.stopping.signal);
-          await this.releaseOwnership(vm);
+          try {
+            await shutdownVm(vm, timeoutSec, preempted, this.host.stopping.signal);
+          } finally {
+            // Also for a VM already down (the guest powered off): its key goes back once nothing runs.
+            await this.releaseOwnership(vm);
+          }
         });
         break;
       }
       case "stop":
         await vm.lock.run("stop", async () => {
-          await stopVm(vm);
-          await this.releaseOwnership(vm);
+          try {
+            await stopVm(vm);
+          } finally {
+            await this.releaseOwnership(vm);
+          }
         });
         break;
       case "reset":
@@ -332,7 +339,7 @@ export class VmRegistry {
     this.assertOpen();
     const vm = this.get(name);
     const fleet = this.host.fleet;
-    if (!fleet) throw new VmStateConflict(name, "not in fleet mode (no --etcd)", "takeover");
+    if (!fleet) throw new NotInFleetMode();
     const { ownership, previous } = await fleet.takeover(name, vm.definition.ha);
     vm.owner = ownership;
     vm.log.warn({ previous, revision: ownership.revision }, "owner key taken over by the operator");

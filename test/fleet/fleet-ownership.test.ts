@@ -2,7 +2,7 @@
 // "hosts") define the same VM; the owner key in etcd decides which may run it.
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
-import { defineGuestVm, killQemusUnder, runVmctl, startDaemon, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
+import { consoleAfter, consoleSize, defineGuestVm, killQemusUnder, runVmctl, startDaemon, waitForBoot, waitForVm, type TestDaemon } from "../helpers/daemon.js";
 import { startEtcd, type TestEtcd } from "../helpers/etcd.js";
 
 const TTL = 3;
@@ -111,10 +111,11 @@ t.test("one owner per VM: 409 naming the owner, start after stop, takeover after
   t.equal(taken.code, 0, taken.stderr);
   t.match(taken.stdout, /shared now owned by host-a/);
   t.match(a.log(), /owner key taken over by the operator/, "the takeover is logged");
+  const offset = await consoleSize(a, "shared");
   const again = await a.api.json<VmBody>("POST", "/v1/vms/shared/start?wait=true");
   t.equal(again.state, "running", "after takeover the VM starts here");
   t.equal(again.owner?.host, "host-a");
-  await waitForBoot(a, "shared", 2, 120_000);
+  await consoleAfter(a, "shared", offset, /VMH-READY/, 120_000);
 
   // host-b's daemon comes back: it does not hold the key and its VM stays down.
   await b.restart();
@@ -132,15 +133,29 @@ t.test("a restarted daemon finds its own keys again", async (t) => {
   const a = await fleetDaemon(etcd, "host-a");
   t.teardown(() => a.cleanup());
   await defineGuestVm(a, "kept");
+  await defineGuestVm(a, "kept-ha", { ha: true });
   const first = await a.api.json<VmBody>("POST", "/v1/vms/kept/start?wait=true");
+  const firstHa = await a.api.json<VmBody>("POST", "/v1/vms/kept-ha/start?wait=true");
+  t.equal(firstHa.owner?.ha, true, "an ha VM's key is marked ha");
+  const lease = (await a.api.json<{ fleet: { lease: { id: string } } }>("GET", "/v1/host")).fleet.lease.id;
+  t.equal((await etcd.getKey("/t/vms/kept-ha/owner"))?.lease, lease, "in etcd the ha VM's key is bound to the host lease");
+  t.equal((await etcd.getKey("/t/vms/kept/owner"))?.lease, "0", "an ordinary VM's key to none");
+  t.equal((await etcd.getKey("/t/vms/kept/owner"))?.modRevision, first.owner?.revision, "the revision shown is the key's");
   await a.kill();
   await a.restart();
   const shown = await a.api.json<VmBody>("GET", "/v1/vms/kept");
   t.equal(shown.pid, first.pid, "the qemu is adopted");
   t.equal(shown.owner?.host, "host-a", "and its owner key is found again");
   t.equal(shown.owner?.revision, first.owner?.revision, "with the same revision");
-  await a.api.json("POST", "/v1/vms/kept/stop?wait=true");
-  await a.api.json("DELETE", "/v1/vms/kept");
+  const after = (await a.api.json<{ fleet: { lease: { id: string } } }>("GET", "/v1/host")).fleet.lease.id;
+  t.equal(after, lease, "a restart within the TTL resumes the same host lease");
+  const shownHa = await waitForVm<VmBody>(a, "kept-ha", (v) => v.owner !== undefined, 10_000);
+  t.equal(shownHa.pid, firstHa.pid, "the ha VM's qemu is adopted");
+  t.equal(shownHa.owner?.revision, firstHa.owner?.revision, "and its key, still bound to that lease, is unchanged");
+  for (const n of ["kept", "kept-ha"]) {
+    await a.api.json("POST", `/v1/vms/${n}/stop?wait=true`);
+    await a.api.json("DELETE", `/v1/vms/${n}`);
+  }
 });
 
 t.test("etcd unavailable: running VMs keep running, the API says so, a start is 503", async (t) => {
@@ -180,4 +195,20 @@ t.test("etcd unavailable: running VMs keep running, the API says so, a start is 
   const started = await a.api.json<VmBody>("POST", "/v1/vms/idle/start?wait=true");
   t.equal(started.owner?.host, "host-a", "and starts take the key again");
   for (const n of ["running", "idle"]) await a.api.json("POST", `/v1/vms/${n}/stop?wait=true`);
+});
+
+t.test("without --etcd nothing of the fleet is there", async (t) => {
+  const d = await startDaemon();
+  t.teardown(() => d.cleanup());
+  const host = await d.api.json<Record<string, unknown>>("GET", "/v1/host");
+  t.equal(host.fleet, undefined, "GET /v1/host has no fleet part");
+  const hosts = await refusal(d, "GET", "/v1/fleet/hosts");
+  t.equal(hosts.status, 409);
+  t.equal(hosts.code, "VMH_ERR_NOT_IN_FLEET");
+  await defineGuestVm(d, "solo");
+  const vm = await d.api.json<VmBody>("POST", "/v1/vms/solo/start?wait=true");
+  t.equal(vm.state, "running", "a start needs no etcd");
+  t.equal(vm.owner, undefined, "and shows no owner");
+  t.equal((await refusal(d, "POST", "/v1/vms/solo/takeover", { force: true })).code, "VMH_ERR_NOT_IN_FLEET");
+  await d.api.json("POST", "/v1/vms/solo/stop?wait=true");
 });

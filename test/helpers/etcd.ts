@@ -26,6 +26,15 @@ export interface TestEtcd {
   start(): Promise<void>;
   /** Stops it and removes the data directory. */
   cleanup(): Promise<void>;
+  /** Reads one key through etcd's JSON gateway (the test's own view, not the daemon's). */
+  getKey(key: string): Promise<EtcdKey | undefined>;
+}
+
+export interface EtcdKey {
+  value: string;
+  /** The lease the key is bound to, "0" when none. */
+  lease: string;
+  modRevision: string;
 }
 
 export interface EtcdOptions {
@@ -35,26 +44,36 @@ export interface EtcdOptions {
   peerPort?: number;
   /** Run etcd inside this network namespace (through `ip netns exec`). */
   netns?: string;
+  /** Serve clients over TLS and require a client certificate signed by `ca` (PEM file paths). */
+  tls?: { ca: string; cert: string; key: string; clientCert: string; clientKey: string };
 }
 
-async function freePort(host: string): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, host, () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
+/** `n` distinct free ports: every listener stays open until all are chosen, so none is handed out twice. */
+async function freePorts(host: string, n: number): Promise<number[]> {
+  const servers: net.Server[] = [];
+  try {
+    for (let k = 0; k < n; k++) {
+      const srv = net.createServer();
+      servers.push(srv);
+      await new Promise<void>((resolve, reject) => {
+        srv.once("error", reject);
+        srv.listen(0, host, () => resolve());
+      });
+    }
+    return servers.map((srv) => (srv.address() as net.AddressInfo).port);
+  } finally {
+    await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
+  }
 }
 
 export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
   const host = opts.host ?? "127.0.0.1";
   // Ports are probed from the test's own namespace; for a netns etcd the caller should pass them.
-  const clientPort = opts.clientPort ?? (await freePort(opts.netns ? "127.0.0.1" : host));
-  const peerPort = opts.peerPort ?? (await freePort(opts.netns ? "127.0.0.1" : host));
+  const [probedClient, probedPeer] = await freePorts(opts.netns ? "127.0.0.1" : host, 2);
+  const clientPort = opts.clientPort ?? probedClient!;
+  const peerPort = opts.peerPort ?? probedPeer!;
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "vmh-etcd-"));
-  const url = `http://${host}:${clientPort}`;
+  const url = `${opts.tls ? "https" : "http"}://${host}:${clientPort}`;
   const output: string[] = [];
   const argv = [
     "--name", "test",
@@ -67,7 +86,21 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
     "--initial-cluster-state", "new",
     "--logger", "zap",
     "--log-outputs", "stderr",
+    ...(opts.tls
+      ? ["--cert-file", opts.tls.cert, "--key-file", opts.tls.key, "--trusted-ca-file", opts.tls.ca, "--client-cert-auth"]
+      : []),
   ];
+  // The test's own requests to etcd: curl, inside the namespace and with the client certificate when needed.
+  const curl = (args: string[]): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const tlsArgs = opts.tls ? ["--cacert", opts.tls.ca, "--cert", opts.tls.clientCert, "--key", opts.tls.clientKey] : [];
+      const argv = ["curl", "-fsS", "-m", "2", ...tlsArgs, ...args];
+      const c = opts.netns ? spawn("ip", ["netns", "exec", opts.netns, ...argv], { stdio: ["ignore", "pipe", "ignore"] }) : spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "ignore"] });
+      let o = "";
+      c.stdout!.on("data", (b: Buffer) => (o += b.toString()));
+      c.on("exit", (code) => (code === 0 ? resolve(o) : reject(new Error(`curl exited ${code}`))));
+      c.on("error", reject);
+    });
   const launch = (): ChildProcess => {
     const [cmd, args] = opts.netns
       ? ["ip", ["netns", "exec", opts.netns, etcdBinary, ...argv]]
@@ -92,7 +125,8 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
       const deadline = Date.now() + timeoutMs;
       while (Date.now() < deadline) {
         if (exited(e.proc)) return false;
-        if (await healthy(host, clientPort, opts.netns)) return true;
+        const health = await curl([`${url}/health`]).catch(() => "");
+        if (/"health":\s*"true"/.test(health)) return true;
         await sleep(100);
       }
       return false;
@@ -115,6 +149,13 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
       await e.stop();
       await rm(dataDir, { recursive: true, force: true });
     },
+    async getKey(key) {
+      const body = JSON.stringify({ key: Buffer.from(key).toString("base64") });
+      const out = await curl(["-d", body, `${url}/v3/kv/range`]);
+      const kv = (JSON.parse(out) as { kvs?: { value?: string; lease?: string; mod_revision?: string }[] }).kvs?.[0];
+      if (!kv) return undefined;
+      return { value: Buffer.from(kv.value ?? "", "base64").toString(), lease: kv.lease ?? "0", modRevision: kv.mod_revision ?? "0" };
+    },
   };
   if (!(await e.waitHealthy())) {
     const log = e.log();
@@ -122,24 +163,4 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
     throw new Error(`etcd did not become healthy:\n${log.slice(-4000)}`);
   }
   return e;
-}
-
-async function healthy(host: string, port: number, netns?: string): Promise<boolean> {
-  if (netns) {
-    // The test's namespace may not reach it; ask from inside.
-    return await new Promise((resolve) => {
-      const c = spawn("ip", ["netns", "exec", netns, "curl", "-fsS", "-m", "1", `http://${host}:${port}/health`], { stdio: ["ignore", "pipe", "ignore"] });
-      let out = "";
-      c.stdout!.on("data", (b: Buffer) => (out += b.toString()));
-      c.on("exit", () => resolve(/"health":\s*"true"/.test(out)));
-      c.on("error", () => resolve(false));
-    });
-  }
-  try {
-    const res = await fetch(`http://${host}:${port}/health`, { signal: AbortSignal.timeout(1_000) });
-    const body = (await res.json()) as { health?: string };
-    return res.ok && body.health === "true";
-  } catch {
-    return false;
-  }
 }

@@ -2,7 +2,7 @@
 // whose owning host is down. Without --etcd these answer 409 (not in fleet mode).
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
-import { VmStateConflict } from "../../errors.js";
+import { NotInFleetMode } from "../../errors.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import { parseInput } from "../validation.js";
 import { vmParams } from "../schemas.js";
@@ -15,7 +15,7 @@ export const takeoverBody = z
 export function registerFleetRoutes(app: FastifyInstance, registry: VmRegistry): void {
   app.get("/v1/fleet/hosts", async () => {
     const fleet = registry.host.fleet;
-    if (!fleet) throw new VmStateConflict("-", "not in fleet mode (no --etcd)", "list fleet hosts");
+    if (!fleet) throw new NotInFleetMode();
     return { hosts: await fleet.hosts() };
   });
 

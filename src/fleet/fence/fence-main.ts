@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+// The fence process: a small Node program of its own, started detached by the
+// daemon in fleet mode, so that a frozen or killed daemon cannot keep `ha`
+// guests alive past their lease. Every 100 ms it reads the shared state file;
+// once the last confirmed lease renewal is older than the TTL minus the margin,
+// it SIGKILLs every qemu of this host whose VM is `ha`, and goes on doing so on
+// every poll until a fresher renewal is written. It needs nothing from the
+// daemon's event loop, and nothing but node: modules.
+import { appendFileSync, existsSync, readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { FENCED_FILE, STATE_FILE, fenceDeadlineNs, type FenceState } from "./fence-state.js";
+
+const POLL_MS = 100;
+const dirIndex = process.argv.indexOf("--dir");
+const dir = dirIndex > 0 ? process.argv[dirIndex + 1] : undefined;
+if (!dir) {
+  process.stderr.write("usage: fence-main.js --dir <run-dir>/fence\n");
+  process.exit(2);
+}
+
+function log(msg: string, fields: Record<string, unknown> = {}): void {
+  process.stdout.write(JSON.stringify({ time: Date.now(), component: "fence", pid: process.pid, msg, ...fields }) + "\n");
+}
+
+function readState(): FenceState | undefined {
+  try {
+    return JSON.parse(readFileSync(path.join(dir!, STATE_FILE), "utf8")) as FenceState;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Processes whose command line names one of the VMs' uuids and this host's run directory. */
+function haQemus(state: FenceState): { pid: number; vm: string }[] {
+  const byUuid = new Map(state.ha.map((v) => [v.uuid, v.name]));
+  const mine = `${state.runDir}/vms/`;
+  const found: { pid: number; vm: string }[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let args: string[];
+    try {
+      args = readFileSync(`/proc/${entry}/cmdline`, "latin1").split("\0");
+    } catch {
+      continue;
+    }
+    const i = args.indexOf("-uuid");
+    const vm = i >= 0 ? byUuid.get(args[i + 1] ?? "") : undefined;
+    if (vm && args.some((a) => a.includes(mine))) found.push({ pid: Number(entry), vm });
+  }
+  return found;
+}
+
+let armed = false;
+function poll(): void {
+  // Its directory removed (the host's run directory cleared, e.g. at reboot): nothing left to guard.
+  if (!existsSync(dir!)) {
+    log("fence directory gone: exiting", { dir });
+    process.exit(0);
+  }
+  const state = readState();
+  if (!state || state.ha.length === 0) return;
+  const late = process.hrtime.bigint() - fenceDeadlineNs(state);
+  if (late < 0n) {
+    if (armed) log("lease renewed again: fencing stops", { leaseId: state.leaseId });
+    armed = false;
+    return;
+  }
+  if (!armed) log("lease not renewed in time: fencing the ha VMs", { leaseId: state.leaseId, lateMs: Number(late / 1_000_000n) });
+  armed = true;
+  for (const q of haQemus(state)) {
+    try {
+      process.kill(q.pid, "SIGKILL");
+    } catch {
+      continue; // gone meanwhile
+    }
+    const record = { at: new Date().toISOString(), vm: q.vm, pid: q.pid, leaseId: state.leaseId, lateMs: Number(late / 1_000_000n) };
+    log("fenced", record);
+    try {
+      appendFileSync(path.join(dir!, FENCED_FILE), JSON.stringify(record) + "\n");
+    } catch {
+      // the record is a courtesy; the kill is what matters
+    }
+  }
+}
+
+log("fence process started", { dir });
+setInterval(poll, POLL_MS);
+process.on("SIGTERM", () => {
+  log("fence process stopping");
+  process.exit(0);
+});

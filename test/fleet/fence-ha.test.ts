@@ -1,0 +1,163 @@
+// `ha` VMs and fencing, against a real etcd and real qemu: when the owning host
+// can no longer renew its lease (its daemon frozen by SIGSTOP, or its link to
+// etcd cut), the fence process kills the ha qemu before etcd lets the owner key
+// go, and only then can the other host start the VM. Processes are checked every
+// 50 ms throughout: the VM never runs on both hosts. A daemon restarted within
+// the grace period fences nothing.
+import { chmod, copyFile, mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import t from "tap";
+import { findQemuProcesses } from "../../src/qemu/qemu-process.js";
+import { startDaemon, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
+import { ensureGuest } from "../helpers/guest.js";
+import { startEtcd } from "../helpers/etcd.js";
+import { makeTwoHosts } from "../helpers/two-hosts.js";
+
+const TTL = 5;
+
+/** Watches both hosts' qemus for `vm` every 50 ms: the most that ran at once, and when each host's last one vanished or appeared. */
+function watch(vm: string, hosts: Record<string, TestDaemon>) {
+  let most = 0;
+  let stopped = false;
+  const seen: Record<string, { present: boolean; changedAt: number }> = {};
+  const loop = (async () => {
+    while (!stopped) {
+      let count = 0;
+      for (const [id, d] of Object.entries(hosts)) {
+        const present = (await findQemuProcesses(d.runDir)).some((p) => p.name === vm);
+        if (present) count++;
+        if (seen[id]?.present !== present) seen[id] = { present, changedAt: Date.now() };
+      }
+      most = Math.max(most, count);
+      await sleep(50);
+    }
+  })();
+  return {
+    seen,
+    get most() {
+      return most;
+    },
+    async stop() {
+      stopped = true;
+      await loop;
+    },
+  };
+}
+
+/** Tries to start `vm` on `d` until it succeeds; returns when (ms since epoch). */
+async function startWhenAllowed(d: TestDaemon, vm: string, timeoutMs: number): Promise<{ at: number; refusals: string[] }> {
+  const refusals: string[] = [];
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    const r = await d.api.request("POST", `/v1/vms/${vm}/start`);
+    if (r.status === 200) return { at: Date.now(), refusals };
+    const code = (JSON.parse(r.body.toString()) as { code?: string }).code ?? String(r.status);
+    if (refusals[refusals.length - 1] !== code) refusals.push(code);
+    await sleep(250);
+  }
+  throw new Error(`${vm} could not be started within ${timeoutMs} ms: ${refusals.join(", ")}`);
+}
+
+async function sharedPool(t: { teardown(fn: () => unknown): void }): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "vmh-pool-"));
+  await chmod(dir, 0o755);
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const guest = await ensureGuest();
+  await copyFile(guest.kernel, path.join(dir, "vmlinuz"));
+  await copyFile(guest.initrd, path.join(dir, "initrd.img"));
+  return dir;
+}
+
+async function defineHa(d: TestDaemon, vm: string): Promise<void> {
+  const guest = await ensureGuest();
+  await d.api.json("POST", "/v1/vms", { name: vm, memoryMiB: 128, ha: true, boot: { kernel: "vmlinuz", initrd: "initrd.img", cmdline: guest.cmdline } });
+}
+
+async function fenced(d: TestDaemon): Promise<string> {
+  return readFile(path.join(d.runDir, "fence", "fenced.jsonl"), "utf8").catch(() => "");
+}
+
+t.test("a frozen owner is fenced before the other host may start its ha VM; a quick restart fences nothing", { timeout: 280_000 }, async (t) => {
+  const etcd = await startEtcd();
+  t.teardown(() => etcd.cleanup());
+  const pool = await sharedPool(t);
+  const args = (id: string) => ["--etcd", etcd.url, "--host-id", id, "--lease-ttl", String(TTL), "--pool", `images=${pool}`];
+  const a = await startDaemon({ args: args("host-a") });
+  t.teardown(() => a.cleanup());
+  const b = await startDaemon({ args: args("host-b") });
+  t.teardown(() => b.cleanup());
+  await defineHa(a, "hv");
+  await defineHa(b, "hv");
+
+  // A daemon restart within the grace period: same qemu, same boot, nothing fenced.
+  const started = await a.api.json<{ pid: number }>("POST", "/v1/vms/hv/start");
+  const boot = await waitForBoot(a, "hv", 1);
+  await sleep(TTL * 1000);
+  t.equal(await fenced(a), "", "nothing is fenced while the lease is renewed");
+  await a.kill();
+  await a.restart();
+  await sleep(TTL * 1000 + 1000);
+  const after = await a.api.json<{ pid: number; state: string; owner?: { host: string } }>("GET", "/v1/vms/hv");
+  t.equal(after.pid, started.pid, "after a restart within the grace period the same qemu runs");
+  t.equal(after.state, "running");
+  t.equal(after.owner?.host, "host-a", "and host-a still owns it");
+  t.equal((await waitForBoot(a, "hv", 1)).bootId, boot.bootId, "the guest never noticed");
+  t.equal(await fenced(a), "", "nothing was fenced");
+
+  // Freeze host-a's daemon: its fence process kills the ha qemu, then host-b may start the VM.
+  const w = watch("hv", { a, b });
+  const frozenAt = Date.now();
+  a.proc.kill("SIGSTOP");
+  t.teardown(() => void a.proc.kill("SIGCONT"));
+  const onB = await startWhenAllowed(b, "hv", 60_000);
+  await sleep(1000);
+  await w.stop();
+  const killedAt = w.seen.a?.present === false ? w.seen.a.changedAt : undefined;
+  t.ok(killedAt, "host-a's qemu was killed");
+  t.ok(killedAt! - frozenAt < TTL * 1000, `within the TTL of the freeze (${killedAt! - frozenAt} ms)`);
+  t.ok(killedAt! < onB.at, `before host-b could start the VM (${onB.at - killedAt!} ms later)`);
+  t.ok(onB.refusals.includes("VMH_ERR_VM_OWNED_ELSEWHERE"), `host-b was refused while host-a held the key (${onB.refusals.join(", ")})`);
+  t.equal(w.most, 1, "never more than one qemu for the VM across both hosts");
+  t.match(await fenced(a), /"vm":"hv"/, "the fence process recorded what it killed");
+  a.proc.kill("SIGCONT");
+  await waitForBoot(b, "hv", 1);
+  t.equal((await findQemuProcesses(a.runDir)).filter((p) => p.name === "hv").length, 0, "host-a, thawed, runs no copy");
+  await b.api.json("POST", "/v1/vms/hv/stop");
+});
+
+t.test("an owner cut off from etcd is fenced before the other host may start its ha VM", { timeout: 280_000 }, async (t) => {
+  const hosts = makeTwoHosts();
+  t.teardown(() => hosts.cleanup());
+  const etcd = await startEtcd({ host: hosts.b.ip, netns: hosts.b.ns });
+  t.teardown(() => etcd.cleanup());
+  const pool = await sharedPool(t);
+  const args = (id: string) => ["--etcd", etcd.url, "--host-id", id, "--lease-ttl", String(TTL), "--pool", `images=${pool}`];
+  const a = await startDaemon({ netns: hosts.a.ns, args: args("host-a") });
+  t.teardown(() => a.cleanup());
+  const b = await startDaemon({ netns: hosts.b.ns, args: args("host-b") });
+  t.teardown(() => b.cleanup());
+  await defineHa(a, "cut");
+  await defineHa(b, "cut");
+  await a.api.json("POST", "/v1/vms/cut/start");
+  await waitForBoot(a, "cut", 1);
+
+  const w = watch("cut", { a, b });
+  const cutAt = Date.now();
+  hosts.linkDown();
+  const onB = await startWhenAllowed(b, "cut", 60_000);
+  await sleep(1000);
+  await w.stop();
+  const killedAt = w.seen.a?.present === false ? w.seen.a.changedAt : undefined;
+  t.ok(killedAt, "host-a's qemu was killed");
+  t.ok(killedAt! - cutAt < TTL * 1000, `within the TTL of the cut (${killedAt! - cutAt} ms)`);
+  t.ok(killedAt! < onB.at, `before host-b could start the VM (${onB.at - killedAt!} ms later)`);
+  t.equal(w.most, 1, "never more than one qemu for the VM across both hosts");
+  const host = await a.api.json<{ fleet?: { etcd: { reachable: boolean } } }>("GET", "/v1/host");
+  t.equal(host.fleet?.etcd.reachable, false, "host-a's API says etcd is unreachable");
+  t.match(await fenced(a), /"vm":"cut"/, "the fence process recorded what it killed");
+  hosts.linkUp();
+  await waitForBoot(b, "cut", 1);
+  await b.api.json("POST", "/v1/vms/cut/stop");
+});
