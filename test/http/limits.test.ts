@@ -1,8 +1,10 @@
 // What one client may ask of a listener: a clear 4xx or a closed connection at
 // each limit, never a crash, and the daemon answering everybody else meanwhile.
+import http from "node:http";
 import net from "node:net";
 import t from "tap";
 import { setTimeout as sleep } from "node:timers/promises";
+import { freePort } from "../../src/net/free-port.js";
 import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { stateDigest } from "../helpers/state-digest.js";
 
@@ -109,4 +111,35 @@ t.test("HTTP limits", async (t) => {
   }
   await alive("malformed bodies");
   t.same(await stateDigest(d.stateDir), before, "nothing on disk changed");
+});
+
+t.test("TCP: no token or a wrong one is a 401 and changes nothing", async (t) => {
+  const port = await freePort("127.0.0.1");
+  const token = "the-right-token-0123456789";
+  const d = await startDaemon({ args: ["--listen", `127.0.0.1:${port}`, "--peer-token", token] });
+  t.teardown(() => d.cleanup());
+  const before = await stateDigest(d.stateDir);
+  const send = (auth: string | undefined, method: string, urlPath: string, body?: unknown) =>
+    new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const req = http.request(
+        { host: "127.0.0.1", port, method, path: urlPath, headers: { ...(auth ? { authorization: auth } : {}), ...(payload ? { "content-type": "application/json" } : {}) } },
+        (res) => {
+          let text = "";
+          res.on("data", (c: Buffer) => (text += c.toString()));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+        },
+      );
+      req.on("error", reject);
+      req.end(payload);
+    });
+  const create = { name: "sneaky", memoryMiB: 64 };
+  for (const [what, auth] of [["no token", undefined], ["a wrong token", "Bearer the-wrong-token-012345678"], ["a token that is a prefix", `Bearer ${token.slice(0, -1)}`], ["another scheme", `Basic ${token}`]] as const) {
+    const r = await send(auth, "POST", "/v1/vms", create);
+    t.equal(r.status, 401, `${what}: 401`);
+    t.match(r.text, /VMH_ERR_UNAUTHORIZED/);
+    t.equal((await send(auth, "GET", "/v1/vms")).status, 401, `${what}: reading is refused too`);
+  }
+  t.same(await stateDigest(d.stateDir), before, "nothing on disk changed");
+  t.equal((await send(`Bearer ${token}`, "GET", "/v1/vms")).status, 200, "the right token is let in");
 });
