@@ -2,13 +2,13 @@
 // tiny guests. Prints the latency of the read paths an orchestrator polls
 // (`GET /v1/vms`, `GET /v1/vms/{name}`, `GET /metrics`), the daemon's resident
 // memory at each stage, and re-adoption after SIGKILL with 20 VMs running.
-import { copyFile, readFile } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ensureGuest } from "./guest-files.js";
 import { formatTable, summarize } from "./latency-stats.js";
+import { defineGuests, readoptionRounds, startGuests, waitGuestsReady } from "./readoption-rounds.js";
 import { BenchDaemon } from "./vmhostd-daemon.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -59,7 +59,6 @@ async function main(): Promise<void> {
   const restarts = arg("restarts", 5);
   const guest = ensureGuest(repoRoot);
   let daemon = await BenchDaemon.launch(mainJs);
-  const root = daemon.root;
   const names = Array.from({ length: defined }, (_, i) => `sc${String(i).padStart(3, "0")}`);
   const runningNames = names.slice(0, running);
   const pids: number[] = [];
@@ -67,28 +66,10 @@ async function main(): Promise<void> {
   try {
     await daemon.waitReady();
     rss.push({ label: "idle, no VMs", mib: await settledRssMiB(daemon) });
-    await copyFile(guest.kernel, path.join(daemon.stateDir, "images/vmlinuz"));
-    await copyFile(guest.initrd, path.join(daemon.stateDir, "images/initrd.img"));
-    for (const name of names) {
-      await daemon.expect(201, "POST", "/v1/vms", {
-        name,
-        memoryMiB: 96,
-        boot: { kernel: "vmlinuz", initrd: "initrd.img", cmdline: guest.cmdline },
-        disks: [{ name: "root", sizeGiB: 1 }],
-      });
-    }
+    await defineGuests(daemon, guest, names, { disks: [{ name: "root", sizeGiB: 1 }] });
     rss.push({ label: `${defined} defined, none running`, mib: await settledRssMiB(daemon) });
-    for (const name of runningNames) {
-      const vm = (await daemon.expect(200, "POST", `/v1/vms/${name}/start`)) as { pid: number };
-      daemon.rememberQemu(vm.pid);
-      pids.push(vm.pid);
-    }
-    // Measure against idle guests, not 20 TCG boots fighting over the CPUs.
-    const until = Date.now() + 240_000;
-    for (const name of runningNames) {
-      const log = path.join(daemon.stateDir, "vms", name, "console.log");
-      while (!(await readFile(log, "utf8").catch(() => "")).includes("VMH-READY") && Date.now() < until) await sleep(250);
-    }
+    pids.push(...(await startGuests(daemon, runningNames)));
+    await waitGuestsReady(daemon, runningNames, 240_000);
     await sleep(2000);
     rss.push({ label: `${defined} defined, ${running} running`, mib: await settledRssMiB(daemon) });
 
@@ -107,32 +88,9 @@ async function main(): Promise<void> {
     keepAlive.destroy();
     rss.push({ label: "after the GET loops", mib: await settledRssMiB(daemon) });
 
-    const wall: number[] = [];
-    const own: number[] = [];
-    for (let run = 0; run < restarts; run++) {
-      await daemon.kill();
-      const logStart = (await readFile(daemon.logFile, "utf8")).length;
-      const t0 = performance.now();
-      daemon = await BenchDaemon.launch(mainJs, root, "info");
-      for (const pid of pids) daemon.rememberQemu(pid);
-      await daemon.waitReady();
-      for (;;) {
-        const r = await daemon.request("GET", "/v1/vms");
-        const vms = (r.body as { vms: { name: string; state: string; pid?: number }[] }).vms;
-        const up = vms.filter((v) => v.state === "running" && v.pid);
-        if (vms.length === defined && up.length === running) break;
-        await sleep(5);
-      }
-      wall.push(performance.now() - t0);
-      for (let i = 0; i < 100; i++) {
-        const m = /"ms":(\d+)[^\n]*"msg":"VMs adopted"/.exec((await readFile(daemon.logFile, "utf8")).slice(logStart));
-        if (m) {
-          own.push(Number(m[1]));
-          break;
-        }
-        await sleep(20);
-      }
-    }
+    const rounds = await readoptionRounds(daemon, mainJs, pids, { restarts, vms: defined, running });
+    daemon = rounds.daemon;
+    const { wall, own } = rounds;
     rss.push({ label: "after re-adoption", mib: await settledRssMiB(daemon) });
 
     console.log(`scale: ${defined} VMs defined, ${running} running (TCG guests, 96 MiB), ${requests} requests per GET row`);

@@ -3,14 +3,14 @@
 // layouts match, and the guest runs on without a reboot.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmod, copyFile, mkdtemp, readFile, rm, stat } from "node:fs/promises";
-import os from "node:os";
+import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import type { VmJson } from "../../src/cli/vm-format.js";
 import { consoleAfter, startDaemon, waitForBoot } from "../helpers/daemon.js";
 import { ensureGuest } from "../helpers/guest.js";
+import { sharedGuestPool } from "../helpers/migration.js";
 import { makeTwoHosts } from "../helpers/two-hosts.js";
 
 const TOKEN = "seed-migration-token-0123456789";
@@ -26,11 +26,8 @@ async function isoFile(iso: string, name: string, dir: string): Promise<string> 
 
 t.test("a VM's cloud-init seed follows it in a migration", { timeout: 240_000 }, async (t) => {
   const hosts = makeTwoHosts();
-  const shared = await mkdtemp(path.join(os.tmpdir(), "vmh-pool-"));
-  await chmod(shared, 0o755);
+  const shared = await sharedGuestPool(t);
   const guest = await ensureGuest();
-  await copyFile(guest.kernel, path.join(shared, "vmlinuz"));
-  await copyFile(guest.initrd, path.join(shared, "initrd.img"));
   const daemon = (ns: string, ip: string) =>
     startDaemon({ netns: ns, args: ["--listen", `${ip}:${PORT}`, "--pool", `images=${shared}`, "--peer-token", TOKEN] });
   const a = await daemon(hosts.a.ns, hosts.a.ip);
@@ -39,7 +36,6 @@ t.test("a VM's cloud-init seed follows it in a migration", { timeout: 240_000 },
     await a.cleanup();
     await b.cleanup();
     hosts.cleanup();
-    await rm(shared, { recursive: true, force: true });
   });
 
   const marker = `moved-${randomBytes(4).toString("hex")}`;

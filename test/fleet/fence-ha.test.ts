@@ -4,15 +4,15 @@
 // go, and only then can the other host start the VM. Processes are checked every
 // 50 ms throughout: the VM never runs on both hosts. A daemon restarted within
 // the grace period fences nothing.
-import { chmod, copyFile, mkdtemp, readFile, rm } from "node:fs/promises";
-import os from "node:os";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import t from "tap";
+import t, { type Test } from "tap";
 import { findQemuProcesses } from "../../src/qemu/qemu-process.js";
 import { startDaemon, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
 import { ensureGuest } from "../helpers/guest.js";
 import { startEtcd } from "../helpers/etcd.js";
+import { sharedGuestPool } from "../helpers/migration.js";
 import { makeTwoHosts } from "../helpers/two-hosts.js";
 
 const TTL = 5;
@@ -60,15 +60,6 @@ async function startWhenAllowed(d: TestDaemon, vm: string, timeoutMs: number): P
   throw new Error(`${vm} could not be started within ${timeoutMs} ms: ${refusals.join(", ")}`);
 }
 
-async function sharedPool(t: { teardown(fn: () => unknown): void }): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "vmh-pool-"));
-  await chmod(dir, 0o755);
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const guest = await ensureGuest();
-  await copyFile(guest.kernel, path.join(dir, "vmlinuz"));
-  await copyFile(guest.initrd, path.join(dir, "initrd.img"));
-  return dir;
-}
 
 async function defineHa(d: TestDaemon, vm: string): Promise<void> {
   const guest = await ensureGuest();
@@ -79,10 +70,31 @@ async function fenced(d: TestDaemon): Promise<string> {
   return readFile(path.join(d.runDir, "fence", "fenced.jsonl"), "utf8").catch(() => "");
 }
 
+/**
+ * Does `cutOff` to host-a (the owner of `vm`), then starts `vm` on host-b as soon as
+ * it is let: host-a's qemu must die within the TTL and before host-b's starts,
+ * and the two never run at once.
+ */
+async function fencedThenMoved(t: Test, vm: string, a: TestDaemon, b: TestDaemon, what: string, cutOff: () => void): Promise<{ at: number; refusals: string[] }> {
+  const w = watch(vm, { a, b });
+  const cutAt = Date.now();
+  cutOff();
+  const onB = await startWhenAllowed(b, vm, 60_000);
+  await sleep(1000);
+  await w.stop();
+  const killedAt = w.seen.a?.present === false ? w.seen.a.changedAt : undefined;
+  t.ok(killedAt, "host-a's qemu was killed");
+  t.ok(killedAt! - cutAt < TTL * 1000, `within the TTL of the ${what} (${killedAt! - cutAt} ms)`);
+  t.ok(killedAt! < onB.at, `before host-b could start the VM (${onB.at - killedAt!} ms later)`);
+  t.equal(w.most, 1, "never more than one qemu for the VM across both hosts");
+  t.match(await fenced(a), new RegExp(`"vm":"${vm}"`), "the fence process recorded what it killed");
+  return onB;
+}
+
 t.test("a frozen owner is fenced before the other host may start its ha VM; a quick restart fences nothing", { timeout: 280_000 }, async (t) => {
   const etcd = await startEtcd();
   t.teardown(() => etcd.cleanup());
-  const pool = await sharedPool(t);
+  const pool = await sharedGuestPool(t);
   const args = (id: string) => ["--etcd", etcd.url, "--host-id", id, "--lease-ttl", String(TTL), "--pool", `images=${pool}`];
   const a = await startDaemon({ args: args("host-a") });
   t.teardown(() => a.cleanup());
@@ -107,20 +119,9 @@ t.test("a frozen owner is fenced before the other host may start its ha VM; a qu
   t.equal(await fenced(a), "", "nothing was fenced");
 
   // Freeze host-a's daemon: its fence process kills the ha qemu, then host-b may start the VM.
-  const w = watch("hv", { a, b });
-  const frozenAt = Date.now();
-  a.proc.kill("SIGSTOP");
   t.teardown(() => void a.proc.kill("SIGCONT"));
-  const onB = await startWhenAllowed(b, "hv", 60_000);
-  await sleep(1000);
-  await w.stop();
-  const killedAt = w.seen.a?.present === false ? w.seen.a.changedAt : undefined;
-  t.ok(killedAt, "host-a's qemu was killed");
-  t.ok(killedAt! - frozenAt < TTL * 1000, `within the TTL of the freeze (${killedAt! - frozenAt} ms)`);
-  t.ok(killedAt! < onB.at, `before host-b could start the VM (${onB.at - killedAt!} ms later)`);
+  const onB = await fencedThenMoved(t, "hv", a, b, "freeze", () => a.proc.kill("SIGSTOP"));
   t.ok(onB.refusals.includes("VMH_ERR_VM_OWNED_ELSEWHERE"), `host-b was refused while host-a held the key (${onB.refusals.join(", ")})`);
-  t.equal(w.most, 1, "never more than one qemu for the VM across both hosts");
-  t.match(await fenced(a), /"vm":"hv"/, "the fence process recorded what it killed");
   a.proc.kill("SIGCONT");
   await waitForBoot(b, "hv", 1);
   t.equal((await findQemuProcesses(a.runDir)).filter((p) => p.name === "hv").length, 0, "host-a, thawed, runs no copy");
@@ -132,7 +133,7 @@ t.test("an owner cut off from etcd is fenced before the other host may start its
   t.teardown(() => hosts.cleanup());
   const etcd = await startEtcd({ host: hosts.b.ip, netns: hosts.b.ns });
   t.teardown(() => etcd.cleanup());
-  const pool = await sharedPool(t);
+  const pool = await sharedGuestPool(t);
   const args = (id: string) => ["--etcd", etcd.url, "--host-id", id, "--lease-ttl", String(TTL), "--pool", `images=${pool}`];
   const a = await startDaemon({ netns: hosts.a.ns, args: args("host-a") });
   t.teardown(() => a.cleanup());
@@ -143,20 +144,9 @@ t.test("an owner cut off from etcd is fenced before the other host may start its
   await a.api.json("POST", "/v1/vms/cut/start");
   await waitForBoot(a, "cut", 1);
 
-  const w = watch("cut", { a, b });
-  const cutAt = Date.now();
-  hosts.linkDown();
-  const onB = await startWhenAllowed(b, "cut", 60_000);
-  await sleep(1000);
-  await w.stop();
-  const killedAt = w.seen.a?.present === false ? w.seen.a.changedAt : undefined;
-  t.ok(killedAt, "host-a's qemu was killed");
-  t.ok(killedAt! - cutAt < TTL * 1000, `within the TTL of the cut (${killedAt! - cutAt} ms)`);
-  t.ok(killedAt! < onB.at, `before host-b could start the VM (${onB.at - killedAt!} ms later)`);
-  t.equal(w.most, 1, "never more than one qemu for the VM across both hosts");
+  await fencedThenMoved(t, "cut", a, b, "cut", () => hosts.linkDown());
   const host = await a.api.json<{ fleet?: { etcd: { reachable: boolean } } }>("GET", "/v1/host");
   t.equal(host.fleet?.etcd.reachable, false, "host-a's API says etcd is unreachable");
-  t.match(await fenced(a), /"vm":"cut"/, "the fence process recorded what it killed");
   hosts.linkUp();
   await waitForBoot(b, "cut", 1);
   await b.api.json("POST", "/v1/vms/cut/stop");

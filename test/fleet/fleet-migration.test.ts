@@ -2,16 +2,14 @@
 // compare-and-swap at switch-over; a cancelled migration leaves it with the source.
 // Two daemons in two network namespaces; etcd runs in host B's namespace, so
 // host A reaches it over the veth link like a remote member.
-import { chmod, copyFile, mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import type { JobView } from "../../src/jobs/job-registry.js";
 import { findQemuProcesses } from "../../src/qemu/qemu-process.js";
-import { startDaemon, waitForBoot, waitForVm, type TestDaemon } from "../helpers/daemon.js";
+import { startDaemon, waitForBoot, waitForVm } from "../helpers/daemon.js";
 import { startEtcd } from "../helpers/etcd.js";
 import { ensureGuest } from "../helpers/guest.js";
+import { migrate, sharedGuestPool, waitJob } from "../helpers/migration.js";
 import { makeTwoHosts } from "../helpers/two-hosts.js";
 
 const TOKEN = "fleet-migration-token-0123456789";
@@ -26,18 +24,13 @@ interface VmBody {
 
 t.test("migration hands the owner key over", { timeout: 280_000 }, async (t) => {
   const hosts = makeTwoHosts();
-  const shared = await mkdtemp(path.join(os.tmpdir(), "vmh-pool-"));
-  // qemu may run as its own user: the pool must be reachable for it.
-  await chmod(shared, 0o755);
+  const shared = await sharedGuestPool(t);
   t.teardown(async () => {
     hosts.cleanup();
-    await rm(shared, { recursive: true, force: true });
   });
   const etcd = await startEtcd({ host: hosts.b.ip, netns: hosts.b.ns });
   t.teardown(() => etcd.cleanup());
   const guest = await ensureGuest();
-  await copyFile(guest.kernel, path.join(shared, "vmlinuz"));
-  await copyFile(guest.initrd, path.join(shared, "initrd.img"));
   const daemon = (id: string, ns: string, ip: string) =>
     startDaemon({
       netns: ns,
@@ -100,18 +93,3 @@ t.test("migration hands the owner key over", { timeout: 280_000 }, async (t) => 
   await a.api.json("POST", "/v1/vms/stayer/stop?wait=true");
 });
 
-async function migrate(d: TestDaemon, name: string, body: Record<string, unknown>): Promise<JobView> {
-  const job = await d.api.json<JobView>("POST", `/v1/vms/${name}/migrate`, body);
-  return waitJob(d, job.id, (j) => j.state !== "running", 120_000);
-}
-
-async function waitJob(d: TestDaemon, id: string, ok: (j: JobView) => boolean, timeoutMs = 30_000): Promise<JobView> {
-  const until = Date.now() + timeoutMs;
-  let j: JobView | undefined;
-  while (Date.now() < until) {
-    j = await d.api.json<JobView>("GET", `/v1/jobs/${id}`);
-    if (ok(j)) return j;
-    await sleep(100);
-  }
-  throw new Error(`job ${id}: condition not met in ${timeoutMs} ms; last ${JSON.stringify(j)}`);
-}

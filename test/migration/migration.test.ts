@@ -2,8 +2,6 @@
 // by a veth pair. The guest keeps running (same boot, counter going on), its disk
 // arrives intact, and whatever goes wrong it runs on exactly one host.
 import { execFileSync } from "node:child_process";
-import { chmod, copyFile, mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import t, { type Test } from "tap";
@@ -12,6 +10,7 @@ import type { JobView } from "../../src/jobs/job-registry.js";
 import { findQemuProcesses } from "../../src/qemu/qemu-process.js";
 import { consoleFromDisk, startDaemon, vmctlJs, waitForBoot, waitForVm, type TestDaemon } from "../helpers/daemon.js";
 import { ensureGuest } from "../helpers/guest.js";
+import { migrate, sharedGuestPool, waitJob } from "../helpers/migration.js";
 import { makeTwoHosts } from "../helpers/two-hosts.js";
 
 const TOKEN = "migration-test-token-0123456789";
@@ -20,11 +19,8 @@ const PATTERN = "0x5a";
 
 t.test("live migration", { timeout: 280_000 }, async (t) => {
   const hosts = makeTwoHosts();
-  const shared = await mkdtemp(path.join(os.tmpdir(), "vmh-pool-"));
-  await chmod(shared, 0o755);
+  const shared = await sharedGuestPool(t);
   const guest = await ensureGuest();
-  await copyFile(guest.kernel, path.join(shared, "vmlinuz"));
-  await copyFile(guest.initrd, path.join(shared, "initrd.img"));
   const daemon = (ns: string, ip: string, port: number, ...extra: string[]) =>
     startDaemon({ netns: ns, args: ["--listen", `${ip}:${port}`, "--pool", `images=${shared}`, "--peer-token", TOKEN, ...extra] });
   const a = await daemon(hosts.a.ns, hosts.a.ip, PORT);
@@ -33,7 +29,6 @@ t.test("live migration", { timeout: 280_000 }, async (t) => {
     await a.cleanup();
     await b.cleanup();
     hosts.cleanup();
-    await rm(shared, { recursive: true, force: true });
   });
   const urlB = `http://${hosts.b.ip}:${PORT}`;
 
@@ -164,21 +159,6 @@ t.test("live migration", { timeout: 280_000 }, async (t) => {
   });
 });
 
-async function migrate(d: TestDaemon, name: string, body: Record<string, unknown>): Promise<JobView> {
-  const job = await d.api.json<JobView>("POST", `/v1/vms/${name}/migrate`, body);
-  return waitJob(d, job.id, (j) => j.state !== "running", 120_000);
-}
-
-async function waitJob(d: TestDaemon, id: string, ok: (j: JobView) => boolean, timeoutMs = 30_000): Promise<JobView> {
-  const until = Date.now() + timeoutMs;
-  let j: JobView | undefined;
-  while (Date.now() < until) {
-    j = await d.api.json<JobView>("GET", `/v1/jobs/${id}`);
-    if (ok(j)) return j;
-    await sleep(100);
-  }
-  throw new Error(`job ${id}: condition not met in ${timeoutMs} ms; last ${JSON.stringify(j)}`);
-}
 
 async function assertMovedAndTicking(t: Test, a: TestDaemon, b: TestDaemon, name: string, bootId: string): Promise<void> {
   t.equal((await a.api.request("GET", `/v1/vms/${name}`)).status, 404, "the source has no definition left");
