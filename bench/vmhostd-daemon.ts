@@ -43,7 +43,7 @@ export class BenchDaemon {
   static async launch(mainJs: string, existingRoot?: string, logLevel = "warn", extraArgs: readonly string[] = []): Promise<BenchDaemon> {
     // Short on purpose: QMP and console socket paths below it must fit in 107 bytes.
     // An existing root starts a daemon on the state an earlier one left (re-adoption).
-    const root = existingRoot ?? (await mkdtemp("/tmp/vmhb-"));
+    const root = existingRoot ?? (await mkdtemp("/tmp/vb-"));
     // mkdtemp makes it 0700; qemu runs unprivileged and must pass through to its files.
     await chmod(root, 0o711);
     await mkdir(path.join(root, "state", "images"), { recursive: true });
