@@ -73,9 +73,9 @@ export async function giveToQemu(file: string, id: QemuIdentity): Promise<void> 
 }
 
 /** A file qemu only reads: left as it is, but it must be readable by the VM's uid. */
-export async function checkReadable(file: string, id: QemuIdentity, ownDir: string): Promise<void> {
+export async function checkReadable(file: string, id: QemuIdentity, ownDir?: string): Promise<void> {
   // The VM's own read-only files (its cloud-init seed) are simply given to it.
-  if (path.resolve(file).startsWith(ownDir + path.sep)) return giveToQemu(file, id);
+  if (ownDir && path.resolve(file).startsWith(ownDir + path.sep)) return giveToQemu(file, id);
   await checkReachable(file, id);
   const st = await stat(file);
   if (!allows(st, id, { user: 0o400, group: 0o040, other: 0o004 })) {
@@ -84,9 +84,9 @@ export async function checkReadable(file: string, id: QemuIdentity, ownDir: stri
 }
 
 /** Before a blockdev-add on a running VM: the same rules as at start. */
-export async function prepareBlockdev(args: unknown, id: QemuIdentity, ownDir: string): Promise<void> {
+export async function prepareBlockdev(args: unknown, id: QemuIdentity): Promise<void> {
   const files = blockdevFiles(args);
-  await Promise.all([...files.readWrite.map((f) => giveToQemu(f, id)), ...files.readOnly.map((f) => checkReadable(f, id, ownDir))]);
+  await Promise.all([...files.readWrite.map((f) => giveToQemu(f, id)), ...files.readOnly.map((f) => checkReadable(f, id))]);
 }
 
 /**

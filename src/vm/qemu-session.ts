@@ -151,7 +151,7 @@ export class QemuSession {
     if (!qmp) throw new QemuUnresponsive(`qemu of VM "${this.vm}" has no QMP connection`, { vm: this.vm, command });
     // A file opened later (hot-plug, CD change, backup target) is handed over as at start.
     if (command === "blockdev-add" && this.record.uid !== undefined) {
-      await prepareBlockdev(args, { uid: this.record.uid, gid: this.record.gid ?? 0 }, "/nonexistent");
+      await prepareBlockdev(args, { uid: this.record.uid, gid: this.record.gid ?? 0 });
     }
     try {
       const result = await qmp.execute(command, args, timeoutMs ? { timeoutMs } : undefined);

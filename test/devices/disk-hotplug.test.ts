@@ -103,7 +103,8 @@ t.test("hot-add and hot-remove disks of a running guest; pending removals; a dae
   await d.api.json("POST", "/v1/vms/hp/pause");
   t.equal((await problem(d, "DELETE", "/v1/vms/hp/disks/cold?timeoutSec=1")).status, 504, "pending again");
   await d.api.json("POST", "/v1/vms/hp/stop");
-  vm = await waitForVm<VmJson>(d, "hp", (v) => v.definition.disks.length === 1 && !v.removalPending);
+  // Settled: the removal's operation (definition, then the file) is over, not just recorded.
+  vm = await waitForVm<VmJson>(d, "hp", (v) => v.definition.disks.length === 1 && !v.removalPending && !(v as { operation?: unknown }).operation);
   t.same(vm.definition.disks.map((x) => x.name), ["data"], "stopping the VM finished the pending removal");
   t.notOk(await exists(path.join(d.stateDir, "vms/hp/disks/cold.qcow2")), "and deleted its file");
 
