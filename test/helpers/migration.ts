@@ -1,5 +1,5 @@
 // What the migration tests share: a pool both test hosts use, holding the test
-// guest's kernel and initrd, and waiting on a migration's job.
+// guest's kernel and initrd, and waiting on a job (a migration's, a backup's).
 import { chmod, copyFile, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";

@@ -3,28 +3,12 @@
 import { execFileSync } from "node:child_process";
 import { stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
-import { startDaemon, defineGuestVm, vmctlJs, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
+import type { JobView } from "../../src/jobs/job-registry.js";
+import { startDaemon, defineGuestVm, vmctlJs, waitForBoot } from "../helpers/daemon.js";
+import { waitJob } from "../helpers/migration.js";
 
-interface JobJson {
-  id: string;
-  state: string;
-  phase: string;
-  progress: Record<string, number | string>;
-  result?: Record<string, unknown>;
-}
 
-async function waitJob(d: TestDaemon, id: string, ok: (j: JobJson) => boolean, timeoutMs = 60_000): Promise<JobJson> {
-  const until = Date.now() + timeoutMs;
-  let j: JobJson | undefined;
-  while (Date.now() < until) {
-    j = await d.api.json<JobJson>("GET", `/v1/jobs/${id}`);
-    if (ok(j)) return j;
-    await sleep(50);
-  }
-  throw new Error(`job ${id}: condition not met; last ${JSON.stringify(j)}`);
-}
 
 t.test("live backup and cancel", async (t) => {
   const d = await startDaemon();
@@ -50,9 +34,9 @@ t.test("live backup and cancel", async (t) => {
 
   const res = await d.api.request("POST", "/v1/vms/bk/disks/root/backup", { target: "backup1.qcow2" });
   t.equal(res.status, 202, "a backup answers 202 with its job");
-  const job = JSON.parse(res.body.toString()) as JobJson;
+  const job = JSON.parse(res.body.toString()) as JobView;
   t.equal(res.headers.location, `/v1/jobs/${job.id}`);
-  const done = await waitJob(d, job.id, (j) => j.state !== "running");
+  const done = await waitJob(d, job.id, (j) => j.state !== "running", 60_000);
   t.equal(done.state, "succeeded", JSON.stringify(done));
   t.equal(done.progress.bytesTotal, 1024 ** 3);
   const target = path.join(images, "backup1.qcow2");
@@ -62,8 +46,8 @@ t.test("live backup and cancel", async (t) => {
   t.match((await d.api.json<{ state: string }>("GET", "/v1/vms/bk")).state, "running", "the guest ran on");
 
   // Throttled so it is still copying when cancelled.
-  const slow = await d.api.json<JobJson>("POST", "/v1/vms/bk/disks/root/backup", { target: "backup2.raw", format: "raw", speedMiBps: 1 });
-  await waitJob(d, slow.id, (j) => j.phase === "copying" && Number(j.progress.bytesTotal) > 0);
+  const slow = await d.api.json<JobView>("POST", "/v1/vms/bk/disks/root/backup", { target: "backup2.raw", format: "raw", speedMiBps: 1 });
+  await waitJob(d, slow.id, (j) => j.phase === "copying" && Number(j.progress.bytesTotal) > 0, 60_000);
   t.ok((await stat(path.join(images, "backup2.raw"))).isFile(), "the target exists while copying");
   const busy = await d.api.request("POST", "/v1/vms/bk/disks/root/backup", { target: "backup3.qcow2" });
   t.equal(busy.status, 409, "one backup at a time per VM");
