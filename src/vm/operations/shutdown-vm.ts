@@ -20,14 +20,15 @@ export async function shutdownVm(vm: Vm, timeoutSec: number, preempted: AbortSig
   const stopped = vm.waitStopped();
   await session.execute("system_powerdown");
 
-  const gaveUp = AbortSignal.any([AbortSignal.timeout(timeoutSec * 1000), preempted, daemonStopping]);
   const repress = setInterval(() => {
     session.execute("system_powerdown").catch(() => {});
   }, REPRESS_EVERY_MS);
+  const gaveUp = new AbortController();
   try {
-    await Promise.race([stopped, new Promise<void>((r) => gaveUp.addEventListener("abort", () => r(), { once: true }))]);
+    await Promise.race([stopped, untilDeadlineOrAbort(timeoutSec * 1000, [preempted, daemonStopping], gaveUp.signal)]);
   } finally {
     clearInterval(repress);
+    gaveUp.abort();
   }
   if (vm.session === session) {
     if (daemonStopping.aborted && !preempted.aborted) {
@@ -38,4 +39,21 @@ export async function shutdownVm(vm: Vm, timeoutSec: number, preempted: AbortSig
     await killQemu(vm, preempted.aborted ? "host-stop" : "shutdown-timeout");
   }
   await vm.journal.end();
+}
+
+/**
+ * Resolves after `ms` or once any of `signals` aborts, whichever is first; `cancel`
+ * drops the timer and listeners. A plain timer rather than AbortSignal.any() over
+ * AbortSignal.timeout(): node 20 may garbage-collect a timeout signal that only a
+ * composite signal depends on, and then the wait never ends.
+ */
+export function untilDeadlineOrAbort(ms: number, signals: AbortSignal[], cancel: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    cancel.addEventListener("abort", () => clearTimeout(timer), { once: true });
+    for (const s of signals) {
+      if (s.aborted) resolve();
+      else s.addEventListener("abort", () => resolve(), { once: true, signal: cancel });
+    }
+  });
 }
