@@ -1,14 +1,7 @@
 // vmctl's fleet commands: the hosts registered in etcd, and the operator's takeover
 // of a VM whose owning host is known to be down.
 import type { Command } from "commander";
-import type { ApiClient } from "./api-client.js";
-
-interface FleetCommandDeps {
-  client: () => ApiClient;
-  json: () => boolean;
-  out: (s: string) => void;
-  table: (header: string[], rows: string[][]) => string;
-}
+import type { CliIo } from "./storage-commands.js";
 
 interface HostEntry {
   id: string;
@@ -23,7 +16,7 @@ interface HostEntry {
 
 const gib = (b: number | null | undefined): string => (typeof b === "number" ? `${(b / 2 ** 30).toFixed(1)}G` : "-");
 
-export function registerFleetCommands(program: Command, d: FleetCommandDeps): void {
+export function registerFleetCommands(program: Command, d: CliIo): void {
   program
     .command("hosts")
     .description("list the fleet's live hosts (fleet mode)")

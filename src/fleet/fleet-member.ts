@@ -376,8 +376,7 @@ export class FleetMember extends EventEmitter {
   /** Runs one etcd call; a transport failure becomes EtcdUnreachable (503). */
   private async call<T>(fn: () => Promise<T>): Promise<T> {
     try {
-      const r = await fn();
-      return r;
+      return await fn();
     } catch (err) {
       if (err instanceof VmOwnedElsewhere || err instanceof EtcdUnreachable) throw err;
       this.markUnreachable(err);

@@ -4,6 +4,7 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { NetworkFailed } from "../errors.js";
+import type { QemuIdentity } from "../qemu/qemu-user.js";
 
 const run = promisify(execFile);
 const IP_TIMEOUT_MS = 10_000;
@@ -72,15 +73,10 @@ export async function showLink(name: string): Promise<LinkInfo | undefined> {
 
 /**
  * A persistent tap: it outlives the daemon and qemu alike, so qemu needs no
- * privilege to open it and a daemon restart does not cut the guest off.
+ * privilege to open it and a daemon restart does not cut the guest off. An
+ * unprivileged qemu may attach to it only as its `owner`.
  */
-/** An unprivileged qemu may attach to a persistent tap only as its owner. */
-export interface TapOwner {
-  uid: number;
-  gid: number;
-}
-
-export async function addTap(name: string, multiQueue: boolean, owner?: TapOwner): Promise<void> {
+export async function addTap(name: string, multiQueue: boolean, owner?: QemuIdentity): Promise<void> {
   const own = owner ? ["user", String(owner.uid), "group", String(owner.gid)] : [];
   await ip(["tuntap", "add", "dev", name, "mode", "tap", ...own, ...(multiQueue ? ["multi_queue"] : [])]);
 }

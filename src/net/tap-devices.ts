@@ -6,7 +6,8 @@
 import type { Logger } from "pino";
 import { BridgeNotFound, NetworkFailed } from "../errors.js";
 import type { VmDefinition } from "../vm/definition.js";
-import { addTap, type TapOwner, attachToBridge, deleteLink, showLink, type LinkInfo } from "./ip-link.js";
+import type { QemuIdentity } from "../qemu/qemu-user.js";
+import { addTap, attachToBridge, deleteLink, showLink, type LinkInfo } from "./ip-link.js";
 import { TAP_ALIAS_PREFIX, vmTaps, type VmTap } from "./vm-taps.js";
 
 type NetDefinition = Pick<VmDefinition, "name" | "uuid" | "vcpus" | "nics">;
@@ -32,7 +33,7 @@ export async function checkBridges(def: Pick<VmDefinition, "nics">): Promise<voi
  * Checks the bridges, then creates and attaches every tap of the VM. On failure
  * the taps made so far are removed again before the error goes on.
  */
-export async function createVmTaps(def: NetDefinition, log: Logger, owner?: TapOwner): Promise<VmTap[]> {
+export async function createVmTaps(def: NetDefinition, log: Logger, owner?: QemuIdentity): Promise<VmTap[]> {
   const taps = vmTaps(def);
   if (taps.length === 0) return taps;
   await checkBridges(def);
@@ -59,7 +60,7 @@ export async function createVmTaps(def: NetDefinition, log: Logger, owner?: TapO
  * command per tap. A tap of this very name left by a run whose clean-up never
  * happened (the host lost power, `ip` failed) is ours to replace.
  */
-async function addTapReplacingStale(tap: VmTap, log: Logger, owner?: TapOwner): Promise<void> {
+async function addTapReplacingStale(tap: VmTap, log: Logger, owner?: QemuIdentity): Promise<void> {
   const multiQueue = tap.queues > 1;
   try {
     await addTap(tap.name, multiQueue, owner);

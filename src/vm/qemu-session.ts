@@ -12,6 +12,7 @@ import { isSameProcess } from "../qemu/qemu-process.js";
 import type { RuntimeRecord } from "../store/runtime-store.js";
 import { stat } from "node:fs/promises";
 import { prepareBlockdev } from "../qemu/qemu-files.js";
+import type { QemuIdentity } from "../qemu/qemu-user.js";
 import { setTimeout as sleep } from "node:timers/promises";
 
 export interface SessionExit extends ProcessExit {
@@ -51,6 +52,11 @@ export class QemuSession {
 
   get pid(): number {
     return this.record.pid;
+  }
+
+  /** Who this qemu runs as (undefined: root), from its runtime record. */
+  get identity(): QemuIdentity | undefined {
+    return this.record.uid === undefined ? undefined : { uid: this.record.uid, gid: this.record.gid ?? 0 };
   }
 
   get connected(): boolean {
@@ -150,9 +156,8 @@ export class QemuSession {
     const qmp = this.qmp;
     if (!qmp) throw new QemuUnresponsive(`qemu of VM "${this.vm}" has no QMP connection`, { vm: this.vm, command });
     // A file opened later (hot-plug, CD change, backup target) is handed over as at start.
-    if (command === "blockdev-add" && this.record.uid !== undefined) {
-      await prepareBlockdev(args, { uid: this.record.uid, gid: this.record.gid ?? 0 });
-    }
+    const identity = this.identity;
+    if (command === "blockdev-add" && identity) await prepareBlockdev(args, identity);
     try {
       const result = await qmp.execute(command, args, timeoutMs ? { timeoutMs } : undefined);
       this.unresponsive = false;

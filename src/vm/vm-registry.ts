@@ -347,10 +347,14 @@ export class VmRegistry {
     return vm.view();
   }
 
-  /** The VM's owner: this host's hold, or (fleet mode) whoever etcd names. */
+  /**
+   * The VM's owner: this host's hold, or (fleet mode) whoever etcd names. Not asked
+   * while etcd is known unreachable: a GET must not wait out the etcd deadline.
+   */
   async ownerOf(vm: Vm): Promise<VmView["owner"]> {
-    if (vm.owner || !this.host.fleet) return vm.owner;
-    return await this.host.fleet.owner(vm.name).catch(() => undefined);
+    const fleet = this.host.fleet;
+    if (vm.owner || !fleet?.reachable) return vm.owner;
+    return await fleet.owner(vm.name).catch(() => undefined);
   }
 
   private assertOpen(): void {

@@ -14,13 +14,23 @@ interface VmBody {
   owner?: { host: string; revision: string; since: string; ha: boolean };
 }
 
-async function fleetDaemon(etcd: TestEtcd, hostId: string): Promise<TestDaemon> {
-  return await startDaemon({ args: ["--etcd", etcd.url, "--host-id", hostId, "--lease-ttl", String(TTL), "--etcd-prefix", "/t/"] });
+async function fleetDaemon(etcd: TestEtcd, hostId: string, ttl = TTL): Promise<TestDaemon> {
+  return await startDaemon({ args: ["--etcd", etcd.url, "--host-id", hostId, "--lease-ttl", String(ttl), "--etcd-prefix", "/t/"] });
 }
 
 async function refusal(d: TestDaemon, method: string, url: string, body?: unknown): Promise<{ status: number; code?: string; owner?: string; detail?: string }> {
   const res = await d.api.request(method, url, body);
   return { status: res.status, ...(JSON.parse(res.body.toString() || "{}") as { code?: string; owner?: string; detail?: string }) };
+}
+
+/** What GET /v1/host says of etcd once it says `want`, or after 20 s. */
+async function etcdReachable(d: TestDaemon, want: boolean): Promise<boolean> {
+  let reachable = !want;
+  for (let i = 0; i < 100 && reachable !== want; i++) {
+    reachable = (await d.api.json<{ fleet: { etcd: { reachable: boolean } } }>("GET", "/v1/host")).fleet.etcd.reachable;
+    if (reachable !== want) await sleep(200);
+  }
+  return reachable;
 }
 
 function alive(pid: number | undefined): boolean {
@@ -130,7 +140,9 @@ t.test("one owner per VM: 409 naming the owner, start after stop, takeover after
 t.test("a restarted daemon finds its own keys again", async (t) => {
   const etcd = await startEtcd();
   t.teardown(() => etcd.cleanup());
-  const a = await fleetDaemon(etcd, "host-a");
+  // The restart must land inside the ha VM's grace period (TTL less the fence's margin):
+  // TTL 3 leaves about 1.5 s, which a daemon start on a loaded machine can miss.
+  const a = await fleetDaemon(etcd, "host-a", 10);
   t.teardown(() => a.cleanup());
   await defineGuestVm(a, "kept");
   await defineGuestVm(a, "kept-ha", { ha: true });
@@ -169,12 +181,7 @@ t.test("etcd unavailable: running VMs keep running, the API says so, a start is 
   await waitForBoot(a, "running", 1, 120_000);
 
   await etcd.stop();
-  let reachable = true;
-  for (let i = 0; i < 100 && reachable; i++) {
-    reachable = (await a.api.json<{ fleet: { etcd: { reachable: boolean } } }>("GET", "/v1/host")).fleet.etcd.reachable;
-    if (reachable) await sleep(200);
-  }
-  t.equal(reachable, false, "GET /v1/host says etcd is unreachable");
+  t.equal(await etcdReachable(a, false), false, "GET /v1/host says etcd is unreachable");
   const refused = await refusal(a, "POST", "/v1/vms/idle/start?wait=true");
   t.equal(refused.status, 503, "a start that needs the owner key is refused");
   t.equal(refused.code, "VMH_ERR_ETCD_UNREACHABLE");
@@ -186,12 +193,7 @@ t.test("etcd unavailable: running VMs keep running, the API says so, a start is 
   t.equal(kept.pid, run.pid, "the same qemu");
 
   await etcd.start();
-  let back = false;
-  for (let i = 0; i < 100 && !back; i++) {
-    back = (await a.api.json<{ fleet: { etcd: { reachable: boolean } } }>("GET", "/v1/host")).fleet.etcd.reachable;
-    if (!back) await sleep(200);
-  }
-  t.equal(back, true, "etcd back: reachable again");
+  t.equal(await etcdReachable(a, true), true, "etcd back: reachable again");
   const started = await a.api.json<VmBody>("POST", "/v1/vms/idle/start?wait=true");
   t.equal(started.owner?.host, "host-a", "and starts take the key again");
   for (const n of ["running", "idle"]) await a.api.json("POST", `/v1/vms/${n}/stop?wait=true`);

@@ -5,9 +5,10 @@
 // once the last confirmed lease renewal is older than the TTL minus the margin,
 // it SIGKILLs every qemu of this host whose VM is `ha`, and goes on doing so on
 // every poll until a fresher renewal is written. It needs nothing from the
-// daemon's event loop, and nothing but node: modules.
-import { appendFileSync, existsSync, readdirSync, readFileSync } from "node:fs";
+// daemon's event loop.
+import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { findQemuProcesses } from "../../qemu/qemu-process.js";
 import { FENCED_FILE, STATE_FILE, fenceDeadlineNs, type FenceState } from "./fence-state.js";
 
 const POLL_MS = 100;
@@ -30,28 +31,19 @@ function readState(): FenceState | undefined {
   }
 }
 
-/** Processes whose command line names one of the VMs' uuids and this host's run directory. */
-function haQemus(state: FenceState): { pid: number; vm: string }[] {
+/** This host's qemus (started below its run directory) of the `ha` VMs, by uuid. */
+async function haQemus(state: FenceState): Promise<{ pid: number; vm: string }[]> {
   const byUuid = new Map(state.ha.map((v) => [v.uuid, v.name]));
-  const mine = `${state.runDir}/vms/`;
-  const found: { pid: number; vm: string }[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    let args: string[];
-    try {
-      args = readFileSync(`/proc/${entry}/cmdline`, "latin1").split("\0");
-    } catch {
-      continue;
-    }
-    const i = args.indexOf("-uuid");
-    const vm = i >= 0 ? byUuid.get(args[i + 1] ?? "") : undefined;
-    if (vm && args.some((a) => a.includes(mine))) found.push({ pid: Number(entry), vm });
-  }
-  return found;
+  const all = await findQemuProcesses(state.runDir);
+  return all.flatMap((q) => {
+    const vm = q.uuid ? byUuid.get(q.uuid) : undefined;
+    return vm ? [{ pid: q.pid, vm }] : [];
+  });
 }
 
 let armed = false;
-function poll(): void {
+let polling = false;
+async function poll(): Promise<void> {
   // Its directory removed (the host's run directory cleared, e.g. at reboot): nothing left to guard.
   if (!existsSync(dir!)) {
     log("fence directory gone: exiting", { dir });
@@ -67,7 +59,7 @@ function poll(): void {
   }
   if (!armed) log("lease not renewed in time: fencing the ha VMs", { leaseId: state.leaseId, lateMs: Number(late / 1_000_000n) });
   armed = true;
-  for (const q of haQemus(state)) {
+  for (const q of await haQemus(state)) {
     try {
       process.kill(q.pid, "SIGKILL");
     } catch {
@@ -84,7 +76,11 @@ function poll(): void {
 }
 
 log("fence process started", { dir });
-setInterval(poll, POLL_MS);
+setInterval(() => {
+  if (polling) return;
+  polling = true;
+  poll().finally(() => (polling = false));
+}, POLL_MS);
 process.on("SIGTERM", () => {
   log("fence process stopping");
   process.exit(0);

@@ -15,13 +15,15 @@ import type { FleetMember, LeaseRenewal } from "../fleet-member.js";
 import { PID_FILE, STATE_FILE, fenceDir, fenceMarginMs, type FenceState } from "./fence-state.js";
 
 const fenceMain = path.join(path.dirname(fileURLToPath(import.meta.url)), "fence-main.js");
-/** The ha list is written this often too, so a VM defined or made ha is covered within it. */
+/** The ha list is checked this often (and written if it changed), so a VM defined or made ha is covered within it. */
 const REFRESH_MS = 500;
 
 export class FenceSupervisor {
   readonly dir: string;
   private timer: NodeJS.Timeout | undefined;
   private writing = Promise.resolve();
+  /** What was last written, less its time stamp: an unchanged state is not written again. */
+  private lastWritten = "";
 
   constructor(
     private readonly runDir: string,
@@ -52,18 +54,24 @@ export class FenceSupervisor {
 
   /** Serialised: an older renewal must never overwrite a newer one. */
   private write(r: LeaseRenewal): void {
-    const state: FenceState = {
+    const state: Omit<FenceState, "writtenAt"> = {
       leaseId: r.leaseId,
       renewedSentAtNs: r.sentAtNs.toString(),
       ttlMs: r.ttlSec * 1000,
       marginMs: fenceMarginMs(r.ttlSec * 1000),
       runDir: this.runDir,
       ha: this.haVms(),
-      writtenAt: new Date().toISOString(),
     };
+    const content = JSON.stringify(state);
+    if (content === this.lastWritten) return;
+    this.lastWritten = content;
+    const file: FenceState = { ...state, writtenAt: new Date().toISOString() };
     this.writing = this.writing
-      .then(() => writeFileAtomic(path.join(this.dir, STATE_FILE), JSON.stringify(state) + "\n", 0o600))
-      .catch((err: unknown) => this.log.error({ err }, "cannot write the fence state"));
+      .then(() => writeFileAtomic(path.join(this.dir, STATE_FILE), JSON.stringify(file) + "\n", 0o600))
+      .catch((err: unknown) => {
+        this.lastWritten = ""; // tried again at the next refresh
+        this.log.error({ err }, "cannot write the fence state");
+      });
   }
 
   /** The fence process of an earlier daemon is reused; a missing one is started. */

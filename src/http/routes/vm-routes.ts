@@ -21,9 +21,9 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
     const { name } = parseInput(vmParams, req.params, "params");
     const vm = registry.get(name);
     await vm.refresh();
-    const view = vm.view();
     // Fleet mode: a VM owned by another host shows that host.
-    const owner = view.owner ?? (await registry.ownerOf(vm));
+    const owner = await registry.ownerOf(vm);
+    const view = vm.view();
     return owner ? { ...view, owner } : view;
   });
 

@@ -163,8 +163,7 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
           if (nic.network.type === "bridge") await checkBridge(taps, index);
           return;
         }
-        const owner = vm.session?.record.uid !== undefined ? { uid: vm.session.record.uid, gid: vm.session.record.gid ?? 0 } : undefined;
-        const [tap] = nic.network.type === "bridge" ? await createVmTaps(taps, vm.log, owner) : [];
+        const [tap] = nic.network.type === "bridge" ? await createVmTaps(taps, vm.log, c.session.identity) : [];
         try {
           await plugNic(c.session, vm.definition.machine, { index, nic, tap, accel: host.accel });
         } catch (err) {
