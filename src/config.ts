@@ -17,6 +17,13 @@ const hostPort = z
     return port > 0 && port < 65536;
   }, "port must be 1-65535");
 
+// A size in bytes, with an optional binary suffix: 262144, 256K, 8M, 1G.
+const byteSize = z
+  .string()
+  .regex(/^\d+[KMG]?$/i, "expected bytes, optionally with K, M or G")
+  .transform((v) => Number.parseInt(v, 10) * 1024 ** Math.max(0, " KMG".indexOf(v.slice(-1).toUpperCase())))
+  .pipe(z.number().int().min(4096, "must be at least 4K").max(2 ** 40));
+
 const absolutePath = z.string().min(1).refine((p) => path.isAbsolute(p), "must be an absolute path");
 // qemu's -chardev option is comma-separated, and these directories end up inside it.
 const dirPath = absolutePath.refine((p) => !p.includes(","), "must not contain ','");
@@ -41,6 +48,9 @@ export const configSchema = z
       .default([])
       .refine((ps) => new Set(ps.map((p) => p.split("=")[0])).size === ps.length, "a pool name is given twice"),
     hostReservedMiB: z.coerce.number().int().min(0).max(1 << 30).default(1024),
+    consoleLogMax: byteSize
+      .default(8 * 1024 * 1024)
+      .describe("serial console log kept per VM, newest bytes: the live file is rotated to .1 past half of it"),
     maxConnections: z.coerce.number().int().min(8).max(100_000).default(512),
     peerToken: z.string().min(16, "must be at least 16 characters").optional(),
     migrationHost: z
@@ -94,6 +104,7 @@ export const settings = [
   { key: "logLevel", flag: "log-level", env: "VMHOSTD_LOG_LEVEL", help: "fatal|error|warn|info|debug|trace|silent" },
   { key: "pools", flag: "pool", env: "VMHOSTD_POOLS", help: "storage pool NAME=DIR, repeatable (env: comma-separated)" },
   { key: "hostReservedMiB", flag: "host-reserved-mib", env: "VMHOSTD_HOST_RESERVED_MIB", help: "memory kept for the host; incoming VMs must fit beside it" },
+  { key: "consoleLogMax", flag: "console-log-max", env: "VMHOSTD_CONSOLE_LOG_MAX", help: "serial console log kept per VM (bytes, K/M/G; default 8M)" },
   { key: "maxConnections", flag: "max-connections", env: "VMHOSTD_MAX_CONNECTIONS", help: "open HTTP connections per listener; more are closed at once" },
   { key: "peerToken", flag: "peer-token", env: "VMHOSTD_PEER_TOKEN", help: "shared secret: Bearer token required on TCP" },
   { key: "migrationHost", flag: "migration-host", env: "VMHOSTD_MIGRATION_HOST", help: "address incoming migrations listen on" },

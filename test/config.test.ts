@@ -42,3 +42,12 @@ t.test("fleet settings", async (t) => {
   t.throws(() => loadConfig(["--etcd-prefix", "vmhostd"], {}), /--etcd-prefix/);
   t.throws(() => loadConfig(["--etcd-cert", "/etc/c.pem"], {}), /--etcd-cert/);
 });
+
+t.test("console log cap in bytes with K/M/G", async (t) => {
+  t.equal(loadConfig([], {}).consoleLogMax, 8 * 1024 * 1024);
+  t.equal(loadConfig(["--console-log-max", "256K"], {}).consoleLogMax, 256 * 1024);
+  t.equal(loadConfig([], { VMHOSTD_CONSOLE_LOG_MAX: "1g" }).consoleLogMax, 1024 ** 3);
+  t.equal(loadConfig(["--console-log-max", "65536"], {}).consoleLogMax, 65536);
+  t.throws(() => loadConfig(["--console-log-max", "8MB"], {}), /--console-log-max \(VMHOSTD_CONSOLE_LOG_MAX\)/);
+  t.throws(() => loadConfig(["--console-log-max", "1K"], {}), /at least 4K/);
+});

@@ -173,8 +173,12 @@ program
         const p = JSON.parse(res.body.toString()) as { code: string; detail: string };
         throw new ApiError(res.status, p.code, p.detail);
       }
+      const skipped = Number(res.headers["x-console-skipped"] ?? 0);
+      if (skipped > 0) process.stderr.write(`vmctl: ${skipped} bytes before offset ${offset + skipped} were rotated away\n`);
       process.stdout.write(res.body);
       offset = Number(res.headers["x-console-next-offset"] ?? offset + res.body.length);
+      // Each answer is one page: keep asking while the log has more, then stop or wait for new output.
+      if (offset < Number(res.headers["x-console-size"] ?? 0) && res.body.length > 0) continue;
       if (!o.follow) return;
       if (res.body.length === 0) await sleep(250);
     }

@@ -70,9 +70,23 @@ export function buildOpenApi(): Record<string, unknown> {
       "/v1/vms/{name}/resume": action("resume the vCPUs"),
       "/v1/vms/{name}/console/log": {
         get: {
-          summary: "serial console output from byte `offset`; X-Console-Next-Offset says where to continue",
+          summary:
+            "serial console output from byte `offset` of the whole log, at most `limit` bytes (1 MiB) per answer; " +
+            "the log keeps its newest --console-log-max bytes, so an offset rotated away reads from X-Console-Log-Start",
           parameters: [nameParam, ...queryParams(consoleLogQuery)],
-          responses: { "200": { description: "text/plain" }, ...problems(400, 404) },
+          responses: {
+            "200": {
+              description: "text/plain",
+              headers: {
+                "X-Console-Offset": intHeader("position of the first byte of this answer"),
+                "X-Console-Next-Offset": intHeader("where the next read continues"),
+                "X-Console-Log-Start": intHeader("position of the first byte still kept; earlier bytes were rotated away"),
+                "X-Console-Skipped": intHeader("bytes between `offset` and X-Console-Offset that were rotated away"),
+                "X-Console-Size": intHeader("end of the log: every byte the guest wrote so far"),
+              },
+            },
+            ...problems(400, 404),
+          },
         },
       },
       "/v1/vms/{name}/console": {
@@ -349,5 +363,15 @@ export function buildOpenApi(): Record<string, unknown> {
 }
 
 function queryParams(s: z.ZodObject) {
-  return Object.keys(s.shape).map((name) => ({ name, in: "query", required: false, schema: { type: "integer" } }));
+  return Object.entries(s.shape).map(([name, field]) => ({
+    name,
+    in: "query",
+    required: false,
+    schema: { type: "integer" },
+    ...((field as z.ZodType).description ? { description: (field as z.ZodType).description } : {}),
+  }));
+}
+
+function intHeader(description: string) {
+  return { description, schema: { type: "integer" } };
 }

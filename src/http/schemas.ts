@@ -22,10 +22,25 @@ export const shutdownBody = z
   .strict();
 export const emptyBody = z.object({}).strict();
 
+/** A console-log answer is one page: a large log is read in several requests, never held whole. */
+export const CONSOLE_LOG_PAGE_MAX = 1024 * 1024;
+
 export const consoleLogQuery = z
   .object({
-    offset: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
-    limit: z.coerce.number().int().min(1).max(16 * 1024 * 1024).default(1024 * 1024),
+    offset: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(Number.MAX_SAFE_INTEGER)
+      .default(0)
+      .describe("position in the whole log since it began; before X-Console-Log-Start reads from there"),
+    limit: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(CONSOLE_LOG_PAGE_MAX)
+      .default(CONSOLE_LOG_PAGE_MAX)
+      .describe("most bytes in this answer (at most 1 MiB); follow X-Console-Next-Offset for more"),
   })
   .strict();
 

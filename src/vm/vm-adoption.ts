@@ -38,6 +38,9 @@ export async function adoptVm(vm: Vm): Promise<FollowUp> {
   // No qemu of this VM lives: taps it left (its qemu ended while the daemon was down,
   // or a start was cut short before its spawn) are removed. A running VM's are its own.
   if (!alive) await removeVmTaps(vm.definition, vm.log);
+  // After the termination note was read: a qemu that logged without pause while the
+  // daemon was down has filled its files past their caps.
+  await vm.boundLogs();
 
   if (!interrupted) return undefined;
   vm.log.warn({ operation: interrupted.operation, done: interrupted.done }, "an operation was cut short by a daemon restart");

@@ -86,7 +86,7 @@ export class VmRegistry {
 
   private newVm(def: VmDefinition): Vm {
     const log = this.host.log.child({ vm: def.name });
-    return new Vm(def, this.host.store.paths(def.name), log, this.host.bus, (vm) => this.crashPolicy.onCrash(vm));
+    return new Vm(def, this.host.store.paths(def.name), log, this.host.bus, (vm) => this.crashPolicy.onCrash(vm), this.host.config.consoleLogMax);
   }
 
   /**

@@ -12,6 +12,7 @@ import type { VmDefinition } from "./definition.js";
 import type { Ownership } from "../fleet/fleet-member.js";
 import { OperationLock } from "./operation-lock.js";
 import { ConsoleHub } from "./console-hub.js";
+import { BoundedLog } from "../store/bounded-log.js";
 import { countQemuCrash } from "../metrics/metrics.js";
 import type { QemuSession, SessionExit } from "./qemu-session.js";
 import { deriveState, type OperationName, type VmState } from "./vm-state.js";
@@ -45,11 +46,18 @@ export interface VmView {
   definition: VmDefinition;
 }
 
+/** qemu's own stdout/stderr: a few lines per run, unless something keeps it talking. */
+export const QEMU_LOG_MAX = 1024 * 1024;
+
 export class Vm {
   readonly lock: OperationLock;
   readonly journal: OperationJournal;
   /** The serial console's viewers and its one connection to qemu. */
   readonly console: ConsoleHub;
+  /** The serial console's log (qemu's chardev logfile) and qemu's own log, each kept to its newest bytes. */
+  readonly consoleLog: BoundedLog;
+  readonly qemuLog: BoundedLog;
+  private logWatch: AbortController | undefined;
   session: QemuSession | undefined;
   lastExit: LastExit | undefined;
   /** Set by the daemon's own stop/shutdown so that the coming exit is not taken for a crash. */
@@ -76,6 +84,7 @@ export class Vm {
     readonly log: Logger,
     private readonly bus: EventBus,
     private readonly onCrash: (vm: Vm) => void,
+    consoleLogMax = 8 * 1024 * 1024,
   ) {
     this.lock = new OperationLock(definition.name, {
       started: (operation) => {
@@ -95,6 +104,15 @@ export class Vm {
     });
     this.journal = new OperationJournal(paths.journal);
     this.console = new ConsoleHub(this);
+    this.consoleLog = new BoundedLog(paths.consoleLog, consoleLogMax, log);
+    this.qemuLog = new BoundedLog(paths.qemuLog, QEMU_LOG_MAX, log);
+  }
+
+  /** Brings both logs under their caps now (at adoption: qemu may have written much while the daemon was down). */
+  async boundLogs(): Promise<void> {
+    await Promise.all([this.consoleLog.enforce(), this.qemuLog.enforce()]).catch((err: Error) =>
+      this.log.error({ err }, "cannot rotate the VM's logs"),
+    );
   }
 
   get name(): string {
@@ -181,6 +199,11 @@ export class Vm {
   /** Takes ownership of a live qemu: from here on its exit is noticed and recorded. */
   attachSession(session: QemuSession): void {
     this.session = session;
+    // Only a live qemu writes to the logs: they are watched while it runs.
+    this.logWatch?.abort();
+    const watch = (this.logWatch = new AbortController());
+    void this.consoleLog.watch(watch.signal);
+    void this.qemuLog.watch(watch.signal);
     session.onEvent((e) => {
       this.log.info({ event: e.event, data: e.data }, "qemu event");
       this.publish(`qemu.${e.event}`, { data: e.data ?? {} });
@@ -202,6 +225,8 @@ export class Vm {
       ...(exit.shutdownReason ? { detail: `qemu shutdown reason: ${exit.shutdownReason}` } : {}),
     };
     this.session = undefined;
+    this.logWatch?.abort();
+    void this.boundLogs();
     this.expectedExit = undefined;
     this.balloonActual = undefined;
     // Whatever the guest had not yet released went with qemu.

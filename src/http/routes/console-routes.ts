@@ -1,7 +1,8 @@
-// The serial console log as text from a byte offset, so a client can tail it:
-// it asks again from the offset the previous answer ended at (X-Console-Next-Offset).
+// The serial console log as text from a byte offset, so a client can tail it: it
+// asks again from where the previous answer ended (X-Console-Next-Offset). Offsets
+// count from the log's first byte ever, across rotations; the headers say where
+// the kept log begins and whether the asked offset was rotated away.
 import type { FastifyInstance } from "fastify";
-import { open } from "node:fs/promises";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import { consoleLogQuery, vmParams } from "../schemas.js";
 import { parseInput } from "../validation.js";
@@ -11,31 +12,14 @@ export function registerConsoleRoutes(app: FastifyInstance, registry: VmRegistry
     const { name } = parseInput(vmParams, req.params, "params");
     const { offset, limit } = parseInput(consoleLogQuery, req.query, "query");
     const vm = registry.get(name);
-    const { data, size } = await readFrom(vm.paths.consoleLog, offset, limit);
+    const slice = await vm.consoleLog.read(offset, limit);
     return reply
       .type("text/plain; charset=utf-8")
-      .header("x-console-size", String(size))
-      .header("x-console-next-offset", String(offset + data.length))
-      .send(data);
+      .header("x-console-size", String(slice.end))
+      .header("x-console-log-start", String(slice.start))
+      .header("x-console-offset", String(slice.from))
+      .header("x-console-skipped", String(slice.skipped))
+      .header("x-console-next-offset", String(slice.next))
+      .send(slice.data);
   });
-}
-
-async function readFrom(file: string, offset: number, limit: number): Promise<{ data: Buffer; size: number }> {
-  let fh;
-  try {
-    fh = await open(file, "r");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { data: Buffer.alloc(0), size: 0 };
-    throw err;
-  }
-  try {
-    const { size } = await fh.stat();
-    if (offset >= size) return { data: Buffer.alloc(0), size };
-    const len = Math.min(limit, size - offset);
-    const buf = Buffer.alloc(len);
-    const { bytesRead } = await fh.read(buf, 0, len, offset);
-    return { data: buf.subarray(0, bytesRead), size };
-  } finally {
-    await fh.close();
-  }
 }
