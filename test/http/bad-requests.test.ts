@@ -64,6 +64,7 @@ const cases: Case[] = [
   { what: "shutdown timeout 0", method: "POST", url: "/v1/vms/runner/shutdown", body: { timeoutSec: 0 }, status: 400, code: "VMH_ERR_VALIDATION", names: /timeoutSec/ },
   { what: "a body on start", method: "POST", url: "/v1/vms/runner/start", body: { force: true }, status: 400, code: "VMH_ERR_VALIDATION", names: /force/ },
   { what: "negative console offset", method: "GET", url: "/v1/vms/runner/console/log?offset=-5", status: 400, code: "VMH_ERR_VALIDATION", names: /offset/ },
+  { what: "console page over 1 MiB", method: "GET", url: "/v1/vms/runner/console/log?limit=1048577", status: 400, code: "VMH_ERR_VALIDATION", names: /limit/ },
   { what: "unknown query parameter", method: "POST", url: "/v1/vms/runner/pause?now=1", status: 400, code: "VMH_ERR_VALIDATION", names: /now/ },
   { what: "unknown endpoint", method: "GET", url: "/v2/everything", status: 404, code: "VMH_ERR_NOT_FOUND", names: /v2/ },
 ];
