@@ -119,7 +119,8 @@ export class BoundedLog {
     try {
       consumed = Math.max(0, (await src.stat()).size - keepBytes(this.maxBytes));
       try {
-        const copied = await copyToEnd(src, consumed, this.copyFile);
+        // A writer that outpaces the copy (only a hostile one could) is cut off at the cap.
+        const copied = await copyToEnd(src, consumed, this.copyFile, this.maxBytes);
         // What qemu appends between the read that found the end and this truncate is
         // lost: a window of one system call, against a loss-free copy on every other byte.
         await src.truncate(0);
@@ -181,18 +182,20 @@ async function sizeOf(file: string): Promise<number> {
   }
 }
 
-/** Copies `src` from `position` until a read finds its end; returns the bytes copied. */
-async function copyToEnd(src: FileHandle, position: number, target: string): Promise<number> {
+/** Copies `src` from `position` until a read finds its end, or `most` bytes; returns the bytes copied. */
+async function copyToEnd(src: FileHandle, position: number, target: string, most: number): Promise<number> {
   const dst = await open(target, "w", 0o600);
   try {
     const buf = Buffer.allocUnsafe(COPY_CHUNK);
     let copied = 0;
-    for (;;) {
-      const { bytesRead } = await src.read(buf, 0, COPY_CHUNK, position + copied);
+    while (copied < most) {
+      const { bytesRead } = await src.read(buf, 0, Math.min(COPY_CHUNK, most - copied), position + copied);
       if (bytesRead === 0) return copied;
-      await dst.write(buf, 0, bytesRead);
+      // A short write is how a full disk first shows; the next one then fails with ENOSPC.
+      for (let done = 0; done < bytesRead; ) done += (await dst.write(buf, done, bytesRead - done)).bytesWritten;
       copied += bytesRead;
     }
+    return copied;
   } finally {
     await dst.close();
   }

@@ -3,6 +3,7 @@
 // rotations, the files stay under the cap, and the start survives a new instance
 // (a daemon restart).
 import t from "tap";
+import { execFileSync } from "node:child_process";
 import { closeSync, openSync, writeSync } from "node:fs";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -69,4 +70,22 @@ t.test("a log found far past its cap is brought under it in one rotation", async
   t.equal(r.end, 120_000);
   t.equal(r.start, 120_000 - 4096, "half the cap kept");
   t.match(r.data.toString(), /LINE-009999\n$/);
+});
+
+t.test("on a full disk the bound wins over the history", async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "vmh-blog-"));
+  execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", dir]);
+  t.teardown(async () => {
+    execFileSync("umount", ["-l", dir]);
+    await rm(dir, { recursive: true, force: true });
+  });
+  const file = path.join(dir, "console.log");
+  // The disk is full: no room for the 8K copy of the newest bytes.
+  await writeFile(file, Buffer.alloc(60 * 1024, "y"));
+  const b = new BoundedLog(file, 16 * 1024, log);
+  t.equal(await b.enforce(), true);
+  t.equal(await diskBytes(file), 0, "the live file was emptied anyway");
+  await t.rejects(stat(`${file}.1.tmp`), { code: "ENOENT" }, "no partial copy left behind");
+  const r = await b.read(0, 1024);
+  t.same({ start: r.start, end: r.end, skipped: r.skipped, length: r.data.length }, { start: 60 * 1024, end: 60 * 1024, skipped: 60 * 1024, length: 0 });
 });
