@@ -6,12 +6,12 @@ import type { EventBus } from "../events/event-bus.js";
 import type { Job, JobView } from "../jobs/job-registry.js";
 import { removeVmTaps } from "../net/tap-devices.js";
 import { OperationJournal } from "../store/operation-journal.js";
-import { removeRuntimeRecord, writeLastExit, type LastExit } from "../store/runtime-store.js";
+import { removeLastExit, removeRuntimeRecord, writeLastExit, type LastExit } from "../store/runtime-store.js";
 import type { VmPaths } from "../store/vm-paths.js";
 import type { VmDefinition } from "./definition.js";
 import type { Ownership } from "../fleet/fleet-member.js";
 import { OperationLock } from "./operation-lock.js";
-import { ConsoleHub } from "./console-hub.js";
+import { ConsoleHub, DEFAULT_MAX_CONSOLE_VIEWERS } from "./console-hub.js";
 import { countQemuCrash } from "../metrics/metrics.js";
 import type { QemuSession, SessionExit } from "./qemu-session.js";
 import { deriveState, type OperationName, type VmState } from "./vm-state.js";
@@ -76,6 +76,7 @@ export class Vm {
     readonly log: Logger,
     private readonly bus: EventBus,
     private readonly onCrash: (vm: Vm) => void,
+    maxConsoleViewers = DEFAULT_MAX_CONSOLE_VIEWERS,
   ) {
     this.lock = new OperationLock(definition.name, {
       started: (operation) => {
@@ -94,7 +95,7 @@ export class Vm {
       },
     });
     this.journal = new OperationJournal(paths.journal);
-    this.console = new ConsoleHub(this);
+    this.console = new ConsoleHub(this, maxConsoleViewers);
   }
 
   get name(): string {
@@ -209,10 +210,7 @@ export class Vm {
     this.pendingRemovals.clear();
     this.log.info({ lastExit: this.lastExit }, "qemu exited");
     await Promise.all([
-      this.recordState(async () => {
-        await writeLastExit(this.paths, this.lastExit!);
-        await removeRuntimeRecord(this.paths);
-      }),
+      this.recordExit(this.lastExit),
       // Before anyone waiting for the exit hears of it: a stop answers with the taps gone,
       // and a restart (onCrash, or the next start) makes them afresh.
       removeVmTaps(this.definition, this.log),
@@ -224,6 +222,20 @@ export class Vm {
       countQemuCrash();
       this.onCrash(this);
     }
+  }
+
+  /**
+   * How the run ended, as far as the disks let it be recorded. A state disk that
+   * cannot take the last exit (full) must not leave an older one standing: a stale
+   * "crashed" would have a restarted daemon start the VM again. The runtime record
+   * (run directory) goes regardless, or a restarted daemon would take the stop for
+   * a crash; without either file it finds the VM stopped, which it is.
+   */
+  private async recordExit(exit: LastExit): Promise<void> {
+    if (!(await this.recordState(() => writeLastExit(this.paths, exit)))) {
+      await removeLastExit(this.paths).catch((err: unknown) => this.log.error({ err }, "cannot remove the previous last exit"));
+    }
+    await removeRuntimeRecord(this.paths).catch((err: unknown) => this.log.error({ err }, "cannot remove the runtime record"));
   }
 
   /**
