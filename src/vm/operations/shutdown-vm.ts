@@ -17,7 +17,7 @@ const REPRESS_EVERY_MS = 5_000;
 export async function shutdownVm(vm: Vm, timeoutSec: number, preempted: AbortSignal, daemonStopping: AbortSignal): Promise<void> {
   const session = vm.session;
   if (!session) throw new VmStateConflict(vm.name, vm.settledState(), "shut down");
-  await journalBestEffort(vm, "shutdown", { timeoutSec });
+  const journaled = await journalBestEffort(vm, "shutdown", { timeoutSec });
   const stopped = vm.waitStopped();
   await session.execute("system_powerdown");
 
@@ -39,7 +39,7 @@ export async function shutdownVm(vm: Vm, timeoutSec: number, preempted: AbortSig
     vm.log.warn(`shutdown: ${why}; stopping qemu`);
     await killQemu(vm, preempted.aborted ? "host-stop" : "shutdown-timeout");
   }
-  await vm.recordState(() => vm.journal.end());
+  if (journaled) await vm.recordState(() => vm.journal.end());
 }
 
 /**

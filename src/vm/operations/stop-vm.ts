@@ -12,19 +12,18 @@ const TERM_GRACE_MS = 5_000;
 
 export async function stopVm(vm: Vm): Promise<void> {
   if (!vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "stop");
-  await journalBestEffort(vm, "stop");
+  const journaled = await journalBestEffort(vm, "stop");
   await killQemu(vm, "host-stop");
-  await vm.recordState(() => vm.journal.end());
+  if (journaled) await vm.recordState(() => vm.journal.end());
 }
 
 /**
  * The journal entry of an operation that must not fail for want of it (stop, the
  * hard stop of a shutdown). Without it a daemon killed mid-operation finds the
- * guest as it was and the operator asks again; with a failed write left in
- * memory the entry is cleared by the operation's own end.
+ * guest as it was and the operator asks again. Says whether the entry was written.
  */
-export async function journalBestEffort(vm: Vm, operation: string, params?: Record<string, unknown>): Promise<void> {
-  await vm.recordState(async () => {
+export async function journalBestEffort(vm: Vm, operation: string, params?: Record<string, unknown>): Promise<boolean> {
+  return await vm.recordState(async () => {
     await vm.journal.begin(vm.name, operation, params);
   });
 }
