@@ -159,7 +159,14 @@ async function run(config: Config, log: Logger): Promise<void> {
   const apps = [unixApp];
   if (config.listen) {
     const tcpApp = buildHttpApp({
-      ...{ registry, inventory, migration, storage, log, peerToken: config.peerToken, maxConnections: config.maxConnections, streams },
+      registry,
+      inventory,
+      migration,
+      storage,
+      log,
+      peerToken: config.peerToken,
+      maxConnections: config.maxConnections,
+      streams,
       unauthenticated: { total: config.maxUnauthenticated, perPeer: config.maxUnauthenticatedPerPeer },
     });
     const sep = config.listen.lastIndexOf(":");
