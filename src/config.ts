@@ -52,6 +52,12 @@ export const configSchema = z
       .default(8 * 1024 * 1024)
       .describe("serial console log kept per VM, newest bytes: the live file is rotated to .1 past half of it"),
     maxConnections: z.coerce.number().int().min(8).max(100_000).default(512),
+    reserveMemory: z.coerce.number().int().min(0).max(1 << 30).default(512),
+    maxConsoleViewers: z.coerce.number().int().min(1).max(10_000).default(8),
+    maxStreams: z.coerce.number().int().min(1).max(100_000).default(128),
+    maxStreamsPerPeer: z.coerce.number().int().min(1).max(100_000).default(16),
+    maxUnauthenticated: z.coerce.number().int().min(1).max(100_000).default(64),
+    maxUnauthenticatedPerPeer: z.coerce.number().int().min(1).max(100_000).default(16),
     peerToken: z.string().min(16, "must be at least 16 characters").optional(),
     migrationHost: z
       .string()
@@ -106,6 +112,12 @@ export const settings = [
   { key: "hostReservedMiB", flag: "host-reserved-mib", env: "VMHOSTD_HOST_RESERVED_MIB", help: "memory kept for the host; incoming VMs must fit beside it" },
   { key: "consoleLogMax", flag: "console-log-max", env: "VMHOSTD_CONSOLE_LOG_MAX", help: "serial console log kept per VM (bytes, K/M/G; default 8M)" },
   { key: "maxConnections", flag: "max-connections", env: "VMHOSTD_MAX_CONNECTIONS", help: "open HTTP connections per listener; more are closed at once" },
+  { key: "reserveMemory", flag: "reserve-memory", env: "VMHOSTD_RESERVE_MEMORY", help: "MiB of free memory a start must leave to the host (default 512)" },
+  { key: "maxConsoleViewers", flag: "max-console-viewers", env: "VMHOSTD_MAX_CONSOLE_VIEWERS", help: "serial console viewers per VM (default 8)" },
+  { key: "maxStreams", flag: "max-streams", env: "VMHOSTD_MAX_STREAMS", help: "event streams and consoles open per listener (default 128)" },
+  { key: "maxStreamsPerPeer", flag: "max-streams-per-peer", env: "VMHOSTD_MAX_STREAMS_PER_PEER", help: "event streams and consoles per TCP peer address (default 16)" },
+  { key: "maxUnauthenticated", flag: "max-unauthenticated", env: "VMHOSTD_MAX_UNAUTHENTICATED", help: "TCP connections open without a valid token yet (default 64)" },
+  { key: "maxUnauthenticatedPerPeer", flag: "max-unauthenticated-per-peer", env: "VMHOSTD_MAX_UNAUTHENTICATED_PER_PEER", help: "of those, per peer address (default 16)" },
   { key: "peerToken", flag: "peer-token", env: "VMHOSTD_PEER_TOKEN", help: "shared secret: Bearer token required on TCP" },
   { key: "migrationHost", flag: "migration-host", env: "VMHOSTD_MIGRATION_HOST", help: "address incoming migrations listen on" },
   { key: "ovmfCode", flag: "ovmf-code", env: "VMHOSTD_OVMF_CODE", help: "UEFI firmware code file (OVMF)" },

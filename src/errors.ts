@@ -145,8 +145,17 @@ export class DeviceRemovalPending extends defineError("VMH_ERR_REMOVAL_PENDING",
 /** The guest did not release a device in time; the removal stays pending. */
 export class DeviceRemovalTimeout extends defineError("VMH_ERR_REMOVAL_TIMEOUT", 504, "Guest did not release the device") {}
 
-/** The daemon cannot record state (state disk full or read-only). */
+/** The daemon cannot record state (state disk read-only or failing: EROFS, EIO). */
 export class StateWriteFailed extends defineError("VMH_ERR_STATE_WRITE", 507, "Cannot record state") {}
+
+/** The state disk is full (ENOSPC, EDQUOT): new operations are refused; stop, shutdown and running guests are not. */
+export class StateDiskFull extends defineError("VMH_ERR_STATE_DISK_FULL", 507, "State disk full") {}
+
+/** A limit on open streams (console viewers, event streams, unauthenticated TCP connections) is reached. */
+export class TooManyClients extends defineError("VMH_ERR_TOO_MANY_CLIENTS", 429, "Too many clients") {}
+
+/** Starting the VM would leave the host less free memory than --reserve-memory. */
+export class InsufficientMemory extends defineError("VMH_ERR_INSUFFICIENT_MEMORY", 409, "Not enough free memory") {}
 
 /** The daemon is shutting down and accepts no new operations. */
 export class ShuttingDown extends defineError("VMH_ERR_SHUTTING_DOWN", 503, "Daemon shutting down") {}
@@ -204,6 +213,9 @@ export const errorCatalogue = [
   DeviceRemovalPending,
   DeviceRemovalTimeout,
   StateWriteFailed,
+  StateDiskFull,
+  TooManyClients,
+  InsufficientMemory,
   ShuttingDown,
   VmOwnedElsewhere,
   EtcdUnreachable,

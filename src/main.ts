@@ -149,7 +149,8 @@ async function run(config: Config, log: Logger): Promise<void> {
 
   const inventory = new HostInventory(host, registry);
   const storage = { pools, backups: new DiskBackups(host, registry, jobs) };
-  const unixApp = buildHttpApp({ registry, inventory, migration, storage, log, maxConnections: config.maxConnections });
+  const streams = { total: config.maxStreams, perPeer: config.maxStreamsPerPeer };
+  const unixApp = buildHttpApp({ registry, inventory, migration, storage, log, maxConnections: config.maxConnections, streams });
   await rm(config.socket, { force: true });
   await mkdir(path.dirname(config.socket), { recursive: true });
   await unixApp.listen({ path: config.socket });
@@ -157,7 +158,17 @@ async function run(config: Config, log: Logger): Promise<void> {
   await chmod(config.socket, 0o660);
   const apps = [unixApp];
   if (config.listen) {
-    const tcpApp = buildHttpApp({ registry, inventory, migration, storage, log, peerToken: config.peerToken, maxConnections: config.maxConnections });
+    const tcpApp = buildHttpApp({
+      registry,
+      inventory,
+      migration,
+      storage,
+      log,
+      peerToken: config.peerToken,
+      maxConnections: config.maxConnections,
+      streams,
+      unauthenticated: { total: config.maxUnauthenticated, perPeer: config.maxUnauthenticatedPerPeer },
+    });
     const sep = config.listen.lastIndexOf(":");
     await tcpApp.listen({ host: config.listen.slice(0, sep).replace(/^\[|\]$/g, ""), port: Number(config.listen.slice(sep + 1)) });
     apps.push(tcpApp);

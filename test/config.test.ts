@@ -51,3 +51,12 @@ t.test("console log cap in bytes with K/M/G", async (t) => {
   t.throws(() => loadConfig(["--console-log-max", "8MB"], {}), /--console-log-max \(VMHOSTD_CONSOLE_LOG_MAX\)/);
   t.throws(() => loadConfig(["--console-log-max", "1K"], {}), /at least 4K/);
 });
+
+t.test("limits and memory reserve", async (t) => {
+  const c = loadConfig([], {});
+  t.match(c, { reserveMemory: 512, maxConsoleViewers: 8, maxStreams: 128, maxStreamsPerPeer: 16, maxUnauthenticated: 64, maxUnauthenticatedPerPeer: 16 });
+  t.equal(loadConfig(["--reserve-memory", "0"], {}).reserveMemory, 0, "no reserve at all may be asked for");
+  t.equal(loadConfig([], { VMHOSTD_MAX_CONSOLE_VIEWERS: "2" }).maxConsoleViewers, 2);
+  t.throws(() => loadConfig(["--max-streams", "0"], {}), /--max-streams \(VMHOSTD_MAX_STREAMS\)/, "a cap of 0 would lock everyone out");
+  t.throws(() => loadConfig(["--reserve-memory", "-1"], {}), /--reserve-memory/);
+});

@@ -19,6 +19,8 @@ import { registerMigrationRoutes, type MigrationDeps } from "./routes/migration-
 import { registerStorageRoutes, type StorageDeps } from "./routes/storage-routes.js";
 import { registerEventRoutes } from "./routes/event-routes.js";
 import { requirePeerToken } from "./peer-auth.js";
+import { ClientSlots, type SlotLimits } from "./client-slots.js";
+import { UnauthenticatedConnections } from "./unauthenticated-connections.js";
 import { registerMetricsRoutes } from "./routes/metrics-routes.js";
 import { registerQmpRoutes } from "./routes/qmp-routes.js";
 import { registerCloudInitRoutes } from "./routes/cloud-init-routes.js";
@@ -36,6 +38,10 @@ export interface HttpDeps {
   peerToken?: string;
   /** Open connections on this listener beyond which new ones are closed (default HTTP_LIMITS.connections). */
   maxConnections?: number;
+  /** Event streams and console sockets open at once on this listener (per peer: TCP only). */
+  streams?: SlotLimits;
+  /** TCP listener: connections that have not yet shown the token, in all and per peer. */
+  unauthenticated?: SlotLimits;
 }
 
 /** What one client may ask of a listener; README "Security" lists them. */
@@ -49,9 +55,16 @@ export const HTTP_LIMITS = {
   keepAliveMs: 5_000,
   /** Open connections per listener (event streams and consoles count); more are closed at once. `--max-connections`. */
   connections: 512,
+  /** Event streams and consoles per listener (`--max-streams`) and per TCP peer (`--max-streams-per-peer`). */
+  streams: 128,
+  streamsPerPeer: 16,
+  /** TCP connections without a valid token yet (`--max-unauthenticated`, `--max-unauthenticated-per-peer`). */
+  unauthenticated: 64,
+  unauthenticatedPerPeer: 16,
 } as const;
 
-export function buildHttpApp({ registry, inventory, migration, storage, log, peerToken, maxConnections }: HttpDeps): FastifyInstance {
+export function buildHttpApp(deps: HttpDeps): FastifyInstance {
+  const { registry, inventory, migration, storage, log, peerToken, maxConnections } = deps;
   // fastify types its instance by the logger; the routes take the base type.
   const app = Fastify({
     loggerInstance: log.child({ component: "http" }) as FastifyBaseLogger,
@@ -78,7 +91,20 @@ export function buildHttpApp({ registry, inventory, migration, storage, log, pee
   // The API speaks JSON only: any other body is a 415, not a string for zod to puzzle over.
   app.removeContentTypeParser("text/plain");
   app.setErrorHandler(errorHandler);
-  if (peerToken) requirePeerToken(app, peerToken);
+  // Peers are told apart by address on TCP only: on the Unix socket every client has none.
+  const streams = new ClientSlots({
+    total: deps.streams?.total ?? HTTP_LIMITS.streams,
+    ...(peerToken ? { perPeer: deps.streams?.perPeer ?? HTTP_LIMITS.streamsPerPeer } : {}),
+  });
+  if (peerToken) {
+    const unauthenticated = new UnauthenticatedConnections(
+      deps.unauthenticated ?? { total: HTTP_LIMITS.unauthenticated, perPeer: HTTP_LIMITS.unauthenticatedPerPeer },
+      HTTP_LIMITS.headersMs,
+      log.child({ component: "http" }),
+    );
+    unauthenticated.watch(app.server);
+    requirePeerToken(app, peerToken, unauthenticated);
+  }
   app.setNotFoundHandler((req, reply) => {
     sendProblem(reply, new RouteNotFound(`no endpoint ${req.method} ${req.url.split("?")[0]}`));
   });
@@ -99,13 +125,13 @@ export function buildHttpApp({ registry, inventory, migration, storage, log, pee
   registerHostRoutes(app, inventory);
   registerVmRoutes(app, registry);
   registerConsoleRoutes(app, registry);
-  registerConsoleSocketRoutes(app, registry);
+  registerConsoleSocketRoutes(app, registry, streams);
   registerDisplayRoutes(app, registry);
   registerMigrationRoutes(app, migration);
   registerCdromRoutes(app, registry);
   registerDeviceRoutes(app, registry);
   registerStorageRoutes(app, registry, storage);
-  registerEventRoutes(app, registry.host.bus);
+  registerEventRoutes(app, registry.host.bus, streams);
   registerMetricsRoutes(app, registry);
   registerQmpRoutes(app, registry);
   registerCloudInitRoutes(app, registry);

@@ -36,7 +36,7 @@ function action(summary: string, body?: string) {
       responses: {
         "200": { description: "the VM once the operation reached its state", content: json("Vm") },
         "202": { description: "accepted (wait=false); watch the VM" },
-        ...problems(400, 404, 409, 502, 504),
+        ...problems(400, 404, 409, 502, 504, 507),
       },
     },
   };
@@ -94,11 +94,11 @@ export function buildOpenApi(): Record<string, unknown> {
           summary:
             "interactive serial console (WebSocket upgrade): guest output as binary frames, the writer's frames to the guest; " +
             "mode=rw for the one writer, mode=ro (default) to watch. Closed with 4000 when qemu exits, 4001 if its console " +
-            "connection is lost, 4002 for a viewer too far behind",
+            "connection is lost, 4002 for a viewer too far behind; 429 beyond --max-console-viewers or the listener's stream caps",
           parameters: [nameParam, { name: "mode", in: "query", required: false, schema: { type: "string", enum: ["ro", "rw"] } }],
           responses: {
             "101": { description: "switching to WebSocket" },
-            ...problems(400, 404),
+            ...problems(400, 404, 429),
             "409": { description: "VM not running (VMH_ERR_VM_STATE) or the console has a writer (VMH_ERR_CONSOLE_BUSY)", content: { "application/problem+json": { schema: problem } } },
           },
         },
@@ -241,7 +241,7 @@ export function buildOpenApi(): Record<string, unknown> {
           ],
           responses: {
             "200": { description: "an endless stream; a comment every 15 s", content: { "text/event-stream": { schema: { $ref: "#/components/schemas/Event" } } } },
-            ...problems(400),
+            ...problems(400, 429),
           },
         },
       },

@@ -4,11 +4,18 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import { Unauthorized } from "../errors.js";
+import type { UnauthenticatedConnections } from "./unauthenticated-connections.js";
 
-export function requirePeerToken(app: FastifyInstance, token: string): void {
+export function requirePeerToken(app: FastifyInstance, token: string, unauthenticated?: UnauthenticatedConnections): void {
   // Hashing first gives equal-length buffers whatever the client sent.
   const want = createHash("sha256").update(token).digest();
-  app.addHook("onRequest", async (req) => {
+  app.addHook("onRequest", async (req, reply) => {
+    if (unauthenticated?.isRefused(req.raw.socket)) {
+      // Already answered 429 and closing: nothing on this connection is served.
+      reply.hijack();
+      req.raw.socket.destroy();
+      return;
+    }
     const header = req.headers.authorization ?? "";
     const m = /^Bearer\s+(\S+)$/i.exec(header);
     const got = createHash("sha256").update(m?.[1] ?? "").digest();
@@ -17,5 +24,6 @@ export function requirePeerToken(app: FastifyInstance, token: string): void {
         field: "authorization",
       });
     }
+    unauthenticated?.authenticated(req.raw.socket);
   });
 }

@@ -6,6 +6,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import {
   InternalError,
   PayloadTooLarge,
+  StateDiskFull,
   StateWriteFailed,
   UnsupportedMediaType,
   ValidationFailed,
@@ -40,7 +41,11 @@ export function toProblem(err: VmhError): Problem {
 export function asVmhError(err: unknown): VmhError {
   if (err instanceof VmhError) return err;
   const errno = (err as NodeJS.ErrnoException).code;
-  if (errno === "EROFS" || errno === "ENOSPC" || errno === "EDQUOT") {
+  // A full disk is told apart from a failing one: the operator's remedy differs (free space vs. replace the disk).
+  if (errno === "ENOSPC" || errno === "EDQUOT") {
+    return new StateDiskFull(`the state disk is full; cannot record state: ${(err as Error).message}`, { errno });
+  }
+  if (errno === "EROFS" || errno === "EIO") {
     return new StateWriteFailed(`cannot record state: ${(err as Error).message}`, { errno });
   }
   const fe = err as Partial<FastifyError>;

@@ -50,8 +50,8 @@ export class DefinitionStore {
   }
 
   /**
-   * Prepares a new VM directory aside (`populate` creates its disks there), writes
-   * the definition, then renames it into place. On any failure nothing is left.
+   * Prepares a new VM directory aside (the definition, then `populate` creates its
+   * disks there), then renames it into place. On any failure nothing is left.
    */
   async create(def: VmDefinition, populate: (staging: VmPaths) => Promise<void>): Promise<void> {
     const staging = path.join(this.vmsDir, `.creating-${def.name}-${randomBytes(4).toString("hex")}`);
@@ -59,8 +59,9 @@ export class DefinitionStore {
     const rebased = rebase(stagingPaths, stagingPaths.dir, staging);
     try {
       await mkdir(rebased.disksDir, { recursive: true, mode: 0o755 });
-      await populate(rebased);
+      // The definition first: a full state disk is told as such (507), not as a disk image qemu-img could not make.
       await writeJsonAtomic(rebased.definition, def);
+      await populate(rebased);
       await fsyncDir(staging);
       // rename() onto an existing non-empty directory fails, which is the name clash check.
       await rename(staging, stagingPaths.dir).catch((err: NodeJS.ErrnoException) => {

@@ -23,9 +23,11 @@ export class OperationJournal {
   constructor(private readonly file: string) {}
 
   async begin(vm: string, operation: string, params: Record<string, unknown> = {}): Promise<JournalEntry> {
-    this.entry = { id: randomUUID(), vm, operation, startedAt: new Date().toISOString(), done: [], params };
-    await writeJsonAtomic(this.file, this.entry);
-    return this.entry;
+    const entry = { id: randomUUID(), vm, operation, startedAt: new Date().toISOString(), done: [], params };
+    // Held only once on disk: an entry that could not be written (a full disk) records no steps either.
+    await writeJsonAtomic(this.file, entry);
+    this.entry = entry;
+    return entry;
   }
 
   async stepDone(step: string): Promise<void> {

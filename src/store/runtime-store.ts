@@ -56,6 +56,11 @@ export async function writeLastExit(paths: VmPaths, exit: LastExit): Promise<voi
   await writeJsonAtomic(paths.lastExit, exit);
 }
 
+/** Removing needs no free space: what is done when a new last exit cannot be written. */
+export async function removeLastExit(paths: VmPaths): Promise<void> {
+  await removeDurably(paths.lastExit);
+}
+
 export async function readLastExit(paths: VmPaths): Promise<LastExit | undefined> {
   try {
     return lastExitSchema.parse(JSON.parse(await readFile(paths.lastExit, "utf8")));

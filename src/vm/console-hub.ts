@@ -12,7 +12,7 @@
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
-import { ConsoleBusy, VmStateConflict } from "../errors.js";
+import { ConsoleBusy, TooManyClients, VmStateConflict } from "../errors.js";
 import type { QemuSession } from "./qemu-session.js";
 
 export type ConsoleMode = "ro" | "rw";
@@ -23,7 +23,14 @@ export const ConsoleEnd = {
   consoleLost: { code: 4001, reason: "the connection to qemu's console was lost; attach again" },
   tooSlow: { code: 4002, reason: "the viewer fell too far behind the console's output" },
   writerTaken: { code: 4009, reason: "the console already has a writer" },
+  tooManyViewers: { code: 4029, reason: "the console has as many viewers as it takes" },
 } as const;
+
+/**
+ * Every viewer costs a copy of each output chunk and up to MAX_BACKLOG_BYTES of
+ * queue, so their number per VM is capped (`--max-console-viewers`).
+ */
+export const DEFAULT_MAX_CONSOLE_VIEWERS = 8;
 
 /** One viewer as the hub sees it; the HTTP layer adapts a WebSocket to this. */
 export interface ConsoleViewer {
@@ -76,7 +83,10 @@ export class ConsoleHub {
   private watched: QemuSession | undefined;
   private readonly log: Logger;
 
-  constructor(private readonly vm: ConsoleHubVm) {
+  constructor(
+    private readonly vm: ConsoleHubVm,
+    private readonly maxViewers = DEFAULT_MAX_CONSOLE_VIEWERS,
+  ) {
     this.log = vm.log.child({ component: "console" });
   }
 
@@ -89,6 +99,13 @@ export class ConsoleHub {
     const session = this.vm.session;
     if (!session) throw new VmStateConflict(this.vm.name, this.vm.state(), "attach to the console of");
     if (mode === "rw" && this.writer) throw new ConsoleBusy(this.vm.name);
+    if (this.viewers.size >= this.maxViewers) {
+      throw new TooManyClients(`the console of VM "${this.vm.name}" has ${this.viewers.size} viewers, the most it takes; close one and try again`, {
+        vm: this.vm.name,
+        scope: "console-viewers",
+        limit: this.maxViewers,
+      });
+    }
     return session;
   }
 

@@ -15,6 +15,7 @@ import type { OperationName } from "./vm-state.js";
 import { resizeDisk } from "./operations/resize-disk.js";
 import { setCloudInit } from "./cloud-init-seed.js";
 import { CrashPolicy } from "./crash-policy.js";
+import { MemoryAdmission } from "../host/memory-admission.js";
 import { Vm, type VmView } from "./vm.js";
 import { adoptVm, type FollowUp } from "./vm-adoption.js";
 import type { JournalEntry } from "../store/operation-journal.js";
@@ -34,7 +35,13 @@ export class VmRegistry {
 
   constructor(readonly host: HostContext) {
     this.crashPolicy = new CrashPolicy(host.log, (vm) => this.perform(vm.name, { kind: "start" }));
+    this.memory = new MemoryAdmission(host.config.reserveMemory, () =>
+      this.list().flatMap((vm) => (vm.session ? [{ name: vm.name, memoryMiB: vm.definition.memoryMiB, pid: vm.session.pid }] : [])),
+    );
   }
+
+  /** Starts are admitted against the host's free memory (src/host/memory-admission.ts). */
+  private readonly memory: MemoryAdmission;
 
   /**
    * Loads every stored VM, then adopts the qemu of each in parallel. Resolves once
@@ -86,7 +93,10 @@ export class VmRegistry {
 
   private newVm(def: VmDefinition): Vm {
     const log = this.host.log.child({ vm: def.name });
-    return new Vm(def, this.host.store.paths(def.name), log, this.host.bus, (vm) => this.crashPolicy.onCrash(vm), this.host.config.consoleLogMax);
+    return new Vm(def, this.host.store.paths(def.name), log, this.host.bus, (vm) => this.crashPolicy.onCrash(vm), {
+      consoleLogMax: this.host.config.consoleLogMax,
+      maxConsoleViewers: this.host.config.maxConsoleViewers,
+    });
   }
 
   /**
@@ -174,7 +184,7 @@ export class VmRegistry {
     if (vm.broken && action.kind !== "stop") throw new VmStateConflict(name, "error", action.kind);
     switch (action.kind) {
       case "start":
-        await vm.lock.run("start", () => this.withOwnership(vm, () => startVm(vm, this.host)));
+        await vm.lock.run("start", () => this.withMemory(vm, () => this.withOwnership(vm, () => startVm(vm, this.host))));
         break;
       case "shutdown": {
         const timeoutSec = action.timeoutSec ?? DEFAULT_SHUTDOWN_TIMEOUT_SEC;
@@ -282,7 +292,20 @@ export class VmRegistry {
   }
 
   /**
-   * Fleet mode: a start runs only while this host holds the VM's owner key. A key
+   * A start runs only with its memory admitted, claimed until it ends; a VM
+   * already running goes straight on to be refused by the start itself.
+   */
+  private async withMemory(vm: Vm, run: () => Promise<void>): Promise<void> {
+    if (vm.session) return await run();
+    const release = await this.memory.admit(vm.name, vm.definition.memoryMiB);
+    try {
+      await run();
+    } finally {
+      release();
+    }
+  }
+
+  /** Fleet mode: a start runs only while this host holds the VM's owner key. A key
    * taken for a start that then fails is given back.
    */
   private async withOwnership(vm: Vm, run: () => Promise<void>): Promise<void> {

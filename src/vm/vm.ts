@@ -6,12 +6,12 @@ import type { EventBus } from "../events/event-bus.js";
 import type { Job, JobView } from "../jobs/job-registry.js";
 import { removeVmTaps } from "../net/tap-devices.js";
 import { OperationJournal } from "../store/operation-journal.js";
-import { removeRuntimeRecord, writeLastExit, type LastExit } from "../store/runtime-store.js";
+import { removeLastExit, removeRuntimeRecord, writeLastExit, type LastExit } from "../store/runtime-store.js";
 import type { VmPaths } from "../store/vm-paths.js";
 import type { VmDefinition } from "./definition.js";
 import type { Ownership } from "../fleet/fleet-member.js";
 import { OperationLock } from "./operation-lock.js";
-import { ConsoleHub } from "./console-hub.js";
+import { ConsoleHub, DEFAULT_MAX_CONSOLE_VIEWERS } from "./console-hub.js";
 import { BoundedLog } from "../store/bounded-log.js";
 import { countQemuCrash } from "../metrics/metrics.js";
 import type { QemuSession, SessionExit } from "./qemu-session.js";
@@ -48,6 +48,8 @@ export interface VmView {
 
 /** qemu's own stdout/stderr: a few lines per run, unless something keeps it talking. */
 export const QEMU_LOG_MAX = 1024 * 1024;
+/** The serial console log's cap when none is configured (`--console-log-max`'s default). */
+const DEFAULT_CONSOLE_LOG_MAX = 8 * 1024 * 1024;
 
 export class Vm {
   readonly lock: OperationLock;
@@ -84,7 +86,7 @@ export class Vm {
     readonly log: Logger,
     private readonly bus: EventBus,
     private readonly onCrash: (vm: Vm) => void,
-    consoleLogMax = 8 * 1024 * 1024,
+    limits: { consoleLogMax?: number; maxConsoleViewers?: number } = {},
   ) {
     this.lock = new OperationLock(definition.name, {
       started: (operation) => {
@@ -103,8 +105,8 @@ export class Vm {
       },
     });
     this.journal = new OperationJournal(paths.journal);
-    this.console = new ConsoleHub(this);
-    this.consoleLog = new BoundedLog(paths.consoleLog, consoleLogMax, log);
+    this.console = new ConsoleHub(this, limits.maxConsoleViewers ?? DEFAULT_MAX_CONSOLE_VIEWERS);
+    this.consoleLog = new BoundedLog(paths.consoleLog, limits.consoleLogMax ?? DEFAULT_CONSOLE_LOG_MAX, log);
     this.qemuLog = new BoundedLog(paths.qemuLog, QEMU_LOG_MAX, log);
   }
 
@@ -234,10 +236,7 @@ export class Vm {
     this.pendingRemovals.clear();
     this.log.info({ lastExit: this.lastExit }, "qemu exited");
     await Promise.all([
-      this.recordState(async () => {
-        await writeLastExit(this.paths, this.lastExit!);
-        await removeRuntimeRecord(this.paths);
-      }),
+      this.recordExit(this.lastExit),
       // Before anyone waiting for the exit hears of it: a stop answers with the taps gone,
       // and a restart (onCrash, or the next start) makes them afresh.
       removeVmTaps(this.definition, this.log),
@@ -249,6 +248,20 @@ export class Vm {
       countQemuCrash();
       this.onCrash(this);
     }
+  }
+
+  /**
+   * How the run ended, as far as the disks let it be recorded. A state disk that
+   * cannot take the last exit (full) must not leave an older one standing: a stale
+   * "crashed" would have a restarted daemon start the VM again. The runtime record
+   * (run directory) goes regardless, or a restarted daemon would take the stop for
+   * a crash; without either file it finds the VM stopped, which it is.
+   */
+  private async recordExit(exit: LastExit): Promise<void> {
+    if (!(await this.recordState(() => writeLastExit(this.paths, exit)))) {
+      await removeLastExit(this.paths).catch((err: unknown) => this.log.error({ err }, "cannot remove the previous last exit"));
+    }
+    await removeRuntimeRecord(this.paths).catch((err: unknown) => this.log.error({ err }, "cannot remove the runtime record"));
   }
 
   /**

@@ -143,3 +143,116 @@ t.test("TCP: no token or a wrong one is a 401 and changes nothing", async (t) =>
   t.same(await stateDigest(d.stateDir), before, "nothing on disk changed");
   t.equal((await send(`Bearer ${token}`, "GET", "/v1/vms")).status, 200, "the right token is let in");
 });
+
+/** GET /v1/events over TCP from a chosen loopback address: the status, the problem if refused, a close for an open one. */
+function tcpEvents(port: number, from: string, token: string): Promise<{ status: number; body: string; close: () => void }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, localAddress: from, path: "/v1/events", agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      const close = (): void => void req.destroy();
+      if (res.statusCode === 200) return resolve({ status: 200, body: "", close });
+      let body = "";
+      res.on("data", (c: Buffer) => (body += c.toString()));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, close }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+/** A TCP connection from a chosen loopback address that says nothing: what it receives, and when it is closed. */
+function silentConnection(port: number, from: string): { sock: net.Socket; received: () => string; closedAt: Promise<number> } {
+  const t0 = performance.now();
+  const sock = net.connect({ host: "127.0.0.1", port, localAddress: from });
+  let text = "";
+  sock.on("data", (c: Buffer) => (text += c.toString("latin1")));
+  sock.on("error", () => {});
+  const closedAt = new Promise<number>((r) => sock.once("close", () => r(performance.now() - t0)));
+  return { sock, received: () => text, closedAt };
+}
+
+t.test("TCP: streams per peer and per listener, unauthenticated connections", async (t) => {
+  const port = await freePort("127.0.0.1");
+  const token = "the-right-token-0123456789";
+  const d = await startDaemon({
+    args: ["--listen", `127.0.0.1:${port}`, "--peer-token", token, "--max-streams", "3", "--max-streams-per-peer", "2", "--max-unauthenticated", "4", "--max-unauthenticated-per-peer", "3"],
+  });
+  t.teardown(() => d.cleanup());
+
+  // Streams: two per peer, three on the listener.
+  const a1 = await tcpEvents(port, "127.0.0.1", token);
+  const a2 = await tcpEvents(port, "127.0.0.1", token);
+  t.equal(a1.status + a2.status, 400, "a peer opens two event streams");
+  const a3 = await tcpEvents(port, "127.0.0.1", token);
+  t.equal(a3.status, 429, "a third from the same address is refused");
+  t.match(JSON.parse(a3.body), { code: "VMH_ERR_TOO_MANY_CLIENTS", scope: "peer", limit: 2 });
+  const b1 = await tcpEvents(port, "127.0.0.2", token);
+  t.equal(b1.status, 200, "another address still gets one");
+  const b2 = await tcpEvents(port, "127.0.0.2", token);
+  t.equal(b2.status, 429, "until the listener is full");
+  t.match(JSON.parse(b2.body), { code: "VMH_ERR_TOO_MANY_CLIENTS", scope: "listener", limit: 3 });
+  const unixStream = await new Promise<number>((resolve, reject) => {
+    const req = http.request({ socketPath: d.socket, path: "/v1/events", agent: false }, (res) => {
+      resolve(res.statusCode ?? 0);
+      req.destroy();
+    });
+    req.on("error", reject);
+    req.end();
+  });
+  t.equal(unixStream, 200, "the Unix socket's streams are counted apart");
+  a1.close();
+  let again = { status: 0, body: "", close: () => {} };
+  for (let i = 0; i < 20 && again.status !== 200; i++) {
+    await sleep(100);
+    again = await tcpEvents(port, "127.0.0.1", token);
+  }
+  t.equal(again.status, 200, "a closed stream's place is given again");
+  for (const s of [a2, b1, again]) s.close();
+
+  // Unauthenticated connections: three per address, four in all; beyond them a 429 and a close.
+  const silent = [0, 1, 2].map(() => silentConnection(port, "127.0.0.3"));
+  await Promise.all(silent.map((s) => new Promise((r) => s.sock.once("connect", r))));
+  await sleep(200);
+  const overPeer = silentConnection(port, "127.0.0.3");
+  const overPeerMs = await overPeer.closedAt;
+  t.match(overPeer.received(), /^HTTP\/1\.1 429 [^]*VMH_ERR_TOO_MANY_CLIENTS[^]*"scope":"peer"/, "a fourth from one address gets a 429 (peer)");
+  t.ok(overPeerMs < 2000, `and is closed at once (${Math.round(overPeerMs)} ms)`);
+  const other = silentConnection(port, "127.0.0.4");
+  await new Promise((r) => other.sock.once("connect", r));
+  await sleep(200);
+  const overAll = silentConnection(port, "127.0.0.5");
+  await overAll.closedAt;
+  t.match(overAll.received(), /^HTTP\/1\.1 429 [^]*"scope":"listener"/, "a fifth in all gets a 429 (listener)");
+  const withToken = await new Promise<number>((resolve) => {
+    const req = http.request({ host: "127.0.0.1", port, localAddress: "127.0.0.6", path: "/v1/vms", agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("error", () => resolve(0));
+    req.end();
+  });
+  t.equal(withToken, 429, "while full, a new connection is refused before it can show a token");
+  t.equal((await d.api.request("GET", "/v1/vms")).status, 200, "the Unix socket is still served");
+
+  // A held connection that shows the token is served and stops counting.
+  const first = silent[0]!;
+  const answer = new Promise<string>((resolve) => first.sock.once("data", (c: Buffer) => resolve(c.toString("latin1"))));
+  first.sock.write(`GET /v1/vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+  t.match(await answer, /^HTTP\/1\.1 200 /, "a held connection that authenticates is served");
+  const next = await new Promise<number>((resolve) => {
+    const req = http.request({ host: "127.0.0.1", port, localAddress: "127.0.0.7", path: "/v1/vms", agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("error", () => resolve(0));
+    req.end();
+  });
+  t.equal(next, 200, "and its place goes to a new connection, which is served");
+
+  // The others never authenticated: closed at the headers timeout (10 s) at the latest, whatever they do meanwhile.
+  silent[1]!.sock.write("GET /v1/vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-token-wrong-token\r\n\r\n");
+  const [wrong, ...quiet] = await Promise.all([silent[1]!.closedAt, silent[2]!.closedAt, other.closedAt]);
+  t.match(silent[1]!.received(), /^HTTP\/1\.1 401 /, "a wrong token gets its 401");
+  t.ok(wrong! < 12_000, `and the connection is closed by the deadline (${Math.round(wrong!)} ms)`);
+  for (const ms of quiet) t.ok(ms > 9_000 && ms < 12_000, `a connection that says nothing is closed at the deadline (${Math.round(ms)} ms)`);
+  first.sock.destroy();
+});

@@ -6,7 +6,7 @@
 // it SIGKILLs every qemu of this host whose VM is `ha`, and goes on doing so on
 // every poll until a fresher renewal is written. It needs nothing from the
 // daemon's event loop.
-import { appendFileSync, existsSync, readFileSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync, writeSync } from "node:fs";
 import path from "node:path";
 import { findQemuProcesses } from "../../qemu/qemu-process.js";
 import { FENCED_FILE, STATE_FILE, fenceDeadlineNs, type FenceState } from "./fence-state.js";
@@ -19,8 +19,17 @@ if (!dir) {
   process.exit(2);
 }
 
+/**
+ * stdout is a file (fence.log). process.stdout on a file whose disk is full emits
+ * an 'error' nobody can catch in time, and the fence process would die of a log
+ * line; so lines are written to fd 1 directly, and one that fails is dropped.
+ */
 function log(msg: string, fields: Record<string, unknown> = {}): void {
-  process.stdout.write(JSON.stringify({ time: Date.now(), component: "fence", pid: process.pid, msg, ...fields }) + "\n");
+  try {
+    writeSync(1, JSON.stringify({ time: Date.now(), component: "fence", pid: process.pid, msg, ...fields }) + "\n");
+  } catch {
+    // disk full or stdout gone: the kill is what matters
+  }
 }
 
 function readState(): FenceState | undefined {

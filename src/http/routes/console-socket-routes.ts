@@ -2,22 +2,24 @@
 // console hub. Guest output goes out as binary frames; the writer's frames
 // (binary or text) go to the guest as raw bytes. A refusal (no such VM, VM not
 // running, the console already has a writer) is answered before the upgrade, as
-// a problem document, so a client gets the same codes as anywhere else.
+// a problem document, so a client gets the same codes as anywhere else. Each
+// viewer holds one of the listener's stream slots (and its peer's) while open.
 import type { FastifyInstance } from "fastify";
 import type { WebSocket, RawData } from "ws";
-import { ConsoleBusy, ValidationFailed, VmhError } from "../../errors.js";
+import { ConsoleBusy, TooManyClients, ValidationFailed, VmhError } from "../../errors.js";
 import { ConsoleEnd, type ConsoleViewer } from "../../vm/console-hub.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import { consoleQuery, vmParams } from "../schemas.js";
 import { parseInput } from "../validation.js";
+import { peerAddress, type ClientSlots } from "../client-slots.js";
 
-export function registerConsoleSocketRoutes(app: FastifyInstance, registry: VmRegistry): void {
+export function registerConsoleSocketRoutes(app: FastifyInstance, registry: VmRegistry, streams: ClientSlots): void {
   // Declared from a plugin so that it is added after @fastify/websocket has loaded
   // (fastify loads plugins in order); a route added before it would not be upgraded.
-  void app.register(async (scope) => consoleRoute(scope, registry));
+  void app.register(async (scope) => consoleRoute(scope, registry, streams));
 }
 
-function consoleRoute(app: FastifyInstance, registry: VmRegistry): void {
+function consoleRoute(app: FastifyInstance, registry: VmRegistry, streams: ClientSlots): void {
   app.route({
     method: "GET",
     url: "/v1/vms/:name/console",
@@ -25,6 +27,8 @@ function consoleRoute(app: FastifyInstance, registry: VmRegistry): void {
       const { name } = parseInput(vmParams, req.params, "params");
       const { mode } = parseInput(consoleQuery, req.query, "query");
       registry.get(name).console.check(mode);
+      const peer = peerAddress(req.socket.remoteAddress);
+      if (streams.refusal(peer)) throw streams.refusalError(peer, "event streams and consoles");
     },
     // A plain GET (no upgrade) of a WebSocket endpoint.
     handler: async () => {
@@ -38,10 +42,13 @@ function consoleRoute(app: FastifyInstance, registry: VmRegistry): void {
       const { name } = parseInput(vmParams, req.params, "params");
       const { mode } = parseInput(consoleQuery, req.query, "query");
       let attachment;
+      const release = streams.take(peerAddress(req.socket.remoteAddress));
       try {
+        if (!release) throw streams.refusalError(peerAddress(req.socket.remoteAddress), "event streams and consoles");
         attachment = registry.get(name).console.join(viewerOf(socket), mode);
       } catch (err) {
-        const why = err instanceof ConsoleBusy ? ConsoleEnd.writerTaken : ConsoleEnd.vmStopped;
+        release?.();
+        const why = err instanceof ConsoleBusy ? ConsoleEnd.writerTaken : err instanceof TooManyClients ? ConsoleEnd.tooManyViewers : ConsoleEnd.vmStopped;
         socket.close(why.code, err instanceof VmhError ? err.message.slice(0, 120) : why.reason);
         return;
       }
@@ -50,6 +57,7 @@ function consoleRoute(app: FastifyInstance, registry: VmRegistry): void {
       socket.on("close", () => {
         clearInterval(heartbeat);
         attachment.leave();
+        release();
       });
     },
   });

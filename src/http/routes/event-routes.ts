@@ -2,18 +2,20 @@
 // the last id it saw (Last-Event-ID or ?since=): it first gets what the ring still
 // holds after that id, then live events, without gap or duplicate. Events the ring
 // no longer holds are announced by one `events.lost`; a client that cannot keep
-// up gets `events.dropped` and is disconnected (see SseClient).
+// up gets `events.dropped` and is disconnected (see SseClient). Each stream holds
+// one of the listener's stream slots (and its peer's) while open.
 import type { FastifyInstance } from "fastify";
 import { ValidationFailed } from "../../errors.js";
 import type { DaemonEvent, EventBus } from "../../events/event-bus.js";
 import { eventsQuery } from "../schemas.js";
 import { defaultSseLimits, SseClient, type SseLimits } from "../sse-client.js";
 import { parseInput } from "../validation.js";
+import { peerAddress, type ClientSlots } from "../client-slots.js";
 
 /** Comment lines keep idle connections (and proxies) from timing out. */
 const HEARTBEAT_MS = 15_000;
 
-export function registerEventRoutes(app: FastifyInstance, bus: EventBus, limits: SseLimits = defaultSseLimits): void {
+export function registerEventRoutes(app: FastifyInstance, bus: EventBus, streams: ClientSlots, limits: SseLimits = defaultSseLimits): void {
   const clients = new Set<SseClient>();
   // A stream never ends by itself: the daemon's exit ends them so its listener can close.
   app.addHook("preClose", (done) => {
@@ -24,8 +26,10 @@ export function registerEventRoutes(app: FastifyInstance, bus: EventBus, limits:
   app.get("/v1/events", async (req, reply) => {
     const { vm, since: sinceQuery } = parseInput(eventsQuery, req.query, "query");
     const since = lastEventId(req.headers["last-event-id"]) ?? sinceQuery;
+    const release = streams.takeOrRefuse(peerAddress(req.socket.remoteAddress), "event streams and consoles");
     reply.hijack();
     const res = reply.raw;
+    res.once("close", release);
     res.writeHead(200, {
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-store",

@@ -2,9 +2,10 @@
 // off. A guest that does not within timeoutSec is stopped hard, and the exit
 // reason says so. A hard stop asked for meanwhile cuts the wait short; a daemon
 // exit leaves the wait (and the journal entry) for the next daemon to carry on.
+// Like stop, it never fails because the state disk is full: the journal is best effort.
 import { ShuttingDown, VmStateConflict } from "../../errors.js";
 import type { Vm } from "../vm.js";
-import { killQemu } from "./stop-vm.js";
+import { journalBestEffort, killQemu } from "./stop-vm.js";
 
 export const DEFAULT_SHUTDOWN_TIMEOUT_SEC = 60;
 /**
@@ -16,7 +17,7 @@ const REPRESS_EVERY_MS = 5_000;
 export async function shutdownVm(vm: Vm, timeoutSec: number, preempted: AbortSignal, daemonStopping: AbortSignal): Promise<void> {
   const session = vm.session;
   if (!session) throw new VmStateConflict(vm.name, vm.settledState(), "shut down");
-  await vm.journal.begin(vm.name, "shutdown", { timeoutSec });
+  const journaled = await journalBestEffort(vm, "shutdown", { timeoutSec });
   const stopped = vm.waitStopped();
   await session.execute("system_powerdown");
 
@@ -38,7 +39,7 @@ export async function shutdownVm(vm: Vm, timeoutSec: number, preempted: AbortSig
     vm.log.warn(`shutdown: ${why}; stopping qemu`);
     await killQemu(vm, preempted.aborted ? "host-stop" : "shutdown-timeout");
   }
-  await vm.journal.end();
+  if (journaled) await vm.recordState(() => vm.journal.end());
 }
 
 /**

@@ -1,5 +1,7 @@
 // Hard stop: qemu is told to quit (it flushes its block layer first), and is
-// signalled only if it does not go. The guest gets no say.
+// signalled only if it does not go. The guest gets no say, and neither does the
+// state disk: the journal entry is written if it can be, and a full disk never
+// keeps running a guest the operator wants stopped.
 import { setTimeout as sleep } from "node:timers/promises";
 import { VmStateConflict } from "../../errors.js";
 import { signalProcess } from "../../qemu/qemu-process.js";
@@ -10,9 +12,20 @@ const TERM_GRACE_MS = 5_000;
 
 export async function stopVm(vm: Vm): Promise<void> {
   if (!vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "stop");
-  await vm.journal.begin(vm.name, "stop");
+  const journaled = await journalBestEffort(vm, "stop");
   await killQemu(vm, "host-stop");
-  await vm.journal.end();
+  if (journaled) await vm.recordState(() => vm.journal.end());
+}
+
+/**
+ * The journal entry of an operation that must not fail for want of it (stop, the
+ * hard stop of a shutdown). Without it a daemon killed mid-operation finds the
+ * guest as it was and the operator asks again. Says whether the entry was written.
+ */
+export async function journalBestEffort(vm: Vm, operation: string, params?: Record<string, unknown>): Promise<boolean> {
+  return await vm.recordState(async () => {
+    await vm.journal.begin(vm.name, operation, params);
+  });
 }
 
 /** Ends the VM's qemu by the gentlest means that works: QMP quit, SIGTERM, SIGKILL. */
