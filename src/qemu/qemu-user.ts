@@ -61,6 +61,8 @@ export class QemuUsers {
     const allocator = range ? new UidAllocator(range, path.join(stateDir, MARK_FILE), () => uidsOwningFiles(fileDirs, range)) : undefined;
     const users = new QemuUsers(userName, user, range, vmsDir, allocator);
     await users.loadSlots(log);
+    // A state disk that cannot be written now must not keep the daemon down: the first allocation writes the mark then.
+    await allocator?.init(new Set(users.byVm.values())).catch((err: unknown) => log.warn({ err }, "cannot write the qemu uid mark yet"));
     return users;
   }
 

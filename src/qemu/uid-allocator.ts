@@ -43,7 +43,9 @@ export async function uidsOwningFiles(dirs: readonly string[], range: UidRange):
   return found;
 }
 
-export class UidRangeExhausted extends Error {}
+export class UidRangeExhausted extends Error {
+  override readonly name = "UidRangeExhausted";
+}
 
 export class UidAllocator {
   /** Serialises allocations: two VMs starting at once must not read the same mark. */
@@ -59,6 +61,20 @@ export class UidAllocator {
 
   private get end(): number {
     return this.range.start + this.range.count;
+  }
+
+  /**
+   * At the daemon's start: writes the mark if there is none yet, so the files
+   * are looked through before any VM (or a file of one arriving by migration)
+   * is there to move it on.
+   */
+  init(held: ReadonlySet<number>): Promise<void> {
+    const done = this.queue.then(async () => {
+      const stored = await this.storedMark();
+      if (stored === undefined) await writeFileAtomic(this.markFile, `${await this.readMark(held)}\n`, 0o644);
+    });
+    this.queue = done.catch(() => {});
+    return done;
   }
 
   /** A uid for a new VM; `held` are the uids VMs of this host hold now. */
@@ -87,14 +103,20 @@ export class UidAllocator {
    * a file, so uids of VMs deleted earlier are not handed out again either.
    */
   private async readMark(held: ReadonlySet<number>): Promise<number> {
+    const stored = await this.storedMark();
+    if (stored !== undefined) return stored;
+    let mark = this.range.start;
+    for (const uid of [...held, ...(await this.owned())]) mark = Math.max(mark, uid + 1);
+    return mark;
+  }
+
+  /** The mark on disk, or undefined if there is none (or it is not a uid of the range). */
+  private async storedMark(): Promise<number | undefined> {
     const text = await readFile(this.markFile, "utf8").catch((err: NodeJS.ErrnoException) => {
       if (err.code === "ENOENT") return undefined;
       throw err;
     });
     const stored = Number(text?.trim());
-    if (text !== undefined && Number.isInteger(stored) && stored >= this.range.start) return Math.min(stored, this.end);
-    let mark = this.range.start;
-    for (const uid of [...held, ...(await this.owned())]) mark = Math.max(mark, uid + 1);
-    return mark;
+    return text !== undefined && Number.isInteger(stored) && stored >= this.range.start ? Math.min(stored, this.end) : undefined;
   }
 }

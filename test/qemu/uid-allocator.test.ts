@@ -45,3 +45,17 @@ t.test("a state directory without a mark starts above every uid that owns a file
   const a = new UidAllocator(range, path.join(dir, "mark"), () => uidsOwningFiles([pool], range));
   t.equal(await a.allocate(new Set()), 700_002);
 });
+
+t.test("the mark is set at start-up, before files of other VMs arrive", async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "vmh-uid-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const mark = path.join(dir, "mark");
+  let owned = new Set<number>();
+  const a = new UidAllocator(range, mark, async () => owned);
+  await a.init(new Set());
+  t.equal((await readFile(mark, "utf8")).trim(), "700000", "a fresh host starts at the range's start");
+  owned = new Set([700_000, 700_001]);
+  await a.init(new Set());
+  t.equal((await readFile(mark, "utf8")).trim(), "700000", "a mark once written is kept");
+  t.equal(await a.allocate(new Set()), 700_000);
+});
