@@ -45,6 +45,15 @@ t.test("a uuid is one VM's on this host", async (t) => {
 
   const other = await d.api.request("POST", "/v1/vms", { name: "other", memoryMiB: 128, boot: { kernel: "vmlinuz", initrd: "initrd.img" } });
   t.equal(other.status, 201, "a fresh uuid is fine");
+
+  // Two creates racing with one new uuid: one wins, the other is refused.
+  const uuid = "5f0e8d2a-7c1b-4e3a-9d6f-2b8c4a1e0f37";
+  const racing = await Promise.all(
+    ["race-a", "race-b"].map((name) => d.api.request("POST", "/v1/vms", { name, memoryMiB: 128, uuid, boot: { kernel: "vmlinuz", initrd: "initrd.img" } })),
+  );
+  t.same(racing.map((r) => r.status).sort(), [201, 409], "one of two concurrent creates with one uuid");
+  const loser = racing.find((r) => r.status === 409)!;
+  t.match(JSON.parse(loser.body.toString()), { code: "VMH_ERR_UUID_IN_USE", field: "uuid" });
 });
 
 t.test("a uid that owns a file in a pool is not handed out again", async (t) => {
