@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
+import { passthroughModes } from "./qmp/passthrough-policy.js";
 
 export const accelModes = ["kvm", "tcg", "auto"] as const;
 export type AccelMode = (typeof accelModes)[number];
@@ -79,6 +80,10 @@ export const configSchema = z
     etcdPrefix: z.string().regex(/^\/([A-Za-z0-9._-]+\/)*$/, "must start and end with '/'").default("/vmhostd/"),
     hostId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "letters, digits, '.', '_', '-' (max 63)").optional(),
     leaseTtl: z.coerce.number().int().min(2).max(3600).default(10),
+    qmpPassthrough: z
+      .enum(passthroughModes)
+      .default("allowlist")
+      .describe("POST /v1/vms/{name}/qmp: the allowlist of queries and guest-only actions, or every command"),
   })
   .strict()
   // The TCP listener reaches every VM on the host: it is never open without a token.
@@ -129,6 +134,7 @@ export const settings = [
   { key: "etcdPrefix", flag: "etcd-prefix", env: "VMHOSTD_ETCD_PREFIX", help: "key prefix in etcd (default /vmhostd/)" },
   { key: "hostId", flag: "host-id", env: "VMHOSTD_HOST_ID", help: "this host's id in the fleet (default the hostname)" },
   { key: "leaseTtl", flag: "lease-ttl", env: "VMHOSTD_LEASE_TTL", help: "host lease TTL in seconds (default 10)" },
+  { key: "qmpPassthrough", flag: "qmp-passthrough", env: "VMHOSTD_QMP_PASSTHROUGH", help: "allowlist | all: which QMP commands POST .../qmp runs (default allowlist)" },
 ] as const;
 
 export class ConfigError extends Error {

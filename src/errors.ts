@@ -118,6 +118,20 @@ export class QemuFailed extends defineError("VMH_ERR_QEMU_FAILED", 502, "qemu fa
 /** qemu answered an operator's pass-through QMP command (`POST .../qmp`) with an error: `qemuClass` and `detail` are qemu's. */
 export class QmpCommandRefused extends defineError("VMH_ERR_QMP_COMMAND", 422, "qemu refused the QMP command") {}
 
+/** A pass-through QMP command outside the allowlist (`--qmp-passthrough=allowlist`, the default); `command` names it. */
+export class QmpNotAllowed extends defineError("VMH_ERR_QMP_NOT_ALLOWED", 403, "QMP command not allowed") {
+  constructor(vm: string, command: string, reason: string) {
+    super(`${command} is refused on the QMP pass-through: ${reason}`, { field: "execute", vm, command });
+  }
+}
+
+/** A create (or an incoming migration) with a uuid another VM on this host already has. */
+export class UuidInUse extends defineError("VMH_ERR_UUID_IN_USE", 409, "uuid already in use") {
+  constructor(uuid: string, vm: string) {
+    super(`uuid ${uuid} is already VM "${vm}"'s on this host`, { field: "uuid", uuid, vm });
+  }
+}
+
 /** A disk image could not be created or inspected. */
 export class StorageFailed extends defineError("VMH_ERR_STORAGE", 500, "Storage operation failed") {}
 
@@ -203,6 +217,8 @@ export const errorCatalogue = [
   QemuUnresponsive,
   QemuFailed,
   QmpCommandRefused,
+  QmpNotAllowed,
+  UuidInUse,
   StorageFailed,
   FirmwareUnavailable,
   BridgeNotFound,

@@ -84,13 +84,17 @@ async function run(config: Config, log: Logger): Promise<void> {
 
   let qemuUsers: QemuUsers;
   try {
-    qemuUsers = await QemuUsers.load(config.qemuUser, config.stateDir, log);
+    const fileDirs = [config.stateDir, config.runDir, ...config.pools.map((p) => p.dir)];
+    qemuUsers = await QemuUsers.load(config.qemuUser, config.stateDir, fileDirs, log);
   } catch (err) {
     if (!(err instanceof QemuUserError)) throw err;
     process.stderr.write(`vmhostd: invalid setting --qemu-user (VMHOSTD_QEMU_USER): ${err.message}\n`);
     process.exit(2);
   }
 
+  if (config.qmpPassthrough === "all") {
+    log.warn("--qmp-passthrough=all: POST /v1/vms/{name}/qmp runs any QMP command, including ones that open files and listeners on this host");
+  }
   const qemuVersion = await readQemuVersion(config.qemu);
   const accel = await resolveAccel(config.accel, config.qemu, log);
   const pools = new StoragePools(config.pools);

@@ -217,10 +217,10 @@ export function buildOpenApi(): Record<string, unknown> {
       },
       "/v1/vms/{name}/qmp": {
         post: {
-          summary: "run one QMP command on the running VM's qemu (the operator's escape hatch: no operation lock; logged and evented as qmp.passthrough)",
+          summary: "run one QMP command on the running VM's qemu: only the allowlist's queries and guest-only actions unless --qmp-passthrough=all (403 otherwise); actions take the operation lock; logged and evented (secrets redacted) as qmp.passthrough",
           parameters: [nameParam],
           requestBody: { required: true, content: json("QmpCommand") },
-          responses: { "200": { description: "{return: qemu's return value}" }, ...problems(400, 404, 409, 422, 502, 504) },
+          responses: { "200": { description: "{return: qemu's return value}" }, ...problems(400, 403, 404, 409, 422, 502, 504) },
         },
       },
       "/v1/vms/{name}/agent": {

@@ -50,7 +50,7 @@ export class MigrationTarget {
     if (owner && owner.host !== this.host.fleet!.hostId && (owner.host !== req.owner?.host || owner.revision !== req.owner?.revision)) {
       throw new VmOwnedElsewhere(def.name, owner.host, owner.revision);
     }
-    const release = this.registry.reserveName(def.name);
+    const release = this.registry.reserveName(def);
     let vm: Vm | undefined;
     try {
       await this.checkMemory(def.memoryMiB);

@@ -77,7 +77,8 @@ export async function showLink(name: string): Promise<LinkInfo | undefined> {
  * unprivileged qemu may attach to it only as its `owner`.
  */
 export async function addTap(name: string, multiQueue: boolean, owner?: QemuIdentity): Promise<void> {
-  const own = owner ? ["user", String(owner.uid), "group", String(owner.gid)] : [];
+  // user only: the group is every VM's qemu's, and would let any of them open this tap.
+  const own = owner ? ["user", String(owner.uid)] : [];
   await ip(["tuntap", "add", "dev", name, "mode", "tap", ...own, ...(multiQueue ? ["multi_queue"] : [])]);
 }
 

@@ -4,10 +4,12 @@
 // /dev/kvm opens on a real host). One VM's qemu then cannot open another VM's
 // files: they are owned by another uid, mode 0600. The slot a VM gets is kept in
 // its directory, so it is the same uid after a restart and its files stay its own.
+// A uid is never handed to a second VM while files are still its (uid-allocator.ts).
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import { writeFileAtomic } from "../store/atomic-file.js";
+import { UidAllocator, UidRangeExhausted, uidsOwningFiles, type UidRange } from "./uid-allocator.js";
 
 /** uid and gid a qemu runs as; undefined means root (an explicit `--qemu-user root`). */
 export interface QemuIdentity {
@@ -15,12 +17,11 @@ export interface QemuIdentity {
   gid: number;
 }
 
-interface SubRange {
-  start: number;
-  count: number;
-}
+type SubRange = UidRange;
 
 const SLOT_FILE = "qemu-uid";
+/** In the state directory: the next uid of the range never handed out. */
+const MARK_FILE = "qemu-uid-mark";
 
 export class QemuUserError extends Error {}
 
@@ -33,14 +34,20 @@ export class QemuUsers {
     private readonly user: QemuIdentity | undefined,
     private readonly range: SubRange | undefined,
     private readonly vmsDir: string,
+    private readonly allocator: UidAllocator | undefined,
   ) {}
 
-  /** Reads the user, its delegated range and the slots VMs already hold. Throws QemuUserError for an unknown user. */
-  static async load(userName: string, stateDir: string, log: Logger): Promise<QemuUsers> {
+  /**
+   * Reads the user, its delegated range and the slots VMs already hold. Throws
+   * QemuUserError for an unknown user. `fileDirs` are where a VM's uid may own
+   * files (the pools, the state and run directories): looked through before an
+   * old uid is handed out again.
+   */
+  static async load(userName: string, stateDir: string, fileDirs: readonly string[], log: Logger): Promise<QemuUsers> {
     const vmsDir = path.join(stateDir, "vms");
     if (userName === "root") {
       log.warn("qemu runs as root (--qemu-user root): a guest that breaks out of qemu owns the host");
-      return new QemuUsers(userName, undefined, undefined, vmsDir);
+      return new QemuUsers(userName, undefined, undefined, vmsDir, undefined);
     }
     const entry = (await readFile("/etc/passwd", "utf8").catch(() => ""))
       .split("\n")
@@ -51,8 +58,11 @@ export class QemuUsers {
     if (user.uid === 0) throw new QemuUserError(`user "${userName}" is root; say --qemu-user root to mean it`);
     const range = await subordinateRange(userName, user.uid);
     if (!range) log.warn({ user: userName }, "the qemu user has no range in /etc/subuid: every VM runs as that one user, and VMs are not isolated from each other");
-    const users = new QemuUsers(userName, user, range, vmsDir);
+    const allocator = range ? new UidAllocator(range, path.join(stateDir, MARK_FILE), () => uidsOwningFiles(fileDirs, range)) : undefined;
+    const users = new QemuUsers(userName, user, range, vmsDir, allocator);
     await users.loadSlots(log);
+    // A state disk that cannot be written now must not keep the daemon down: the first allocation writes the mark then.
+    await allocator?.init(new Set(users.byVm.values())).catch((err: unknown) => log.warn({ err }, "cannot write the qemu uid mark yet"));
     return users;
   }
 
@@ -68,24 +78,22 @@ export class QemuUsers {
   /** The VM's identity, giving it a uid of its own the first time. */
   async identityFor(vm: string): Promise<QemuIdentity | undefined> {
     if (!this.user) return undefined;
-    if (!this.range) return this.user;
+    if (!this.range || !this.allocator) return this.user;
     let uid = this.byVm.get(vm);
     if (uid === undefined) {
-      const used = new Set(this.byVm.values());
-      for (let i = 0; i < this.range.count; i++) {
-        if (!used.has(this.range.start + i)) {
-          uid = this.range.start + i;
-          break;
-        }
+      try {
+        uid = await this.allocator.allocate(new Set(this.byVm.values()));
+      } catch (err) {
+        if (err instanceof UidRangeExhausted) throw new QemuUserError(`no free uid left in ${this.userName}'s /etc/subuid range: ${err.message}`);
+        throw err;
       }
-      if (uid === undefined) throw new QemuUserError(`no free uid left in ${this.userName}'s /etc/subuid range`);
       await writeFileAtomic(path.join(this.vmsDir, vm, SLOT_FILE), `${uid}\n`, 0o644);
       this.byVm.set(vm, uid);
     }
     return { uid, gid: this.user.gid };
   }
 
-  /** A deleted VM's uid may go to the next VM (its files went with it). */
+  /** A deleted VM no longer holds its uid; the uid comes round again only once it owns no file. */
   forget(vm: string): void {
     this.byVm.delete(vm);
   }

@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import type { QmpCommands, QmpEvent, QmpGreeting } from "./commands.js";
 import { QmpConnectError, QmpDisconnected, QmpExecuteError, QmpProtocolError, QmpTimeout } from "./errors.js";
 import { classifyServerMessage, type ServerMessage } from "./server-messages.js";
+import { redactArguments } from "./secret-redaction.js";
 import { commandTimeoutMs } from "./timeouts.js";
 import { QmpTransport, type TransportEnd } from "./transport.js";
 
@@ -138,7 +139,7 @@ export class QmpClient {
       if (Number.isFinite(timeoutMs)) w.timer = setTimeout(() => this.expire(w, timeoutMs), timeoutMs);
       this.pending.set(id, w);
       if (command === "quit") this.quitSent = true;
-      this.log?.debug({ qmpId: id, command, args }, "qmp command");
+      this.log?.debug({ qmpId: id, command, args: redactArguments(args) }, "qmp command");
       this.transport.send(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id });
     });
   }

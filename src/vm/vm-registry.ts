@@ -1,6 +1,6 @@
 // The registry of this host's VMs, and the one place every VmAction is carried
 // out (one exhaustive switch). HTTP routes and the CLI only produce actions.
-import { NotInFleetMode, VmBusy, VmExists, VmNotFound, VmOwnedElsewhere, VmStateConflict, ShuttingDown } from "../errors.js";
+import { NotInFleetMode, UuidInUse, VmBusy, VmExists, VmNotFound, VmOwnedElsewhere, VmStateConflict, ShuttingDown } from "../errors.js";
 import { completeDefinition, type VmDefinition, vmCreateSchema } from "./definition.js";
 import type { HostContext } from "./host-context.js";
 import { createVmOnDisk } from "./operations/create-vm.js";
@@ -28,8 +28,8 @@ export type { VmAction };
 
 export class VmRegistry {
   private readonly vms = new Map<string, Vm>();
-  /** Names being created right now, so two creates of one name cannot race. */
-  private readonly creating = new Set<string>();
+  /** Names being created (or received) right now, with their uuids, so two creates of one name or uuid cannot race. */
+  private readonly creating = new Map<string, string>();
   private readonly crashPolicy: CrashPolicy;
   private closing = false;
 
@@ -124,10 +124,10 @@ export class VmRegistry {
 
   async create(req: z.output<typeof vmCreateSchema>): Promise<Vm> {
     this.assertOpen();
-    if (this.vms.has(req.name) || this.creating.has(req.name)) throw new VmExists(req.name);
-    this.creating.add(req.name);
+    const def = completeDefinition(req);
+    this.assertFree(def);
+    this.creating.set(def.name, def.uuid);
     try {
-      const def = completeDefinition(req);
       await createVmOnDisk(def, this.host);
       const vm = this.newVm(def);
       this.vms.set(def.name, vm);
@@ -144,18 +144,33 @@ export class VmRegistry {
    */
   registerIncoming(def: VmDefinition): Vm {
     this.assertOpen();
-    if (this.vms.has(def.name) || this.creating.has(def.name)) throw new VmExists(def.name);
+    this.assertFree(def);
     const vm = this.newVm(def);
     this.vms.set(def.name, vm);
     return vm;
   }
 
-  /** Reserves a name while an incoming VM's directory is made; the returned function releases it. */
-  reserveName(name: string): () => void {
+  /** Reserves a name and uuid while an incoming VM's directory is made; the returned function releases them. */
+  reserveName(def: Pick<VmDefinition, "name" | "uuid">): () => void {
     this.assertOpen();
-    if (this.vms.has(name) || this.creating.has(name)) throw new VmExists(name);
-    this.creating.add(name);
-    return () => this.creating.delete(name);
+    this.assertFree(def);
+    this.creating.set(def.name, def.uuid);
+    return () => this.creating.delete(def.name);
+  }
+
+  /**
+   * A VM's name and uuid are its own on this host. The uuid names its taps, its
+   * SMBIOS identity and its guest's view of itself, so a second VM with the same
+   * one is refused (409), also when it arrives by migration. The same VM coming
+   * back is no exception to make: a VM that left was forgotten here, and one
+   * still here has the name too, which is reported first.
+   */
+  private assertFree(def: Pick<VmDefinition, "name" | "uuid">): void {
+    if (this.vms.has(def.name) || this.creating.has(def.name)) throw new VmExists(def.name);
+    for (const [name, uuid] of this.creating) if (uuid === def.uuid) throw new UuidInUse(def.uuid, name);
+    // A VM whose definition cannot be read shows a placeholder uuid, not its own.
+    const holder = [...this.vms.values()].find((vm) => !vm.broken && vm.definition.uuid === def.uuid);
+    if (holder) throw new UuidInUse(def.uuid, holder.name);
   }
 
   /** Removes a VM from the registry whose directory is already gone (migrated away, incoming aborted). */
@@ -172,6 +187,7 @@ export class VmRegistry {
       await this.releaseOwnership(vm);
       await this.host.store.remove(name);
       this.vms.delete(name);
+      this.host.qemuUsers.forget(name);
     });
     vm.publish("vm.deleted");
   }

@@ -36,7 +36,9 @@ export type OperationName =
   | "nic-remove"
   | "balloon"
   | "disk-resize"
-  | "cloud-init";
+  | "cloud-init"
+  /** A pass-through QMP command that may change the VM (anything but a query). */
+  | "qmp";
 
 export interface StateFacts {
   operation?: OperationName;

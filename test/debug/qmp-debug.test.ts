@@ -72,12 +72,14 @@ t.test("second QMP monitor and vmctl qmp", async (t) => {
   t.match(d.log(), /"vm":"dbg","command":"query-status"[^\n]*qmp pass-through/, "the daemon logs who asked what");
   t.same(await firstEvent(d, VM, "qmp.passthrough"), { command: "query-status" }, "and publishes it on the event stream");
 
-  const bad = await runVmctl(d, "qmp", VM, '{"execute":"no-such-command"}');
+  const bad = await runVmctl(d, "qmp", VM, '{"execute":"query-name","arguments":{"bogus":1}}');
   t.not(bad.code, 0, "a command qemu refuses fails vmctl");
-  t.match(bad.stderr, /has not been found \(VMH_ERR_QMP_COMMAND, HTTP 422\)/, "with qemu's words and the code");
-  const refused = await d.api.request("POST", `/v1/vms/${VM}/qmp`, { execute: "no-such-command" });
+  t.match(bad.stderr, /bogus[^\n]*\(VMH_ERR_QMP_COMMAND, HTTP 422\)/, "with qemu's words and the code");
+  const refused = await d.api.request("POST", `/v1/vms/${VM}/qmp`, { execute: "query-name", arguments: { bogus: 1 } });
   t.equal(refused.status, 422);
-  t.match(JSON.parse(refused.body.toString()), { code: "VMH_ERR_QMP_COMMAND", qemuClass: "CommandNotFound" });
+  t.match(JSON.parse(refused.body.toString()), { code: "VMH_ERR_QMP_COMMAND", qemuClass: "GenericError" });
+  const unknown = await runVmctl(d, "qmp", VM, '{"execute":"no-such-command"}');
+  t.match(unknown.stderr, /not on the pass-through allowlist \(VMH_ERR_QMP_NOT_ALLOWED, HTTP 403\)/, "a command off the allowlist never reaches qemu");
   const malformed = await d.api.request("POST", `/v1/vms/${VM}/qmp`, { execute: 5 });
   t.equal(malformed.status, 400, "a malformed body is a 400");
   t.match(JSON.parse(malformed.body.toString()), { code: "VMH_ERR_VALIDATION", field: "execute" }, "naming the field");

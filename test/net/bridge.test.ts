@@ -126,6 +126,11 @@ t.test("guests on a bridge", async (t) => {
       t.equal(l?.master, BRIDGE, "attached to the bridge");
       t.equal(l?.ifalias, `vmhostd:${vm}:0`, "its alias names the VM and the NIC");
       t.ok(l?.flags.includes("UP"), "up");
+      const qemuUid = (await daemon.api.json<{ qemuUid?: number }>("GET", `/v1/vms/${vm}`)).qemuUid;
+      t.ok(qemuUid, `${vm}'s qemu runs as an unprivileged uid`);
+      t.equal(Number(inNs("cat", `/sys/class/net/${tap[vm]}/owner`)), qemuUid, "the tap is made for the VM's uid");
+      // Every VM's qemu runs in the qemu user's group: a tap owned by that group could be opened by any of them.
+      t.equal(Number(inNs("cat", `/sys/class/net/${tap[vm]}/group`)), -1, "and for no group");
     }
     t.equal(link(tap.a)?.linkinfo?.info_data?.multi_queue, true, "a 2-vCPU VM's tap is multi-queue");
     t.equal(link(tap.b)?.linkinfo?.info_data?.multi_queue, false, "a 1-vCPU VM's is not");

@@ -30,7 +30,8 @@ async function qmp(d: TestDaemon, vm: string, execute: string, args: Record<stri
 }
 
 t.test("qemu runs as a uid of its own per VM, under seccomp", async (t) => {
-  const d = await startDaemon();
+  // The pass-through opened fully: this test asks a's qemu itself to open b's files, and the kernel must say no.
+  const d = await startDaemon({ args: ["--qmp-passthrough", "all"] });
   t.teardown(() => d.cleanup());
   const qemuGid = Number((await readFile("/etc/passwd", "utf8")).split("\n").find((l) => l.startsWith("vmhostd-qemu:"))?.split(":")[3]);
   for (const name of ["a", "b"]) {

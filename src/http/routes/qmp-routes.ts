@@ -1,11 +1,10 @@
 // POST /v1/vms/{name}/qmp: one QMP command from an operator, run on the daemon's
-// own connection to the VM's qemu. It is the escape hatch for a VM stuck behind
-// a hung operation, so it takes no operation lock; it is logged and evented so
-// that whoever reads the log or the event stream knows who changed what.
+// own connection to the VM's qemu. Which commands run, and under which lock, is
+// the VM side's business (src/vm/qmp-passthrough.ts); this route only parses.
 import type { FastifyInstance } from "fastify";
 import { z } from "zod";
-import { VmStateConflict } from "../../errors.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
+import { runPassthrough } from "../../vm/qmp-passthrough.js";
 import { parseInput } from "../validation.js";
 import { vmParams } from "../schemas.js";
 
@@ -19,25 +18,12 @@ export const qmpPassthroughBody = z
   })
   .strict();
 
-/** Reading commands: anything else may change what the daemon believes, and is logged as a warning. */
-const readOnly = /^(query-|x-query-)/;
-
-const PASSTHROUGH_TIMEOUT_MS = 30_000;
-
 export function registerQmpRoutes(app: FastifyInstance, registry: VmRegistry): void {
   app.post("/v1/vms/:name/qmp", async (req) => {
     const { name } = parseInput(vmParams, req.params, "params");
     const body = parseInput(qmpPassthroughBody, req.body ?? {}, "body");
     const vm = registry.get(name);
-    const session = vm.session;
-    if (!session?.connected) {
-      throw new VmStateConflict(name, vm.state(), `send ${body.execute} to`);
-    }
-    const entry = { vm: name, command: body.execute, arguments: body.arguments };
-    if (readOnly.test(body.execute)) req.log.info(entry, "qmp pass-through");
-    else req.log.warn(entry, "qmp pass-through may change the VM behind the daemon's back");
-    registry.host.bus.publish("qmp.passthrough", name, { command: body.execute, ...(body.arguments ? { arguments: body.arguments } : {}) });
-    const result = await session.executeUntyped(body.execute, body.arguments, PASSTHROUGH_TIMEOUT_MS);
+    const result = await runPassthrough(vm, body, registry.host.config.qmpPassthrough, req.log);
     return { return: result ?? {} };
   });
 }
