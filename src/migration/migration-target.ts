@@ -4,7 +4,7 @@
 // runs here only after a commit; until then an abort, a source that goes silent
 // or a restart of this daemon removes everything that was prepared.
 import os from "node:os";
-import { FileNotFound, InsufficientResources, VmExists, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
+import { FileExists, FileNotFound, InsufficientResources, VmExists, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
 import type { HostContext } from "../vm/host-context.js";
 import { launchIncomingQemu } from "../vm/operations/start-vm.js";
 import { killQemu } from "../vm/operations/stop-vm.js";
@@ -15,6 +15,9 @@ import { withFilePaths } from "./definition-files.js";
 import { freePort } from "../net/free-port.js";
 import type { IncomingReply, IncomingRequest, IncomingState } from "./migration-schema.js";
 import { access } from "node:fs/promises";
+import { z } from "zod";
+import { createInPool, removeIfSame } from "../storage/pool-files.js";
+import type { JournalEntry } from "../store/operation-journal.js";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /** An incoming VM whose source has not been heard from for this long is aborted. */
@@ -33,8 +36,13 @@ interface Incoming {
   watchdog: NodeJS.Timeout;
 }
 
+const createdImagesSchema = z.array(z.object({ path: z.string(), dev: z.number(), ino: z.number() }).strict());
+type CreatedImage = z.infer<typeof createdImagesSchema>[number];
+
 export class MigrationTarget {
   private readonly incoming = new Map<string, Incoming>();
+  /** Pool images made for a storage copy, per incoming VM, until the commit makes them the guest's. */
+  private readonly createdImages = new Map<string, CreatedImage[]>();
 
   constructor(
     private readonly host: HostContext,
@@ -57,12 +65,11 @@ export class MigrationTarget {
       const localDef = withFilePaths(def, await this.localPaths(req));
       await this.host.store.create(localDef, async (staging) => {
         if (req.storage !== "copy") return;
-        for (const disk of localDef.disks) {
+        for (const [i, disk] of localDef.disks.entries()) {
           const size = req.diskSizes[disk.name];
           if (!size) throw new FileNotFound(`no size given for disk ${disk.name}`, { field: `diskSizes.${disk.name}` });
-          const file = disk.image ?? diskPath(staging, disk);
-          if (disk.image && (await exists(file))) throw new VmExists(`${def.name}: image ${disk.image} already exists here`);
-          await this.host.qemuImg.create(file, disk.format, size);
+          if (disk.image) await this.createPoolImage(def.name, disk.image, `disks.${i}.image`, disk.format, size);
+          else await this.host.qemuImg.create(diskPath(staging, disk), disk.format, size);
         }
       });
       release();
@@ -71,6 +78,7 @@ export class MigrationTarget {
     } catch (err) {
       release();
       if (vm) await this.removeAll(vm);
+      else await this.removeCreatedImages(def.name, this.createdImages.get(def.name) ?? []);
       throw err;
     }
   }
@@ -80,7 +88,8 @@ export class MigrationTarget {
     return new Promise<IncomingReply>((resolveReply, rejectReply) => {
       void vm.lock
         .run("migrate-in", async () => {
-          await vm.journal.begin(vm.name, "migrate-in", { storage: req.storage });
+          // The pool images made for a copy are recorded, so a restart that undoes the migration removes them too.
+          await vm.journal.begin(vm.name, "migrate-in", { storage: req.storage, createdImages: this.createdImages.get(vm.name) ?? [] });
           await launchIncomingQemu(vm, this.host);
           const session = vm.session!;
           const hostAddr = this.migrationHost();
@@ -165,6 +174,8 @@ export class MigrationTarget {
     }
     entry.state = "running";
     await vm.journal.stepDone("commit-begun");
+    // The guest's disks now: no abort removes them from here on.
+    this.createdImages.delete(name);
     if (entry.storage === "copy") await session.execute("nbd-server-stop").catch(() => {});
     await session.execute("cont");
     if (session.status !== "running") await session.refreshStatus();
@@ -203,13 +214,15 @@ export class MigrationTarget {
   }
 
   /** After a restart of this daemon: a receive that never got its commit is undone; a commit begun is finished. */
-  async recover(vm: Vm, done: string[]): Promise<void> {
-    if (done.includes("commit-begun") && vm.session) {
+  async recover(vm: Vm, entry: Pick<JournalEntry, "done" | "params">): Promise<void> {
+    if (entry.done.includes("commit-begun") && vm.session) {
       await vm.session.execute("cont").catch(() => {});
       await vm.recordState(() => vm.journal.end());
       return;
     }
     vm.log.warn("an incoming migration was cut short by a daemon restart; removing it");
+    const created = createdImagesSchema.safeParse(entry.params.createdImages);
+    if (created.success) this.createdImages.set(vm.name, created.data);
     await this.removeAll(vm);
   }
 
@@ -229,7 +242,34 @@ export class MigrationTarget {
   private async removeAll(vm: Vm): Promise<void> {
     if (vm.session) await killQemu(vm, "migration-aborted").catch(() => {});
     await this.host.store.remove(vm.name).catch((err) => vm.log.error({ err }, "cannot remove the incoming VM"));
+    await this.removeCreatedImages(vm.name, this.createdImages.get(vm.name) ?? []);
     this.registry.forget(vm.name);
+  }
+
+  /**
+   * A pool image for a storage copy: created here (never over an existing file),
+   * in a directory resolved inside a pool at this moment, and remembered so an
+   * abort removes it.
+   */
+  private async createPoolImage(vm: string, file: string, field: string, format: "qcow2" | "raw", size: number): Promise<void> {
+    const made = await createInPool(this.host.pools, file, field).catch((err: unknown) => {
+      if (err instanceof FileExists) throw new VmExists(`${vm}: image ${file} already exists here`);
+      throw err;
+    });
+    const list = this.createdImages.get(vm) ?? [];
+    list.push({ path: made.path, dev: made.dev, ino: made.ino });
+    this.createdImages.set(vm, list);
+    try {
+      await this.host.qemuImg.createOnFd(made.handle.fd, made.path, format, size);
+    } finally {
+      await made.handle.close();
+    }
+  }
+
+  /** Only files that are still the very ones this side made. */
+  private async removeCreatedImages(vm: string, images: CreatedImage[]): Promise<void> {
+    for (const img of images) await removeIfSame(img.path, img).catch(() => {});
+    this.createdImages.delete(vm);
   }
 
   private async checkMemory(memoryMiB: number): Promise<void> {
