@@ -60,8 +60,8 @@ export async function checkDiskSources(
         : [undefined, undefined, undefined];
     if (!kind) continue;
     const field = `disks.${i}.${key}`;
-    const format = sourceFormatOf(disk, input, `disks.${i}.sourceFormat`);
     const file = (await pools.resolveFile(input, field)).absolute;
+    const format = sourceFormatOf(disk, input, `disks.${i}.sourceFormat`);
     const inspected = await inspector.inspect(file, format, field, `disks.${i}.sourceFormat`);
     if (disk.sizeGiB !== undefined && diskBytes(disk.sizeGiB) < inspected.virtualSize) {
       throw invalid(`disks.${i}.sizeGiB`, `must be at least the image's size, ${inspected.virtualSize} bytes`);
