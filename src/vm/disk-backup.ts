@@ -1,5 +1,8 @@
 // A live backup of one disk of a running VM to a new image in a pool, as a job:
-// make the target with qemu-img → open it in qemu (blockdev-add) → blockdev-backup
+// make the target (exclusively, its directory resolved inside a pool at that
+// moment, formatted by qemu-img through the daemon's descriptor, in the format
+// asked for) → open it in qemu (blockdev-add, backing null: a backup depends on
+// nothing) → blockdev-backup
 // with sync full, which copies the disk as it was when the job began while the
 // guest goes on writing (qemu copies a block out before the guest overwrites it)
 // → follow query-block-jobs for progress until BLOCK_JOB_COMPLETED or

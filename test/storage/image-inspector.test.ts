@@ -3,7 +3,7 @@
 // backing formats, protocols, deep and looping chains; and the open-at-use
 // functions against a directory swapped for a symlink and a hard link.
 import { execFileSync } from "node:child_process";
-import { chmod, link, lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { chmod, chown, link, lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import t, { type Test } from "tap";
@@ -12,7 +12,7 @@ import { giveToQemu } from "../../src/qemu/qemu-files.js";
 import { ImageInspector } from "../../src/storage/image-inspector.js";
 import { createInPool, removeIfSame } from "../../src/storage/pool-files.js";
 import { parseQcow2Header, Qcow2HeaderError } from "../../src/storage/qcow2-header.js";
-import { chainNode } from "../../src/storage/qemu-img.js";
+import { chainNode, QemuImg } from "../../src/storage/qemu-img.js";
 import { StoragePools } from "../../src/storage/storage-pools.js";
 import { sourceFormatOf } from "../../src/vm/disk-sources.js";
 
@@ -223,4 +223,20 @@ t.test("a file handed to qemu is changed through a descriptor: no symlink, no ha
   await giveToQemu(own, id);
   const st = await stat(own);
   t.ok(st.uid === id.uid && (st.mode & 0o777) === 0o600, "a plain file is handed over");
+});
+
+t.test("qemu-img reads a guest-written file as the VM's uid, not as root", async (t) => {
+  const { pool } = await setup(t);
+  await chmod(path.dirname(pool), 0o711);
+  await chmod(pool, 0o711);
+  const id = { uid: 4242421, gid: 4242421 };
+  const disk = path.join(pool, "guest.raw");
+  img("create", "-q", "-f", "raw", disk, "3M");
+  await chmod(disk, 0o600);
+  const qemuImg = new QemuImg();
+  t.equal((await qemuImg.info(disk, "raw")).virtualSize, 3 * 1024 * 1024, "root reads it");
+  const err = await qemuImg.info(disk, "raw", id).catch((e: unknown) => e);
+  t.match(err, { code: "VMH_ERR_STORAGE", message: /Permission denied/ }, "the VM's uid cannot read root's 0600 file: qemu-img did not run as root");
+  await chown(disk, id.uid, id.gid);
+  t.equal((await qemuImg.info(disk, "raw", id)).virtualSize, 3 * 1024 * 1024, "but reads the VM's own");
 });
