@@ -4,7 +4,7 @@
 // runs here only after a commit; until then an abort, a source that goes silent
 // or a restart of this daemon removes everything that was prepared.
 import os from "node:os";
-import { FileExists, FileNotFound, InsufficientResources, VmExists, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
+import { FileNotFound, InsufficientResources, VmExists, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
 import type { HostContext } from "../vm/host-context.js";
 import { launchIncomingQemu } from "../vm/operations/start-vm.js";
 import { killQemu } from "../vm/operations/stop-vm.js";
@@ -15,8 +15,7 @@ import { withFilePaths } from "./definition-files.js";
 import { freePort } from "../net/free-port.js";
 import type { IncomingReply, IncomingRequest, IncomingState } from "./migration-schema.js";
 import { access } from "node:fs/promises";
-import { z } from "zod";
-import { createInPool, removeIfSame } from "../storage/pool-files.js";
+import { IncomingImages } from "./incoming-images.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -36,18 +35,17 @@ interface Incoming {
   watchdog: NodeJS.Timeout;
 }
 
-const createdImagesSchema = z.array(z.object({ path: z.string(), dev: z.number(), ino: z.number() }).strict());
-type CreatedImage = z.infer<typeof createdImagesSchema>[number];
-
 export class MigrationTarget {
   private readonly incoming = new Map<string, Incoming>();
-  /** Pool images made for a storage copy, per incoming VM, until the commit makes them the guest's. */
-  private readonly createdImages = new Map<string, CreatedImage[]>();
+  /** Pool images made for a storage copy, until the commit makes them the guest's. */
+  private readonly images: IncomingImages;
 
   constructor(
     private readonly host: HostContext,
     private readonly registry: VmRegistry,
-  ) {}
+  ) {
+    this.images = new IncomingImages(host.pools, host.qemuImg);
+  }
 
   async prepare(req: IncomingRequest): Promise<IncomingReply> {
     const def = req.definition;
@@ -68,7 +66,7 @@ export class MigrationTarget {
         for (const [i, disk] of localDef.disks.entries()) {
           const size = req.diskSizes[disk.name];
           if (!size) throw new FileNotFound(`no size given for disk ${disk.name}`, { field: `diskSizes.${disk.name}` });
-          if (disk.image) await this.createPoolImage(def.name, disk.image, `disks.${i}.image`, disk.format, size);
+          if (disk.image) await this.images.create(def.name, disk.image, `disks.${i}.image`, disk.format, size);
           else await this.host.qemuImg.create(diskPath(staging, disk), disk.format, size);
         }
       });
@@ -78,7 +76,7 @@ export class MigrationTarget {
     } catch (err) {
       release();
       if (vm) await this.removeAll(vm);
-      else await this.removeCreatedImages(def.name, this.createdImages.get(def.name) ?? []);
+      else await this.images.remove(def.name);
       throw err;
     }
   }
@@ -89,7 +87,7 @@ export class MigrationTarget {
       void vm.lock
         .run("migrate-in", async () => {
           // The pool images made for a copy are recorded, so a restart that undoes the migration removes them too.
-          await vm.journal.begin(vm.name, "migrate-in", { storage: req.storage, createdImages: this.createdImages.get(vm.name) ?? [] });
+          await vm.journal.begin(vm.name, "migrate-in", { storage: req.storage, createdImages: this.images.list(vm.name) });
           await launchIncomingQemu(vm, this.host);
           const session = vm.session!;
           const hostAddr = this.migrationHost();
@@ -175,7 +173,7 @@ export class MigrationTarget {
     entry.state = "running";
     await vm.journal.stepDone("commit-begun");
     // The guest's disks now: no abort removes them from here on.
-    this.createdImages.delete(name);
+    this.images.keep(name);
     if (entry.storage === "copy") await session.execute("nbd-server-stop").catch(() => {});
     await session.execute("cont");
     if (session.status !== "running") await session.refreshStatus();
@@ -221,8 +219,7 @@ export class MigrationTarget {
       return;
     }
     vm.log.warn("an incoming migration was cut short by a daemon restart; removing it");
-    const created = createdImagesSchema.safeParse(entry.params.createdImages);
-    if (created.success) this.createdImages.set(vm.name, created.data);
+    this.images.restore(vm.name, entry.params.createdImages);
     await this.removeAll(vm);
   }
 
@@ -242,34 +239,8 @@ export class MigrationTarget {
   private async removeAll(vm: Vm): Promise<void> {
     if (vm.session) await killQemu(vm, "migration-aborted").catch(() => {});
     await this.host.store.remove(vm.name).catch((err) => vm.log.error({ err }, "cannot remove the incoming VM"));
-    await this.removeCreatedImages(vm.name, this.createdImages.get(vm.name) ?? []);
+    await this.images.remove(vm.name);
     this.registry.forget(vm.name);
-  }
-
-  /**
-   * A pool image for a storage copy: created here (never over an existing file),
-   * in a directory resolved inside a pool at this moment, and remembered so an
-   * abort removes it.
-   */
-  private async createPoolImage(vm: string, file: string, field: string, format: "qcow2" | "raw", size: number): Promise<void> {
-    const made = await createInPool(this.host.pools, file, field).catch((err: unknown) => {
-      if (err instanceof FileExists) throw new VmExists(`${vm}: image ${file} already exists here`);
-      throw err;
-    });
-    const list = this.createdImages.get(vm) ?? [];
-    list.push({ path: made.path, dev: made.dev, ino: made.ino });
-    this.createdImages.set(vm, list);
-    try {
-      await this.host.qemuImg.createOnFd(made.handle.fd, made.path, format, size);
-    } finally {
-      await made.handle.close();
-    }
-  }
-
-  /** Only files that are still the very ones this side made. */
-  private async removeCreatedImages(vm: string, images: CreatedImage[]): Promise<void> {
-    for (const img of images) await removeIfSame(img.path, img).catch(() => {});
-    this.createdImages.delete(vm);
   }
 
   private async checkMemory(memoryMiB: number): Promise<void> {
