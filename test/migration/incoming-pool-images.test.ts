@@ -1,8 +1,10 @@
 // The destination side of a storage-copy migration makes the VM's pool images
 // itself: never over an existing file, never through a directory that a symlink
-// leads out of the pools, and an abort removes what it made.
+// leads out of the pools, and an abort (or a restart that cuts it short)
+// removes what it made.
 import { lstat, mkdir, readdir, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import { completeDefinition, vmCreateSchema } from "../../src/vm/definition.js";
 import { installGuest, startDaemon } from "../helpers/daemon.js";
@@ -53,4 +55,13 @@ t.test("incoming pool images are made at the moment of use and removed on abort"
   t.equal((await d.api.request("DELETE", "/v1/incoming/inc")).status, 204);
   t.same((await readdir(path.join(images, "mig"))).sort(), ["taken.qcow2"], "the abort removed the image it made, and only that");
   t.equal((await d.api.request("GET", "/v1/vms/inc")).status, 404, "and the VM");
+
+  // A daemon killed while the image waits for RAM: the restarted one undoes the migration, image and all.
+  t.equal((await incoming("inc2", "mig/inc2-root.qcow2")).status, 201);
+  await d.kill();
+  await d.restart();
+  const gone = async (): Promise<boolean> => !(await lstat(path.join(images, "mig/inc2-root.qcow2")).then(() => true, () => false));
+  for (let i = 0; i < 100 && !(await gone()); i++) await sleep(100);
+  t.ok(await gone(), "after a restart the pool image made for the cut-short migration is removed");
+  t.same(await readdir(path.join(images, "mig")), ["taken.qcow2"]);
 });
