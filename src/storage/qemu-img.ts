@@ -68,8 +68,10 @@ export class QemuImg {
     await this.run("convert", args, file, 60 * 60_000, topFd === undefined ? {} : { fd: topFd });
   }
 
+  /** Grows the image itself; its backing file, which a resize has no use for, is not opened. */
   async resize(file: string, format: ImageFormat, sizeBytes: number): Promise<void> {
-    await this.run("resize", ["resize", "-q", "-f", format, file, String(sizeBytes)], file, 60_000);
+    const node = `json:${JSON.stringify(chainNode([{ file, format }]))}`;
+    await this.run("resize", ["resize", "-q", node, String(sizeBytes)], file, 60_000);
   }
 
   private run(what: string, args: string[], file: string, timeout: number, opts: { fd?: number; as?: RunAs } = {}): Promise<string> {
