@@ -50,6 +50,17 @@ export class FileNotFound extends defineError("VMH_ERR_FILE_NOT_FOUND", 400, "Fi
 /** A file qemu must open that its unprivileged user cannot reach or read (mode bits of the file or a directory above it). */
 export class FileNotAccessible extends defineError("VMH_ERR_FILE_ACCESS", 400, "qemu cannot read the file") {}
 
+/**
+ * A pool image that would make qemu open a file the daemon has not allowed: a
+ * backing file or data file outside the pools, an unrecorded backing format, a
+ * chain too deep or looping, or a writable file with other hard links.
+ */
+export class UnsafeImage extends defineError("VMH_ERR_UNSAFE_IMAGE", 400, "Unsafe disk image") {
+  constructor(field: string, reason: string, extra: Record<string, unknown> = {}) {
+    super(`${field}: ${reason}`, { field, reason, ...extra });
+  }
+}
+
 /** A file the daemon is asked to create (a backup's target) already exists: it is never overwritten. */
 export class FileExists extends defineError("VMH_ERR_FILE_EXISTS", 409, "File already exists") {}
 
@@ -201,6 +212,7 @@ export const errorCatalogue = [
   FileNotFound,
   FileNotAccessible,
   FileExists,
+  UnsafeImage,
   VmNotFound,
   VmExists,
   VmStateConflict,

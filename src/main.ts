@@ -139,7 +139,7 @@ async function run(config: Config, log: Logger): Promise<void> {
   const migration = { jobs, source: new MigrationSource(host, registry, jobs), target };
   // A migration cut short by a restart of this daemon is finished or rolled back by its own side.
   registry.recoverMigration = (vm, entry) =>
-    entry.operation === "migrate-in" ? target.recover(vm, entry.done) : migration.source.recover(vm, entry);
+    entry.operation === "migrate-in" ? target.recover(vm, entry) : migration.source.recover(vm, entry);
   await registry.load();
   if (host.fleet) {
     // After load, so the first state it writes already lists every ha VM.

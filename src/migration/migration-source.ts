@@ -142,9 +142,11 @@ export class MigrationSource {
     const diskSizes: Record<string, number> = {};
     if (req.storage === "copy") {
       const resolved = Object.fromEntries(definitionFiles(vm.definition).map((f) => [f.field, f.path]));
+      // The disks are the guest's writing: qemu-img reads them as the VM's own uid.
+      const as = await this.host.qemuUsers.identityFor(vm.name);
       for (const [i, disk] of vm.definition.disks.entries()) {
         const file = disk.image ? (await this.host.pools.resolveFile(resolved[`disks.${i}.image`]!, `disks.${i}.image`)).absolute : diskPath(vm.paths, disk);
-        diskSizes[disk.name] = (await this.host.qemuImg.info(file)).virtualSize;
+        diskSizes[disk.name] = (await this.host.qemuImg.info(file, disk.format, as)).virtualSize;
       }
     }
     try {

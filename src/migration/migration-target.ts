@@ -15,6 +15,8 @@ import { withFilePaths } from "./definition-files.js";
 import { freePort } from "../net/free-port.js";
 import type { IncomingReply, IncomingRequest, IncomingState } from "./migration-schema.js";
 import { access } from "node:fs/promises";
+import { IncomingImages } from "./incoming-images.js";
+import type { JournalEntry } from "../store/operation-journal.js";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /** An incoming VM whose source has not been heard from for this long is aborted. */
@@ -35,11 +37,15 @@ interface Incoming {
 
 export class MigrationTarget {
   private readonly incoming = new Map<string, Incoming>();
+  /** Pool images made for a storage copy, until the commit makes them the guest's. */
+  private readonly images: IncomingImages;
 
   constructor(
     private readonly host: HostContext,
     private readonly registry: VmRegistry,
-  ) {}
+  ) {
+    this.images = new IncomingImages(host.pools, host.qemuImg);
+  }
 
   async prepare(req: IncomingRequest): Promise<IncomingReply> {
     const def = req.definition;
@@ -57,12 +63,11 @@ export class MigrationTarget {
       const localDef = withFilePaths(def, await this.localPaths(req));
       await this.host.store.create(localDef, async (staging) => {
         if (req.storage !== "copy") return;
-        for (const disk of localDef.disks) {
+        for (const [i, disk] of localDef.disks.entries()) {
           const size = req.diskSizes[disk.name];
           if (!size) throw new FileNotFound(`no size given for disk ${disk.name}`, { field: `diskSizes.${disk.name}` });
-          const file = disk.image ?? diskPath(staging, disk);
-          if (disk.image && (await exists(file))) throw new VmExists(`${def.name}: image ${disk.image} already exists here`);
-          await this.host.qemuImg.create(file, disk.format, size);
+          if (disk.image) await this.images.create(def.name, disk.image, `disks.${i}.image`, disk.format, size);
+          else await this.host.qemuImg.create(diskPath(staging, disk), disk.format, size);
         }
       });
       release();
@@ -71,6 +76,7 @@ export class MigrationTarget {
     } catch (err) {
       release();
       if (vm) await this.removeAll(vm);
+      else await this.images.remove(def.name);
       throw err;
     }
   }
@@ -80,7 +86,8 @@ export class MigrationTarget {
     return new Promise<IncomingReply>((resolveReply, rejectReply) => {
       void vm.lock
         .run("migrate-in", async () => {
-          await vm.journal.begin(vm.name, "migrate-in", { storage: req.storage });
+          // The pool images made for a copy are recorded, so a restart that undoes the migration removes them too.
+          await vm.journal.begin(vm.name, "migrate-in", { storage: req.storage, createdImages: this.images.list(vm.name) });
           await launchIncomingQemu(vm, this.host);
           const session = vm.session!;
           const hostAddr = this.migrationHost();
@@ -165,6 +172,8 @@ export class MigrationTarget {
     }
     entry.state = "running";
     await vm.journal.stepDone("commit-begun");
+    // The guest's disks now: no abort removes them from here on.
+    this.images.keep(name);
     if (entry.storage === "copy") await session.execute("nbd-server-stop").catch(() => {});
     await session.execute("cont");
     if (session.status !== "running") await session.refreshStatus();
@@ -203,13 +212,14 @@ export class MigrationTarget {
   }
 
   /** After a restart of this daemon: a receive that never got its commit is undone; a commit begun is finished. */
-  async recover(vm: Vm, done: string[]): Promise<void> {
-    if (done.includes("commit-begun") && vm.session) {
+  async recover(vm: Vm, entry: Pick<JournalEntry, "done" | "params">): Promise<void> {
+    if (entry.done.includes("commit-begun") && vm.session) {
       await vm.session.execute("cont").catch(() => {});
       await vm.recordState(() => vm.journal.end());
       return;
     }
     vm.log.warn("an incoming migration was cut short by a daemon restart; removing it");
+    this.images.restore(vm.name, entry.params.createdImages);
     await this.removeAll(vm);
   }
 
@@ -229,6 +239,7 @@ export class MigrationTarget {
   private async removeAll(vm: Vm): Promise<void> {
     if (vm.session) await killQemu(vm, "migration-aborted").catch(() => {});
     await this.host.store.remove(vm.name).catch((err) => vm.log.error({ err }, "cannot remove the incoming VM"));
+    await this.images.remove(vm.name);
     this.registry.forget(vm.name);
   }
 

@@ -71,7 +71,11 @@ export function cloudInitArgs(def: VmDefinition, seed: string, bus: () => Record
   ];
 }
 
-/** A read-only ISO medium: the blockdev-add arguments, also used for a live change. */
+/**
+ * A read-only ISO medium: the blockdev-add arguments, also used for a live change.
+ * Always opened raw, so a disc whose first bytes look like a qcow2 header is only
+ * bytes to the guest; no format is read from it.
+ */
 export function cdromNode(nodeName: string, image: string): Record<string, unknown> {
   return {
     driver: "raw",

@@ -7,7 +7,8 @@
 // otherwise the start is refused naming the file, rather than qemu failing later.
 import { chmod, chown, mkdir, open, stat } from "node:fs/promises";
 import path from "node:path";
-import { FileNotAccessible } from "../errors.js";
+import { FileNotAccessible, UnsafeImage } from "../errors.js";
+import { openExisting } from "../storage/pool-files.js";
 import type { VmPaths } from "../store/vm-paths.js";
 import type { QemuIdentity } from "./qemu-user.js";
 
@@ -65,17 +66,38 @@ export async function checkReachable(file: string, id: QemuIdentity): Promise<vo
   }
 }
 
-/** A file qemu writes: the VM's own from now on. */
-export async function giveToQemu(file: string, id: QemuIdentity): Promise<void> {
+/** How a refusal names a file qemu was to open: the request field it came from, else the file. */
+export type FieldOf = (file: string) => string | undefined;
+
+/**
+ * A file qemu writes: the VM's own from now on. Changed through a descriptor
+ * opened without following symlinks, so a link swapped in is never chowned. A
+ * file with other hard links could be one outside the pools under a pool name:
+ * refused, unless it is in the VM's own directory (`ownDir`).
+ */
+export async function giveToQemu(file: string, id: QemuIdentity, ownDir?: string, fieldOf?: FieldOf): Promise<void> {
   await checkReachable(file, id);
-  await chown(file, id.uid, id.gid);
-  await chmod(file, 0o600);
+  const field = fieldOf?.(file) ?? file;
+  const f = await openExisting(file, field);
+  try {
+    const st = await f.handle.stat();
+    if (!st.isFile()) throw new UnsafeImage(field, `${file} is not a regular file`, { file });
+    // The VM's directory is root's (0711): only the daemon puts names in it.
+    const own = ownDir !== undefined && path.resolve(file).startsWith(ownDir + path.sep);
+    if (st.nlink > 1 && !own) {
+      throw new UnsafeImage(field, `${file} has ${st.nlink} hard links; a file qemu writes must have no other name`, { file });
+    }
+    await f.handle.chown(id.uid, id.gid);
+    await f.handle.chmod(0o600);
+  } finally {
+    await f.handle.close();
+  }
 }
 
 /** A file qemu only reads: left as it is, but it must be readable by the VM's uid. */
 export async function checkReadable(file: string, id: QemuIdentity, ownDir?: string): Promise<void> {
   // The VM's own read-only files (its cloud-init seed) are simply given to it.
-  if (ownDir && path.resolve(file).startsWith(ownDir + path.sep)) return giveToQemu(file, id);
+  if (ownDir && path.resolve(file).startsWith(ownDir + path.sep)) return giveToQemu(file, id, ownDir);
   await checkReachable(file, id);
   const st = await stat(file);
   if (!allows(st, id, { user: 0o400, group: 0o040, other: 0o004 })) {
@@ -94,7 +116,7 @@ export async function prepareBlockdev(args: unknown, id: QemuIdentity): Promise<
  * not list or write, so it cannot rewrite its definition); qemu gets a run
  * directory of its own for its sockets; then every file of the argv.
  */
-export async function prepareQemuFiles(argv: readonly string[], paths: VmPaths, id: QemuIdentity): Promise<void> {
+export async function prepareQemuFiles(argv: readonly string[], paths: VmPaths, id: QemuIdentity, fieldOf?: FieldOf): Promise<void> {
   await chmod(paths.dir, 0o711);
   await chmod(paths.disksDir, 0o711).catch(() => {});
   await mkdir(paths.runDir, { recursive: true, mode: 0o711 });
@@ -106,7 +128,7 @@ export async function prepareQemuFiles(argv: readonly string[], paths: VmPaths, 
   // qemu appends to its console log; made here so that it is the VM's, not root's.
   for (const log of files.logs) await (await open(log, "a", 0o600)).close();
   await Promise.all([
-    ...[...files.readWrite, ...files.logs].map((f) => giveToQemu(f, id)),
+    ...[...files.readWrite, ...files.logs].map((f) => giveToQemu(f, id, paths.dir, fieldOf)),
     ...files.readOnly.map((f) => checkReadable(f, id, paths.dir)),
   ]);
 }

@@ -1,67 +1,121 @@
-// Disk images through qemu-img, spawned with an argv array.
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
+// Disk images through qemu-img, spawned with an argv array and a minimal
+// environment. Every call names the image's format (-f): qemu-img never guesses
+// one from content, which a guest controls. Nothing here lets qemu-img open a
+// backing file the daemon has not checked: overlays are written with -u (the base
+// is not opened) and a source with a backing chain is given as a `json:` node tree
+// with the checked chain spelt out (see image-inspector.ts).
+import { spawn } from "node:child_process";
 import { StorageFailed } from "../errors.js";
 
-const run = promisify(execFile);
+export type ImageFormat = "qcow2" | "raw";
+
+/** Who qemu-img runs as: a guest-written file is read by that VM's uid, not root. */
+export interface RunAs {
+  uid: number;
+  gid: number;
+}
+
+const ENV = { PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", LC_ALL: "C" };
+
+/** One image of a checked chain, top first. */
+export interface ChainLink {
+  file: string;
+  format: ImageFormat;
+  /** A checked external data file of this qcow2 image. */
+  dataFile?: string;
+}
 
 export class QemuImg {
   constructor(private readonly binary = "qemu-img") {}
 
-  async create(file: string, format: "qcow2" | "raw", sizeBytes: number): Promise<void> {
-    const args = ["create", "-q", "-f", format];
-    // Preallocating qcow2 metadata keeps the first writes of a new guest from stalling on allocation.
-    if (format === "qcow2") args.push("-o", "preallocation=metadata");
-    args.push(file, String(sizeBytes));
-    try {
-      await run(this.binary, args, { timeout: 60_000 });
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      throw new StorageFailed(`qemu-img create failed: ${(e.stderr || e.message).trim()}`, { file });
-    }
+  async create(file: string, format: ImageFormat, sizeBytes: number): Promise<void> {
+    await this.run("create", createArgs(file, format, sizeBytes), file, 60_000);
   }
 
-  async info(file: string): Promise<{ format: string; virtualSize: number; backingFile?: string }> {
-    try {
-      // -U: the image may be open in a running qemu that holds its lock.
-      const { stdout } = await run(this.binary, ["info", "-U", "--output=json", file], { timeout: 30_000 });
-      const info = JSON.parse(stdout) as { format: string; "virtual-size": number; "backing-filename"?: string };
-      return {
-        format: info.format,
-        virtualSize: info["virtual-size"],
-        ...(info["backing-filename"] ? { backingFile: info["backing-filename"] } : {}),
-      };
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      throw new StorageFailed(`qemu-img info failed: ${(e.stderr || e.message).trim()}`, { file });
-    }
+  /**
+   * Formats a file the daemon has already opened (and checked) itself: qemu-img
+   * writes through the open descriptor, so a path swapped in meanwhile is never used.
+   */
+  async createOnFd(fd: number, label: string, format: ImageFormat, sizeBytes: number): Promise<void> {
+    await this.run("create", createArgs("/dev/fd/3", format, sizeBytes), label, 60_000, { fd });
+  }
+
+  /** The virtual size, read with the declared format. -U: a running qemu may hold the image's lock. */
+  async info(file: string, format: ImageFormat, as?: RunAs): Promise<{ virtualSize: number }> {
+    const out = await this.run("info", ["info", "-U", "-f", format, "--output=json", file], file, 30_000, as ? { as } : {});
+    const info = JSON.parse(out) as { "virtual-size": number };
+    return { virtualSize: info["virtual-size"] };
   }
 
   /**
    * A qcow2 overlay on `base`, which qemu then only reads. The base's format is
-   * written into the overlay (-F) so it is never guessed from the base's content.
+   * written into the overlay (-F) so it is never guessed from the base's content,
+   * and -u with an explicit size keeps qemu-img from opening the base at all.
    */
-  async createOverlay(file: string, base: string, baseFormat: string, sizeBytes?: number): Promise<void> {
-    const args = ["create", "-q", "-f", "qcow2", "-b", base, "-F", baseFormat, file];
-    if (sizeBytes !== undefined) args.push(String(sizeBytes));
-    await this.run("create", args, file, 60_000);
+  async createOverlay(file: string, base: string, baseFormat: ImageFormat, sizeBytes: number): Promise<void> {
+    await this.run("create", ["create", "-q", "-u", "-f", "qcow2", "-b", base, "-F", baseFormat, file, String(sizeBytes)], file, 60_000);
   }
 
-  /** A copy of `source` in `format` (sparse: unallocated areas stay unallocated). */
-  async convert(source: string, sourceFormat: string, file: string, format: "qcow2" | "raw"): Promise<void> {
-    await this.run("convert", ["convert", "-q", "-f", sourceFormat, "-O", format, source, file], file, 60 * 60_000);
+  /**
+   * A self-contained copy of a checked chain in `format` (sparse: unallocated
+   * areas stay unallocated). `topFd`: the top image, already opened and checked
+   * by the daemon, is read through that descriptor rather than by its name.
+   */
+  async convert(chain: readonly ChainLink[], file: string, format: ImageFormat, topFd?: number): Promise<void> {
+    const nodes = topFd === undefined ? chain : [{ ...chain[0]!, file: "/dev/fd/3" }, ...chain.slice(1)];
+    // qemu-img takes a `json:` file name as the node tree itself, its format included.
+    const args = ["convert", "-q", "-O", format, `json:${JSON.stringify(chainNode(nodes))}`, file];
+    await this.run("convert", args, file, 60 * 60_000, topFd === undefined ? {} : { fd: topFd });
   }
 
-  async resize(file: string, format: "qcow2" | "raw", sizeBytes: number): Promise<void> {
-    await this.run("resize", ["resize", "-q", "-f", format, file, String(sizeBytes)], file, 60_000);
+  /** Grows the image itself; its backing file, which a resize has no use for, is not opened. */
+  async resize(file: string, format: ImageFormat, sizeBytes: number): Promise<void> {
+    const node = `json:${JSON.stringify(chainNode([{ file, format }]))}`;
+    await this.run("resize", ["resize", "-q", node, String(sizeBytes)], file, 60_000);
   }
 
-  private async run(what: string, args: string[], file: string, timeout: number): Promise<void> {
-    try {
-      await run(this.binary, args, { timeout });
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      throw new StorageFailed(`qemu-img ${what} failed: ${(e.stderr || e.message).trim()}`, { file });
-    }
+  private run(what: string, args: string[], file: string, timeout: number, opts: { fd?: number; as?: RunAs } = {}): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(this.binary, args, {
+        env: ENV,
+        stdio: ["ignore", "pipe", "pipe", ...(opts.fd !== undefined ? [opts.fd] : [])],
+        timeout,
+        ...(opts.as ? { uid: opts.as.uid, gid: opts.as.gid } : {}),
+      });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      child.stdout!.on("data", (c: Buffer) => out.push(c));
+      child.stderr!.on("data", (c: Buffer) => err.push(c));
+      child.on("error", (e) => reject(new StorageFailed(`qemu-img ${what} failed: ${e.message}`, { file })));
+      child.on("close", (code, signal) => {
+        if (code === 0) return resolve(Buffer.concat(out).toString("utf8"));
+        const why = Buffer.concat(err).toString("utf8").trim() || (signal ? `killed by ${signal}` : `exit ${code}`);
+        reject(new StorageFailed(`qemu-img ${what} failed: ${why}`, { file }));
+      });
+    });
   }
+}
+
+function createArgs(file: string, format: ImageFormat, sizeBytes: number): string[] {
+  const args = ["create", "-q", "-f", format];
+  // Preallocating qcow2 metadata keeps the first writes of a new guest from stalling on allocation.
+  if (format === "qcow2") args.push("-o", "preallocation=metadata");
+  args.push(file, String(sizeBytes));
+  return args;
+}
+
+/**
+ * A checked chain as one block-node tree, every node's driver and file named and
+ * the last image's backing cut off (`backing: null`: it has none, and none is to
+ * be looked up from its header). JSON, so no file name can add an option.
+ */
+export function chainNode(chain: readonly ChainLink[]): Record<string, unknown> {
+  const [link, ...rest] = chain;
+  if (!link) throw new Error("an empty image chain");
+  return {
+    driver: link.format,
+    file: { driver: "file", filename: link.file },
+    ...(link.dataFile ? { "data-file": { driver: "file", filename: link.dataFile } } : {}),
+    ...(link.format === "qcow2" ? { backing: rest.length ? chainNode(rest) : null } : {}),
+  };
 }

@@ -120,6 +120,11 @@ export class StoragePools {
     return abs;
   }
 
+  /** The pool an already resolved path (no symlinks left in it) lies in, if any. */
+  async poolOfRealPath(real: string): Promise<string | undefined> {
+    return (await this.realPoolOf(real))?.pool.name;
+  }
+
   private poolOf(abs: string): Pool | undefined {
     return this.pools.find((p) => isInside(p.dir, abs));
   }

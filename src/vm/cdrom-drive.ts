@@ -5,10 +5,8 @@
 // disc removed, the new one inserted and the tray closed, which the guest sees as
 // a media change. The old disc's node is deleted, which closes its file.
 import { randomBytes } from "node:crypto";
-import { ValidationFailed } from "../errors.js";
 import { CDROM_DEVICE_ID, CDROM_START_NODE, cdromNode } from "../qemu/cdrom-firmware-argv.js";
 import type { BlockInfo } from "../qmp/removable-media-commands.js";
-import type { QemuImg } from "../storage/qemu-img.js";
 import type { QemuSession } from "./qemu-session.js";
 import type { Vm } from "./vm.js";
 
@@ -27,18 +25,6 @@ export interface CdromStatus {
 
 /** Nodes the daemon made for discs (at start, or by a change), which it may delete. */
 const OUR_NODE = new RegExp(`^(${CDROM_START_NODE}|cd-[0-9a-f]{8})$`);
-
-/**
- * A CD-ROM takes a raw ISO: a qcow2 (or other) file would hand the guest its
- * metadata, including the name of its backing file.
- */
-export async function checkIsoImage(qemuImg: QemuImg, file: string, field: string): Promise<void> {
-  const { format } = await qemuImg.info(file);
-  if (format !== "raw") {
-    const message = `image is ${format}; a CD-ROM takes a raw ISO image`;
-    throw new ValidationFailed(`${field}: ${message}`, [{ field, message }]);
-  }
-}
 
 /** The drive as qemu reports it, or undefined when this qemu has none. */
 export async function queryCdrom(session: QemuSession): Promise<BlockInfo | undefined> {

@@ -84,7 +84,11 @@ export const diskSchema = z
       .optional()
       .describe("a qcow2 overlay in the VM's directory on top of this base image in a pool; the base is never written"),
     importImage: poolPath.optional().describe("copy this image in a pool into the VM's directory when the VM is created"),
-    format: z.enum(["qcow2", "raw"]).default("qcow2"),
+    format: z.enum(["qcow2", "raw"]).default("qcow2").describe("the format of the VM's disk, and of an in-place image; never guessed from content"),
+    sourceFormat: z
+      .enum(["qcow2", "raw"])
+      .optional()
+      .describe("the format of the backingImage or importImage file; default from its name (.qcow2, .raw or .img), never from its content"),
     bus: z.literal("virtio-blk").default("virtio-blk"),
     cache: z
       .enum(["none", "writeback", "writethrough", "unsafe"])
@@ -104,6 +108,9 @@ export const diskSchema = z
       ctx.addIssue({ code: "custom", path: ["sizeGiB"], message: "give sizeGiB for a blank disk, or one of image, backingImage and importImage" });
     } else if (d.image !== undefined && d.sizeGiB !== undefined) {
       ctx.addIssue({ code: "custom", path: ["sizeGiB"], message: "an existing image (image) keeps its own size; sizeGiB is for the VM's own disks" });
+    }
+    if (d.sourceFormat !== undefined && d.backingImage === undefined && d.importImage === undefined) {
+      ctx.addIssue({ code: "custom", path: ["sourceFormat"], message: "sourceFormat is the format of a backingImage or importImage; an in-place image's is format" });
     }
     if (d.backingImage !== undefined && d.format !== "qcow2") {
       ctx.addIssue({ code: "custom", path: ["format"], message: "a disk on a backing image is a qcow2 overlay" });

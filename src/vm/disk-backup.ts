@@ -1,5 +1,8 @@
 // A live backup of one disk of a running VM to a new image in a pool, as a job:
-// make the target with qemu-img → open it in qemu (blockdev-add) → blockdev-backup
+// make the target (exclusively, its directory resolved inside a pool at that
+// moment, formatted by qemu-img through the daemon's descriptor, in the format
+// asked for) → open it in qemu (blockdev-add, backing null: a backup depends on
+// nothing) → blockdev-backup
 // with sync full, which copies the disk as it was when the job began while the
 // guest goes on writing (qemu copies a block out before the guest overwrites it)
 // → follow query-block-jobs for progress until BLOCK_JOB_COMPLETED or
@@ -7,12 +10,13 @@
 // (cancelled, failed, qemu gone) leaves no file behind: a partial image would look
 // like a good one. It holds no operation lock, so the VM can still be stopped;
 // that ends the backup as failed.
-import { open, rm } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
-import { DeviceNotFound, FileExists, StorageFailed, VmBusy, VmStateConflict, VmhError } from "../errors.js";
+import { DeviceNotFound, StorageFailed, VmBusy, VmStateConflict, VmhError } from "../errors.js";
 import type { Job, JobRegistry } from "../jobs/job-registry.js";
 import type { QmpEvent } from "../qmp/commands.js";
 import { diskPath } from "../store/vm-paths.js";
+import { createInPool, removeIfSame } from "../storage/pool-files.js";
+import type { DiskDefinition } from "./definition.js";
 import type { HostContext } from "./host-context.js";
 import type { QemuSession } from "./qemu-session.js";
 import type { Vm } from "./vm.js";
@@ -48,21 +52,23 @@ export class DiskBackups {
     if (!session?.connected) throw new VmStateConflict(name, vm.settledState(), "back up a disk of");
     if (vm.job?.state === "running") throw new VmBusy(name, vm.job.kind);
     const target = (await this.host.pools.resolveNewFile(req.target, "target")).absolute;
-    // Made exclusively here, so two requests for one target cannot both pass the check.
-    await open(target, "wx").then(
-      (f) => f.close(),
-      (err: NodeJS.ErrnoException) => {
-        if (err.code === "EEXIST") throw new FileExists(`target: "${req.target}" already exists`, { field: "target" });
-        throw new StorageFailed(`cannot create ${req.target}: ${err.message}`, { field: "target" });
-      },
-    );
-    const source = disk.image ? (await this.host.pools.resolveFile(disk.image, "disk")).absolute : diskPath(vm.paths, disk);
+    // Made exclusively here, so two requests for one target cannot both pass the check;
+    // formatted through the descriptor, so the directory is the one just checked.
+    const made = await createInPool(this.host.pools, target, "target");
+    try {
+      await this.host.qemuImg.createOnFd(made.handle.fd, target, req.format, await this.sourceSize(vm, disk));
+    } catch (err) {
+      await made.handle.close();
+      await removeIfSame(made.path, made);
+      throw err;
+    }
+    await made.handle.close();
     const job = this.jobs.create("backup", name);
     job.update({ disk: diskName, target: req.target });
     vm.job = job;
-    void this.run(vm, session, job, { ...req, disk: diskName, source, target })
+    void this.run(vm, session, job, { ...req, disk: diskName, target: made.path })
       .catch(async (err: unknown) => {
-        await rm(target, { force: true }).catch(() => {});
+        await removeIfSame(made.path, made).catch(() => {});
         const e = err instanceof VmhError ? err : new StorageFailed((err as Error).message);
         const state = job.signal.aborted ? "cancelled" : "failed";
         job.finish(state, undefined, { code: e.code, detail: e.message });
@@ -74,18 +80,28 @@ export class DiskBackups {
     return job;
   }
 
+  /**
+   * The disk's size, read with its declared format. What is in it is the guest's
+   * writing, so qemu-img reads it as the VM's own uid, not as root.
+   */
+  private async sourceSize(vm: Vm, disk: DiskDefinition): Promise<number> {
+    const file = disk.image ? (await this.host.pools.resolveFile(disk.image, "disk")).absolute : diskPath(vm.paths, disk);
+    const as = await this.host.qemuUsers.identityFor(vm.name);
+    return (await this.host.qemuImg.info(file, disk.format, as)).virtualSize;
+  }
+
   private async run(
     vm: Vm,
     session: QemuSession,
     job: Job,
-    b: BackupRequest & { disk: string; source: string; target: string },
+    b: BackupRequest & { disk: string; target: string },
   ): Promise<void> {
     const node = `bk-${b.disk}`;
     const jobId = `backup-${b.disk}`;
     job.setPhase("creating-target");
-    const { virtualSize } = await this.host.qemuImg.info(b.source);
-    await this.host.qemuImg.create(b.target, b.format, virtualSize);
-    await session.execute("blockdev-add", { driver: b.format, "node-name": node, file: { driver: "file", filename: b.target } }, QMP_TIMEOUT_MS);
+    // A backup depends on nothing: no backing file is looked up, not even the target's own.
+    const backing = b.format === "qcow2" ? { backing: null } : {};
+    await session.execute("blockdev-add", { driver: b.format, "node-name": node, file: { driver: "file", filename: b.target }, ...backing }, QMP_TIMEOUT_MS);
     const stopListening = new AbortController();
     try {
       let outcome: Outcome | undefined;
@@ -131,7 +147,7 @@ export class DiskBackups {
       // Closes the target file; after a failure qemu may already be gone.
       await session.execute("blockdev-del", { "node-name": node }, QMP_TIMEOUT_MS).catch(() => {});
     }
-    const bytes = Number(job.progress.bytesTotal ?? virtualSize);
+    const bytes = Number(job.progress.bytesTotal ?? 0);
     job.update({ bytesCopied: bytes, bytesTotal: bytes, percent: 100 });
     job.setPhase("completed");
     job.finish("succeeded", { disk: b.disk, target: b.target, format: b.format, bytes });

@@ -3,20 +3,24 @@
 // (importImage). All three live in the VM's directory and go with it; the base and
 // the imported original stay the pool's. Sources are checked before anything is
 // made, so a wrong path or size is a 400 naming the field and nothing changes.
-import { ValidationFailed } from "../errors.js";
-import type { QemuImg } from "../storage/qemu-img.js";
+// A source's format is declared (sourceFormat, else its name's extension), never
+// read from its content, and the image is inspected before use (image-inspector).
+import { UnsafeImage, ValidationFailed } from "../errors.js";
+import { ImageInspector, type InspectedImage } from "../storage/image-inspector.js";
+import { openExisting } from "../storage/pool-files.js";
+import type { ImageFormat, QemuImg } from "../storage/qemu-img.js";
 import type { StoragePools } from "../storage/storage-pools.js";
 import type { DiskDefinition, VmDefinition } from "./definition.js";
 
 const GiB = 1024 ** 3;
 
-export interface DiskSource {
+export interface DiskSource extends InspectedImage {
   kind: "backing" | "import";
+  /** The request field that named it, for a refusal at the moment of use. */
+  field: string;
   /** Absolute, resolved path of the base or of the image to copy. */
   file: string;
-  /** Its format as qemu-img reads it. */
-  format: string;
-  virtualSize: number;
+  format: ImageFormat;
 }
 
 /** Whole sectors: qemu rounds odd sizes, and the guest must see what was asked for. */
@@ -24,14 +28,31 @@ export function diskBytes(sizeGiB: number): number {
   return Math.ceil((sizeGiB * GiB) / 512) * 512;
 }
 
-/** Per disk name, the checked source of each backing or import disk. */
+/** The declared format of a backing or import file: sourceFormat, else what its name says. */
+export function sourceFormatOf(disk: Pick<DiskDefinition, "sourceFormat">, file: string, field: string): ImageFormat {
+  if (disk.sourceFormat) return disk.sourceFormat;
+  const ext = /\.([^./]+)$/.exec(file)?.[1]?.toLowerCase();
+  if (ext === "qcow2") return "qcow2";
+  if (ext === "raw" || ext === "img") return "raw";
+  const message = "the image's name does not say its format (.qcow2, .raw or .img): give sourceFormat qcow2 or raw";
+  throw new ValidationFailed(`${field}: ${message}`, [{ field, message }]);
+}
+
+/**
+ * Per disk name, the checked source of each backing or import disk; in-place
+ * images (`image`) are inspected too, with the disk's own format.
+ */
 export async function checkDiskSources(
   def: Pick<VmDefinition, "disks">,
   pools: StoragePools,
-  qemuImg: QemuImg,
+  inspector = new ImageInspector(pools),
 ): Promise<Record<string, DiskSource>> {
   const out: Record<string, DiskSource> = {};
   for (const [i, disk] of def.disks.entries()) {
+    if (disk.image !== undefined) {
+      await checkInPlaceImage(pools, inspector, disk, `disks.${i}.image`, `disks.${i}.format`);
+      continue;
+    }
     const [kind, input, key] = disk.backingImage
       ? (["backing", disk.backingImage, "backingImage"] as const)
       : disk.importImage
@@ -40,30 +61,56 @@ export async function checkDiskSources(
     if (!kind) continue;
     const field = `disks.${i}.${key}`;
     const file = (await pools.resolveFile(input, field)).absolute;
-    const info = await qemuImg.info(file);
-    if (info.format !== "qcow2" && info.format !== "raw") {
-      throw invalid(field, `image is ${info.format}; qcow2 and raw images are supported`);
+    const format = sourceFormatOf(disk, input, `disks.${i}.sourceFormat`);
+    const inspected = await inspector.inspect(file, format, field, `disks.${i}.sourceFormat`);
+    if (disk.sizeGiB !== undefined && diskBytes(disk.sizeGiB) < inspected.virtualSize) {
+      throw invalid(`disks.${i}.sizeGiB`, `must be at least the image's size, ${inspected.virtualSize} bytes`);
     }
-    if (disk.sizeGiB !== undefined && diskBytes(disk.sizeGiB) < info.virtualSize) {
-      throw invalid(`disks.${i}.sizeGiB`, `must be at least the image's size, ${info.virtualSize} bytes`);
-    }
-    out[disk.name] = { kind, file, format: info.format, virtualSize: info.virtualSize };
+    out[disk.name] = { ...inspected, kind, field, file, format };
   }
   return out;
 }
 
-/** Makes one of the VM's own disks at `file`. */
+/** An existing pool image a VM is to write: inspected with the disk's format, and with no other hard link. */
+export async function checkInPlaceImage(
+  pools: StoragePools,
+  inspector: ImageInspector,
+  disk: Pick<DiskDefinition, "image" | "format">,
+  field: string,
+  formatField: string,
+): Promise<string> {
+  const file = (await pools.resolveFile(disk.image!, field)).absolute;
+  await inspector.inspect(file, disk.format, field, formatField);
+  const f = await openExisting(file, field);
+  const { nlink } = await f.handle.stat().finally(() => f.handle.close());
+  if (nlink > 1) {
+    throw new UnsafeImage(field, `${disk.image} has ${nlink} hard links; an image a VM writes must have no other name`);
+  }
+  return file;
+}
+
+/** Makes one of the VM's own disks at `file` (in the VM's directory, which only the daemon writes). */
 export async function makeOwnDisk(qemuImg: QemuImg, file: string, disk: DiskDefinition, source: DiskSource | undefined): Promise<void> {
   const size = disk.sizeGiB === undefined ? undefined : diskBytes(disk.sizeGiB);
   if (!source) {
     if (size !== undefined) await qemuImg.create(file, disk.format, size);
     return;
   }
-  if (source.kind === "backing") {
-    await qemuImg.createOverlay(file, source.file, source.format, size);
-    return;
+  // The source's name must still hold the file that was inspected, where it was.
+  const f = await openExisting(source.file, source.field);
+  try {
+    if (f.path !== source.file || f.dev !== source.dev || f.ino !== source.ino) {
+      throw new UnsafeImage(source.field, `${source.file} was replaced after it was inspected`);
+    }
+    if (source.kind === "backing") {
+      await qemuImg.createOverlay(file, source.file, source.format, size ?? source.virtualSize);
+      return;
+    }
+    // qemu-img reads the inspected file itself, through the descriptor just checked.
+    await qemuImg.convert(source.chain, file, disk.format, f.handle.fd);
+  } finally {
+    await f.handle.close();
   }
-  await qemuImg.convert(source.file, source.format, file, disk.format);
   if (size !== undefined && size > source.virtualSize) await qemuImg.resize(file, disk.format, size);
 }
 

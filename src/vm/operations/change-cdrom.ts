@@ -8,7 +8,7 @@ import { VmStateConflict } from "../../errors.js";
 import type { VmDefinition } from "../definition.js";
 import type { HostContext } from "../host-context.js";
 import { runSteps, type Step } from "../operation-steps.js";
-import { changeMedium, checkIsoImage, queryCdrom } from "../cdrom-drive.js";
+import { changeMedium, queryCdrom } from "../cdrom-drive.js";
 import type { Vm } from "../vm.js";
 
 interface CdromContext {
@@ -30,7 +30,6 @@ const steps: Step<CdromContext>[] = [
     run: async (c) => {
       if (c.image === undefined) return;
       c.file = (await c.host.pools.resolveFile(c.image, "image")).absolute;
-      await checkIsoImage(c.host.qemuImg, c.file, "image");
     },
   },
   {

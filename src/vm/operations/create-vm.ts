@@ -1,23 +1,19 @@
 // create = check every named file → make the VM's directory aside → create its
 // own disks there (blank, overlays, imported copies) → write the definition → rename it into place. The rename is
 // the commit point: a crash before it leaves nothing, after it a whole VM.
-import { ValidationFailed } from "../../errors.js";
 import { diskPath } from "../../store/vm-paths.js";
 import type { VmDefinition } from "../definition.js";
 import type { HostContext } from "../host-context.js";
 import { resolveVmFiles } from "../vm-files.js";
 import { checkBridges } from "../../net/tap-devices.js";
-import { checkIsoImage } from "../cdrom-drive.js";
 import { ensureUefiVars, findOvmf } from "../uefi-firmware.js";
 import { checkDiskSources, makeOwnDisk } from "../disk-sources.js";
 
 export async function createVmOnDisk(def: VmDefinition, host: HostContext): Promise<void> {
   const files = await resolveVmFiles(def, host.pools, host.store.paths(def.name));
-  await checkImageFormats(def, files.disks, host);
-  const sources = await checkDiskSources(def, host.pools, host.qemuImg);
+  const sources = await checkDiskSources(def, host.pools);
   // A bridge is checked again at each start; here a misspelt name is caught at once.
   await checkBridges(def);
-  if (files.cdrom) await checkIsoImage(host.qemuImg, files.cdrom, "cdrom.image");
   const ovmf = def.firmware === "uefi" ? await findOvmf(host.config) : undefined;
   await host.store.create(def, async (staging) => {
     // The VM's own UEFI variable store is part of the VM: made with it, deleted with it.
@@ -27,21 +23,4 @@ export async function createVmOnDisk(def: VmDefinition, host: HostContext): Prom
       await makeOwnDisk(host.qemuImg, diskPath(staging, disk), disk, sources[disk.name]);
     }
   });
-}
-
-/**
- * An existing image must really be in the format declared: a qcow2 file opened
- * as raw would hand the guest its metadata (and its backing file's name).
- */
-async function checkImageFormats(def: VmDefinition, images: Record<string, string>, host: HostContext): Promise<void> {
-  for (const [i, disk] of def.disks.entries()) {
-    if (!disk.image) continue;
-    const info = await host.qemuImg.info(images[disk.name]!);
-    if (info.format !== disk.format) {
-      const field = `disks.${i}.format`;
-      throw new ValidationFailed(`${field}: image is ${info.format}, not ${disk.format}`, [
-        { field, message: `image is ${info.format}, not ${disk.format}` },
-      ]);
-    }
-  }
 }

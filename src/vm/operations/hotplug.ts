@@ -25,6 +25,8 @@ import type { HostContext } from "../host-context.js";
 import { runSteps, type Step } from "../operation-steps.js";
 import type { QemuSession } from "../qemu-session.js";
 import type { Vm } from "../vm.js";
+import { checkInPlaceImage } from "../disk-sources.js";
+import { ImageInspector } from "../../storage/image-inspector.js";
 
 const GiB = 1024 ** 3;
 /** How long a removal waits for the guest by default. Linux's pciehp alone waits 5 s for a cancel. */
@@ -72,11 +74,7 @@ export async function addDisk(vm: Vm, host: HostContext, disk: DiskDefinition): 
   const session = liveSession(vm, "add a disk to");
   let image: string;
   if (disk.image !== undefined) {
-    image = (await host.pools.resolveFile(disk.image, "image")).absolute;
-    const info = await host.qemuImg.info(image);
-    if (info.format !== disk.format) {
-      throw new ValidationFailed(`format: image is ${info.format}, not ${disk.format}`, [{ field: "format", message: `image is ${info.format}, not ${disk.format}` }]);
-    }
+    image = await checkInPlaceImage(host.pools, new ImageInspector(host.pools), disk, "image", "format");
   } else {
     image = diskPath(vm.paths, disk);
   }

@@ -29,7 +29,7 @@ const steps: Step<ResizeContext>[] = [
     name: "check-size",
     journaled: false,
     run: async (c) => {
-      c.currentBytes = (await c.host.qemuImg.info(diskPath(c.vm.paths, c.disk))).virtualSize;
+      c.currentBytes = (await c.host.qemuImg.info(diskPath(c.vm.paths, c.disk), c.disk.format)).virtualSize;
       if (c.bytes < c.currentBytes) {
         const message = `must be at least the disk's size, ${c.currentBytes} bytes (${c.currentBytes / 1024 ** 3} GiB): disks only grow`;
         throw new ValidationFailed(`sizeGiB: ${message}`, [{ field: "sizeGiB", message }]);

@@ -10,6 +10,7 @@ import { launchQemu, type LaunchedQemu } from "../../qemu/qemu-launcher.js";
 import { readProcCmdline, readProcState, signalProcess } from "../../qemu/qemu-process.js";
 import { removeRuntimeRecord, writeRuntimeRecord, type RuntimeRecord } from "../../store/runtime-store.js";
 import type { HostContext } from "../host-context.js";
+import type { VmDefinition } from "../definition.js";
 import { runSteps, type Step } from "../operation-steps.js";
 import { QemuSession } from "../qemu-session.js";
 import { resolveVmFiles } from "../vm-files.js";
@@ -90,7 +91,7 @@ const steps: Step<StartContext>[] = [
       // Kept beside the VM's state so an operator can see (and rerun) the exact command.
       await writeFile(path.join(c.vm.paths.dir, "qemu.argv.json"), JSON.stringify([c.host.config.qemu, ...c.argv]) + "\n");
       // Root qemu opens whatever it is given; an unprivileged one gets its files first.
-      if (c.identity) await prepareQemuFiles(c.argv, c.vm.paths, c.identity);
+      if (c.identity) await prepareQemuFiles(c.argv, c.vm.paths, c.identity, diskFields(c.vm.definition, c.files!));
       else await mkdir(c.vm.paths.qemuRunDir, { recursive: true, mode: 0o700 });
     },
   },
@@ -204,4 +205,10 @@ export async function startVm(vm: Vm, host: HostContext): Promise<void> {
   }
   await vm.journal.end();
   // The state (running) is published as the start operation ends, by the VM's operation observer.
+}
+
+/** A refused disk file is named by the definition's field for it. */
+function diskFields(def: VmDefinition, files: ArgvInputs["files"]): (file: string) => string | undefined {
+  const byFile = new Map(def.disks.map((d, i) => [files.disks[d.name], d.image !== undefined ? `disks.${i}.image` : `disks.${i}`]));
+  return (file) => byFile.get(file);
 }
