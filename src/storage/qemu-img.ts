@@ -69,9 +69,9 @@ export class QemuImg {
   }
 
   /** Grows the image itself; its backing file, which a resize has no use for, is not opened. */
-  async resize(file: string, format: ImageFormat, sizeBytes: number): Promise<void> {
+  async resize(file: string, format: ImageFormat, sizeBytes: number, as?: RunAs): Promise<void> {
     const node = `json:${JSON.stringify(chainNode([{ file, format }]))}`;
-    await this.run("resize", ["resize", "-q", node, String(sizeBytes)], file, 60_000);
+    await this.run("resize", ["resize", "-q", node, String(sizeBytes)], file, 60_000, as ? { as } : {});
   }
 
   private run(what: string, args: string[], file: string, timeout: number, opts: { fd?: number; as?: RunAs } = {}): Promise<string> {

@@ -51,6 +51,10 @@ export class DiskBackups {
     const session = vm.session;
     if (!session?.connected) throw new VmStateConflict(name, vm.settledState(), "back up a disk of");
     if (vm.job?.state === "running") throw new VmBusy(name, vm.job.kind);
+    // Not under the lock (a backup may run for hours while the VM is stopped or
+    // migrated away), but never begun while another operation is changing the VM.
+    const held = vm.lock.current;
+    if (held) throw new VmBusy(name, held.name);
     const target = (await this.host.pools.resolveNewFile(req.target, "target")).absolute;
     // Made exclusively here, so two requests for one target cannot both pass the check;
     // formatted through the descriptor, so the directory is the one just checked.

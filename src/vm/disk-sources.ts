@@ -89,6 +89,27 @@ export async function checkInPlaceImage(
   return file;
 }
 
+/**
+ * Before qemu opens them again, every qcow2 disk of the VM is looked at once
+ * more: its own disks belong to its qemu's uid, so a guest that took over its
+ * qemu can have rewritten their headers (a backing file of `/etc/shadow`), and a
+ * pool image used in place may have changed since the VM was defined. qemu
+ * follows what those headers say, so they must still name only pool files.
+ */
+export async function checkDisksBeforeStart(
+  def: Pick<VmDefinition, "disks">,
+  files: Readonly<Record<string, string>>,
+  pools: StoragePools,
+  inspector = new ImageInspector(pools),
+): Promise<void> {
+  for (const [i, disk] of def.disks.entries()) {
+    const file = files[disk.name];
+    if (disk.format !== "qcow2" || file === undefined) continue;
+    const field = disk.image !== undefined ? `disks.${i}.image` : `disks.${i}`;
+    await inspector.inspect(file, "qcow2", field, `disks.${i}.format`);
+  }
+}
+
 /** Makes one of the VM's own disks at `file` (in the VM's directory, which only the daemon writes). */
 export async function makeOwnDisk(qemuImg: QemuImg, file: string, disk: DiskDefinition, source: DiskSource | undefined): Promise<void> {
   const size = disk.sizeGiB === undefined ? undefined : diskBytes(disk.sizeGiB);

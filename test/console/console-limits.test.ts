@@ -2,26 +2,16 @@
 // --max-console-viewers a viewer is refused with 429 before the upgrade, beyond
 // --max-streams (consoles and event streams together, per listener) so is any
 // stream, and the viewers already attached keep receiving the guest's output.
-import http from "node:http";
 import t from "tap";
 import { defineShellVm, startDaemon, waitForBoot, waitForConsole, type TestDaemon } from "../helpers/daemon.js";
 import { openConsole, RefusedUpgrade, type ConsoleClient } from "../helpers/console-socket.js";
+import { holdEventStream, type HeldStream } from "../helpers/event-stream.js";
 
 const VM = "noisy";
 
-/** Opens /v1/events on the Unix socket: its status, the problem if refused, and a close for an open one. */
-function events(d: TestDaemon): Promise<{ status: number; body: string; close: () => void }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: d.socket, path: "/v1/events", agent: false }, (res) => {
-      const close = (): void => void req.destroy();
-      if (res.statusCode === 200) return resolve({ status: 200, body: "", close });
-      let body = "";
-      res.on("data", (c: Buffer) => (body += c.toString()));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, close }));
-    });
-    req.on("error", reject);
-    req.end();
-  });
+/** Opens /v1/events on the Unix socket. */
+function events(d: TestDaemon): Promise<HeldStream> {
+  return holdEventStream({ socketPath: d.socket });
 }
 
 async function refused(d: TestDaemon, mode?: "ro" | "rw"): Promise<RefusedUpgrade> {

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { freePort } from "../../src/net/free-port.js";
 import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { stateDigest } from "../helpers/state-digest.js";
+import { holdEventStream, type HeldStream } from "../helpers/event-stream.js";
 
 interface RawReply {
   text: string;
@@ -144,17 +145,19 @@ t.test("TCP: no token or a wrong one is a 401 and changes nothing", async (t) =>
   t.equal((await send(`Bearer ${token}`, "GET", "/v1/vms")).status, 200, "the right token is let in");
 });
 
-/** GET /v1/events over TCP from a chosen loopback address: the status, the problem if refused, a close for an open one. */
-function tcpEvents(port: number, from: string, token: string): Promise<{ status: number; body: string; close: () => void }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, localAddress: from, path: "/v1/events", agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
-      const close = (): void => void req.destroy();
-      if (res.statusCode === 200) return resolve({ status: 200, body: "", close });
-      let body = "";
-      res.on("data", (c: Buffer) => (body += c.toString()));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, close }));
+/** GET /v1/events over TCP from a chosen loopback address. */
+function tcpEvents(port: number, from: string, token: string): Promise<HeldStream> {
+  return holdEventStream({ host: "127.0.0.1", port, localAddress: from, headers: { authorization: `Bearer ${token}` } });
+}
+
+/** GET /v1/vms with the token on a new TCP connection from `from`: its status, 0 if the connection was dropped. */
+function tokenRequest(port: number, from: string, token: string): Promise<number> {
+  return new Promise<number>((resolve) => {
+    const req = http.request({ host: "127.0.0.1", port, localAddress: from, path: "/v1/vms", agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
     });
-    req.on("error", reject);
+    req.on("error", () => resolve(0));
     req.end();
   });
 }
@@ -190,15 +193,9 @@ t.test("TCP: streams per peer and per listener, unauthenticated connections", as
   const b2 = await tcpEvents(port, "127.0.0.2", token);
   t.equal(b2.status, 429, "until the listener is full");
   t.match(JSON.parse(b2.body), { code: "VMH_ERR_TOO_MANY_CLIENTS", scope: "listener", limit: 3 });
-  const unixStream = await new Promise<number>((resolve, reject) => {
-    const req = http.request({ socketPath: d.socket, path: "/v1/events", agent: false }, (res) => {
-      resolve(res.statusCode ?? 0);
-      req.destroy();
-    });
-    req.on("error", reject);
-    req.end();
-  });
-  t.equal(unixStream, 200, "the Unix socket's streams are counted apart");
+  const unixStream = await holdEventStream({ socketPath: d.socket });
+  unixStream.close();
+  t.equal(unixStream.status, 200, "the Unix socket's streams are counted apart");
   a1.close();
   let again = { status: 0, body: "", close: () => {} };
   for (let i = 0; i < 20 && again.status !== 200; i++) {
@@ -222,14 +219,7 @@ t.test("TCP: streams per peer and per listener, unauthenticated connections", as
   const overAll = silentConnection(port, "127.0.0.5");
   await overAll.closedAt;
   t.match(overAll.received(), /^HTTP\/1\.1 429 [^]*"scope":"listener"/, "a fifth in all gets a 429 (listener)");
-  const withToken = await new Promise<number>((resolve) => {
-    const req = http.request({ host: "127.0.0.1", port, localAddress: "127.0.0.6", path: "/v1/vms", agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on("error", () => resolve(0));
-    req.end();
-  });
+  const withToken = await tokenRequest(port, "127.0.0.6", token);
   t.equal(withToken, 429, "while full, a new connection is refused before it can show a token");
   t.equal((await d.api.request("GET", "/v1/vms")).status, 200, "the Unix socket is still served");
 
@@ -238,14 +228,7 @@ t.test("TCP: streams per peer and per listener, unauthenticated connections", as
   const answer = new Promise<string>((resolve) => first.sock.once("data", (c: Buffer) => resolve(c.toString("latin1"))));
   first.sock.write(`GET /v1/vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`);
   t.match(await answer, /^HTTP\/1\.1 200 /, "a held connection that authenticates is served");
-  const next = await new Promise<number>((resolve) => {
-    const req = http.request({ host: "127.0.0.1", port, localAddress: "127.0.0.7", path: "/v1/vms", agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on("error", () => resolve(0));
-    req.end();
-  });
+  const next = await tokenRequest(port, "127.0.0.7", token);
   t.equal(next, 200, "and its place goes to a new connection, which is served");
 
   // The others never authenticated: closed at the headers timeout (10 s) at the latest, whatever they do meanwhile.

@@ -181,5 +181,24 @@ t.test("hostile images", async (t) => {
     t.ok(st.uid === 0 && (st.mode & 0o777) === 0o644, "the outside file's owner and mode are unchanged");
   });
 
+  await t.test("a disk header rewritten after the create cannot make the next start open a host file", async (t) => {
+    // The VM's own disk belongs to its qemu's uid: a guest that took its qemu over can rewrite
+    // the header. Played here by root rewriting it while the VM is stopped.
+    await defineGuestVm(d, "rebased", { disks: [{ name: "root", sizeGiB: 0.0625 }] });
+    const own = path.join(d.stateDir, "vms/rebased/disks/root.qcow2");
+    img("rebase", "-q", "-u", "-f", "qcow2", "-b", secretFile, "-F", "raw", own);
+    const start = await refused(d, "POST", "/v1/vms/rebased/start", undefined);
+    t.match(start, { status: 400, code: "VMH_ERR_UNSAFE_IMAGE", field: "disks.0", reason: /lies outside every storage pool/ }, "the start is refused");
+    t.equal((await d.api.json<{ state: string; pid?: number }>("GET", "/v1/vms/rebased")).state, "stopped", "and no qemu runs");
+
+    // A pool image used in place, changed after the VM was defined.
+    img("create", "-q", "-f", "qcow2", path.join(images, "inplace.qcow2"), "1M");
+    await defineGuestVm(d, "inplace", { disks: [{ name: "root", image: "inplace.qcow2" }] });
+    img("rebase", "-q", "-u", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw", path.join(images, "inplace.qcow2"));
+    const start2 = await refused(d, "POST", "/v1/vms/inplace/start", undefined);
+    t.match(start2, { status: 400, code: "VMH_ERR_UNSAFE_IMAGE", field: "disks.0.image" }, "an in-place image is inspected again at start");
+    t.equal((await stat(secretFile)).uid, 0, "the secret stays root's");
+  });
+
   await d.api.json("POST", "/v1/vms/tenant/stop");
 });

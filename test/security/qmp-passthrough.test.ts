@@ -138,6 +138,9 @@ t.test("the pass-through is an operator's look, not a back door", async (t) => {
       const busy = await qmp(d, "system_reset");
       t.equal(busy.status, 409, "system_reset while a pause runs");
       t.match(busy.body, { code: "VMH_ERR_VM_BUSY", operation: "pause" });
+      const backup = await d.api.request("POST", `/v1/vms/${VM}/disks/root/backup`, { target: "pt-busy.raw", format: "raw" });
+      t.equal(backup.status, 409, "and so is a backup");
+      t.match(JSON.parse(backup.body.toString()), { code: "VMH_ERR_VM_BUSY" });
       process.kill(pid, "SIGCONT");
       await pausing;
     } finally {

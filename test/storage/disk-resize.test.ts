@@ -1,6 +1,7 @@
 // Growing a disk: live through QMP (the guest sees the new size at once) or with
 // qemu-img while stopped; recorded in the definition; never shrunk.
 import { execFileSync } from "node:child_process";
+import { chmodSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import t from "tap";
 import { startDaemon, defineGuestVm, vmctlJs, waitForBoot, waitForConsole } from "../helpers/daemon.js";
@@ -36,8 +37,17 @@ t.test("live and offline resize", async (t) => {
   t.pass("the guest sees the new size");
 
   await d.api.json("POST", "/v1/vms/rs/stop");
-  execFileSync(process.execPath, [vmctlJs, "--socket", d.socket, "resize", "rs", "root", "3"]);
   const file = path.join(d.stateDir, "vms", "rs", "disks", "root.qcow2");
+  // The stopped disk holds what its qemu wrote (metadata included), so qemu-img works on it
+  // as the VM's uid: a file that uid may not write is refused, as it would not be to root.
+  const vmUid = Number(readFileSync(path.join(d.stateDir, "vms", "rs", "qemu-uid"), "utf8"));
+  t.equal(statSync(file).uid, vmUid, "the disk belongs to the VM's uid after a run");
+  chmodSync(file, 0o400);
+  const asVm = await d.api.request("POST", "/v1/vms/rs/disks/root/resize", { sizeGiB: 3 });
+  t.equal(asVm.status, 500, "qemu-img did not run as root");
+  t.match(JSON.parse(asVm.body.toString()), { code: "VMH_ERR_STORAGE", detail: /Permission denied/ });
+  chmodSync(file, 0o600);
+  execFileSync(process.execPath, [vmctlJs, "--socket", d.socket, "resize", "rs", "root", "3"]);
   const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", file], { encoding: "utf8" })) as { "virtual-size": number };
   t.equal(info["virtual-size"], 3 * GiB, "a stopped VM's disk is grown with qemu-img");
   await d.api.json("POST", "/v1/vms/rs/start");

@@ -4,7 +4,9 @@
 // qemu-img when stopped) → record the new size in the definition. Disks only grow:
 // shrinking would cut off whatever the guest keeps at the end. Journaled with the
 // size asked for: a daemon restarted in the middle resizes again, a no-op if done.
+import { stat } from "node:fs/promises";
 import { DeviceNotFound, ValidationFailed } from "../../errors.js";
+import type { RunAs } from "../../storage/qemu-img.js";
 import { diskPath } from "../../store/vm-paths.js";
 import type { DiskDefinition, VmDefinition } from "../definition.js";
 import { diskBytes } from "../disk-sources.js";
@@ -22,6 +24,8 @@ interface ResizeContext {
   sizeGiB: number;
   bytes: number;
   currentBytes?: number;
+  /** Who qemu-img runs as: the VM's uid once its qemu has written the disk. */
+  as?: RunAs;
 }
 
 const steps: Step<ResizeContext>[] = [
@@ -29,7 +33,8 @@ const steps: Step<ResizeContext>[] = [
     name: "check-size",
     journaled: false,
     run: async (c) => {
-      c.currentBytes = (await c.host.qemuImg.info(diskPath(c.vm.paths, c.disk), c.disk.format)).virtualSize;
+      c.as = await guestWriter(c);
+      c.currentBytes = (await c.host.qemuImg.info(diskPath(c.vm.paths, c.disk), c.disk.format, c.as)).virtualSize;
       if (c.bytes < c.currentBytes) {
         const message = `must be at least the disk's size, ${c.currentBytes} bytes (${c.currentBytes / 1024 ** 3} GiB): disks only grow`;
         throw new ValidationFailed(`sizeGiB: ${message}`, [{ field: "sizeGiB", message }]);
@@ -44,7 +49,7 @@ const steps: Step<ResizeContext>[] = [
       if (session) {
         await session.execute("block_resize", { "node-name": `d-${c.disk.name}`, size: c.bytes }, RESIZE_TIMEOUT_MS);
       } else {
-        await c.host.qemuImg.resize(diskPath(c.vm.paths, c.disk), c.disk.format, c.bytes);
+        await c.host.qemuImg.resize(diskPath(c.vm.paths, c.disk), c.disk.format, c.bytes, c.as);
       }
     },
   },
@@ -60,6 +65,18 @@ const steps: Step<ResizeContext>[] = [
     },
   },
 ];
+
+/**
+ * A disk that has been handed to the VM's qemu holds whatever that qemu wrote,
+ * its qcow2 metadata included, so it is read as the VM's uid, never as root. A
+ * disk no qemu has opened yet is still root's own making.
+ */
+async function guestWriter(c: ResizeContext): Promise<RunAs | undefined> {
+  const identity = await c.host.qemuUsers.identityFor(c.vm.name);
+  if (!identity) return undefined;
+  const owner = (await stat(diskPath(c.vm.paths, c.disk))).uid;
+  return owner === identity.uid ? identity : undefined;
+}
 
 export async function resizeDisk(vm: Vm, host: HostContext, diskName: string, sizeGiB: number): Promise<void> {
   const disk = vm.definition.disks.find((d) => d.name === diskName);

@@ -14,6 +14,7 @@ import type { VmDefinition } from "../definition.js";
 import { runSteps, type Step } from "../operation-steps.js";
 import { QemuSession } from "../qemu-session.js";
 import { resolveVmFiles } from "../vm-files.js";
+import { checkDisksBeforeStart } from "../disk-sources.js";
 import { ensureUefiVars, findOvmf } from "../uefi-firmware.js";
 import { ensureCloudInitSeed } from "../cloud-init-seed.js";
 import { prepareQemuFiles } from "../../qemu/qemu-files.js";
@@ -59,6 +60,8 @@ const steps: Step<StartContext>[] = [
           Promise.all([rm(c.vm.paths.qmpSocket, { force: true }), rm(c.vm.paths.qmpDebugSocket, { force: true }), rm(c.vm.paths.consoleSocket, { force: true })]),
         ),
       ]);
+      // An incoming VM's disks were made here for the migration, or checked by its source.
+      if (!c.incoming) await checkDisksBeforeStart(c.vm.definition, files.disks, c.host.pools);
       c.files = { ...files, ...(firmware ? { firmware } : {}) };
       c.identity = identity;
     },
