@@ -1,15 +1,21 @@
 // The daemon's event bus: VM state changes, operation progress and the guest
 // events qemu reports, each with a monotonically increasing id. A bounded ring
-// keeps the most recent ones for readers that join late or reconnect.
+// keeps the most recent ones for readers that join late or reconnect. Every type
+// and its payload are declared in the event catalogue; publishing anything else
+// does not compile.
 import { EventEmitter } from "node:events";
+import type { BusEventType, EventPayload } from "./event-catalogue.js";
 
-export interface DaemonEvent {
+export interface DaemonEvent<K extends BusEventType = BusEventType> {
   id: number;
   time: string;
-  type: string;
+  type: K;
   vm?: string;
-  data: Record<string, unknown>;
+  data: EventPayload<K>;
 }
+
+/** The payload argument: optional only for a type whose payload has no required field. */
+export type PayloadArg<K extends BusEventType> = Record<string, never> extends EventPayload<K> ? [data?: EventPayload<K>] : [data: EventPayload<K>];
 
 export class EventBus {
   private nextId = 1;
@@ -20,8 +26,9 @@ export class EventBus {
     this.emitter.setMaxListeners(0);
   }
 
-  publish(type: string, vm: string | undefined, data: Record<string, unknown> = {}): DaemonEvent {
-    const event: DaemonEvent = { id: this.nextId++, time: new Date().toISOString(), type, ...(vm ? { vm } : {}), data };
+  publish<K extends BusEventType>(type: K, vm: string | undefined, ...[data]: PayloadArg<K>): DaemonEvent<K> {
+    const payload = (data ?? {}) as EventPayload<K>;
+    const event: DaemonEvent<K> = { id: this.nextId++, time: new Date().toISOString(), type, ...(vm ? { vm } : {}), data: payload };
     this.ring.push(event);
     if (this.ring.length > this.capacity) this.ring.shift();
     this.emitter.emit("event", event);

@@ -362,7 +362,7 @@ export class VmRegistry {
       } catch (err) {
         if (err instanceof VmOwnedElsewhere) {
           vm.log.error({ owner: err.fields.owner }, "a VM running here is owned by another host");
-          vm.publish("vm.owner-conflict", { owner: err.fields.owner, revision: err.fields.revision });
+          vm.publish("vm.owner-conflict", { owner: String(err.fields.owner), revision: String(err.fields.revision) });
           return;
         }
         await sleep(delay);

@@ -2,7 +2,8 @@
 // the operation in flight and how its last run ended. Its state is derived from
 // those facts on every read, never kept as a field to be synchronised by hand.
 import type { Logger } from "pino";
-import type { EventBus } from "../events/event-bus.js";
+import type { EventBus, PayloadArg } from "../events/event-bus.js";
+import type { BusEventType, EventPayload } from "../events/event-catalogue.js";
 import type { Job, JobView } from "../jobs/job-registry.js";
 import { removeVmTaps } from "../net/tap-devices.js";
 import { OperationJournal } from "../store/operation-journal.js";
@@ -183,15 +184,15 @@ export class Vm {
     }
   }
 
-  publish(type: string, data: Record<string, unknown> = {}): void {
-    this.bus.publish(type, this.name, data);
+  publish<K extends BusEventType>(type: K, ...data: PayloadArg<K>): void {
+    this.bus.publish(type, this.name, ...data);
   }
 
   /**
    * Publishes `vm.state` if the state differs from the one last published, with
    * why it changed: an operation's name, a qemu event (`qemu.STOP`) or how qemu exited.
    */
-  publishState(reason: string, extra: Record<string, unknown> = {}): void {
+  publishState(reason: string, extra: Pick<EventPayload<"vm.state">, "lastExit"> = {}): void {
     const state = this.state();
     if (state === this.publishedState) return;
     this.publishedState = state;

@@ -7,6 +7,7 @@
 import type { FastifyInstance } from "fastify";
 import { ValidationFailed } from "../../errors.js";
 import type { DaemonEvent, EventBus } from "../../events/event-bus.js";
+import type { EventPayload } from "../../events/event-catalogue.js";
 import { eventsQuery } from "../schemas.js";
 import { defaultSseLimits, SseClient, type SseLimits } from "../sse-client.js";
 import { parseInput } from "../validation.js";
@@ -86,7 +87,7 @@ function eventFrame(e: DaemonEvent): string {
 }
 
 /** An event about the stream itself: it has no id, so it does not move the client's resume point. */
-function syntheticFrame(type: string, vm: string | undefined, data: Record<string, unknown>): string {
+function syntheticFrame<K extends "events.lost" | "events.dropped">(type: K, vm: string | undefined, data: EventPayload<K>): string {
   const body = { time: new Date().toISOString(), type, ...(vm ? { vm } : {}), data };
   return `event: ${type}\ndata: ${JSON.stringify(body)}\n\n`;
 }
