@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import t from "tap";
 import { tapName } from "../../src/net/vm-taps.js";
 import { defineGuestVm, startDaemon, waitForBoot, waitForVm, type TestDaemon, consoleAfter, consoleSize, problem } from "../helpers/daemon.js";
+import { checkHeldEvents } from "../helpers/event-check.js";
 
 const ns = `vmh-dev-${randomBytes(4).toString("hex")}`;
 const BRIDGE = "vmhbr0";
@@ -120,4 +121,5 @@ t.test("NICs hot-added and removed; ports run out; balloon; guest agent channel"
   // Stopped: any NIC may go; the definition alone changes.
   vm = await d.api.json<VmJson>("DELETE", "/v1/vms/nv/nics/0");
   t.equal(vm.definition.nics.length, 0, "a stopped VM's NIC removed from its definition");
+  await checkHeldEvents(t, d, ["vm.adopted", "vm.nic-removed", "vm.balloon", "qemu.DEVICE_DELETED"]);
 });

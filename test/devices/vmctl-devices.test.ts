@@ -4,6 +4,7 @@ import { access } from "node:fs/promises";
 import path from "node:path";
 import t from "tap";
 import { defineGuestVm, runVmctl, startDaemon } from "../helpers/daemon.js";
+import { checkHeldEvents } from "../helpers/event-check.js";
 
 interface VmJson {
   definition: { disks: { name: string }[]; nics: { mac: string; network: { type: string } }[] };
@@ -40,4 +41,5 @@ t.test("vmctl disk-add, disk-remove, nic-add, nic-remove, balloon, agent", async
   t.match(r.stdout, /no guest agent answers/);
   r = await runVmctl(d, "disk-add", "cli", "--disk", "x:1", "--image", "x:y.qcow2");
   t.equal(r.code, 1, "--disk and --image together are refused");
+  await checkHeldEvents(t, d, ["vm.disk-added", "vm.disk-removed", "vm.nic-added", "vm.nic-removed"]);
 });

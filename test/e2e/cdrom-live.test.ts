@@ -8,6 +8,7 @@ import path from "node:path";
 import t from "tap";
 import type { VmJson } from "../../src/cli/vm-format.js";
 import { defineGuestVm, startDaemon, vmctlJs, waitForBoot, waitForVm, type TestDaemon } from "../helpers/daemon.js";
+import { checkHeldEvents } from "../helpers/event-check.js";
 import { ensureInstaller } from "../helpers/installer.js";
 
 interface CdromJson {
@@ -117,6 +118,7 @@ t.test("change and eject the disc of a running VM; a stopped one; refusals; afte
   t.equal(res.status, 409, "nothing to eject without a drive");
   cd = await d.api.json<CdromJson>("POST", "/v1/vms/nodrive/cdrom", { image: "a.iso" });
   t.same(cd, { drive: true, image: "a.iso" }, "a stopped VM gets a drive with the disc");
+  await checkHeldEvents(t, d, ["vm.cdrom"]);
 });
 
 t.test("vmctl: create from an ISO, show, change and eject the disc", async (t) => {

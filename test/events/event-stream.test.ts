@@ -1,9 +1,11 @@
 // GET /v1/events as an SSE client sees it: a VM's states in order with rising ids,
 // an exact resume after a disconnect, the ?vm= filter, and a client that never
-// reads being dropped while the daemon answers others promptly.
+// reads being dropped while the daemon answers others promptly; every event any of
+// these clients got matches the event catalogue.
 import http from "node:http";
 import t from "tap";
 import { defineGuestVm, startDaemon, type TestDaemon } from "../helpers/daemon.js";
+import { checkHeldEvents, eventProblems } from "../helpers/event-check.js";
 
 interface SseEvent {
   id?: number;
@@ -102,6 +104,8 @@ t.test("event stream: states, resume, filter, slow client", async (t) => {
   const ids = all.events.map((e) => e.id!);
   t.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]!), "ids strictly increase");
   t.ok(all.events.every((e) => e.id === e.data.id), "the SSE id is the event's id");
+  // From the daemon's start: its own events, the VMs' creation, a run with qemu's events.
+  await checkHeldEvents(t, d, ["daemon.started", "daemon.adopted", "vm.created", "vm.state", "operation.started", "operation.ended", "qemu.SHUTDOWN"]);
 
   await only1.until((e) => e.event === "operation.ended" && e.data.data.operation === "stop");
   t.ok(only1.events.length > 0 && only1.events.every((e) => e.data.vm === "ev1"), "?vm= shows only that VM");
@@ -171,4 +175,12 @@ t.test("event stream: states, resume, filter, slow client", async (t) => {
   const again = await connect(d, "", { "last-event-id": String(last.data.data.afterId) });
   await again.until((e) => e.id === last.data.data.afterId + 1);
   again.close();
+
+  const received = [all, only1, witness, resumed, future, slow, counter, again].flatMap((s) => s.events);
+  const problems = received.flatMap((e) => eventProblems({ ...(e.id !== undefined ? { sseId: e.id } : {}), sseEvent: e.event, body: e.data }));
+  t.same(problems, [], `all ${received.length} events received match the catalogue`);
+  t.ok(received.some((e) => e.event === "qemu.STOP") && received.some((e) => e.event === "events.lost") && received.some((e) => e.event === "events.dropped"),
+    "among them qemu.STOP, events.lost and events.dropped");
+  t.equal((await d.api.request("DELETE", "/v1/vms/ev2")).status, 204);
+  await checkHeldEvents(t, d, ["vm.deleted"]);
 });

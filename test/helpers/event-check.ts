@@ -1,6 +1,7 @@
 // Checks events as a client of GET /v1/events receives them against the event
 // catalogue: the envelope, a declared type, and a payload its schema accepts.
 import http from "node:http";
+import type { Test } from "tap";
 import { z } from "zod";
 import { eventDeclaration } from "../../src/events/event-catalogue.js";
 import type { TestDaemon } from "./daemon.js";
@@ -38,19 +39,39 @@ export function eventProblems(e: WireEvent): string[] {
   return problems;
 }
 
-/** Every event the daemon still holds, read from `?since=0` up to the newest one when the stream opened. */
-export function heldEvents(d: TestDaemon, timeoutMs = 10_000): Promise<WireEvent[]> {
+/**
+ * Every event the daemon still holds, from `?since=0` up to the newest one when the
+ * first stream opened. A replay larger than a client's queue ends in `events.dropped`;
+ * the next stream resumes after it, as `vmctl events` does.
+ */
+export async function heldEvents(d: TestDaemon, timeoutMs = 20_000): Promise<WireEvent[]> {
+  const deadline = Date.now() + timeoutMs;
+  const events: WireEvent[] = [];
+  let newest: number | undefined;
+  let after = 0;
+  for (;;) {
+    const part = await readStream(d, after, newest, deadline - Date.now());
+    newest ??= part.newest;
+    events.push(...part.events);
+    const dropped = part.events.find((e) => e.sseEvent === "events.dropped");
+    if (!dropped) return events;
+    after = (dropped.body as { data: { afterId: number } }).data.afterId;
+  }
+}
+
+/** One stream after `after`: until `until` (or, unset, the newest id it announces) has arrived, or it is dropped. */
+function readStream(d: TestDaemon, after: number, until: number | undefined, timeoutMs: number): Promise<{ events: WireEvent[]; newest: number }> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ socketPath: d.socket, path: "/v1/events?since=0", agent: false }, (res) => {
+    const req = http.get({ socketPath: d.socket, path: "/v1/events", headers: { "last-event-id": String(after) }, agent: false }, (res) => {
       const events: WireEvent[] = [];
       let newest: number | undefined;
       let buf = "";
-      const timer = setTimeout(() => finish(new Error(`the held events did not arrive within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => finish(new Error(`the held events did not arrive within the deadline (${events.length} did)`)), Math.max(timeoutMs, 0));
       const finish = (err?: Error): void => {
         clearTimeout(timer);
         req.destroy();
         if (err) reject(err);
-        else resolve(events);
+        else resolve({ events, newest: newest ?? 0 });
       };
       res.setEncoding("utf8");
       res.on("data", (chunk: string) => {
@@ -62,7 +83,9 @@ export function heldEvents(d: TestDaemon, timeoutMs = 10_000): Promise<WireEvent
           newest ??= frame.newest;
           if (frame.event) events.push(frame.event);
         }
-        if (newest !== undefined && (newest === 0 || events.some((e) => e.sseId === newest))) finish();
+        const last = until ?? newest;
+        if (last === undefined) return;
+        if (last <= after || events.some((e) => e.sseId === last || e.sseEvent === "events.dropped")) finish();
       });
       res.on("error", (err) => finish(err));
     });
@@ -87,16 +110,11 @@ function parseFrame(block: string): { event?: WireEvent; newest?: number } {
   };
 }
 
-interface Assert {
-  same(found: unknown, wanted: unknown, message?: string): unknown;
-  ok(value: unknown, message?: string): unknown;
-}
-
 /**
  * Every event the daemon holds matches the catalogue, and `expected` types are among
  * them: a check that would pass with no events at all proves nothing.
  */
-export async function checkHeldEvents(t: Assert, d: TestDaemon, expected: string[]): Promise<void> {
+export async function checkHeldEvents(t: Test, d: TestDaemon, expected: string[]): Promise<void> {
   const events = await heldEvents(d);
   t.same(events.flatMap(eventProblems), [], `the ${events.length} events on the stream match the event catalogue`);
   const types = new Set(events.map((e) => e.sseEvent));

@@ -9,6 +9,7 @@ import type { VmJson } from "../../src/cli/vm-format.js";
 import type { JobView } from "../../src/jobs/job-registry.js";
 import { findQemuProcesses } from "../../src/qemu/qemu-process.js";
 import { consoleFromDisk, startDaemon, vmctlJs, waitForBoot, waitForVm, type TestDaemon } from "../helpers/daemon.js";
+import { checkHeldEvents } from "../helpers/event-check.js";
 import { ensureGuest } from "../helpers/guest.js";
 import { migrate, sharedGuestPool, waitJob } from "../helpers/migration.js";
 import { makeTwoHosts } from "../helpers/two-hosts.js";
@@ -96,6 +97,9 @@ t.test("live migration", { timeout: 280_000 }, async (t) => {
     const end = await waitJob(a, job.id, (j) => j.state !== "running");
     t.equal(end.state, "cancelled");
     await stillHere(t, "cancel");
+    // Both daemons' events so far, from two migrations out and in and this cancelled one.
+    await checkHeldEvents(t, a, ["migration.started", "vm.migrated-away", "job.progress", "job.ended"]);
+    await checkHeldEvents(t, b, ["migration.incoming", "migration.committed", "migration.aborted"]);
   });
 
   t.test("the link is cut mid-migration", async (t) => {

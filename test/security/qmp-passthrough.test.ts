@@ -11,6 +11,7 @@ import t from "tap";
 import type { JobView } from "../../src/jobs/job-registry.js";
 import { defineGuestVm, startDaemon, waitForBoot, waitForVm, type TestDaemon } from "../helpers/daemon.js";
 import { waitJob } from "../helpers/migration.js";
+import { checkHeldEvents } from "../helpers/event-check.js";
 
 const VM = "pt";
 
@@ -171,5 +172,6 @@ t.test("the pass-through is an operator's look, not a back door", async (t) => {
     t.notOk(events.includes(secret), "the password is not in the event stream");
     t.notOk(d.log().includes(secret), "nor in the log, with QMP traffic logged at debug");
     t.match(d.log(), /"qmp command"/, "(which it is)");
+    await checkHeldEvents(t, d, ["vm.adopted", "qmp.passthrough"]);
   });
 });

@@ -6,6 +6,7 @@ import path from "node:path";
 import t from "tap";
 import type { JobView } from "../../src/jobs/job-registry.js";
 import { startDaemon, defineGuestVm, vmctlJs, waitForBoot } from "../helpers/daemon.js";
+import { checkHeldEvents } from "../helpers/event-check.js";
 import { waitJob } from "../helpers/migration.js";
 
 
@@ -60,4 +61,5 @@ t.test("live backup and cancel", async (t) => {
   t.match(cli, /bk: disk root backed up to .*backup4\.qcow2/, "vmctl backup waits for the job");
   t.ok((await stat(path.join(images, "backup4.qcow2"))).isFile());
   await d.api.json("POST", "/v1/vms/bk/stop");
+  await checkHeldEvents(t, d, ["job.progress", "job.ended", "vm.disk-backed-up"]);
 });

@@ -5,6 +5,7 @@ import { chmodSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import t from "tap";
 import { startDaemon, defineGuestVm, vmctlJs, waitForBoot, waitForConsole } from "../helpers/daemon.js";
+import { checkHeldEvents } from "../helpers/event-check.js";
 
 const GiB = 1024 ** 3;
 
@@ -54,4 +55,5 @@ t.test("live and offline resize", async (t) => {
   const m2 = await waitForBoot(d, "rs", 2);
   t.equal(m2.disks.vda, 3 * GiB, "and boots with it");
   await d.api.json("POST", "/v1/vms/rs/stop");
+  await checkHeldEvents(t, d, ["vm.disk-resized"]);
 });
