@@ -7,10 +7,23 @@ import path from "node:path";
 import t from "tap";
 import { z } from "zod";
 import { EventBus } from "../../src/events/event-bus.js";
-import { eventCatalogue, eventDeclaration } from "../../src/events/event-catalogue.js";
-import { JobRegistry } from "../../src/jobs/job-registry.js";
+import { eventCatalogue, eventDeclaration, type EventPayload } from "../../src/events/event-catalogue.js";
+import { JobRegistry, type JobState } from "../../src/jobs/job-registry.js";
+import type { MigrateRequest } from "../../src/migration/migration-schema.js";
+import type { Accel } from "../../src/qemu/qemu-argv.js";
+import type { LastExit } from "../../src/store/runtime-store.js";
 import { distRoot } from "../helpers/daemon.js";
 import { eventProblems, type WireEvent } from "../helpers/event-check.js";
+
+// The catalogue sits below the VM domain and declares the shapes it shares with it
+// itself; these fail to compile if the two ever part.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const sharedShapes: [
+  Same<NonNullable<EventPayload<"vm.state">["lastExit"]>, LastExit>,
+  Same<EventPayload<"job.ended">["state"], Exclude<JobState, "running">>,
+  Same<EventPayload<"migration.started">["storage"], MigrateRequest["storage"]>,
+  Same<EventPayload<"daemon.started">["accel"], Accel>,
+] = [true, true, true, true];
 
 interface DocumentedEvent {
   subject: string;
@@ -50,6 +63,10 @@ t.test("the README's event table and the catalogue agree, both ways", async (t) 
   }
   for (const type of documented.keys()) t.ok(Object.hasOwn(eventCatalogue, type), `${type} (in the README) is declared`);
   t.ok(documented.size >= 30, `the table has its rows (${documented.size})`);
+});
+
+t.test("the shapes shared with the domain are the domain's", async (t) => {
+  t.same(sharedShapes, [true, true, true, true], "checked by the compiler");
 });
 
 t.test("qemu's events fall under their family; unknown types under nothing", async (t) => {
