@@ -28,7 +28,7 @@ import { VmRegistry } from "./vm/vm-registry.js";
 import { JobRegistry } from "./jobs/job-registry.js";
 import { MigrationSource } from "./migration/migration-source.js";
 import { MigrationTarget } from "./migration/migration-target.js";
-import { setAdoptionDuration } from "./metrics/metrics.js";
+import { setAdoptionDuration } from "./metrics/metric-hooks.js";
 
 /** How long start-up waits for adoption before opening the API anyway. */
 const ADOPTION_WAIT_MS = 1_500;

@@ -25,7 +25,7 @@ import { registerMetricsRoutes } from "./routes/metrics-routes.js";
 import { registerQmpRoutes } from "./routes/qmp-routes.js";
 import { registerCloudInitRoutes } from "./routes/cloud-init-routes.js";
 import { registerFleetRoutes } from "./routes/fleet-routes.js";
-import { observeHttpRequest } from "../metrics/metrics.js";
+import { observeHttpRequest } from "../metrics/metric-hooks.js";
 
 export interface HttpDeps {
   registry: VmRegistry;

@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { JobNotFound, VmStateConflict } from "../errors.js";
 import type { EventBus } from "../events/event-bus.js";
-import { countJobFinished } from "../metrics/metrics.js";
+import { countJobFinished } from "../metrics/metric-hooks.js";
 
 export type JobState = "running" | "succeeded" | "failed" | "cancelled";
 

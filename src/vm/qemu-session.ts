@@ -4,7 +4,7 @@
 import type { Logger } from "pino";
 import { QemuFailed, QemuUnresponsive, QmpCommandRefused } from "../errors.js";
 import { QmpClient } from "../qmp/qmp-client.js";
-import { observeQmpCommand } from "../metrics/metrics.js";
+import { observeQmpCommand } from "../metrics/metric-hooks.js";
 import { QmpExecuteError, QmpTimeout, QmpError } from "../qmp/errors.js";
 import type { QmpCommands, QmpEvent } from "../qmp/commands.js";
 import { waitForProcessGone, type ProcessExit } from "../qemu/qemu-launcher.js";

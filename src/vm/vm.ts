@@ -14,7 +14,7 @@ import type { Ownership } from "../fleet/fleet-member.js";
 import { OperationLock } from "./operation-lock.js";
 import { ConsoleHub, DEFAULT_MAX_CONSOLE_VIEWERS } from "./console-hub.js";
 import { BoundedLog } from "../store/bounded-log.js";
-import { countQemuCrash } from "../metrics/metrics.js";
+import { countQemuCrash } from "../metrics/metric-hooks.js";
 import type { QemuSession, SessionExit } from "./qemu-session.js";
 import { deriveState, type OperationName, type VmState } from "./vm-state.js";
 

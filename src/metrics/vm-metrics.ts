@@ -1,49 +1,14 @@
-// The daemon's Prometheus metrics: one registry for the process (both listeners
-// serve it), the daemon's own counters and histograms fed by small hooks (HTTP,
-// QMP, crashes, jobs, adoption), and the per-VM figures read at each scrape.
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { QmpCommandOutcome } from "../qmp/qmp-client.js";
+// The per-VM Prometheus figures, read at each scrape: the definition's sizes and
+// the state from the daemon, CPU and NIC counters from /proc and sysfs, disk and
+// balloon figures from qemu (vm-sampler.ts). Rendered with the daemon's own
+// figures from the registry in metric-hooks.ts.
+import { Counter, Gauge } from "prom-client";
 import { vmStates } from "../vm/vm-state.js";
 import type { Vm } from "../vm/vm.js";
+import { registry } from "./metric-hooks.js";
 import { VmSampler, type VmSample } from "./vm-sampler.js";
 
-const registry = new Registry();
 const sampler = new VmSampler();
-
-const httpDuration = new Histogram({
-  name: "vmhostd_http_request_duration_seconds",
-  help: "HTTP requests by method, route pattern and status code",
-  labelNames: ["method", "route", "status"] as const,
-  buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
-  registers: [registry],
-});
-
-const qmpDuration = new Histogram({
-  name: "vmhostd_qmp_command_duration_seconds",
-  help: "QMP commands sent to qemu, by command and outcome (ok, error, timeout, disconnected)",
-  labelNames: ["command", "outcome"] as const,
-  buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 1, 5, 30],
-  registers: [registry],
-});
-
-const qemuCrashes = new Counter({
-  name: "vmhostd_qemu_crashes_total",
-  help: "qemu runs that ended in a crash (lastExit reason crashed) seen by this daemon process",
-  registers: [registry],
-});
-
-const jobs = new Counter({
-  name: "vmhostd_jobs_total",
-  help: "Finished jobs by kind and result (succeeded, failed, cancelled)",
-  labelNames: ["kind", "result"] as const,
-  registers: [registry],
-});
-
-const adoption = new Gauge({
-  name: "vmhostd_adoption_duration_seconds",
-  help: "Seconds from the daemon's start until every VM was adopted",
-  registers: [registry],
-});
 
 const vm = {
   state: gauge("vmhostd_vm_state", "1 for the VM's current state, 0 for the others", ["vm", "state"]),
@@ -74,28 +39,6 @@ function gauge<L extends string>(name: string, help: string, labelNames: L[]): G
 function counter<L extends string>(name: string, help: string, labelNames: L[]): Counter<L> {
   return new Counter({ name, help, labelNames, registers: [registry] });
 }
-
-export function observeHttpRequest(method: string, route: string, status: number, seconds: number): void {
-  httpDuration.observe({ method, route, status: String(status) }, seconds);
-}
-
-export function observeQmpCommand(command: string, outcome: QmpCommandOutcome, seconds: number): void {
-  qmpDuration.observe({ command, outcome }, seconds);
-}
-
-export function countQemuCrash(): void {
-  qemuCrashes.inc();
-}
-
-export function countJobFinished(kind: string, result: string): void {
-  jobs.inc({ kind, result });
-}
-
-export function setAdoptionDuration(seconds: number): void {
-  adoption.set(seconds);
-}
-
-export const metricsContentType = registry.contentType;
 
 /** Reads every VM's figures (a hung qemu costs at most the QMP deadline) and renders the text format. */
 export async function renderMetrics(vms: Vm[]): Promise<string> {
