@@ -32,7 +32,7 @@ export type BlockdevNode = FileNode | FormatNode;
 /** Where a PCI device sits: a root port's id on q35; absent on pc's root bus (or to let qemu choose). */
 type OnBus = { bus?: string };
 
-/** The devices that can be plugged at start or later, each on a root port of its own on q35. */
+/** Devices planned with their backends (DevicePlan); on q35 each gets a root port of its own, so disks and NICs can be plugged and unplugged live. */
 export type PluggableDevice =
   | ({ driver: "virtio-net-pci"; id: string; netdev: string; mac: string; mq?: boolean; vectors?: number } & OnBus)
   | ({ driver: "virtio-blk-pci"; id: string; drive: string; serial: string; iothread: string; "write-cache"?: "off"; bootindex?: number } & OnBus)
