@@ -1,10 +1,11 @@
 // Handing a VM's files to its unprivileged qemu before qemu opens them. The
-// list comes from what qemu is told to open (the argv's block nodes, kernel,
-// initrd and console log; a blockdev-add's nodes later), so a new kind of
-// device needs no code here. Files qemu writes become the VM uid's, mode 0600;
-// files it only reads (shared images, ISOs, firmware, kernels) are left as the
-// operator made them and must be readable by the VM's uid or the qemu group:
-// otherwise the start is refused naming the file, rather than qemu failing later.
+// list comes from what qemu is told to open (at start the machine plan's block
+// nodes, kernel, initrd and console log, see plan-files.ts; a blockdev-add's
+// nodes later), so a new kind of device needs no code here. Files qemu writes
+// become the VM uid's, mode 0600; files it only reads (shared images, ISOs,
+// firmware, kernels) are left as the operator made them and must be readable by
+// the VM's uid or the qemu group: otherwise the start is refused naming the
+// file, rather than qemu failing later.
 import { chmod, chown, mkdir, open, stat } from "node:fs/promises";
 import path from "node:path";
 import { FileNotAccessible, UnsafeImage } from "../errors.js";
@@ -17,28 +18,17 @@ export interface QemuFiles {
   readOnly: string[];
 }
 
-/** Every `"driver": "file"` node in a blockdev tree, with whether it (or a node above it) is read-only. */
+/**
+ * Every `"driver": "file"` node in a blockdev-add's arguments, with whether it (or a
+ * node above it) is read-only: any blockdev-add, not only a planned one (backup
+ * targets, migration mirrors).
+ */
 export function blockdevFiles(node: unknown, readOnlyAbove = false, out: QemuFiles = { readWrite: [], readOnly: [] }): QemuFiles {
   if (!node || typeof node !== "object") return out;
   const n = node as Record<string, unknown>;
   const readOnly = readOnlyAbove || n["read-only"] === true;
   if (n.driver === "file" && typeof n.filename === "string") (readOnly ? out.readOnly : out.readWrite).push(n.filename);
   for (const v of Object.values(n)) if (v && typeof v === "object") blockdevFiles(v, readOnly, out);
-  return out;
-}
-
-/** The files an argv makes qemu open. */
-export function argvFiles(argv: readonly string[]): QemuFiles & { logs: string[] } {
-  const out: QemuFiles & { logs: string[] } = { readWrite: [], readOnly: [], logs: [] };
-  argv.forEach((a, i) => {
-    const opt = argv[i - 1];
-    if (opt === "-blockdev" && a.startsWith("{")) blockdevFiles(JSON.parse(a), false, out);
-    else if (opt === "-kernel" || opt === "-initrd") out.readOnly.push(a);
-    else if (opt === "-chardev") {
-      const log = /(?:^|,)logfile=([^,]+)/.exec(a);
-      if (log) out.logs.push(log[1]!);
-    }
-  });
   return out;
 }
 
@@ -114,9 +104,9 @@ export async function prepareBlockdev(args: unknown, id: QemuIdentity): Promise<
 /**
  * Before qemu starts: the daemon's own directories stay root's (qemu may pass,
  * not list or write, so it cannot rewrite its definition); qemu gets a run
- * directory of its own for its sockets; then every file of the argv.
+ * directory of its own for its sockets; then every file of the plan.
  */
-export async function prepareQemuFiles(argv: readonly string[], paths: VmPaths, id: QemuIdentity, fieldOf?: FieldOf): Promise<void> {
+export async function prepareQemuFiles(files: QemuFiles & { logs: string[] }, paths: VmPaths, id: QemuIdentity, fieldOf?: FieldOf): Promise<void> {
   await chmod(paths.dir, 0o711);
   await chmod(paths.disksDir, 0o711).catch(() => {});
   await mkdir(paths.runDir, { recursive: true, mode: 0o711 });
@@ -124,7 +114,6 @@ export async function prepareQemuFiles(argv: readonly string[], paths: VmPaths, 
   await mkdir(paths.qemuRunDir, { recursive: true, mode: 0o700 });
   await chown(paths.qemuRunDir, id.uid, id.gid);
   await chmod(paths.qemuRunDir, 0o700);
-  const files = argvFiles(argv);
   // qemu appends to its console log; made here so that it is the VM's, not root's.
   for (const log of files.logs) await (await open(log, "a", 0o600)).close();
   await Promise.all([

@@ -3,13 +3,16 @@
 // netdev) and then the device on a free PCIe root port; it is removed device
 // first: device_del only asks the guest, which lets go in its own time (Linux's
 // pciehp waits 5 s for a cancel), and qemu reports DEVICE_DELETED once it has.
-// Only then may the backend be freed. The ids and node names are the ones the
-// argv builder gives at start, so a hot-added device looks exactly like one the
-// VM was started with, to qemu and to the next daemon.
+// Only then may the backend be freed. Each device is planned by the same
+// function as at start (src/qemu/plan-devices.ts), its QMP commands rendered from
+// that plan, so a hot-added device looks exactly like one the VM was started
+// with, to qemu and to the next daemon.
 import { access } from "node:fs/promises";
 import { DeviceRemovalPending, DeviceRemovalTimeout, NoFreeHotplugPort, QemuFailed } from "../errors.js";
-import { diskArgs, diskDeviceOptions, tapNetdev } from "../qemu/qemu-argv.js";
-import type { Accel } from "../qemu/qemu-argv.js";
+import type { Accel } from "../qemu/plan-types.js";
+import { diskBackendIds, diskDeviceId, nicDeviceId, netdevId, planDisk, planNic } from "../qemu/plan-devices.js";
+import { backendCommands, deviceAddCommand, type BackendCommand } from "../qemu/plan-qmp.js";
+import { runningDeviceIds } from "../qemu/running-argv.js";
 import type { PciDeviceInfo } from "../qmp/device-commands.js";
 import type { QmpEvent } from "../qmp/commands.js";
 import type { VmTap } from "../net/vm-taps.js";
@@ -17,9 +20,7 @@ import { isQ35, type DiskDefinition, type NicDefinition } from "./definition.js"
 import type { QemuSession } from "./qemu-session.js";
 import type { Vm } from "./vm.js";
 
-export const diskDeviceId = (disk: string): string => `disk-${disk}`;
-export const nicDeviceId = (index: number): string => `nic${index}`;
-export const netdevId = (index: number): string => `net${index}`;
+export { diskDeviceId, nicDeviceId };
 
 const ROOT_PORT_ID = /^rp(\d+)$/;
 
@@ -30,13 +31,8 @@ const ROOT_PORT_ID = /^rp(\d+)$/;
  * differently, which a live migration cannot carry over.
  */
 export function devicesChangedSinceStart(vm: Vm): boolean {
-  const argv = vm.session?.record.argv ?? [];
-  const atStart = new Set<string>();
-  argv.forEach((a, i) => {
-    if (argv[i - 1] !== "-device" || !a.startsWith("{")) return;
-    const id = (JSON.parse(a) as { id?: unknown }).id;
-    if (typeof id === "string" && /^(disk-.+|nic\d+)$/.test(id)) atStart.add(id);
-  });
+  // The qemu may be one an older daemon started: what it has is read from its own argv.
+  const atStart = new Set(runningDeviceIds(vm.session?.record.argv ?? []).filter((id) => /^(disk-.+|nic\d+)$/.test(id)));
   const now = [...vm.definition.disks.map((d) => diskDeviceId(d.name)), ...vm.definition.nics.map((_, i) => nicDeviceId(i))];
   return vm.pendingRemovals.size > 0 || now.length !== atStart.size || now.some((id) => !atStart.has(id));
 }
@@ -75,36 +71,17 @@ export async function freeRootPort(session: QemuSession, machine: string): Promi
   return free.id;
 }
 
-/** The QMP commands that make what `-object`/`-blockdev` options of the argv builder make at start. */
-function argvToCommands(argv: string[]): { command: "object-add" | "blockdev-add"; args: Record<string, unknown> }[] {
-  const out: { command: "object-add" | "blockdev-add"; args: Record<string, unknown> }[] = [];
-  for (let i = 0; i < argv.length; i += 2) {
-    const flag = argv[i];
-    const args = JSON.parse(argv[i + 1]!) as Record<string, unknown>;
-    if (flag === "-object") out.push({ command: "object-add", args });
-    else if (flag === "-blockdev") out.push({ command: "blockdev-add", args });
-    else throw new Error(`unexpected disk option ${flag}`);
-  }
-  return out;
-}
-
 /** Adds the disk's iothread and block nodes, then its virtio-blk device; on failure nothing is left. */
 export async function plugDisk(session: QemuSession, machine: string, disk: DiskDefinition, image: string, ioUring: boolean): Promise<void> {
-  const made: { command: string; args: Record<string, unknown> }[] = [];
+  const part = planDisk(disk, image, { ioUring });
+  const made: BackendCommand[] = [];
   try {
-    for (const c of argvToCommands(diskArgs(disk, image, { ioUring }))) {
+    for (const c of backendCommands(part)) {
       await session.execute(c.command, c.args);
       made.push(c);
     }
-    const bus = await freeRootPort(session, machine);
-    await session.execute("device_add", {
-      driver: "virtio-blk-pci",
-      id: diskDeviceId(disk.name),
-      drive: `d-${disk.name}`,
-      serial: disk.name,
-      ...diskDeviceOptions(disk),
-      ...(bus ? { bus } : {}),
-    });
+    const add = deviceAddCommand(part, await freeRootPort(session, machine));
+    await session.execute(add.command, add.args);
   } catch (err) {
     if (made.length > 0) await releaseDiskBackend(session, disk.name);
     throw err;
@@ -113,9 +90,10 @@ export async function plugDisk(session: QemuSession, machine: string, disk: Disk
 
 /** Frees what plugDisk made below the device; each part that is already gone counts as freed. */
 export async function releaseDiskBackend(session: QemuSession, disk: string): Promise<void> {
-  await ignoreMissing(session.execute("blockdev-del", { "node-name": `d-${disk}` }));
-  await ignoreMissing(session.execute("blockdev-del", { "node-name": `f-${disk}` }));
-  await ignoreMissing(session.execute("object-del", { id: `io-${disk}` }));
+  const ids = diskBackendIds(disk);
+  await ignoreMissing(session.execute("blockdev-del", { "node-name": ids.formatNode }));
+  await ignoreMissing(session.execute("blockdev-del", { "node-name": ids.fileNode }));
+  await ignoreMissing(session.execute("object-del", { id: ids.iothread }));
 }
 
 export interface NicPlug {
@@ -130,20 +108,11 @@ export interface NicPlug {
 export async function plugNic(session: QemuSession, machine: string, p: NicPlug): Promise<void> {
   const { index, nic, tap } = p;
   const vhost = tap !== undefined && p.accel === "kvm" && (await access("/dev/vhost-net").then(() => true, () => false));
-  const netdev = tap ? tapNetdev(tap, index, vhost) : { type: "user", id: netdevId(index) };
-  await session.execute("netdev_add", netdev);
+  const part = planNic(nic, index, tap, vhost);
+  for (const c of backendCommands(part)) await session.execute(c.command, c.args);
   try {
-    const bus = await freeRootPort(session, machine);
-    // As at start: a multi-queue NIC needs an MSI-X vector per queue pair, plus config and control.
-    const mq = tap && tap.queues > 1 ? { mq: true, vectors: 2 * tap.queues + 2 } : {};
-    await session.execute("device_add", {
-      driver: "virtio-net-pci",
-      id: nicDeviceId(index),
-      netdev: netdevId(index),
-      mac: nic.mac,
-      ...mq,
-      ...(bus ? { bus } : {}),
-    });
+    const add = deviceAddCommand(part, await freeRootPort(session, machine));
+    await session.execute(add.command, add.args);
   } catch (err) {
     await releaseNicBackend(session, index);
     throw err;

@@ -1,19 +1,17 @@
 // The files a definition names, resolved to absolute paths inside storage pools.
 // Done before anything is created or started, so a bad path is a 400 with the
 // field named and nothing changes.
-import type { ArgvInputs } from "../qemu/qemu-argv.js";
+import type { MachineFiles } from "../qemu/plan-types.js";
 import { diskPath, type VmPaths } from "../store/vm-paths.js";
 import type { StoragePools } from "../storage/storage-pools.js";
 import type { VmCreateRequest, VmDefinition } from "./definition.js";
-
-type Files = ArgvInputs["files"];
 
 export async function resolveVmFiles(
   def: Pick<VmDefinition, "boot" | "disks" | "cdrom">,
   pools: StoragePools,
   paths: VmPaths,
-): Promise<Files> {
-  const files: Files = { disks: {} };
+): Promise<MachineFiles> {
+  const files: MachineFiles = { disks: {} };
   if (def.boot.kernel) files.kernel = (await pools.resolveFile(def.boot.kernel, "boot.kernel")).absolute;
   if (def.boot.initrd) files.initrd = (await pools.resolveFile(def.boot.initrd, "boot.initrd")).absolute;
   if (def.cdrom?.image) files.cdrom = (await pools.resolveFile(def.cdrom.image, "cdrom.image")).absolute;

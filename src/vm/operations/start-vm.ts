@@ -5,7 +5,10 @@
 // qemu's own start-up, so they add little to the time a start takes.
 import { writeFile } from "node:fs/promises";
 import { QemuFailed, VmStateConflict } from "../../errors.js";
-import { buildQemuArgv, type ArgvInputs } from "../../qemu/qemu-argv.js";
+import { buildMachinePlan } from "../../qemu/machine-plan.js";
+import type { MachineFiles } from "../../qemu/plan-types.js";
+import { renderArgv } from "../../qemu/qemu-argv.js";
+import { planFiles } from "../../qemu/plan-files.js";
 import { launchQemu, type LaunchedQemu } from "../../qemu/qemu-launcher.js";
 import { readProcCmdline, readProcState, signalProcess } from "../../qemu/qemu-process.js";
 import { removeRuntimeRecord, writeRuntimeRecord, type RuntimeRecord } from "../../store/runtime-store.js";
@@ -31,7 +34,7 @@ const CONNECT_DEADLINE_MS = 30_000;
 interface StartContext {
   vm: Vm;
   host: HostContext;
-  files?: ArgvInputs["files"];
+  files?: MachineFiles;
   argv?: string[];
   launched?: LaunchedQemu;
   record?: RuntimeRecord;
@@ -82,7 +85,7 @@ const steps: Step<StartContext>[] = [
     name: "build-argv",
     journaled: false,
     run: async (c) => {
-      c.argv = buildQemuArgv({
+      const plan = buildMachinePlan({
         def: c.vm.definition,
         paths: c.vm.paths,
         accel: c.host.accel,
@@ -91,10 +94,11 @@ const steps: Step<StartContext>[] = [
         vhostNet: c.vhostNet,
         ioUring: c.host.ioUring,
       });
+      c.argv = renderArgv(plan);
       // Kept beside the VM's state so an operator can see (and rerun) the exact command.
       await writeFile(path.join(c.vm.paths.dir, "qemu.argv.json"), JSON.stringify([c.host.config.qemu, ...c.argv]) + "\n");
       // Root qemu opens whatever it is given; an unprivileged one gets its files first.
-      if (c.identity) await prepareQemuFiles(c.argv, c.vm.paths, c.identity, diskFields(c.vm.definition, c.files!));
+      if (c.identity) await prepareQemuFiles(planFiles(plan), c.vm.paths, c.identity, diskFields(c.vm.definition, c.files!));
       else await mkdir(c.vm.paths.qemuRunDir, { recursive: true, mode: 0o700 });
     },
   },
@@ -211,7 +215,7 @@ export async function startVm(vm: Vm, host: HostContext): Promise<void> {
 }
 
 /** A refused disk file is named by the definition's field for it. */
-function diskFields(def: VmDefinition, files: ArgvInputs["files"]): (file: string) => string | undefined {
+function diskFields(def: VmDefinition, files: MachineFiles): (file: string) => string | undefined {
   const byFile = new Map(def.disks.map((d, i) => [files.disks[d.name], d.image !== undefined ? `disks.${i}.image` : `disks.${i}`]));
   return (file) => byFile.get(file);
 }
