@@ -95,3 +95,4 @@ export const backup = [...vmChange, ...qemuCommand, DeviceNotFound, PathOutsideP
 export const fleet = [...anyRequest, NotInFleetMode, EtcdUnreachable] as const;
 export const jobCancel = [...withBody, JobNotFound, VmStateConflict] as const;
 export const diskResize = [...vmChange, ...qemuCommand, DeviceNotFound, StorageFailed] as const;
+export const screenshot = [...onVm, ...qemuCommand, VmStateConflict] as const;

@@ -66,25 +66,30 @@ t.test("every registered route is documented with its parameters and answers", a
     const op = doc.paths[openapiPath(route.url)]?.[route.method.toLowerCase()];
     if (!t.ok(op, `${where} is in the document`) || !op) continue;
     documented++;
-    t.ok(op.summary && op.operationId, `${where}: summary and operationId`);
-    const pathParams = [...route.url.matchAll(/:([A-Za-z]+)/g)].map((m) => m[1]);
+    const faults: string[] = [];
+    if (!op.summary || !op.operationId) faults.push("no summary or operationId");
+    const pathParams = [...route.url.matchAll(/:([A-Za-z]+)/g)].map((m) => m[1]!).sort();
     const declared = (op.parameters ?? []).filter((p) => p.in === "path");
-    t.same(declared.map((p) => p.name).sort(), pathParams.sort(), `${where}: its path parameters`);
-    t.ok(declared.every((p) => p.required), `${where}: path parameters are required`);
+    if (JSON.stringify(declared.map((p) => p.name).sort()) !== JSON.stringify(pathParams)) faults.push(`path parameters ${declared.map((p) => p.name)}`);
+    if (!declared.every((p) => p.required)) faults.push("an optional path parameter");
     const statuses = Object.keys(op.responses);
-    const success = statuses.filter((s) => /^[123]\d\d$/.test(s));
-    t.ok(success.length > 0, `${where}: a success answer (${success.join(", ")})`);
-    const failures = statuses.filter((s) => /^[45]\d\d$/.test(s) && op.responses[s]!.content?.["application/problem+json"]);
-    t.ok(failures.includes("401") && failures.includes("500"), `${where}: 401 (TCP without the token) and 500 as problems`);
-    if (pathParams.length > 0) t.ok(failures.includes("400"), `${where}: 400 for an invalid path parameter`);
+    if (!statuses.some((s) => /^[123]\d\d$/.test(s))) faults.push("no success answer");
+    const failures = statuses.filter((s) => /^[45]\d\d$/.test(s));
+    for (const s of ["401", "500", ...(pathParams.length > 0 ? ["400"] : [])]) if (!failures.includes(s)) faults.push(`no ${s}`);
     for (const s of failures) {
-      const schema = op.responses[s]!.content!["application/problem+json"]!.schema as { allOf?: Record<string, any>[] };
-      t.equal(schema.allOf?.[0]?.$ref, "#/components/schemas/Problem", `${where} ${s}: the shared Problem schema`);
+      const schema = op.responses[s]!.content?.["application/problem+json"]?.schema as { allOf?: Record<string, any>[] } | undefined;
+      if (!schema) {
+        // The one JSON answer among the failures: a migration target still adopting the VM says so.
+        if (!(route.url === "/v1/incoming/:name" && s === "503")) faults.push(`${s} is not a problem`);
+        continue;
+      }
+      if (schema.allOf?.[0]?.$ref !== "#/components/schemas/Problem") faults.push(`${s} is not the shared Problem`);
       const listedCodes: string[] = schema.allOf?.[1]?.properties?.code?.enum ?? [];
-      t.ok(listedCodes.length > 0 && listedCodes.every((c) => codes.has(c)), `${where} ${s}: its error codes (${listedCodes.join(", ")})`);
-      t.ok(listedCodes.every((c) => op.responses[s]!.description.includes(c)), `${where} ${s}: the codes in the description`);
+      if (listedCodes.length === 0 || !listedCodes.every((c) => codes.has(c))) faults.push(`${s} codes ${listedCodes}`);
+      if (!listedCodes.every((c) => op.responses[s]!.description.includes(c))) faults.push(`${s} description does not name its codes`);
     }
-    t.ok((op.security ?? doc.security).some((req) => typeof req === "object" && req !== null && "peerToken" in req), `${where}: the bearer token applies`);
+    if (!(op.security ?? doc.security).some((req) => typeof req === "object" && req !== null && "peerToken" in req)) faults.push("no bearer token");
+    t.same(faults, [], `${where}: ${pathParams.length} path parameters, answers ${statuses.join(" ")}`);
   }
   t.equal(documented, listed.length - undocumented.length, "every route is documented");
   t.equal(

@@ -18,7 +18,7 @@ export function registerDisplayRoutes(app: FastifyInstance, registry: VmRegistry
         params: vmParams,
         response: {
           200: content("the display", { "image/png": binary() }),
-          ...problems(...errors.onVm, ...errors.qemuCommand, ...errors.vmChange),
+          ...problems(...errors.screenshot),
         },
       },
     },
