@@ -6,7 +6,7 @@
 // answer's objects may carry more fields than it lists (openapi.ts). The types
 // of these schemas check, at compile time, that each route returns what it says.
 import { z } from "zod";
-import { errorCatalogue, type VmhError } from "../errors.js";
+import { errorCatalogue } from "../errors.js";
 import { lastExitSchema } from "../store/runtime-store.js";
 import { vmDefinitionSchema } from "../vm/definition.js";
 import { vmStates } from "../vm/vm-state.js";
@@ -138,7 +138,7 @@ export const json = (description: string, schema: z.ZodType) => content(descript
 
 export const binary = () => z.string().meta({ format: "binary" });
 
-type ErrorClass = (typeof errorCatalogue)[number] | { readonly code: string; readonly status: number; readonly title: string; prototype: VmhError };
+type ErrorClass = (typeof errorCatalogue)[number];
 
 /**
  * The problem answers of one route, one per status: a Problem whose `code` is one
