@@ -1,12 +1,13 @@
 // The fastify application: routes, input limits and error mapping. It knows
 // nothing of VMs beyond calling the registry.
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from "fastify";
 import websocket from "@fastify/websocket";
+import { validatorCompiler } from "fastify-type-provider-zod";
 import type { Logger } from "pino";
 import { RouteNotFound } from "../errors.js";
 import type { HostInventory } from "../host/host-inventory.js";
 import type { VmRegistry } from "../vm/vm-registry.js";
-import { buildOpenApi } from "./openapi.js";
+import { registerApiDocument, registerApiDocumentRoute } from "./openapi.js";
 import { errorHandler, sendProblem } from "./problem.js";
 import { registerCdromRoutes } from "./routes/cdrom-routes.js";
 import { registerDeviceRoutes } from "./routes/device-routes.js";
@@ -91,6 +92,15 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
   // The API speaks JSON only: any other body is a 415, not a string for zod to puzzle over.
   app.removeContentTypeParser("text/plain");
   app.setErrorHandler(errorHandler);
+  // Each route's zod schemas check its input (a refusal is mapped to VMH_ERR_VALIDATION
+  // in errorHandler). Its response schemas document the answer, but do not filter it:
+  // the client gets every field the route returns, as before the schemas existed.
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  // No body (or JSON null) is an empty object, so that `{}`-shaped schemas accept a bare POST.
+  app.addHook("preValidation", async (req) => {
+    if (req.body == null && req.routeOptions.schema?.body) req.body = {};
+  });
   // Peers are told apart by address on TCP only: on the Unix socket every client has none.
   const streams = new ClientSlots({
     total: deps.streams?.total ?? HTTP_LIMITS.streams,
@@ -119,22 +129,27 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
       done();
     },
   });
-  // Built on first request: most daemons are never asked for it.
-  let openapi: ReturnType<typeof buildOpenApi> | undefined;
-  app.get("/openapi.json", async () => (openapi ??= buildOpenApi()));
-  registerHostRoutes(app, inventory);
-  registerVmRoutes(app, registry);
-  registerConsoleRoutes(app, registry);
-  registerConsoleSocketRoutes(app, registry, streams);
-  registerDisplayRoutes(app, registry);
-  registerMigrationRoutes(app, migration);
-  registerCdromRoutes(app, registry);
-  registerDeviceRoutes(app, registry);
-  registerStorageRoutes(app, registry, storage);
-  registerEventRoutes(app, registry.host.bus, streams);
-  registerMetricsRoutes(app, registry);
-  registerQmpRoutes(app, registry);
-  registerCloudInitRoutes(app, registry);
-  registerFleetRoutes(app, registry);
+  registerApiDocument(app);
+  // Added once the document's collector has loaded (fastify loads plugins in order), so it
+  // sees every route; in the root context (skip-override), as if declared at the top level.
+  const routes: FastifyPluginAsync = async (scope) => {
+    registerApiDocumentRoute(scope);
+    registerHostRoutes(scope, inventory);
+    registerVmRoutes(scope, registry);
+    registerConsoleRoutes(scope, registry);
+    registerConsoleSocketRoutes(scope, registry, streams);
+    registerDisplayRoutes(scope, registry);
+    registerMigrationRoutes(scope, migration);
+    registerCdromRoutes(scope, registry);
+    registerDeviceRoutes(scope, registry);
+    registerStorageRoutes(scope, registry, storage);
+    registerEventRoutes(scope, registry.host.bus, streams);
+    registerMetricsRoutes(scope, registry);
+    registerQmpRoutes(scope, registry);
+    registerCloudInitRoutes(scope, registry);
+    registerFleetRoutes(scope, registry);
+  };
+  Object.assign(routes, { [Symbol.for("skip-override")]: true });
+  void app.register(routes);
   return app;
 }

@@ -12,6 +12,7 @@ import {
   ValidationFailed,
   VmhError,
 } from "../errors.js";
+import { fromSchemaValidation } from "./validation.js";
 
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
 
@@ -48,6 +49,8 @@ export function asVmhError(err: unknown): VmhError {
   if (errno === "EROFS" || errno === "EIO") {
     return new StateWriteFailed(`cannot record state: ${(err as Error).message}`, { errno });
   }
+  const invalid = fromSchemaValidation(err);
+  if (invalid) return invalid;
   const fe = err as Partial<FastifyError>;
   const status = fe.statusCode ?? 0;
   if (status === 413) return new PayloadTooLarge(fe.message ?? "request body too large", { field: "body" });

@@ -346,15 +346,18 @@ export async function runFuzz(runs: number, seed?: number, log: (s: string) => v
   const d = await startDaemon({ args: ["--listen", `127.0.0.1:${port}`, "--peer-token", FUZZ_TOKEN] });
   try {
     await d.api.json("POST", "/v1/vms", { name: FUZZ_VM, memoryMiB: 64, disks: [{ name: "root", sizeGiB: 1 }] });
-    const openapi = await d.api.json<{ paths: Record<string, Record<string, { requestBody?: { content?: Record<string, { schema?: { $ref?: string } }> } }>>; components: { schemas: Record<string, { properties?: Record<string, unknown> }> } }>(
+    type Schema = { $ref?: string; properties?: Record<string, unknown> };
+    const openapi = await d.api.json<{ paths: Record<string, Record<string, { requestBody?: { content?: Record<string, { schema?: Schema }> } }>>; components: { schemas: Record<string, Schema> } }>(
       "GET",
       "/openapi.json",
     );
     const ops: Operation[] = [];
     for (const [template, methods] of Object.entries(openapi.paths)) {
       for (const [method, spec] of Object.entries(methods)) {
-        const ref = spec.requestBody?.content?.["application/json"]?.schema?.$ref?.split("/").pop();
-        const props = ref ? Object.keys(openapi.components.schemas[ref]?.properties ?? {}) : [];
+        // A body schema is a named component or written in place.
+        const schema = spec.requestBody?.content?.["application/json"]?.schema;
+        const ref = schema?.$ref?.split("/").pop();
+        const props = Object.keys((ref ? openapi.components.schemas[ref] : schema)?.properties ?? {});
         ops.push({ method: method.toUpperCase(), template, bodyFields: props });
       }
     }

@@ -5,12 +5,14 @@
 // a problem document, so a client gets the same codes as anywhere else. Each
 // viewer holds one of the listener's stream slots (and its peer's) while open.
 import type { FastifyInstance } from "fastify";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { WebSocket, RawData } from "ws";
 import { ConsoleBusy, TooManyClients, ValidationFailed, VmhError } from "../../errors.js";
 import { ConsoleEnd, type ConsoleViewer } from "../../vm/console-hub.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
+import * as errors from "../route-errors.js";
+import { noContent, problems } from "../response-schemas.js";
 import { consoleQuery, vmParams } from "../schemas.js";
-import { parseInput } from "../validation.js";
 import { peerAddress, type ClientSlots } from "../client-slots.js";
 
 export function registerConsoleSocketRoutes(app: FastifyInstance, registry: VmRegistry, streams: ClientSlots): void {
@@ -20,12 +22,23 @@ export function registerConsoleSocketRoutes(app: FastifyInstance, registry: VmRe
 }
 
 function consoleRoute(app: FastifyInstance, registry: VmRegistry, streams: ClientSlots): void {
-  app.route({
+  app.withTypeProvider<ZodTypeProvider>().route({
     method: "GET",
     url: "/v1/vms/:name/console",
+    schema: {
+      operationId: "attachConsole",
+      summary: "interactive serial console (WebSocket upgrade): guest output as binary frames, the writer's frames to the guest",
+      description:
+        "mode=rw for the one writer, mode=ro (default) to watch. Closed with 4000 when qemu exits, 4001 if its console " +
+        "connection is lost, 4002 for a viewer too far behind; 429 beyond --max-console-viewers or the listener's stream caps. " +
+        "A plain GET without Upgrade: websocket is refused (400).",
+      params: vmParams,
+      querystring: consoleQuery,
+      response: { 101: noContent("switching to WebSocket"), ...problems(...errors.consoleSocket) },
+    },
     preHandler: async (req) => {
-      const { name } = parseInput(vmParams, req.params, "params");
-      const { mode } = parseInput(consoleQuery, req.query, "query");
+      const { name } = req.params;
+      const { mode } = req.query;
       registry.get(name).console.check(mode);
       const peer = peerAddress(req.socket.remoteAddress);
       if (streams.refusal(peer)) throw streams.refusalError(peer, "event streams and consoles");
@@ -39,8 +52,8 @@ function consoleRoute(app: FastifyInstance, registry: VmRegistry, streams: Clien
     // Runs right after preHandler in the same turn of the event loop, so the writer
     // seen free there is still free here; a refusal after all closes the socket.
     wsHandler: (socket, req) => {
-      const { name } = parseInput(vmParams, req.params, "params");
-      const { mode } = parseInput(consoleQuery, req.query, "query");
+      const { name } = req.params;
+      const { mode } = req.query;
       let attachment;
       const release = streams.take(peerAddress(req.socket.remoteAddress));
       try {

@@ -1,14 +1,30 @@
 // The VM's graphical display: a PNG of what it shows now.
 import type { FastifyInstance } from "fastify";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { takeScreenshot } from "../../vm/screenshot.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
+import * as errors from "../route-errors.js";
+import { binary, content, problems } from "../response-schemas.js";
 import { vmParams } from "../schemas.js";
-import { parseInput } from "../validation.js";
 
 export function registerDisplayRoutes(app: FastifyInstance, registry: VmRegistry): void {
-  app.get("/v1/vms/:name/screenshot", async (req, reply) => {
-    const { name } = parseInput(vmParams, req.params, "params");
-    const png = await takeScreenshot(registry.get(name));
-    return reply.type("image/png").header("cache-control", "no-store").send(png);
-  });
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  r.get(
+    "/v1/vms/:name/screenshot",
+    {
+      schema: {
+        operationId: "takeScreenshot",
+        summary: "what the VM's display shows now, as PNG (qemu screendump)",
+        params: vmParams,
+        response: {
+          200: content("the display", { "image/png": binary() }),
+          ...problems(...errors.screenshot),
+        },
+      },
+    },
+    async (req, reply) => {
+      const png = await takeScreenshot(registry.get(req.params.name));
+      return reply.type("image/png").header("cache-control", "no-store").send(png);
+    },
+  );
 }

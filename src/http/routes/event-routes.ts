@@ -5,13 +5,36 @@
 // up gets `events.dropped` and is disconnected (see SseClient). Each stream holds
 // one of the listener's stream slots (and its peer's) while open.
 import type { FastifyInstance } from "fastify";
-import { ValidationFailed } from "../../errors.js";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
+import { z } from "zod";
 import type { DaemonEvent, EventBus } from "../../events/event-bus.js";
 import type { EventPayload } from "../../events/event-catalogue.js";
+import * as errors from "../route-errors.js";
+import { content, named, problems } from "../response-schemas.js";
 import { eventsQuery } from "../schemas.js";
 import { defaultSseLimits, SseClient, type SseLimits } from "../sse-client.js";
-import { parseInput } from "../validation.js";
 import { peerAddress, type ClientSlots } from "../client-slots.js";
+
+const eventsHeaders = z.looseObject({
+  "last-event-id": z
+    .string()
+    .regex(/^(\d{1,15})?$/, "not an event id")
+    .optional()
+    .describe("resume after this event id (wins over ?since=)"),
+});
+
+const eventSchema = named(
+  z
+    .object({
+      id: z.number().int().optional().describe("one more per event the daemon publishes; restarts at 1 with the daemon"),
+      time: z.string(),
+      type: z.string().describe("vm.state, operation.started, operation.ended, job.progress, job.ended, qemu.<EVENT>, daemon.started, ..."),
+      vm: z.string().optional(),
+      data: z.record(z.string(), z.unknown()),
+    })
+    .describe("the data line of one event, as JSON; events.lost and events.dropped (about the stream itself) have no id"),
+  "Event",
+);
 
 /** Comment lines keep idle connections (and proxies) from timing out. */
 const HEARTBEAT_MS = 15_000;
@@ -24,9 +47,22 @@ export function registerEventRoutes(app: FastifyInstance, bus: EventBus, streams
     done();
   });
 
-  app.get("/v1/events", async (req, reply) => {
-    const { vm, since: sinceQuery } = parseInput(eventsQuery, req.query, "query");
-    const since = lastEventId(req.headers["last-event-id"]) ?? sinceQuery;
+  const route = {
+    schema: {
+      operationId: "streamEvents",
+      summary: "the daemon's events as Server-Sent Events (id, event type, data: the event as JSON)",
+      description:
+        "Resumes after Last-Event-ID or ?since=; events.lost when the ring no longer holds the missed ones; " +
+        "events.dropped, then disconnection, for a client that does not keep up. A comment line every 15 s.",
+      querystring: eventsQuery,
+      headers: eventsHeaders,
+      response: { 200: content("an endless stream", { "text/event-stream": eventSchema }), ...problems(...errors.stream) },
+    },
+  };
+  app.withTypeProvider<ZodTypeProvider>().get("/v1/events", route, async (req, reply) => {
+    const { vm, since: sinceQuery } = req.query;
+    const header = req.headers["last-event-id"];
+    const since = header ? Number(header) : sinceQuery;
     const release = streams.takeOrRefuse(peerAddress(req.socket.remoteAddress), "event streams and consoles");
     reply.hijack();
     const res = reply.raw;
@@ -90,14 +126,4 @@ function eventFrame(e: DaemonEvent): string {
 function syntheticFrame<K extends "events.lost" | "events.dropped">(type: K, vm: string | undefined, data: EventPayload<K>): string {
   const body = { time: new Date().toISOString(), type, ...(vm ? { vm } : {}), data };
   return `event: ${type}\ndata: ${JSON.stringify(body)}\n\n`;
-}
-
-function lastEventId(header: string | string[] | undefined): number | undefined {
-  if (header === undefined) return undefined;
-  const value = Array.isArray(header) ? header[0] : header;
-  if (value === undefined || value === "") return undefined;
-  if (!/^\d{1,15}$/.test(value)) {
-    throw new ValidationFailed("invalid header: Last-Event-ID must be an event id", [{ field: "last-event-id", message: "not an event id" }]);
-  }
-  return Number(value);
 }

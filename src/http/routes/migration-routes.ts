@@ -1,14 +1,15 @@
 // Live migration: the operator's side (/v1/vms/{name}/migrate, /v1/jobs) and the
 // peer side that a source daemon drives on the destination (/v1/incoming).
 import type { FastifyInstance } from "fastify";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { JobRegistry } from "../../jobs/job-registry.js";
 import type { MigrationSource } from "../../migration/migration-source.js";
 import type { MigrationTarget } from "../../migration/migration-target.js";
 import { incomingRequestSchema, migrateRequestSchema } from "../../migration/migration-schema.js";
-import { vmNameSchema } from "../../vm/definition.js";
+import * as errors from "../route-errors.js";
+import { incomingReplySchema, incomingStateSchema, jobListSchema, jobSchema, json, named, noContent, problems, vmSchema } from "../response-schemas.js";
 import { emptyBody, vmParams } from "../schemas.js";
-import { parseInput } from "../validation.js";
 
 const jobParams = z.object({ id: z.uuid() }).strict();
 const incomingQuery = z.object({ uuid: z.uuid().optional() }).strict();
@@ -20,42 +21,120 @@ export interface MigrationDeps {
 }
 
 export function registerMigrationRoutes(app: FastifyInstance, { jobs, source, target }: MigrationDeps): void {
-  app.post("/v1/vms/:name/migrate", async (req, reply) => {
-    const { name } = parseInput(vmParams, req.params, "params");
-    const body = parseInput(migrateRequestSchema, req.body ?? {}, "body");
-    const job = await source.start(name, body);
-    return reply.status(202).header("location", `/v1/jobs/${job.id}`).send(job.view());
-  });
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  r.post(
+    "/v1/vms/:name/migrate",
+    {
+      schema: {
+        operationId: "migrateVm",
+        summary: "live-migrate to another host; answers 202 with the job (Location: the job)",
+        params: vmParams,
+        body: named(migrateRequestSchema, "MigrateRequest"),
+        response: { 202: json("the migration job", jobSchema), ...problems(...errors.migration) },
+      },
+    },
+    async (req, reply) => {
+      const job = await source.start(req.params.name, req.body);
+      return reply.status(202).header("location", `/v1/jobs/${job.id}`).send(job.view());
+    },
+  );
 
-  app.get("/v1/jobs", async () => ({ jobs: jobs.list().map((j) => j.view()) }));
-  app.get("/v1/jobs/:id", async (req) => jobs.get(parseInput(jobParams, req.params, "params").id).view());
-  app.post("/v1/jobs/:id/cancel", async (req, reply) => {
-    const job = jobs.get(parseInput(jobParams, req.params, "params").id);
-    parseInput(emptyBody, req.body ?? {}, "body");
-    job.cancel();
-    return reply.status(202).send(job.view());
-  });
+  r.get(
+    "/v1/jobs",
+    { schema: { operationId: "listJobs", summary: "jobs, running and recently finished", response: { 200: jobListSchema, ...problems(...errors.anyRequest) } } },
+    async () => ({ jobs: jobs.list().map((j) => j.view()) }),
+  );
+  r.get(
+    "/v1/jobs/:id",
+    {
+      schema: {
+        operationId: "getJob",
+        summary: "one job: phase, progress, result or error",
+        params: jobParams,
+        response: { 200: json("the job", jobSchema), ...problems(...errors.job) },
+      },
+    },
+    async (req) => jobs.get(req.params.id).view(),
+  );
+  r.post(
+    "/v1/jobs/:id/cancel",
+    {
+      schema: {
+        operationId: "cancelJob",
+        summary: "cancel a running job",
+        params: jobParams,
+        body: emptyBody,
+        response: { 202: json("the job, cancelling", jobSchema), ...problems(...errors.jobCancel) },
+      },
+    },
+    async (req, reply) => {
+      const job = jobs.get(req.params.id);
+      job.cancel();
+      return reply.status(202).send(job.view());
+    },
+  );
 
-  app.post("/v1/incoming", async (req, reply) => {
-    const body = parseInput(incomingRequestSchema, req.body ?? {}, "body");
-    return reply.status(201).send(await target.prepare(body));
-  });
-  app.get("/v1/incoming/:name", async (req, reply) => {
-    const { name } = parseInput(z.object({ name: vmNameSchema }).strict(), req.params, "params");
-    const { uuid } = parseInput(incomingQuery, req.query, "query");
-    const state = target.state(name, uuid);
-    // "unknown": this daemon is still adopting the VM; the source must ask again, not guess.
-    return reply.status(state === "unknown" ? 503 : 200).send({ name, state });
-  });
-  app.post("/v1/incoming/:name/commit", async (req) => {
-    const { name } = parseInput(vmParams, req.params, "params");
-    parseInput(emptyBody, req.body ?? {}, "body");
-    return (await target.commit(name)).view();
-  });
-  app.delete("/v1/incoming/:name", async (req, reply) => {
-    const { name } = parseInput(vmParams, req.params, "params");
-    parseInput(emptyBody, req.body ?? {}, "body");
-    await target.abort(name, "the source asked");
-    return reply.status(204).send();
-  });
+  r.post(
+    "/v1/incoming",
+    {
+      schema: {
+        operationId: "prepareIncoming",
+        summary: "peer API: prepare to receive a VM (the source daemon calls this)",
+        body: incomingRequestSchema,
+        response: { 201: json("where to send RAM and disks", incomingReplySchema), ...problems(...errors.incoming) },
+      },
+    },
+    async (req, reply) => reply.status(201).send(await target.prepare(req.body)),
+  );
+  r.get(
+    "/v1/incoming/:name",
+    {
+      schema: {
+        operationId: "getIncoming",
+        summary: "peer API: preparing, receiving, running (committed) or aborted",
+        params: vmParams,
+        querystring: incomingQuery,
+        response: {
+          200: incomingStateSchema,
+          // "unknown": this daemon is still adopting the VM; the source must ask again, not guess.
+          503: json("unknown yet: the daemon is still adopting the VM; ask again", incomingStateSchema),
+          ...problems(...errors.withInput),
+        },
+      },
+    },
+    async (req, reply) => {
+      const { name } = req.params;
+      const state = target.state(name, req.query.uuid);
+      return reply.status(state === "unknown" ? 503 : 200).send({ name, state });
+    },
+  );
+  r.post(
+    "/v1/incoming/:name/commit",
+    {
+      schema: {
+        operationId: "commitIncoming",
+        summary: "peer API: RAM arrived and the source is paused: resume the guest here",
+        params: vmParams,
+        body: emptyBody,
+        response: { 200: json("the VM", vmSchema), ...problems(...errors.vmChange, ...errors.qemuCommand) },
+      },
+    },
+    async (req) => (await target.commit(req.params.name)).view(),
+  );
+  r.delete(
+    "/v1/incoming/:name",
+    {
+      schema: {
+        operationId: "abortIncoming",
+        summary: "peer API: abort an incoming VM that was not committed",
+        params: vmParams,
+        body: emptyBody,
+        response: { 204: noContent("removed"), ...problems(...errors.vmChange) },
+      },
+    },
+    async (req, reply) => {
+      await target.abort(req.params.name, "the source asked");
+      return reply.status(204).send();
+    },
+  );
 }

@@ -2,28 +2,45 @@
 // own connection to the VM's qemu. Which commands run, and under which lock, is
 // the VM side's business (src/vm/qmp-passthrough.ts); this route only parses.
 import type { FastifyInstance } from "fastify";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import { runPassthrough } from "../../vm/qmp-passthrough.js";
-import { parseInput } from "../validation.js";
+import * as errors from "../route-errors.js";
+import { named, problems, qmpReturnSchema } from "../response-schemas.js";
 import { vmParams } from "../schemas.js";
 
-export const qmpPassthroughBody = z
-  .object({
-    execute: z
-      .string()
-      .regex(/^[A-Za-z][A-Za-z0-9_-]{0,63}$/, "must be a QMP command name")
-      .refine((c) => c !== "qmp_capabilities", "capabilities are already negotiated"),
-    arguments: z.record(z.string(), z.unknown()).optional(),
-  })
-  .strict();
+export const qmpPassthroughBody = named(
+  z
+    .object({
+      execute: z
+        .string()
+        .regex(/^[A-Za-z][A-Za-z0-9_-]{0,63}$/, "must be a QMP command name")
+        .refine((c) => c !== "qmp_capabilities", "capabilities are already negotiated"),
+      arguments: z.record(z.string(), z.unknown()).optional(),
+    })
+    .strict(),
+  "QmpCommand",
+);
 
 export function registerQmpRoutes(app: FastifyInstance, registry: VmRegistry): void {
-  app.post("/v1/vms/:name/qmp", async (req) => {
-    const { name } = parseInput(vmParams, req.params, "params");
-    const body = parseInput(qmpPassthroughBody, req.body ?? {}, "body");
-    const vm = registry.get(name);
-    const result = await runPassthrough(vm, body, registry.host.config.qmpPassthrough, req.log);
-    return { return: result ?? {} };
-  });
+  app.withTypeProvider<ZodTypeProvider>().post(
+    "/v1/vms/:name/qmp",
+    {
+      schema: {
+        operationId: "runQmpCommand",
+        summary: "run one QMP command on the running VM's qemu, logged and evented (secrets redacted)",
+        description:
+          "Only the allowlist's queries and guest-only actions unless --qmp-passthrough=all (403 otherwise); actions take the operation lock.",
+        params: vmParams,
+        body: qmpPassthroughBody,
+        response: { 200: qmpReturnSchema, ...problems(...errors.qmpPassthrough) },
+      },
+    },
+    async (req) => {
+      const vm = registry.get(req.params.name);
+      const result = await runPassthrough(vm, req.body, registry.host.config.qmpPassthrough, req.log);
+      return { return: result ?? {} };
+    },
+  );
 }
