@@ -108,8 +108,8 @@ t.test("metrics of a running VM come from its qemu", async (t) => {
   );
 
   t.ok(
-    sum(later.e, "vmhostd_http_request_duration_seconds_count", { route: "/v1/vms/:name/:action", method: "POST", status: "200" }) >= 1,
-    "the HTTP histogram has the start, by route pattern (/v1/vms/:name/:action)",
+    sum(later.e, "vmhostd_http_request_duration_seconds_count", { route: "/v1/vms/:name/start", method: "POST", status: "200" }) >= 1,
+    "the HTTP histogram has the start, by route pattern (/v1/vms/:name/start)",
   );
   t.ok(sum(later.e, "vmhostd_qmp_command_duration_seconds_count", { command: "query-blockstats", outcome: "ok" }) >= 2, "QMP histogram: query-blockstats");
   t.ok(sum(later.e, "vmhostd_qmp_command_duration_seconds_count", { command: "cont" }) >= 1, "QMP histogram: cont of the start");
