@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up shared by `npm start` (--daemon) and `npm test` (--test): install the
-# Debian packages that are missing, the npm dependencies, and build. Each step
-# is skipped when already done, so running it again is cheap.
+# Debian packages that are missing, then the npm dependencies and the build
+# (scripts/build.sh). Each step is skipped when already done, so running it
+# again is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,12 +49,4 @@ if [ "$mode" = "--test" ] && [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun
   $sudo chmod 0666 /dev/net/tun
 fi
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "setup: installing npm dependencies" >&2
-  npm ci --no-audit --no-fund --loglevel=error
-fi
-
-if [ ! -f dist/src/main.js ] || [ -n "$(find src test bench tsconfig.json -newer dist/src/main.js -name '*.ts' -o -newer dist/src/main.js -name tsconfig.json 2>/dev/null | head -1)" ]; then
-  echo "setup: building" >&2
-  npx tsc -p tsconfig.json
-fi
+bash scripts/build.sh

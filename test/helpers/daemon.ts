@@ -5,12 +5,13 @@ import { readFileSync } from "node:fs";
 import { chmod, copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ApiClient } from "../../src/cli/api-client.js";
+import { distRoot } from "./dist-root.js";
 import { ensureGuest, parseGuestMarkers, type GuestMarkers } from "./guest.js";
 
-export const distRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export { distRoot };
+
 export const mainJs = path.join(distRoot, "src/main.js");
 export const vmctlJs = path.join(distRoot, "src/cli/vmctl.js");
 

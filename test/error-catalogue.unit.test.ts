@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import t from "tap";
 import { errorCatalogue } from "../src/errors.js";
-import { distRoot } from "./helpers/daemon.js";
+import { distRoot } from "./helpers/dist-root.js";
 
 t.test("error codes and the README agree", async (t) => {
   const readme = await readFile(path.join(distRoot, "..", "README.md"), "utf8");

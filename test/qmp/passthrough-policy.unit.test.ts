@@ -74,7 +74,7 @@ t.test("secrets are redacted at any depth, the rest is kept", async (t) => {
 t.test("the README's allowlist is the code's", async (t) => {
   const { readFile } = await import("node:fs/promises");
   const path = await import("node:path");
-  const { distRoot } = await import("../helpers/daemon.js");
+  const { distRoot } = await import("../helpers/dist-root.js");
   const readme = await readFile(path.join(distRoot, "..", "README.md"), "utf8");
   const table = readme.slice(readme.indexOf("| allowed by default |"));
   const rows = [...table.slice(0, table.search(/\n\s*\n/)).matchAll(/^\s*\| `([^`]+)` \|/gm)].map((m) => m[1]);

@@ -1,7 +1,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import t from "tap";
-import { distRoot } from "../helpers/daemon.js";
+import { distRoot } from "../helpers/dist-root.js";
 import { buildQemuArgv } from "../../src/qemu/qemu-argv.js";
 import { vmPaths } from "../../src/store/vm-paths.js";
 import { completeDefinition, vmCreateSchema } from "../../src/vm/definition.js";
