@@ -11,7 +11,8 @@ import { pino } from "pino";
 import t, { type Test } from "tap";
 import { loadConfig } from "../../src/config.js";
 import { VmBusy } from "../../src/errors.js";
-import { EventBus } from "../../src/events/event-bus.js";
+import { EventBus, type DaemonEvent } from "../../src/events/event-bus.js";
+import type { BusEventType } from "../../src/events/event-catalogue.js";
 import { QemuUsers } from "../../src/qemu/qemu-user.js";
 import { DefinitionStore } from "../../src/store/definition-store.js";
 import { writeLastExit } from "../../src/store/runtime-store.js";
@@ -20,6 +21,11 @@ import { StoragePools } from "../../src/storage/storage-pools.js";
 import { vmCreateSchema } from "../../src/vm/definition.js";
 import type { HostContext } from "../../src/vm/host-context.js";
 import { VmRegistry } from "../../src/vm/vm-registry.js";
+
+/** The events of one type the registry's bus holds, typed by the catalogue. */
+function heldEvents<K extends BusEventType>(r: VmRegistry, type: K): DaemonEvent<K>[] {
+  return r.host.bus.since(0).filter((e): e is DaemonEvent<K> => e.type === type);
+}
 
 const log = pino({ level: "silent" });
 const UUID_A = "0b7c4f3e-2f7a-4c7e-9a53-0f3c3f7e2a11";
@@ -79,7 +85,7 @@ t.test("a created VM is stopped, stored, and found again by the next daemon", as
   const second = await registryIn(root);
   t.same(second.list().map((v) => [v.name, v.state(), v.definition.uuid]), [["web-1", "stopped", UUID_A]]);
   t.same(eventTypes(second, "web-1"), ["operation.started", "vm.state", "vm.state", "operation.ended", "vm.adopted"], "adoption runs as an operation of its own");
-  const states = second.host.bus.since(0).filter((e) => e.type === "vm.state").map((e) => e.data.state);
+  const states = heldEvents(second, "vm.state").map((e) => e.data.state);
   t.same(states, ["unknown", "stopped"], "unknown while adopted, then what the files say");
   t.match(second.host.bus.since(0).find((e) => e.type === "vm.adopted")?.data, { state: "stopped" });
 });
@@ -113,7 +119,7 @@ t.test("a VM in state error may only be stopped", async (t) => {
   }
   await t.rejects(r.delete("c-broken"), { code: "VMH_ERR_VM_STATE", fields: { wanted: "delete" } }, "not deleted: the operator decides what its files are");
   await t.rejects(r.perform("c-broken", { kind: "stop" }), { code: "VMH_ERR_VM_STATE", fields: { state: "error", wanted: "stop" } }, "no qemu to stop");
-  const ran = r.host.bus.since(0).filter((e) => e.type === "operation.started").map((e) => e.data.operation);
+  const ran = heldEvents(r, "operation.started").map((e) => e.data.operation);
   t.same(ran, ["adopt", "stop"], "of all these, only the stop got as far as running (a live qemu could be behind it)");
 });
 
@@ -163,7 +169,7 @@ t.test("refusals: an unknown VM, a busy one, an operation its state forbids", as
   }
   await t.rejects(r.perform("web-1", { kind: "stop" }), { code: "VMH_ERR_VM_STATE", fields: { state: "stopped", wanted: "stop" } }, "stop of a stopped VM");
   await t.rejects(stat(vm.paths.journal), { code: "ENOENT" }, "the refusals left no journal entry");
-  const ended = r.host.bus.since(0).filter((e) => e.type === "operation.ended" && e.vm === "web-1").map((e) => [e.data.operation, e.data.result]);
+  const ended = heldEvents(r, "operation.ended").filter((e) => e.vm === "web-1").map((e) => [e.data.operation, e.data.result]);
   t.same(ended, [["reset", "ok"], ["pause", "failed"], ["resume", "failed"], ["reset", "failed"], ["stop", "failed"]], "refused by state: begun and failed; refused as busy: never begun");
 });
 

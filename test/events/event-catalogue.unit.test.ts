@@ -12,7 +12,7 @@ import { JobRegistry, type JobState } from "../../src/jobs/job-registry.js";
 import type { MigrateRequest } from "../../src/migration/migration-schema.js";
 import type { Accel } from "../../src/qemu/qemu-argv.js";
 import type { LastExit } from "../../src/store/runtime-store.js";
-import { distRoot } from "../helpers/daemon.js";
+import { distRoot } from "../helpers/dist-root.js";
 import { eventProblems, type WireEvent } from "../helpers/event-check.js";
 
 // The catalogue sits below the VM domain and declares the shapes it shares with it

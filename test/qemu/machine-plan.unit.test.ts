@@ -4,7 +4,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import t from "tap";
-import { distRoot } from "../helpers/daemon.js";
+import { distRoot } from "../helpers/dist-root.js";
 import { buildMachinePlan, type PlanInputs } from "../../src/qemu/machine-plan.js";
 import { renderArgv } from "../../src/qemu/qemu-argv.js";
 import { planDisk, planNic } from "../../src/qemu/plan-devices.js";
