@@ -22,7 +22,7 @@ import { DefinitionStore } from "./store/definition-store.js";
 import { QemuImg } from "./storage/qemu-img.js";
 import { StoragePools } from "./storage/storage-pools.js";
 import { probeIoUring } from "./storage/io-uring-probe.js";
-import { DiskBackups } from "./vm/disk-backup.js";
+import { DiskBackups } from "./vm/operations/disk-backup.js";
 import type { HostContext } from "./vm/host-context.js";
 import { VmRegistry } from "./vm/vm-registry.js";
 import { JobRegistry } from "./jobs/job-registry.js";

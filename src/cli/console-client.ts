@@ -9,7 +9,7 @@ import { ApiError, type ApiTarget } from "./api-client.js";
 /** Ctrl-]: the byte a terminal sends for it. */
 export const ESCAPE_BYTE = 0x1d;
 
-/** Close codes the daemon uses (src/vm/console-hub.ts), as the user should read them. */
+/** Close codes the daemon uses (src/vm/console/console-hub.ts), as the user should read them. */
 const CLOSE_MESSAGES: Record<number, string> = {
   4000: "the VM stopped",
   4001: "the daemon lost qemu's console; attach again",

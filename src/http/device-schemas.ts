@@ -1,7 +1,7 @@
 // Request shapes of the device endpoints (disks and NICs added and removed, the
 // balloon). Shared by the routes (validation) and the OpenAPI document.
 import { z } from "zod";
-import { diskSchema, DISK_NAME_PATTERN, MAC_PATTERN, nicSchema, vmNameSchema } from "../vm/definition.js";
+import { diskSchema, DISK_NAME_PATTERN, MAC_PATTERN, nicSchema, vmNameSchema } from "../definition/vm-definition.js";
 
 export const diskAddBody = diskSchema.describe("a disk entry as in the definition: {name, sizeGiB} (a new blank disk) or {name, image}");
 export const nicAddBody = nicSchema.describe("a NIC entry as in the definition; the MAC is generated when absent");

@@ -16,6 +16,7 @@ import { registerConsoleSocketRoutes } from "./routes/console-socket-routes.js";
 import { registerDisplayRoutes } from "./routes/display-routes.js";
 import { registerHostRoutes } from "./routes/host-routes.js";
 import { registerVmRoutes } from "./routes/vm-routes.js";
+import { registerJobRoutes } from "./routes/job-routes.js";
 import { registerMigrationRoutes, type MigrationDeps } from "./routes/migration-routes.js";
 import { registerStorageRoutes, type StorageDeps } from "./routes/storage-routes.js";
 import { registerEventRoutes } from "./routes/event-routes.js";
@@ -140,6 +141,7 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     registerConsoleSocketRoutes(scope, registry, streams);
     registerDisplayRoutes(scope, registry);
     registerMigrationRoutes(scope, migration);
+    registerJobRoutes(scope, migration.jobs);
     registerCdromRoutes(scope, registry);
     registerDeviceRoutes(scope, registry);
     registerStorageRoutes(scope, registry, storage);

@@ -8,7 +8,7 @@
 import { z } from "zod";
 import { errorCatalogue } from "../errors.js";
 import { lastExitSchema } from "../store/runtime-store.js";
-import { vmDefinitionSchema } from "../vm/definition.js";
+import { vmDefinitionSchema } from "../definition/vm-definition.js";
 import { vmStates } from "../vm/vm-state.js";
 
 /** Names a schema in the document (components.schemas), keeping what it already says about itself. */

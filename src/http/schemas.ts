@@ -1,7 +1,7 @@
 // Request shapes of the HTTP API that are not VM definitions. Shared by the
 // routes (validation) and the OpenAPI document.
 import { z } from "zod";
-import { cdromSchema, vmNameSchema } from "../vm/definition.js";
+import { cdromSchema, vmNameSchema } from "../definition/vm-definition.js";
 
 export const vmParams = z.object({ name: vmNameSchema }).strict();
 export const vmActionParams = z

@@ -1,7 +1,7 @@
 // Request shapes of the storage endpoints (/v1/pools, a VM's disks). Shared by
 // the routes (validation) and the OpenAPI document.
 import { z } from "zod";
-import { DISK_NAME_PATTERN, MAX_DISK_GIB, vmNameSchema } from "../vm/definition.js";
+import { DISK_NAME_PATTERN, MAX_DISK_GIB, vmNameSchema } from "../definition/vm-definition.js";
 
 export const diskParams = z
   .object({ name: vmNameSchema, disk: z.string().regex(DISK_NAME_PATTERN, "must be a disk name") })

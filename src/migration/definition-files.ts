@@ -1,7 +1,7 @@
 // The files a VM definition names, as a list of fields, so a migration can
 // translate each between hosts by storage pool. Kernel and initrd are only read
 // by qemu: they must already be on the destination. Disk images are written.
-import type { VmDefinition } from "../vm/definition.js";
+import type { VmDefinition } from "../definition/vm-definition.js";
 
 export interface DefinitionFile {
   /** Dotted path of the field in the definition: `boot.kernel`, `disks.0.image`. */

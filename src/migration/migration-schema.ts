@@ -1,7 +1,7 @@
 // The shapes exchanged for a live migration: what an operator asks of the source,
 // and what the source daemon asks of the destination daemon.
 import { z } from "zod";
-import { vmDefinitionSchema } from "../vm/definition.js";
+import { vmDefinitionSchema } from "../definition/vm-definition.js";
 
 export const migrateRequestSchema = z
   .object({

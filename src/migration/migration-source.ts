@@ -6,7 +6,7 @@
 // on a guess: it asks the destination, and keeps the guest paused until it knows.
 import { setTimeout as sleep } from "node:timers/promises";
 import { MigrationFailed, ValidationFailed, VmStateConflict, VmhError } from "../errors.js";
-import { devicesChangedSinceStart } from "../vm/device-hotplug.js";
+import { devicesChangedSinceStart } from "../vm/devices/device-hotplug.js";
 import type { Job, JobRegistry } from "../jobs/job-registry.js";
 import type { MigrationInfo } from "../qmp/migration-commands.js";
 import { diskPath } from "../store/vm-paths.js";

@@ -5,7 +5,7 @@
 // qemu still uses, or an interface of someone else's, is never taken away.
 import type { Logger } from "pino";
 import { BridgeNotFound, NetworkFailed } from "../errors.js";
-import type { VmDefinition } from "../vm/definition.js";
+import type { VmDefinition } from "../definition/vm-definition.js";
 import type { QemuIdentity } from "../qemu/qemu-user.js";
 import { addTap, attachToBridge, deleteLink, showLink, type LinkInfo } from "./ip-link.js";
 import { TAP_ALIAS_PREFIX, vmTaps, type VmTap } from "./vm-taps.js";

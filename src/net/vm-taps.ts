@@ -2,7 +2,7 @@
 // builder names them to qemu, the start creates them, and a restarted daemon
 // finds them again by the same names without having to remember anything.
 import { createHash } from "node:crypto";
-import type { VmDefinition } from "../vm/definition.js";
+import type { VmDefinition } from "../definition/vm-definition.js";
 
 /**
  * Most queues a multi-queue NIC gets. Each is a pair of virtqueues, an open file

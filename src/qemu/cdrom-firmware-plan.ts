@@ -1,6 +1,6 @@
 // The plan's CD-ROM drives and UEFI firmware, beside machine-plan.ts (which
 // calls them): block nodes and the devices on them.
-import type { VmDefinition } from "../vm/definition.js";
+import type { VmDefinition } from "../definition/vm-definition.js";
 import type { FormatNode, MachineFiles, PlanEntry } from "./plan-types.js";
 
 export const FW_CODE_NODE = "fw-code";

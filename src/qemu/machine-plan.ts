@@ -5,7 +5,7 @@
 // plan-qmp.ts (the QMP commands of a hot-plug), plan-files.ts (the files handed
 // to qemu before it opens them), plan-layout.ts (the device layout a migration
 // compares). The types are in plan-types.ts.
-import { isQ35, type VmDefinition } from "../vm/definition.js";
+import { isQ35, type VmDefinition } from "../definition/vm-definition.js";
 import type { VmPaths } from "../store/vm-paths.js";
 import { vmTaps } from "../net/vm-taps.js";
 import { cdromEntries, cloudInitEntries, firmwareEntries, FW_CODE_NODE, FW_VARS_NODE } from "./cdrom-firmware-plan.js";

@@ -2,7 +2,7 @@
 // A device plugged into a running qemu is planned by the same function as at
 // start, so a hot-added device looks exactly like one the VM was started with,
 // to qemu and to the next daemon.
-import type { DiskDefinition, NicDefinition, VmDefinition } from "../vm/definition.js";
+import type { DiskDefinition, NicDefinition, VmDefinition } from "../definition/vm-definition.js";
 import type { VmPaths } from "../store/vm-paths.js";
 import type { VmTap } from "../net/vm-taps.js";
 import type { DevicePlan, NetdevOptions, PlanEntry } from "./plan-types.js";

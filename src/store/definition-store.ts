@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { VmExists } from "../errors.js";
-import { vmDefinitionSchema, type VmDefinition, VM_NAME_PATTERN } from "../vm/definition.js";
+import { vmDefinitionSchema, type VmDefinition, VM_NAME_PATTERN } from "../definition/vm-definition.js";
 import { fsyncDir, writeJsonAtomic } from "./atomic-file.js";
 import { vmPaths, type VmPaths } from "./vm-paths.js";
 

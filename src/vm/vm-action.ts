@@ -1,7 +1,7 @@
 // Every request to change a VM's run state, as one typed action. Routes, the CLI
 // and the daemon's own recovery produce these; VmRegistry.perform carries them out.
 import type { JournalEntry } from "../store/operation-journal.js";
-import type { CloudInit, DiskDefinition, NicDefinition } from "./definition.js";
+import type { CloudInit, DiskDefinition, NicDefinition } from "../definition/vm-definition.js";
 
 export type VmAction =
   | { kind: "start" }

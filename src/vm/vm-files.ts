@@ -4,7 +4,7 @@
 import type { MachineFiles } from "../qemu/plan-types.js";
 import { diskPath, type VmPaths } from "../store/vm-paths.js";
 import type { StoragePools } from "../storage/storage-pools.js";
-import type { VmCreateRequest, VmDefinition } from "./definition.js";
+import type { VmCreateRequest, VmDefinition } from "../definition/vm-definition.js";
 
 export async function resolveVmFiles(
   def: Pick<VmDefinition, "boot" | "disks" | "cdrom">,

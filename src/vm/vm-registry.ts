@@ -1,7 +1,7 @@
 // The registry of this host's VMs, and the one place every VmAction is carried
 // out (one exhaustive switch). HTTP routes and the CLI only produce actions.
 import { NotInFleetMode, UuidInUse, VmBusy, VmExists, VmNotFound, VmOwnedElsewhere, VmStateConflict, ShuttingDown } from "../errors.js";
-import { completeDefinition, type VmDefinition, vmCreateSchema } from "./definition.js";
+import { completeDefinition, type VmDefinition, vmCreateSchema } from "../definition/vm-definition.js";
 import type { HostContext } from "./host-context.js";
 import { createVmOnDisk } from "./operations/create-vm.js";
 import { pauseVm, resetVm, resumeVm } from "./operations/guest-controls.js";
@@ -10,10 +10,10 @@ import { startVm } from "./operations/start-vm.js";
 import { stopVm } from "./operations/stop-vm.js";
 import { changeCdrom } from "./operations/change-cdrom.js";
 import { addDisk, addNic, DEFAULT_RELEASE_TIMEOUT_SEC, findNic, recoverHotplug, removeDisk, removeNic } from "./operations/hotplug.js";
-import { setBalloonTarget } from "./guest-balloon.js";
+import { setBalloonTarget } from "./guest/guest-balloon.js";
 import type { OperationName } from "./vm-state.js";
 import { resizeDisk } from "./operations/resize-disk.js";
-import { setCloudInit } from "./cloud-init-seed.js";
+import { setCloudInit } from "./guest/cloud-init-seed.js";
 import { CrashPolicy } from "./crash-policy.js";
 import { MemoryAdmission } from "../host/memory-admission.js";
 import { Vm, type VmView } from "./vm.js";

@@ -8,8 +8,8 @@ import path from "node:path";
 import t from "tap";
 import { buildQemuArgv } from "../../src/qemu/qemu-argv.js";
 import { vmPaths } from "../../src/store/vm-paths.js";
-import { ensureCloudInitSeed, seedFiles } from "../../src/vm/cloud-init-seed.js";
-import { completeDefinition, vmCreateSchema } from "../../src/vm/definition.js";
+import { ensureCloudInitSeed, seedFiles } from "../../src/vm/guest/cloud-init-seed.js";
+import { completeDefinition, vmCreateSchema } from "../../src/definition/vm-definition.js";
 
 const uuid = "0b7c4f3e-2f7a-4c7e-9a53-0f3c3f7e2a11";
 const def = (input: Record<string, unknown>) =>

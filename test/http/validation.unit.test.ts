@@ -6,7 +6,7 @@ import { z } from "zod";
 import { ValidationFailed } from "../../src/errors.js";
 import { vmParams } from "../../src/http/schemas.js";
 import { parseInput, type InputPart } from "../../src/http/validation.js";
-import { vmCreateSchema } from "../../src/vm/definition.js";
+import { vmCreateSchema } from "../../src/definition/vm-definition.js";
 
 function failure(schema: z.ZodType, value: unknown, part: InputPart = "body"): ValidationFailed {
   try {

@@ -6,7 +6,7 @@ import { lstat, mkdir, readdir, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
-import { completeDefinition, vmCreateSchema } from "../../src/vm/definition.js";
+import { completeDefinition, vmCreateSchema } from "../../src/definition/vm-definition.js";
 import { installGuest, startDaemon } from "../helpers/daemon.js";
 
 t.test("incoming pool images are made at the moment of use and removed on abort", async (t) => {

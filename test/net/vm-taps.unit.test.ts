@@ -5,7 +5,7 @@ import t from "tap";
 import { buildQemuArgv, type Accel } from "../../src/qemu/qemu-argv.js";
 import { MAX_TAP_QUEUES, tapName, tapQueues, vmTaps } from "../../src/net/vm-taps.js";
 import { vmPaths } from "../../src/store/vm-paths.js";
-import { completeDefinition, vmCreateSchema } from "../../src/vm/definition.js";
+import { completeDefinition, vmCreateSchema } from "../../src/definition/vm-definition.js";
 
 const uuid = "0b7c4f3e-2f7a-4c7e-9a53-0f3c3f7e2a11";
 const def = (input: Record<string, unknown>) => completeDefinition(vmCreateSchema.parse({ name: "web-1", uuid, ...input }));

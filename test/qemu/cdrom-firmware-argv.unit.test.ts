@@ -3,7 +3,7 @@
 import t from "tap";
 import { buildQemuArgv } from "../../src/qemu/qemu-argv.js";
 import { vmPaths } from "../../src/store/vm-paths.js";
-import { completeDefinition, vmCreateSchema } from "../../src/vm/definition.js";
+import { completeDefinition, vmCreateSchema } from "../../src/definition/vm-definition.js";
 
 const paths = vmPaths("/var/lib/vmhostd", "/run/vmhostd", "inst");
 const uuid = "0b7c4f3e-2f7a-4c7e-9a53-0f3c3f7e2a11";

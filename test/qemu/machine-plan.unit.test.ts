@@ -13,7 +13,7 @@ import { planDeviceLayout } from "../../src/qemu/plan-layout.js";
 import { backendCommands, deviceAddCommand } from "../../src/qemu/plan-qmp.js";
 import { runningDeviceIds, runningDeviceLayout } from "../../src/qemu/running-argv.js";
 import { diskPath, vmPaths } from "../../src/store/vm-paths.js";
-import { completeDefinition, vmCreateSchema, type DiskDefinition } from "../../src/vm/definition.js";
+import { completeDefinition, vmCreateSchema, type DiskDefinition } from "../../src/definition/vm-definition.js";
 
 const paths = vmPaths("/var/lib/vmhostd", "/run/vmhostd", "web-1");
 const uuid = "0b7c4f3e-2f7a-4c7e-9a53-0f3c3f7e2a11";

@@ -4,7 +4,7 @@ import t from "tap";
 import { distRoot } from "../helpers/dist-root.js";
 import { buildQemuArgv } from "../../src/qemu/qemu-argv.js";
 import { vmPaths } from "../../src/store/vm-paths.js";
-import { completeDefinition, vmCreateSchema } from "../../src/vm/definition.js";
+import { completeDefinition, vmCreateSchema } from "../../src/definition/vm-definition.js";
 
 const fixed = new Date("2026-01-01T00:00:00Z");
 const paths = vmPaths("/var/lib/vmhostd", "/run/vmhostd", "web-1");

@@ -14,7 +14,7 @@ import { createInPool, removeIfSame } from "../../src/storage/pool-files.js";
 import { parseQcow2Header, Qcow2HeaderError } from "../../src/storage/qcow2-header.js";
 import { chainNode, QemuImg } from "../../src/storage/qemu-img.js";
 import { StoragePools } from "../../src/storage/storage-pools.js";
-import { sourceFormatOf } from "../../src/vm/disk-sources.js";
+import { sourceFormatOf } from "../../src/vm/devices/disk-sources.js";
 
 const img = (...args: string[]): void => void execFileSync("qemu-img", args, { stdio: ["ignore", "ignore", "pipe"] });
 

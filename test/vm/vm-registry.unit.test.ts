@@ -18,7 +18,7 @@ import { DefinitionStore } from "../../src/store/definition-store.js";
 import { writeLastExit } from "../../src/store/runtime-store.js";
 import { QemuImg } from "../../src/storage/qemu-img.js";
 import { StoragePools } from "../../src/storage/storage-pools.js";
-import { vmCreateSchema } from "../../src/vm/definition.js";
+import { vmCreateSchema } from "../../src/definition/vm-definition.js";
 import type { HostContext } from "../../src/vm/host-context.js";
 import { VmRegistry } from "../../src/vm/vm-registry.js";
 

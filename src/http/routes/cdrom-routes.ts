@@ -3,7 +3,7 @@
 // is afterwards, read from qemu when the VM runs.
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
-import { cdromStatus } from "../../vm/cdrom-drive.js";
+import { cdromStatus } from "../../vm/devices/cdrom-drive.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { cdromSchema, json, problems } from "../response-schemas.js";

@@ -3,7 +3,7 @@
 // made again (cloud-init reads it at boot only).
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
-import { cloudInitSchema } from "../../vm/definition.js";
+import { cloudInitSchema } from "../../definition/vm-definition.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { json, named, problems, vmSchema } from "../response-schemas.js";

@@ -8,7 +8,7 @@ import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { WebSocket, RawData } from "ws";
 import { ConsoleBusy, TooManyClients, ValidationFailed, VmhError } from "../../errors.js";
-import { ConsoleEnd, type ConsoleViewer } from "../../vm/console-hub.js";
+import { ConsoleEnd, type ConsoleViewer } from "../../vm/console/console-hub.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { noContent, problems } from "../response-schemas.js";

@@ -4,7 +4,7 @@
 // VmAction; the answer is the VM as it is afterwards.
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
-import { queryGuestAgent } from "../../vm/guest-agent.js";
+import { queryGuestAgent } from "../../vm/guest/guest-agent.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { agentSchema, balloonSchema, json, problems, vmSchema } from "../response-schemas.js";

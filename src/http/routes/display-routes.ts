@@ -1,7 +1,7 @@
 // The VM's graphical display: a PNG of what it shows now.
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
-import { takeScreenshot } from "../../vm/screenshot.js";
+import { takeScreenshot } from "../../vm/console/screenshot.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { binary, content, problems } from "../response-schemas.js";

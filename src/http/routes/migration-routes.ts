@@ -1,5 +1,6 @@
-// Live migration: the operator's side (/v1/vms/{name}/migrate, /v1/jobs) and the
-// peer side that a source daemon drives on the destination (/v1/incoming).
+// Live migration: the operator's side (/v1/vms/{name}/migrate; the job it answers
+// with is followed under /v1/jobs) and the peer side that a source daemon drives on
+// the destination (/v1/incoming).
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
@@ -8,10 +9,9 @@ import type { MigrationSource } from "../../migration/migration-source.js";
 import type { MigrationTarget } from "../../migration/migration-target.js";
 import { incomingRequestSchema, migrateRequestSchema } from "../../migration/migration-schema.js";
 import * as errors from "../route-errors.js";
-import { incomingReplySchema, incomingStateSchema, jobListSchema, jobSchema, json, named, noContent, problems, vmSchema } from "../response-schemas.js";
+import { incomingReplySchema, incomingStateSchema, jobSchema, json, named, noContent, problems, vmSchema } from "../response-schemas.js";
 import { emptyBody, vmParams } from "../schemas.js";
 
-const jobParams = z.object({ id: z.uuid() }).strict();
 const incomingQuery = z.object({ uuid: z.uuid().optional() }).strict();
 
 export interface MigrationDeps {
@@ -20,7 +20,7 @@ export interface MigrationDeps {
   target: MigrationTarget;
 }
 
-export function registerMigrationRoutes(app: FastifyInstance, { jobs, source, target }: MigrationDeps): void {
+export function registerMigrationRoutes(app: FastifyInstance, { source, target }: MigrationDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   r.post(
     "/v1/vms/:name/migrate",
@@ -36,41 +36,6 @@ export function registerMigrationRoutes(app: FastifyInstance, { jobs, source, ta
     async (req, reply) => {
       const job = await source.start(req.params.name, req.body);
       return reply.status(202).header("location", `/v1/jobs/${job.id}`).send(job.view());
-    },
-  );
-
-  r.get(
-    "/v1/jobs",
-    { schema: { operationId: "listJobs", summary: "jobs, running and recently finished", response: { 200: jobListSchema, ...problems(...errors.anyRequest) } } },
-    async () => ({ jobs: jobs.list().map((j) => j.view()) }),
-  );
-  r.get(
-    "/v1/jobs/:id",
-    {
-      schema: {
-        operationId: "getJob",
-        summary: "one job: phase, progress, result or error",
-        params: jobParams,
-        response: { 200: json("the job", jobSchema), ...problems(...errors.job) },
-      },
-    },
-    async (req) => jobs.get(req.params.id).view(),
-  );
-  r.post(
-    "/v1/jobs/:id/cancel",
-    {
-      schema: {
-        operationId: "cancelJob",
-        summary: "cancel a running job",
-        params: jobParams,
-        body: emptyBody,
-        response: { 202: json("the job, cancelling", jobSchema), ...problems(...errors.jobCancel) },
-      },
-    },
-    async (req, reply) => {
-      const job = jobs.get(req.params.id);
-      job.cancel();
-      return reply.status(202).send(job.view());
     },
   );
 

@@ -5,7 +5,7 @@ import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { VmRegistry } from "../../vm/vm-registry.js";
-import { runPassthrough } from "../../vm/qmp-passthrough.js";
+import { runPassthrough } from "../../vm/operations/qmp-passthrough.js";
 import * as errors from "../route-errors.js";
 import { named, problems, qmpReturnSchema } from "../response-schemas.js";
 import { vmParams } from "../schemas.js";

@@ -3,7 +3,7 @@
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { StoragePools } from "../../storage/storage-pools.js";
-import type { DiskBackups } from "../../vm/disk-backup.js";
+import type { DiskBackups } from "../../vm/operations/disk-backup.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { jobSchema, json, problems, poolListSchema, vmSchema } from "../response-schemas.js";

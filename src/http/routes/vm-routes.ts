@@ -5,7 +5,7 @@ import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { z } from "zod";
 import { RouteNotFound } from "../../errors.js";
-import { vmCreateSchema } from "../../vm/definition.js";
+import { vmCreateSchema } from "../../definition/vm-definition.js";
 import type { VmAction, VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { acceptedSchema, json, named, noContent, problems, vmListSchema, vmSchema } from "../response-schemas.js";

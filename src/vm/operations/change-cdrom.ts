@@ -5,10 +5,10 @@
 // next start has what the last change left. Journaled with the image asked for:
 // a daemon restarted in the middle does it again, which is harmless.
 import { VmStateConflict } from "../../errors.js";
-import type { VmDefinition } from "../definition.js";
+import type { VmDefinition } from "../../definition/vm-definition.js";
 import type { HostContext } from "../host-context.js";
 import { runSteps, type Step } from "../operation-steps.js";
-import { changeMedium, queryCdrom } from "../cdrom-drive.js";
+import { changeMedium, queryCdrom } from "../devices/cdrom-drive.js";
 import type { Vm } from "../vm.js";
 
 interface CdromContext {

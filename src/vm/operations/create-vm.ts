@@ -2,12 +2,12 @@
 // own disks there (blank, overlays, imported copies) → write the definition → rename it into place. The rename is
 // the commit point: a crash before it leaves nothing, after it a whole VM.
 import { diskPath } from "../../store/vm-paths.js";
-import type { VmDefinition } from "../definition.js";
+import type { VmDefinition } from "../../definition/vm-definition.js";
 import type { HostContext } from "../host-context.js";
 import { resolveVmFiles } from "../vm-files.js";
 import { checkBridges } from "../../net/tap-devices.js";
-import { ensureUefiVars, findOvmf } from "../uefi-firmware.js";
-import { checkDiskSources, makeOwnDisk } from "../disk-sources.js";
+import { ensureUefiVars, findOvmf } from "../devices/uefi-firmware.js";
+import { checkDiskSources, makeOwnDisk } from "../devices/disk-sources.js";
 
 export async function createVmOnDisk(def: VmDefinition, host: HostContext): Promise<void> {
   const files = await resolveVmFiles(def, host.pools, host.store.paths(def.name));

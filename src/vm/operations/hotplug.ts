@@ -9,7 +9,7 @@ import { DeviceExists, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeou
 import type { JournalEntry } from "../../store/operation-journal.js";
 import { diskPath } from "../../store/vm-paths.js";
 import { checkBridges, createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
-import { generateMac, type DiskDefinition, type NicDefinition, type VmDefinition } from "../definition.js";
+import { generateMac, type DiskDefinition, type NicDefinition, type VmDefinition } from "../../definition/vm-definition.js";
 import {
   deviceExists,
   diskDeviceId,
@@ -20,12 +20,12 @@ import {
   releaseNicBackend,
   unplugDevice,
   whenReleased,
-} from "../device-hotplug.js";
+} from "../devices/device-hotplug.js";
 import type { HostContext } from "../host-context.js";
 import { runSteps, type Step } from "../operation-steps.js";
 import type { QemuSession } from "../qemu-session.js";
 import type { Vm } from "../vm.js";
-import { checkInPlaceImage } from "../disk-sources.js";
+import { checkInPlaceImage } from "../devices/disk-sources.js";
 import { ImageInspector } from "../../storage/image-inspector.js";
 
 const GiB = 1024 ** 3;

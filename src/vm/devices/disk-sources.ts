@@ -5,12 +5,12 @@
 // made, so a wrong path or size is a 400 naming the field and nothing changes.
 // A source's format is declared (sourceFormat, else its name's extension), never
 // read from its content, and the image is inspected before use (image-inspector).
-import { UnsafeImage, ValidationFailed } from "../errors.js";
-import { ImageInspector, type InspectedImage } from "../storage/image-inspector.js";
-import { openExisting } from "../storage/pool-files.js";
-import type { ImageFormat, QemuImg } from "../storage/qemu-img.js";
-import type { StoragePools } from "../storage/storage-pools.js";
-import type { DiskDefinition, VmDefinition } from "./definition.js";
+import { UnsafeImage, ValidationFailed } from "../../errors.js";
+import { ImageInspector, type InspectedImage } from "../../storage/image-inspector.js";
+import { openExisting } from "../../storage/pool-files.js";
+import type { ImageFormat, QemuImg } from "../../storage/qemu-img.js";
+import type { StoragePools } from "../../storage/storage-pools.js";
+import type { DiskDefinition, VmDefinition } from "../../definition/vm-definition.js";
 
 const GiB = 1024 ** 3;
 

@@ -6,7 +6,7 @@
 // that into `connected: false` rather than a hung request.
 import { connect, type Socket } from "node:net";
 import { randomInt } from "node:crypto";
-import type { Vm } from "./vm.js";
+import type { Vm } from "../vm.js";
 
 const AGENT_TIMEOUT_MS = 1_500;
 

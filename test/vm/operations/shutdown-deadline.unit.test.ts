@@ -5,7 +5,7 @@
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import t from "tap";
-import { untilDeadlineOrAbort } from "../../src/vm/operations/shutdown-vm.js";
+import { untilDeadlineOrAbort } from "../../../src/vm/operations/shutdown-vm.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;

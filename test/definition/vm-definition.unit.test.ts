@@ -1,5 +1,5 @@
 import t from "tap";
-import { completeDefinition, vmCreateSchema, vmDefinitionSchema } from "../../src/vm/definition.js";
+import { completeDefinition, vmCreateSchema, vmDefinitionSchema } from "../../src/definition/vm-definition.js";
 
 t.test("defaults and generated fields", async (t) => {
   const d = completeDefinition(vmCreateSchema.parse({ name: "a", nics: [{}], disks: [{ name: "root", sizeGiB: 2 }] }));

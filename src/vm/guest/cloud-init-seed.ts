@@ -7,12 +7,12 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
-import { StorageFailed, VmStateConflict } from "../errors.js";
-import { fsyncDir, writeFileAtomic } from "../store/atomic-file.js";
-import type { VmPaths } from "../store/vm-paths.js";
-import type { CloudInit, VmDefinition } from "./definition.js";
-import type { HostContext } from "./host-context.js";
-import type { Vm } from "./vm.js";
+import { StorageFailed, VmStateConflict } from "../../errors.js";
+import { fsyncDir, writeFileAtomic } from "../../store/atomic-file.js";
+import type { VmPaths } from "../../store/vm-paths.js";
+import type { CloudInit, VmDefinition } from "../../definition/vm-definition.js";
+import type { HostContext } from "../host-context.js";
+import type { Vm } from "../vm.js";
 
 const run = promisify(execFile);
 

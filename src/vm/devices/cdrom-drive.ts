@@ -5,10 +5,10 @@
 // disc removed, the new one inserted and the tray closed, which the guest sees as
 // a media change. The old disc's node is deleted, which closes its file.
 import { randomBytes } from "node:crypto";
-import { CDROM_DEVICE_ID, CDROM_START_NODE, cdromNode } from "../qemu/cdrom-firmware-plan.js";
-import type { BlockInfo } from "../qmp/removable-media-commands.js";
-import type { QemuSession } from "./qemu-session.js";
-import type { Vm } from "./vm.js";
+import { CDROM_DEVICE_ID, CDROM_START_NODE, cdromNode } from "../../qemu/cdrom-firmware-plan.js";
+import type { BlockInfo } from "../../qmp/removable-media-commands.js";
+import type { QemuSession } from "../qemu-session.js";
+import type { Vm } from "../vm.js";
 
 /** Opening an image and draining the drive may wait on storage. */
 const MEDIUM_TIMEOUT_MS = 30_000;

@@ -9,8 +9,8 @@
 // they must fill one flash device exactly.
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import { FirmwareUnavailable } from "../errors.js";
-import { writeFileAtomic } from "../store/atomic-file.js";
+import { FirmwareUnavailable } from "../../errors.js";
+import { writeFileAtomic } from "../../store/atomic-file.js";
 
 /** The flash sizes of OVMF builds: CODE + VARS fill one of these exactly. */
 const FLASH_SIZES = [2 * 1024 * 1024, 4 * 1024 * 1024];

@@ -8,17 +8,17 @@
 // that plan, so a hot-added device looks exactly like one the VM was started
 // with, to qemu and to the next daemon.
 import { access } from "node:fs/promises";
-import { DeviceRemovalPending, DeviceRemovalTimeout, NoFreeHotplugPort, QemuFailed } from "../errors.js";
-import type { Accel } from "../qemu/plan-types.js";
-import { diskBackendIds, diskDeviceId, nicDeviceId, netdevId, planDisk, planNic } from "../qemu/plan-devices.js";
-import { backendCommands, deviceAddCommand, type BackendCommand } from "../qemu/plan-qmp.js";
-import { runningDeviceIds } from "../qemu/running-argv.js";
-import type { PciDeviceInfo } from "../qmp/device-commands.js";
-import type { QmpEvent } from "../qmp/commands.js";
-import type { VmTap } from "../net/vm-taps.js";
-import { isQ35, type DiskDefinition, type NicDefinition } from "./definition.js";
-import type { QemuSession } from "./qemu-session.js";
-import type { Vm } from "./vm.js";
+import { DeviceRemovalPending, DeviceRemovalTimeout, NoFreeHotplugPort, QemuFailed } from "../../errors.js";
+import type { Accel } from "../../qemu/plan-types.js";
+import { diskBackendIds, diskDeviceId, nicDeviceId, netdevId, planDisk, planNic } from "../../qemu/plan-devices.js";
+import { backendCommands, deviceAddCommand, type BackendCommand } from "../../qemu/plan-qmp.js";
+import { runningDeviceIds } from "../../qemu/running-argv.js";
+import type { PciDeviceInfo } from "../../qmp/device-commands.js";
+import type { QmpEvent } from "../../qmp/commands.js";
+import type { VmTap } from "../../net/vm-taps.js";
+import { isQ35, type DiskDefinition, type NicDefinition } from "../../definition/vm-definition.js";
+import type { QemuSession } from "../qemu-session.js";
+import type { Vm } from "../vm.js";
 
 export { diskDeviceId, nicDeviceId };
 

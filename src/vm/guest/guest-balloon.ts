@@ -2,8 +2,8 @@
 // virtio_balloon driver inflates or deflates towards it in its own time; qemu's
 // query-balloon (and its BALLOON_CHANGE events) tell how far it has got. A guest
 // without the driver never moves, which is not an error.
-import { ValidationFailed, VmStateConflict } from "../errors.js";
-import type { Vm } from "./vm.js";
+import { ValidationFailed, VmStateConflict } from "../../errors.js";
+import type { Vm } from "../vm.js";
 
 const MiB = 2 ** 20;
 

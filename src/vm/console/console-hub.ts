@@ -12,8 +12,8 @@
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
-import { ConsoleBusy, TooManyClients, VmStateConflict } from "../errors.js";
-import type { QemuSession } from "./qemu-session.js";
+import { ConsoleBusy, TooManyClients, VmStateConflict } from "../../errors.js";
+import type { QemuSession } from "../qemu-session.js";
 
 export type ConsoleMode = "ro" | "rw";
 

@@ -7,10 +7,10 @@
 // graph must stay as the job left it. Every call is logged and evented with its
 // secrets redacted; a refusal is logged too.
 import type { Logger } from "pino";
-import { QmpNotAllowed, VmBusy, VmStateConflict } from "../errors.js";
-import { decidePassthrough, type PassthroughMode } from "../qmp/passthrough-policy.js";
-import { redactArguments } from "../qmp/secret-redaction.js";
-import type { Vm } from "./vm.js";
+import { QmpNotAllowed, VmBusy, VmStateConflict } from "../../errors.js";
+import { decidePassthrough, type PassthroughMode } from "../../qmp/passthrough-policy.js";
+import { redactArguments } from "../../qmp/secret-redaction.js";
+import type { Vm } from "../vm.js";
 
 export interface PassthroughCommand {
   execute: string;

@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import t from "tap";
-import { ensureUefiVars, findOvmf } from "../../src/vm/uefi-firmware.js";
+import { ensureUefiVars, findOvmf } from "../../../src/vm/devices/uefi-firmware.js";
 
 const KiB = 1024;
 

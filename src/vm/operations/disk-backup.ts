@@ -11,16 +11,16 @@
 // like a good one. It holds no operation lock, so the VM can still be stopped;
 // that ends the backup as failed.
 import { setTimeout as sleep } from "node:timers/promises";
-import { DeviceNotFound, StorageFailed, VmBusy, VmStateConflict, VmhError } from "../errors.js";
-import type { Job, JobRegistry } from "../jobs/job-registry.js";
-import type { QmpEvent } from "../qmp/commands.js";
-import { diskPath } from "../store/vm-paths.js";
-import { createInPool, removeIfSame } from "../storage/pool-files.js";
-import type { DiskDefinition } from "./definition.js";
-import type { HostContext } from "./host-context.js";
-import type { QemuSession } from "./qemu-session.js";
-import type { Vm } from "./vm.js";
-import type { VmRegistry } from "./vm-registry.js";
+import { DeviceNotFound, StorageFailed, VmBusy, VmStateConflict, VmhError } from "../../errors.js";
+import type { Job, JobRegistry } from "../../jobs/job-registry.js";
+import type { QmpEvent } from "../../qmp/commands.js";
+import { diskPath } from "../../store/vm-paths.js";
+import { createInPool, removeIfSame } from "../../storage/pool-files.js";
+import type { DiskDefinition } from "../../definition/vm-definition.js";
+import type { HostContext } from "../host-context.js";
+import type { QemuSession } from "../qemu-session.js";
+import type { Vm } from "../vm.js";
+import type { VmRegistry } from "../vm-registry.js";
 
 const POLL_MS = 200;
 const QMP_TIMEOUT_MS = 30_000;

@@ -5,8 +5,8 @@
 import { randomUUID } from "node:crypto";
 import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
-import { VmStateConflict } from "../errors.js";
-import type { Vm } from "./vm.js";
+import { VmStateConflict } from "../../errors.js";
+import type { Vm } from "../vm.js";
 
 /** screendump renders and encodes the whole frame; under TCG on a busy host that can take seconds. */
 const SCREENDUMP_TIMEOUT_MS = 30_000;
