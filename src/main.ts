@@ -138,8 +138,10 @@ async function run(config: Config, log: Logger): Promise<void> {
   const target = new MigrationTarget(host, registry);
   const migration = { jobs, source: new MigrationSource(host, registry, jobs), target };
   // A migration cut short by a restart of this daemon is finished or rolled back by its own side.
-  registry.recoverMigration = (vm, entry) =>
-    entry.operation === "migrate-in" ? target.recover(vm, entry) : migration.source.recover(vm, entry);
+  registry.recoverMigration = {
+    out: (vm, action, entry) => migration.source.recover(vm, action, entry),
+    in: (vm, entry) => target.recover(vm, entry),
+  };
   await registry.load();
   if (host.fleet) {
     // After load, so the first state it writes already lists every ha VM.

@@ -21,6 +21,7 @@ import { DiskMirrors } from "./disk-mirrors.js";
 import type { IncomingReply, IncomingState, MigrateRequest } from "./migration-schema.js";
 import { PeerClient, PeerUnreachable } from "./peer-client.js";
 import type { JournalEntry } from "../store/operation-journal.js";
+import type { ActionOf } from "../definition/vm-action.js";
 
 /** Mirror jobs a restarted daemon finds: completed (after RAM) or abandoned (before). */
 async function cancelLeftoverMirrors(session: QemuSession, force = true): Promise<void> {
@@ -89,7 +90,7 @@ export class MigrationSource {
     const session = vm.session!;
     const peer = new PeerClient(req.destination, this.host.config.peerToken);
     const started = Date.now();
-    await vm.journal.begin(vm.name, "migrate", { destination: req.destination, storage: req.storage, job: job.id });
+    await vm.journal.begin(vm.name, { kind: "migrate", destination: req.destination, storage: req.storage }, { job: job.id });
     vm.publish("migration.started", { job: job.id, destination: req.destination, storage: req.storage });
 
     job.setPhase("preparing-destination");
@@ -286,9 +287,8 @@ export class MigrationSource {
    * roll back, the guest runs on here. RAM complete (or postcopy begun): the
    * destination decides, exactly as if the commit had gone unanswered.
    */
-  async recover(vm: Vm, entry: JournalEntry): Promise<void> {
-    const destination = String(entry.params.destination ?? "");
-    const storage = entry.params.storage === "shared" ? "shared" : "copy";
+  async recover(vm: Vm, action: ActionOf<"migrate">, entry: Pick<JournalEntry, "done">): Promise<void> {
+    const { destination, storage } = action;
     const peer = new PeerClient(destination, this.host.config.peerToken);
     const session = vm.session;
     vm.log.warn({ destination, done: entry.done }, "a migration was cut short by a daemon restart");

@@ -11,20 +11,32 @@ import { stopVm } from "./operations/stop-vm.js";
 import { changeCdrom } from "./operations/change-cdrom.js";
 import { addDisk, addNic, DEFAULT_RELEASE_TIMEOUT_SEC, findNic, recoverHotplug, removeDisk, removeNic } from "./operations/hotplug.js";
 import { setBalloonTarget } from "./guest/guest-balloon.js";
-import type { OperationName } from "./vm-state.js";
 import { resizeDisk } from "./operations/resize-disk.js";
 import { setCloudInit } from "./guest/cloud-init-seed.js";
 import { CrashPolicy } from "./crash-policy.js";
 import { MemoryAdmission } from "../host/memory-admission.js";
 import { Vm, type VmView } from "./vm.js";
-import { adoptVm, type FollowUp } from "./vm-adoption.js";
+import { adoptVm } from "./vm-adoption.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import { findQemuProcesses, type QemuProcessInfo } from "../qemu/qemu-process.js";
-import type { VmAction } from "./vm-action.js";
+import { assertNever, type ActionOf, type VmAction } from "../definition/vm-action.js";
 import type { z } from "zod";
 import { setTimeout as sleep } from "node:timers/promises";
 
 export type { VmAction };
+
+/**
+ * The actions perform carries out. Create, delete and takeover have methods of
+ * their own here; backup, migration and the QMP pass-through run in their own
+ * modules under the VM's lock or job, named by their kind.
+ */
+export type PerformedAction = Exclude<VmAction, { kind: "create" | "delete" | "takeover" | "backup" | "migrate" | "migrate-in" | "qmp" | "adopt" }>;
+
+/** Each side's recovery of a migration a restart cut short (src/migration/). */
+export interface MigrationRecovery {
+  out(vm: Vm, action: ActionOf<"migrate">, entry: JournalEntry): Promise<void>;
+  in(vm: Vm, entry: JournalEntry): Promise<void>;
+}
 
 export class VmRegistry {
   private readonly vms = new Map<string, Vm>();
@@ -64,30 +76,84 @@ export class VmRegistry {
   }
 
   adopted: Promise<void> = Promise.resolve();
-  /** Finishes or rolls back a migration a restart cut short (set by the migration side). */
-  recoverMigration: ((vm: Vm, entry: JournalEntry) => Promise<void>) | undefined;
+  /** Finishes or rolls back a migration a restart cut short, each by its own side (set by main). */
+  recoverMigration: MigrationRecovery | undefined;
 
   private async adopt(vm: Vm): Promise<void> {
-    let follow: FollowUp;
+    let interrupted: JournalEntry | undefined;
     try {
-      follow = await vm.lock.run("adopt", () => adoptVm(vm));
+      interrupted = await vm.lock.run("adopt", () => adoptVm(vm));
     } catch (err) {
       vm.log.error({ err }, "adoption failed; the VM is left as it is");
       return;
     }
     vm.publish("vm.adopted", { state: vm.state(), pid: vm.session?.pid });
     if (vm.session && this.host.fleet) void this.reclaimOwnership(vm);
-    if (vm.lastExit?.reason === "crashed" && !vm.session && !follow) this.crashPolicy.onCrash(vm);
-    if (follow?.kind === "recover-migration") {
-      const entry = follow.entry;
-      const recover = this.recoverMigration;
-      const op = entry.operation === "migrate-in" ? "migrate-in" : "migrate";
-      if (recover) void vm.lock.run(op, () => recover(vm, entry)).catch((err) => vm.log.error({ err }, "migration recovery failed"));
-      return;
-    }
-    if (follow) {
-      vm.log.info({ action: follow }, "finishing the interrupted operation");
-      this.perform(vm.name, follow).catch((err) => vm.log.error({ err }, "finishing the interrupted operation failed"));
+    if (vm.lastExit?.reason === "crashed" && !vm.session && !interrupted) this.crashPolicy.onCrash(vm);
+    if (interrupted) this.recover(vm, interrupted).catch((err) => vm.log.error({ err, action: interrupted.action }, "finishing the interrupted operation failed"));
+  }
+
+  /**
+   * After a restart: the operation a journal entry says was cut short is finished
+   * or undone, under the VM's lock in the action's own name.
+   */
+  private async recover(vm: Vm, entry: JournalEntry): Promise<void> {
+    const { action } = entry;
+    vm.log.info({ action }, "finishing the interrupted operation");
+    switch (action.kind) {
+      case "shutdown": {
+        // The guest is given what was left of its time, and at least a second.
+        if (!vm.session) return;
+        const elapsed = (Date.now() - Date.parse(entry.startedAt)) / 1000;
+        const timeoutSec = Math.max(1, Math.ceil((action.timeoutSec ?? DEFAULT_SHUTDOWN_TIMEOUT_SEC) - elapsed));
+        await this.perform(vm.name, { kind: "shutdown", timeoutSec });
+        return;
+      }
+      case "stop":
+        if (vm.session) await this.perform(vm.name, action);
+        return;
+      case "add-disk":
+      case "remove-disk":
+      case "add-nic":
+      case "remove-nic": {
+        // Settled by what qemu has now (operations/hotplug.ts).
+        const finish = this.finishRemovalLater(vm.name, removalOf(entry));
+        await vm.lock.run(action.kind, () => recoverHotplug(vm, this.host, entry, finish));
+        return;
+      }
+      case "change-cdrom":
+      case "eject-cdrom":
+      case "resize-disk":
+        // Done again in full: the disc may or may not have changed; growing to the size asked for is a no-op if reached.
+        await this.perform(vm.name, action);
+        return;
+      case "migrate": {
+        const recover = this.recoverMigration;
+        if (recover) await vm.lock.run("migrate", () => recover.out(vm, action, entry));
+        return;
+      }
+      case "migrate-in": {
+        const recover = this.recoverMigration;
+        if (recover) await vm.lock.run("migrate-in", () => recover.in(vm, entry));
+        return;
+      }
+      // Undone by the adoption itself.
+      case "start":
+      // Never journaled: nothing is left half done.
+      case "create":
+      case "delete":
+      case "reset":
+      case "pause":
+      case "resume":
+      case "set-balloon":
+      case "set-cloud-init":
+      case "backup":
+      case "takeover":
+      case "qmp":
+      case "adopt":
+        return;
+      default:
+        assertNever(action);
     }
   }
 
@@ -193,7 +259,7 @@ export class VmRegistry {
   }
 
   /** Carries out one action on one VM under its operation lock; resolves when it is done. */
-  async perform(name: string, action: VmAction): Promise<VmView> {
+  async perform(name: string, action: PerformedAction): Promise<VmView> {
     this.assertOpen();
     const vm = this.get(name);
     // A VM whose definition cannot be read may still have a live qemu: the operator may stop it, nothing else.
@@ -233,50 +299,40 @@ export class VmRegistry {
         await vm.lock.run("resume", () => resumeVm(vm));
         break;
       case "change-cdrom":
-        await vm.lock.run("cdrom", () => changeCdrom(vm, this.host, action.image));
+        await vm.lock.run("change-cdrom", () => changeCdrom(vm, this.host, action.image));
         break;
       case "set-cloud-init":
-        await vm.lock.run("cloud-init", () => setCloudInit(vm, this.host, action.cloudInit));
+        await vm.lock.run("set-cloud-init", () => setCloudInit(vm, this.host, action.cloudInit));
         break;
       case "eject-cdrom":
-        await vm.lock.run("cdrom", () => changeCdrom(vm, this.host, undefined));
+        await vm.lock.run("eject-cdrom", () => changeCdrom(vm, this.host, undefined));
         break;
       case "resize-disk":
-        await vm.lock.run("disk-resize", () => resizeDisk(vm, this.host, action.disk, action.sizeGiB));
+        await vm.lock.run("resize-disk", () => resizeDisk(vm, this.host, action.disk, action.sizeGiB));
         break;
       case "add-disk":
-        await vm.lock.run("disk-add", () => addDisk(vm, this.host, action.disk));
+        await vm.lock.run("add-disk", () => addDisk(vm, this.host, action.disk));
         break;
       case "remove-disk": {
         const timeoutSec = action.timeoutSec ?? DEFAULT_RELEASE_TIMEOUT_SEC;
         const finish = this.finishRemovalLater(name, { kind: "remove-disk", disk: action.disk });
-        await vm.lock.run("disk-remove", () => removeDisk(vm, this.host, action.disk, timeoutSec, finish));
+        await vm.lock.run("remove-disk", () => removeDisk(vm, this.host, action.disk, timeoutSec, finish));
         break;
       }
       case "add-nic":
-        await vm.lock.run("nic-add", () => addNic(vm, this.host, action.nic));
+        await vm.lock.run("add-nic", () => addNic(vm, this.host, action.nic));
         break;
       case "remove-nic": {
         const timeoutSec = action.timeoutSec ?? DEFAULT_RELEASE_TIMEOUT_SEC;
         // By MAC from here on: an index could name another NIC by the time the guest lets go.
         const mac = vm.definition.nics[findNic(vm, action.nic)]!.mac;
         const finish = this.finishRemovalLater(name, { kind: "remove-nic", nic: mac });
-        await vm.lock.run("nic-remove", () => removeNic(vm, this.host, action.nic, timeoutSec, finish));
+        await vm.lock.run("remove-nic", () => removeNic(vm, this.host, action.nic, timeoutSec, finish));
         break;
       }
       case "set-balloon":
-        await vm.lock.run("balloon", () => setBalloonTarget(vm, action.targetMiB));
+        await vm.lock.run("set-balloon", () => setBalloonTarget(vm, action.targetMiB));
         break;
-      case "recover-hotplug": {
-        const { entry } = action;
-        const p = entry.params as { disk?: { name: string }; nic?: { mac: string } };
-        const finish = this.finishRemovalLater(
-          name,
-          p.disk ? { kind: "remove-disk", disk: p.disk.name } : { kind: "remove-nic", nic: p.nic?.mac ?? "" },
-        );
-        await vm.lock.run(entry.operation as OperationName, () => recoverHotplug(vm, this.host, entry, finish));
-        break;
-      }
       default:
         assertNever(action);
     }
@@ -288,7 +344,7 @@ export class VmRegistry {
    * ends), the same removal is performed again, which then frees the backend and
    * records the definition. Retried while another operation holds the VM.
    */
-  private finishRemovalLater(name: string, action: VmAction): () => void {
+  private finishRemovalLater(name: string, action: PerformedAction): () => void {
     return () =>
       void (async () => {
         for (let attempt = 0; attempt < 120 && !this.closing; attempt++) {
@@ -423,6 +479,10 @@ function placeholderDefinition(name: string): VmDefinition {
   return completeDefinition(vmCreateSchema.parse({ name, uuid: "00000000-0000-4000-8000-000000000000" }), new Date(0));
 }
 
-function assertNever(x: never): never {
-  throw new Error(`unhandled action ${JSON.stringify(x)}`);
+/** The removal a device change's recovery finishes later if the guest has not yet let go. */
+function removalOf({ action, facts }: JournalEntry): ActionOf<"remove-disk" | "remove-nic"> {
+  if (action.kind === "add-disk") return { kind: "remove-disk", disk: action.disk.name };
+  if (action.kind === "remove-disk") return action;
+  if (action.kind === "remove-nic") return action;
+  return { kind: "remove-nic", nic: facts.nic?.mac ?? (action.kind === "add-nic" ? action.nic.mac ?? "" : "") };
 }

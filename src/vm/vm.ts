@@ -16,7 +16,8 @@ import { ConsoleHub, DEFAULT_MAX_CONSOLE_VIEWERS } from "./console/console-hub.j
 import { BoundedLog } from "../store/bounded-log.js";
 import { countQemuCrash } from "../metrics/metric-hooks.js";
 import type { QemuSession, SessionExit } from "./qemu-session.js";
-import { deriveState, type OperationName, type VmState } from "./vm-state.js";
+import { deriveState, type VmState } from "./vm-state.js";
+import type { VmActionKind } from "../definition/vm-action.js";
 
 export interface VmView {
   name: string;
@@ -32,7 +33,7 @@ export interface VmView {
   qmpDebugSocket?: string;
   /** The uid this VM's qemu runs as (0: root). */
   qemuUid?: number;
-  operation?: { name: OperationName; startedAt: string };
+  operation?: { name: VmActionKind; startedAt: string };
   job?: JobView;
   lastExit?: LastExit;
   /** Devices the guest was asked to release and has not yet (qemu ids: `disk-<name>`, `nic<N>`). */

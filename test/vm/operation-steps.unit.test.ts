@@ -18,7 +18,7 @@ async function setup(t: Test) {
   const dir = await mkdtemp(path.join(os.tmpdir(), "vmh-steps-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const journal = new OperationJournal(path.join(dir, "journal.json"));
-  await journal.begin("web-1", "start");
+  await journal.begin("web-1", { kind: "start" });
   const lines: { level: number; msg: string; step?: string }[] = [];
   const log = pino({ level: "debug" }, { write: (l: string) => void lines.push(JSON.parse(l)) });
   return { journal, log, lines, ctx: { trail: [] } as Ctx };
@@ -91,7 +91,7 @@ t.test("a journal write that fails ends the run with the write's error", async (
   const dir = await mkdtemp(path.join(os.tmpdir(), "vmh-steps-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const journal = new OperationJournal(path.join(dir, "journal.json"));
-  await journal.begin("web-1", "start");
+  await journal.begin("web-1", { kind: "start" });
   // The state disk vanishes: the next write of the journal fails.
   await rm(dir, { recursive: true, force: true });
   await t.rejects(runSteps([step("a"), step("b")], ctx, journal, log), { code: "ENOENT" }, "the write's error reaches the caller");

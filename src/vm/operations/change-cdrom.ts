@@ -64,7 +64,7 @@ export async function changeCdrom(vm: Vm, host: HostContext, image: string | und
   if (!vm.definition.cdrom && (vm.session || image === undefined)) {
     throw new VmStateConflict(vm.name, `${vm.settledState()} without a CD-ROM drive`, image ? "insert a disc into" : "eject the disc of");
   }
-  await vm.journal.begin(vm.name, "cdrom", { image: image ?? null });
+  await vm.journal.begin(vm.name, image === undefined ? { kind: "eject-cdrom" } : { kind: "change-cdrom", image });
   try {
     await runSteps(steps, { vm, host, image }, vm.journal, vm.log);
   } catch (err) {

@@ -6,7 +6,8 @@
 // finishes or undoes the rest to match (recoverHotplug).
 import { rm } from "node:fs/promises";
 import { DeviceExists, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeout, ValidationFailed, VmStateConflict } from "../../errors.js";
-import type { JournalEntry } from "../../store/operation-journal.js";
+import type { JournalEntry, JournalFacts } from "../../store/operation-journal.js";
+import type { VmAction } from "../../definition/vm-action.js";
 import { diskPath } from "../../store/vm-paths.js";
 import { checkBridges, createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
 import { generateMac, type DiskDefinition, type NicDefinition, type VmDefinition } from "../../definition/vm-definition.js";
@@ -51,8 +52,8 @@ function liveSession(vm: Vm, wanted: string): QemuSession | undefined {
   throw new VmStateConflict(vm.name, state, wanted);
 }
 
-async function journaled(vm: Vm, operation: string, params: Record<string, unknown>, body: () => Promise<void>): Promise<void> {
-  await vm.journal.begin(vm.name, operation, params);
+async function journaled(vm: Vm, action: VmAction, facts: JournalFacts, body: () => Promise<void>): Promise<void> {
+  await vm.journal.begin(vm.name, action, facts);
   try {
     await body();
   } finally {
@@ -104,7 +105,7 @@ export async function addDisk(vm: Vm, host: HostContext, disk: DiskDefinition): 
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, disks: [...d.disks, disk] })) },
   ];
-  await journaled(vm, "disk-add", { disk, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "add-disk", disk }, { live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
   vm.publish("vm.disk-added", { disk: disk.name, live: session !== undefined });
 }
 
@@ -132,7 +133,7 @@ export async function removeDisk(vm: Vm, host: HostContext, name: string, timeou
       },
     },
   ];
-  await journaled(vm, "disk-remove", { disk, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "remove-disk", disk: name }, { disk, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
   vm.publish("vm.disk-removed", { disk: name, live: session !== undefined });
 }
 
@@ -178,7 +179,7 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, nics: [...d.nics, nic] })) },
   ];
-  await journaled(vm, "nic-add", { nic, index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "add-nic", nic }, { index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
   vm.publish("vm.nic-added", { mac: nic.mac, index, live: session !== undefined });
   return nic;
 }
@@ -223,7 +224,7 @@ export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutS
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, nics: d.nics.filter((_, i) => i !== index) })) },
   ];
-  await journaled(vm, "nic-remove", { nic, index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "remove-nic", nic: nic.mac }, { nic, index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
   vm.publish("vm.nic-removed", { mac: nic.mac, index, live: session !== undefined });
 }
 
@@ -273,22 +274,22 @@ async function unplugOrLeavePending(vm: Vm, session: QemuSession, id: string, ti
  * there is asked for again. A stopped VM: the definition decides.
  */
 export async function recoverHotplug(vm: Vm, host: HostContext, entry: JournalEntry, finishLater: FinishRemoval): Promise<void> {
-  vm.log.warn({ operation: entry.operation, done: entry.done }, "settling a device change cut short by a daemon restart");
+  const { action, facts } = entry;
+  vm.log.warn({ action, done: entry.done }, "settling a device change cut short by a daemon restart");
   // An add is settled here, journaled again so a second crash settles it the same way; a removal journals itself.
-  if (entry.operation === "disk-add" || entry.operation === "nic-add") {
-    await journaled(vm, entry.operation, entry.params, () => settle(vm, host, entry, finishLater));
+  if (action.kind === "add-disk" || action.kind === "add-nic") {
+    await journaled(vm, action, facts, () => settle(vm, host, entry, finishLater));
   } else {
     await settle(vm, host, entry, finishLater);
   }
 }
 
-async function settle(vm: Vm, host: HostContext, entry: JournalEntry, finishLater: FinishRemoval): Promise<void> {
-  const p = entry.params as { disk?: DiskDefinition; nic?: NicDefinition; index?: number };
+async function settle(vm: Vm, host: HostContext, { action, facts }: JournalEntry, finishLater: FinishRemoval): Promise<void> {
   const session = vm.session?.connected ? vm.session : undefined;
   const ctx: Ctx = { vm, host, session };
-  switch (entry.operation) {
-    case "disk-add": {
-      const disk = p.disk!;
+  switch (action.kind) {
+    case "add-disk": {
+      const disk = action.disk;
       const inDef = vm.definition.disks.some((d) => d.name === disk.name);
       const keep = session ? await deviceExists(session, diskDeviceId(disk.name)) : inDef;
       if (keep) {
@@ -300,8 +301,9 @@ async function settle(vm: Vm, host: HostContext, entry: JournalEntry, finishLate
       if (disk.image === undefined) await rm(diskPath(vm.paths, disk), { force: true });
       return;
     }
-    case "disk-remove": {
-      const disk = p.disk!;
+    case "remove-disk": {
+      const disk = facts.disk ?? vm.definition.disks.find((d) => d.name === action.disk);
+      if (!disk) return;
       if (!vm.definition.disks.some((d) => d.name === disk.name)) {
         if (disk.image === undefined) await rm(diskPath(vm.paths, disk), { force: true });
         return;
@@ -309,10 +311,11 @@ async function settle(vm: Vm, host: HostContext, entry: JournalEntry, finishLate
       await removeDisk(vm, host, disk.name, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater);
       return;
     }
-    case "nic-add": {
-      const nic = p.nic!;
-      const index = p.index!;
+    case "add-nic": {
+      const nic = { ...action.nic, mac: action.nic.mac ?? "" };
       const inDef = vm.definition.nics.some((n) => n.mac === nic.mac);
+      // The NIC was appended: its place is where it stands, or the end of the list if it never got there.
+      const index = facts.index ?? (inDef ? vm.definition.nics.findIndex((n) => n.mac === nic.mac) : vm.definition.nics.length);
       const keep = session ? await deviceExists(session, nicDeviceId(index)) : inDef;
       if (keep) {
         if (!inDef) await recordDefinition(ctx, (d) => ({ ...d, nics: [...d.nics, nic] }));
@@ -323,11 +326,13 @@ async function settle(vm: Vm, host: HostContext, entry: JournalEntry, finishLate
       if (inDef) await recordDefinition(ctx, (d) => ({ ...d, nics: d.nics.filter((n) => n.mac !== nic.mac) }));
       return;
     }
-    case "nic-remove": {
-      const nic = p.nic!;
-      if (!vm.definition.nics.some((n) => n.mac === nic.mac)) return;
-      await removeNic(vm, host, nic.mac, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater);
+    case "remove-nic": {
+      const mac = action.nic;
+      if (!vm.definition.nics.some((n) => n.mac === mac)) return;
+      await removeNic(vm, host, mac, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater);
       return;
     }
+    default:
+      throw new Error(`not a device change: ${action.kind}`);
   }
 }

@@ -85,7 +85,7 @@ export async function resizeDisk(vm: Vm, host: HostContext, diskName: string, si
     const message = `uses the image "${disk.image}" in a pool, which is not the VM's to resize`;
     throw new ValidationFailed(`disk: ${message}`, [{ field: "disk", message }]);
   }
-  await vm.journal.begin(vm.name, "disk-resize", { disk: diskName, sizeGiB });
+  await vm.journal.begin(vm.name, { kind: "resize-disk", disk: diskName, sizeGiB });
   try {
     await runSteps(steps, { vm, host, disk, sizeGiB, bytes: diskBytes(sizeGiB) }, vm.journal, vm.log);
   } catch (err) {
