@@ -41,8 +41,8 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
       },
     },
     async (req, reply) => {
-      const vm = await registry.create(req.body);
-      return reply.status(201).header("location", `/v1/vms/${vm.name}`).send(vm.view());
+      const vm = await registry.perform(req.body.name, { kind: "create", definition: req.body });
+      return reply.status(201).header("location", `/v1/vms/${vm.name}`).send(vm);
     },
   );
 
@@ -78,7 +78,7 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
       },
     },
     async (req, reply) => {
-      await registry.delete(req.params.name);
+      await registry.perform(req.params.name, { kind: "delete" });
       return reply.status(204).send();
     },
   );
