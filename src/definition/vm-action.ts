@@ -36,15 +36,30 @@ export const vmActionSchema = z.discriminatedUnion("kind", [
   /** Replace (or with undefined remove) the cloud-init seed's content; the next start attaches it. */
   z.strictObject({ kind: z.literal("set-cloud-init"), cloudInit: cloudInitSchema.optional() }),
   /** Copy one disk of a running VM to a file in a pool, as a job. */
-  z.strictObject({ kind: z.literal("backup"), disk: z.string(), target: z.string() }),
+  z.strictObject({
+    kind: z.literal("backup"),
+    disk: z.string(),
+    target: z.string(),
+    format: z.enum(["qcow2", "raw"]),
+    /** Bandwidth limit, so a backup does not starve the guest's own I/O. */
+    speedMiBps: z.number().positive().optional(),
+  }),
   /** Send the running VM to another host (migrate out), as a job. */
-  z.strictObject({ kind: z.literal("migrate"), destination: z.string(), storage }),
+  z.strictObject({
+    kind: z.literal("migrate"),
+    destination: z.string(),
+    storage,
+    maxDowntimeMs: z.number().int().positive().optional(),
+    bandwidthMiBps: z.number().int().positive().optional(),
+    autoConverge: z.boolean().optional(),
+    postcopy: z.boolean().optional(),
+  }),
   /** Receive a VM another host sends (migrate in). */
   z.strictObject({ kind: z.literal("migrate-in"), storage }),
   /** Fleet mode: the operator writes the owner key for this host, whoever held it. */
   z.strictObject({ kind: z.literal("takeover") }),
   /** A pass-through QMP command that may change the VM (anything but a query). */
-  z.strictObject({ kind: z.literal("qmp"), command: z.string() }),
+  z.strictObject({ kind: z.literal("qmp"), command: z.string(), arguments: z.record(z.string(), z.unknown()).optional() }),
   /** The daemon's own at its start: re-attach the VM's qemu and read its journal. */
   z.strictObject({ kind: z.literal("adopt") }),
 ]);

@@ -22,6 +22,7 @@ import type { IncomingReply, IncomingState, MigrateRequest } from "./migration-s
 import { PeerClient, PeerUnreachable } from "./peer-client.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import type { ActionOf } from "../definition/vm-action.js";
+import type { PreparedJob } from "../vm/operations/job-actions.js";
 
 /** Mirror jobs a restarted daemon finds: completed (after RAM) or abandoned (before). */
 async function cancelLeftoverMirrors(session: QemuSession, force = true): Promise<void> {
@@ -49,9 +50,9 @@ export class MigrationSource {
     private readonly jobs: JobRegistry,
   ) {}
 
-  /** Checks the request, then runs the migration as a job; resolves with the job at once. */
-  async start(name: string, req: MigrateRequest): Promise<Job> {
-    const vm = this.registry.get(name);
+  /** Checks the request; the migration then runs as the job, under the VM's `migrate` operation (operations/job-actions.ts). */
+  async prepare(vm: Vm, req: ActionOf<"migrate">): Promise<PreparedJob> {
+    const { name } = vm;
     if (!vm.session) throw new VmStateConflict(name, vm.settledState(), "migrate");
     if (vm.lock.current) throw new VmStateConflict(name, `busy with ${vm.lock.current.name}`, "migrate");
     // A disk backup is a block job of its own: the migration would end the qemu it runs in.
@@ -72,18 +73,15 @@ export class MigrationSource {
       }
     }
     const job = this.jobs.create("migrate", name);
-    vm.job = job;
-    void vm.lock
-      .run("migrate", () => this.run(vm, job, req))
-      .finally(() => {
-        if (vm.job === job) vm.job = undefined;
-      })
-      .catch((err: unknown) => {
+    return {
+      job,
+      run: () => this.run(vm, job, req),
+      failed: (err: unknown) => {
         const e = err instanceof VmhError ? err : new MigrationFailed((err as Error).message);
         if (job.state === "running") job.finish(job.signal.aborted ? "cancelled" : "failed", undefined, { code: e.code, detail: e.message });
         vm.log.warn({ err: e.message }, "migration did not complete; the guest runs here");
-      });
-    return job;
+      },
+    };
   }
 
   private async run(vm: Vm, job: Job, req: MigrateRequest): Promise<void> {

@@ -17,16 +17,22 @@ import { performLifecycle } from "./operations/lifecycle-actions.js";
 import { performDeviceAction } from "./operations/device-actions.js";
 import { recoverInterrupted, type MigrationRecovery } from "./interrupted-operation.js";
 import { VmOwnership } from "./vm-ownership.js";
+import { performJobAction, type JobAction, type JobActions } from "./operations/job-actions.js";
+import { runPassthrough, type PassthroughLog } from "./operations/qmp-passthrough.js";
+import type { Job } from "../jobs/job-registry.js";
 import type { z } from "zod";
 import { setTimeout as sleep } from "node:timers/promises";
 
-export type { VmAction, MigrationRecovery };
+export type { VmAction, MigrationRecovery, JobActions };
 
 /**
- * The actions perform carries out. Backup, migration and the QMP pass-through
- * still run in their own modules, under the VM's lock or job in their kind's name.
+ * The actions perform carries out. An incoming migration is received under its
+ * own `migrate-in` operation (src/migration/migration-target.ts), adoption under
+ * `adopt` at the daemon's start (load).
  */
-export type PerformedAction = Exclude<VmAction, { kind: "backup" | "migrate" | "migrate-in" | "qmp" | "adopt" }>;
+export type PerformedAction = Exclude<VmAction, { kind: "migrate-in" | "adopt" }>;
+/** The actions that answer with the VM's view. */
+export type ViewAction = Exclude<PerformedAction, JobAction | ActionOf<"qmp">>;
 
 export class VmRegistry {
   private readonly vms = new Map<string, Vm>();
@@ -71,6 +77,8 @@ export class VmRegistry {
   adopted: Promise<void> = Promise.resolve();
   /** Finishes or rolls back a migration a restart cut short, each by its own side (set by main). */
   recoverMigration: MigrationRecovery | undefined;
+  /** The work of a backup or a migration out (set by main: the migration side imports the registry). */
+  jobActions: JobActions | undefined;
 
   private async adopt(vm: Vm): Promise<void> {
     let interrupted: JournalEntry | undefined;
@@ -84,7 +92,7 @@ export class VmRegistry {
     if (vm.session && this.host.fleet) void this.ownership.reclaim(vm);
     if (vm.lastExit?.reason === "crashed" && !vm.session && !interrupted) this.crashPolicy.onCrash(vm);
     if (!interrupted) return;
-    const recovery = { context: this.context, perform: (name: string, action: PerformedAction) => this.perform(name, action), migration: this.recoverMigration };
+    const recovery = { context: this.context, perform: (name: string, action: ViewAction) => this.perform(name, action), migration: this.recoverMigration };
     recoverInterrupted(recovery, vm, interrupted).catch((err) => vm.log.error({ err, action: interrupted.action }, "finishing the interrupted operation failed"));
   }
 
@@ -187,16 +195,27 @@ export class VmRegistry {
 
   /**
    * Carries out one action on one VM (for a create, the VM it names); resolves
-   * with the VM's view once it is done. Each handler takes the VM's operation
+   * with the VM's view once it is done, with the job for one that runs as a job,
+   * with qemu's answer for a QMP command. Each handler takes the VM's operation
    * lock in the action's name, which publishes operation.started/ended.
    */
-  async perform(name: string, action: PerformedAction): Promise<VmView> {
+  async perform(name: string, action: JobAction): Promise<Job>;
+  async perform(name: string, action: ActionOf<"qmp">, log?: PassthroughLog): Promise<unknown>;
+  async perform(name: string, action: ViewAction): Promise<VmView>;
+  async perform(name: string, action: PerformedAction, log: PassthroughLog = this.host.log): Promise<unknown> {
     this.assertOpen();
     if (action.kind === "create") return (await this.create(action.definition)).view();
     const vm = this.get(name);
-    // A VM whose definition cannot be read may still have a live qemu: the operator may stop it, nothing else.
-    if (vm.broken && action.kind !== "stop") throw new VmStateConflict(name, "error", action.kind);
+    // A VM whose definition cannot be read may still have a live qemu: the operator may stop it or ask qemu, nothing else.
+    if (vm.broken && action.kind !== "stop" && action.kind !== "qmp") throw new VmStateConflict(name, "error", action.kind);
     switch (action.kind) {
+      case "qmp":
+        return await runPassthrough(vm, action, this.host.config.qmpPassthrough, log);
+      case "backup":
+      case "migrate": {
+        if (!this.jobActions) throw new Error(`no handler for ${action.kind} jobs`);
+        return await performJobAction(this.jobActions, vm, action);
+      }
       case "delete": {
         const view = vm.view();
         await this.delete(vm);

@@ -6,7 +6,7 @@ import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { z } from "zod";
 import { RouteNotFound } from "../../errors.js";
 import { vmCreateSchema } from "../../definition/vm-definition.js";
-import type { PerformedAction, VmRegistry } from "../../vm/vm-registry.js";
+import type { ViewAction, VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { acceptedSchema, json, named, noContent, problems, vmListSchema, vmSchema } from "../response-schemas.js";
 import { emptyBody, shutdownBody, vmActionParams, vmParams, waitQuery } from "../schemas.js";
@@ -102,7 +102,7 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
       },
       async (req, reply) => {
         const { name } = req.params;
-        const vmAction: PerformedAction = action === "shutdown" ? { kind: "shutdown", ...req.body } : { kind: action };
+        const vmAction: ViewAction = action === "shutdown" ? { kind: "shutdown", ...req.body } : { kind: action };
         registry.get(name);
         const done = registry.perform(name, vmAction);
         if (req.query.wait === "true") return done;
