@@ -127,7 +127,7 @@ async function run(config: Config, log: Logger): Promise<void> {
     const fleet = host.fleet;
     fleet.ownedHa = () => registry.list().filter((vm) => vm.owner?.ha).map((vm) => vm.name);
     fleet.on("lease-lost", () => {
-      for (const vm of registry.list()) if (vm.owner?.ha) vm.owner = undefined;
+      registry.ownership.leaseLost(registry.list());
       host.bus.publish("host.lease-lost", undefined, { hostId: fleet.hostId });
     });
     const fleetInventory = new HostInventory(host, registry);

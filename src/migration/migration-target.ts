@@ -159,9 +159,11 @@ export class MigrationTarget {
     const fleet = this.host.fleet;
     if (fleet) {
       try {
-        vm.owner = entry.owner
-          ? await fleet.handover(name, entry.owner.host, entry.owner.revision, vm.definition.ha)
-          : await fleet.acquire(name, vm.definition.ha);
+        vm.holdOwner(
+          entry.owner
+            ? await fleet.handover(name, entry.owner.host, entry.owner.revision, vm.definition.ha)
+            : await fleet.acquire(name, vm.definition.ha),
+        );
       } catch (err) {
         entry.committing = false;
         // etcd unreachable: the source asks again. The key held elsewhere or at a newer

@@ -9,7 +9,7 @@ import { readTerminationNote } from "../qemu/qemu-log.js";
 import { isSameProcess, readProcCmdline, readProcStartTicks, signalProcess } from "../qemu/qemu-process.js";
 import { waitForProcessGone } from "../qemu/qemu-launcher.js";
 import type { JournalEntry } from "../store/operation-journal.js";
-import { readLastExit, readRuntimeRecord, removeRuntimeRecord, writeLastExit, type RuntimeRecord } from "../store/runtime-store.js";
+import { readLastExit, readRuntimeRecord, removeRuntimeRecord, writeLastExit, type LastExit, type RuntimeRecord } from "../store/runtime-store.js";
 import { removeVmTaps } from "../net/tap-devices.js";
 import { QemuSession } from "./qemu-session.js";
 import type { Vm } from "./vm.js";
@@ -22,7 +22,7 @@ const ADOPT_CONNECT_MS = 2_000;
  * start cut short is undone here, before anything else may act on the VM.
  */
 export async function adoptVm(vm: Vm): Promise<JournalEntry | undefined> {
-  vm.lastExit = await readLastExit(vm.paths);
+  vm.restoreLastExit(await readLastExit(vm.paths));
   const interrupted = await vm.journal.readInterrupted();
   const record = await readRecordOrPidfile(vm);
   const alive = record !== undefined && (await isOurQemu(vm, record));
@@ -98,15 +98,16 @@ async function attach(vm: Vm, record: RuntimeRecord): Promise<void> {
 
 async function recordEndedWhileAway(vm: Vm, record: RuntimeRecord): Promise<void> {
   const note = await readTerminationNote(vm.paths.qemuLog);
-  vm.lastExit = {
+  const lastExit: LastExit = {
     at: new Date().toISOString(),
     reason: "crashed",
     exitCode: null,
     signal: null,
     detail: `qemu (pid ${record.pid}) ended while the daemon was not running${note ? `: ${note}` : "; its exit status is unknown"}`,
   };
-  vm.log.warn({ lastExit: vm.lastExit }, "qemu ended while the daemon was down");
-  await vm.recordState(() => writeLastExit(vm.paths, vm.lastExit!));
+  vm.restoreLastExit(lastExit);
+  vm.log.warn({ lastExit }, "qemu ended while the daemon was down");
+  await vm.recordState(() => writeLastExit(vm.paths, lastExit));
   await cleanRunFiles(vm);
 }
 
@@ -119,7 +120,7 @@ async function undoHalfStart(vm: Vm): Promise<void> {
   if (!session) return;
   if (session.connected && session.status !== "prelaunch") return; // it got through cont: done
   vm.log.warn("undoing a start that never completed");
-  vm.expectedExit = "start-failed";
+  vm.expectExit("start-failed");
   await signalProcess(session.record.pid, session.record.procStartTicks, "SIGKILL");
   await waitForProcessGone(session.record.pid, session.record.procStartTicks, AbortSignal.timeout(10_000), 50);
   await vm.waitStopped(AbortSignal.timeout(5_000));

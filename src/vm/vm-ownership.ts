@@ -20,7 +20,7 @@ export class VmOwnership {
     const fleet = this.host.fleet;
     if (!fleet) return await run();
     const held = vm.owner;
-    vm.owner = await fleet.acquire(vm.name, vm.definition.ha);
+    vm.holdOwner(await fleet.acquire(vm.name, vm.definition.ha));
     try {
       await run();
     } catch (err) {
@@ -35,7 +35,7 @@ export class VmOwnership {
     if (!fleet || vm.session) return;
     try {
       await fleet.release(vm.name);
-      vm.owner = undefined;
+      vm.holdOwner(undefined);
     } catch (err) {
       vm.log.warn({ err }, "owner key not released; it stays with this host");
     }
@@ -50,7 +50,7 @@ export class VmOwnership {
     if (!fleet) return;
     for (let delay = 500; !this.closing() && vm.session; delay = Math.min(delay * 2, 5_000)) {
       try {
-        vm.owner = await fleet.acquire(vm.name, vm.definition.ha);
+        vm.holdOwner(await fleet.acquire(vm.name, vm.definition.ha));
         return;
       } catch (err) {
         if (err instanceof VmOwnedElsewhere) {
@@ -71,9 +71,14 @@ export class VmOwnership {
     const fleet = this.host.fleet;
     if (!fleet) throw new NotInFleetMode();
     const { ownership, previous } = await fleet.takeover(vm.name, vm.definition.ha);
-    vm.owner = ownership;
+    vm.holdOwner(ownership);
     vm.log.warn({ previous, revision: ownership.revision }, "owner key taken over by the operator");
     vm.publish("vm.taken-over", { previous: previous?.host, revision: ownership.revision });
+  }
+
+  /** The host's lease is gone, and with it the owner keys of its ha VMs, which were bound to it. */
+  leaseLost(vms: Vm[]): void {
+    for (const vm of vms) if (vm.owner?.ha) vm.holdOwner(undefined);
   }
 
   /**

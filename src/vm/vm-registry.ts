@@ -65,7 +65,7 @@ export class VmRegistry {
       if ("error" in stored) {
         this.host.log.error({ vm: stored.name, reason: stored.error }, "VM definition unreadable");
         const vm = this.newVm(placeholderDefinition(stored.name));
-        vm.broken = stored.error;
+        vm.markBroken(stored.error);
         this.vms.set(stored.name, vm);
         continue;
       }

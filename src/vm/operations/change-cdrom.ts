@@ -50,9 +50,7 @@ const steps: Step<CdromContext>[] = [
   {
     name: "record-definition",
     run: async (c) => {
-      const def: VmDefinition = { ...c.vm.definition, cdrom: c.image === undefined ? {} : { image: c.image } };
-      await c.host.store.update(def);
-      c.vm.definition = def;
+      await c.vm.changeDefinition(c.host.store, (d): VmDefinition => ({ ...d, cdrom: c.image === undefined ? {} : { image: c.image } }));
     },
   },
 ];

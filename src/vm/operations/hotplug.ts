@@ -39,9 +39,7 @@ export type FinishRemoval = () => void;
 type Ctx = { vm: Vm; host: HostContext; session: QemuSession | undefined; createdFile?: string };
 
 async function recordDefinition(c: Ctx, change: (d: VmDefinition) => VmDefinition): Promise<void> {
-  const def = change(c.vm.definition);
-  await c.host.store.update(def);
-  c.vm.definition = def;
+  await c.vm.changeDefinition(c.host.store, change);
 }
 
 /** A running VM's qemu, or undefined when it is stopped; other states cannot take device changes. */
@@ -232,13 +230,11 @@ export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutS
 
 /** A removal asked again while the guest still holds the device is refused; once it has let go, it is finished. */
 async function checkPending(vm: Vm, session: QemuSession | undefined, id: string): Promise<void> {
-  const pending = vm.pendingRemovals.get(id);
-  if (!pending) return;
+  if (!vm.removalPending(id)) return;
   if (session && (await deviceExists(session, id))) {
     throw new DeviceRemovalPending(`the guest has not yet released ${id}; its removal is pending`, { device: id });
   }
-  pending.abort(SUPERSEDED);
-  vm.pendingRemovals.delete(id);
+  vm.endPendingRemoval(id, SUPERSEDED);
 }
 
 /** The abort reason of a pending removal that a new request for it finishes itself. */
@@ -250,14 +246,13 @@ async function unplugOrLeavePending(vm: Vm, session: QemuSession, id: string, ti
   } catch (err) {
     if (!(err instanceof DeviceRemovalTimeout) && !(err instanceof DeviceRemovalPending)) throw err;
     // The request stands in the guest; once it lets go (or qemu ends) the rest is done.
-    if (!vm.pendingRemovals.has(id)) {
-      const ctrl = new AbortController();
-      vm.pendingRemovals.set(id, ctrl);
+    if (!vm.removalPending(id)) {
+      const pending = vm.leaveRemovalPending(id);
       // Also when qemu ends first (the VM's exit aborts every pending removal): the
       // removal was asked for, so the definition loses the device all the same.
-      void whenReleased(session, id, ctrl.signal).then(() => {
-        if (ctrl.signal.reason === SUPERSEDED) return;
-        if (vm.pendingRemovals.get(id) === ctrl) vm.pendingRemovals.delete(id);
+      void whenReleased(session, id, pending).then(() => {
+        if (pending.reason === SUPERSEDED) return;
+        vm.endPendingRemoval(id, undefined, pending);
         finishLater();
       });
     }

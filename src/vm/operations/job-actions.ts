@@ -37,11 +37,11 @@ export async function performJobAction(handlers: JobActions, vm: Vm, action: Job
 
 function launch(vm: Vm, prepared: PreparedJob, hold: (run: () => Promise<void>) => Promise<void>): Job {
   const { job } = prepared;
-  vm.job = job;
+  vm.showJob(job);
   void hold(() => prepared.run())
     .catch((err: unknown) => prepared.failed(err))
     .finally(() => {
-      if (vm.job === job) vm.job = undefined;
+      vm.jobEnded(job);
     });
   return job;
 }

@@ -56,12 +56,10 @@ const steps: Step<ResizeContext>[] = [
   {
     name: "record-definition",
     run: async (c) => {
-      const def: VmDefinition = {
-        ...c.vm.definition,
-        disks: c.vm.definition.disks.map((d) => (d.name === c.disk.name ? { ...d, sizeGiB: c.sizeGiB } : d)),
-      };
-      await c.host.store.update(def);
-      c.vm.definition = def;
+      await c.vm.changeDefinition(c.host.store, (def): VmDefinition => ({
+        ...def,
+        disks: def.disks.map((d) => (d.name === c.disk.name ? { ...d, sizeGiB: c.sizeGiB } : d)),
+      }));
     },
   },
 ];

@@ -150,7 +150,7 @@ const steps: Step<StartContext>[] = [
       c.vm.attachSession(session);
     },
     undo: async (c) => {
-      c.vm.expectedExit = "start-failed";
+      c.vm.expectExit("start-failed");
       c.session?.detach();
     },
   },

@@ -33,7 +33,7 @@ export async function journalBestEffort(vm: Vm, action: VmAction): Promise<boole
 export async function killQemu(vm: Vm, reason: string): Promise<void> {
   const session = vm.session;
   if (!session) return;
-  vm.expectedExit = reason;
+  vm.expectExit(reason);
   const { pid, procStartTicks } = session.record;
   const stopped = vm.waitStopped();
   // qemu may hang up before it replies to quit; that is success, not an error.
