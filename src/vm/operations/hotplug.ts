@@ -23,7 +23,7 @@ import {
   whenReleased,
 } from "../devices/device-hotplug.js";
 import type { HostContext } from "../host-context.js";
-import { runSteps, type Step } from "../operation-steps.js";
+import { runJournaled, runSteps, type Step } from "../operation-steps.js";
 import type { QemuSession } from "../qemu-session.js";
 import type { Vm } from "../vm.js";
 import { checkInPlaceImage } from "../devices/disk-sources.js";
@@ -50,13 +50,8 @@ function liveSession(vm: Vm, wanted: string): QemuSession | undefined {
   throw new VmStateConflict(vm.name, state, wanted);
 }
 
-async function journaled(vm: Vm, action: VmAction, facts: JournalFacts, body: () => Promise<void>): Promise<void> {
-  await vm.journal.begin(vm.name, action, facts);
-  try {
-    await body();
-  } finally {
-    await vm.journal.end().catch((err) => vm.log.error({ err }, "cannot end the journal entry"));
-  }
+function journaled(vm: Vm, action: VmAction, facts: JournalFacts, body: () => Promise<void>): Promise<void> {
+  return runJournaled(vm.journal, vm.log, { vm: vm.name, action, facts }, body);
 }
 
 // ---- disks ----
