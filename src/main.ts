@@ -127,7 +127,7 @@ async function run(config: Config, log: Logger): Promise<void> {
     const fleet = host.fleet;
     fleet.ownedHa = () => registry.list().filter((vm) => vm.owner?.ha).map((vm) => vm.name);
     fleet.on("lease-lost", () => {
-      for (const vm of registry.list()) if (vm.owner?.ha) vm.owner = undefined;
+      registry.ownership.leaseLost(registry.list());
       host.bus.publish("host.lease-lost", undefined, { hostId: fleet.hostId });
     });
     const fleetInventory = new HostInventory(host, registry);
@@ -136,10 +136,15 @@ async function run(config: Config, log: Logger): Promise<void> {
   }
   const jobs = new JobRegistry(host.bus);
   const target = new MigrationTarget(host, registry);
-  const migration = { jobs, source: new MigrationSource(host, registry, jobs), target };
+  const source = new MigrationSource(host, registry, jobs);
+  const backups = new DiskBackups(host, jobs);
+  const migration = { jobs, target };
+  registry.jobActions = { backup: (vm, action) => backups.prepare(vm, action), migrate: (vm, action) => source.prepare(vm, action) };
   // A migration cut short by a restart of this daemon is finished or rolled back by its own side.
-  registry.recoverMigration = (vm, entry) =>
-    entry.operation === "migrate-in" ? target.recover(vm, entry) : migration.source.recover(vm, entry);
+  registry.recoverMigration = {
+    out: (vm, action, entry) => source.recover(vm, action, entry),
+    in: (vm, entry) => target.recover(vm, entry),
+  };
   await registry.load();
   if (host.fleet) {
     // After load, so the first state it writes already lists every ha VM.
@@ -152,7 +157,7 @@ async function run(config: Config, log: Logger): Promise<void> {
   host.bus.publish("daemon.started", undefined, { qemuVersion, accel });
 
   const inventory = new HostInventory(host, registry);
-  const storage = { pools, backups: new DiskBackups(host, registry, jobs) };
+  const storage = { pools };
   const streams = { total: config.maxStreams, perPeer: config.maxStreamsPerPeer };
   const unixApp = buildHttpApp({ registry, inventory, migration, storage, log, maxConnections: config.maxConnections, streams });
   await rm(config.socket, { force: true });

@@ -34,7 +34,7 @@ export function registerDeviceCommands(program: Command, io: CliIo): void {
   const timeout = (o: { timeout?: string }): string => (o.timeout ? `?timeoutSec=${encodeURIComponent(o.timeout)}` : "");
 
   program
-    .command("disk-add <name>")
+    .command("add-disk <name>")
     .description("add a disk: hot-plugged at once if the VM runs, else from its next start")
     .option("--disk <name:GiB>", "a new blank disk of this size in the VM's directory")
     .option("--image <name:path>", "an existing image in a storage pool")
@@ -51,7 +51,7 @@ export function registerDeviceCommands(program: Command, io: CliIo): void {
     });
 
   program
-    .command("disk-remove <name> <disk>")
+    .command("remove-disk <name> <disk>")
     .description("remove a disk (a running guest is asked to release it first); the VM's own disk file is deleted")
     .option("--timeout <sec>", "how long to wait for the guest (default 30)")
     .action(async (name: string, disk: string, o: { timeout?: string }) => {
@@ -59,7 +59,7 @@ export function registerDeviceCommands(program: Command, io: CliIo): void {
     });
 
   program
-    .command("nic-add <name>")
+    .command("add-nic <name>")
     .description("add a NIC: hot-plugged at once if the VM runs")
     .requiredOption("--nic <net>", "user, or bridge:BRIDGE")
     .option("--mac <mac>", "default: generated")
@@ -70,7 +70,7 @@ export function registerDeviceCommands(program: Command, io: CliIo): void {
     });
 
   program
-    .command("nic-remove <name> <nic>")
+    .command("remove-nic <name> <nic>")
     .description("remove a NIC, named by its index or MAC (a running VM: only its last NIC)")
     .option("--timeout <sec>", "how long to wait for the guest (default 30)")
     .action(async (name: string, nic: string, o: { timeout?: string }) => {

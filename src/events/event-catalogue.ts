@@ -4,8 +4,10 @@
 // real daemon sends on /v1/events with these schemas. The schemas describe the JSON
 // on the wire: a field the code leaves undefined is absent there, hence optional.
 // This layer sits below the VM domain, so the shapes a payload shares with it (a
-// state, how qemu exited) are declared here rather than imported from src/vm.
+// state, how qemu exited) are declared here rather than imported from src/vm; an
+// operation's name is an action's kind, from src/definition/vm-action.ts.
 import { z } from "zod";
+import { vmActionKinds } from "../definition/vm-action.js";
 
 const vmState = z.string().describe("the VM's state as GET /v1/vms/{name} shows it");
 const diskName = z.string();
@@ -44,13 +46,13 @@ export const eventCatalogue = {
   },
   "operation.started": {
     subject: "vm",
-    payload: z.strictObject({ operation: z.string() }),
-    description: "an operation (start, stop, hotplug, ...) took the VM's lock",
+    payload: z.strictObject({ operation: z.enum(vmActionKinds) }),
+    description: "an operation took the VM's lock; `operation` is the action's kind (start, stop, add-disk, migrate, ...: src/definition/vm-action.ts)",
   },
   "operation.ended": {
     subject: "vm",
     payload: z.strictObject({
-      operation: z.string(),
+      operation: z.enum(vmActionKinds),
       result: z.enum(["ok", "failed"]),
       error: z.strictObject({ code: z.string().optional(), message: z.string() }).optional(),
     }),

@@ -33,7 +33,7 @@ export interface HttpDeps {
   registry: VmRegistry;
   inventory: HostInventory;
   migration: MigrationDeps;
-  /** Pools, and disk backups (jobs in the migration's JobRegistry). */
+  /** The storage pools. */
   storage: StorageDeps;
   log: Logger;
   /** Set for the TCP listener: every request must carry it as a Bearer token. */
@@ -140,7 +140,7 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     registerConsoleRoutes(scope, registry);
     registerConsoleSocketRoutes(scope, registry, streams);
     registerDisplayRoutes(scope, registry);
-    registerMigrationRoutes(scope, migration);
+    registerMigrationRoutes(scope, registry, migration);
     registerJobRoutes(scope, migration.jobs);
     registerCdromRoutes(scope, registry);
     registerDeviceRoutes(scope, registry);

@@ -21,6 +21,8 @@ import { DiskMirrors } from "./disk-mirrors.js";
 import type { IncomingReply, IncomingState, MigrateRequest } from "./migration-schema.js";
 import { PeerClient, PeerUnreachable } from "./peer-client.js";
 import type { JournalEntry } from "../store/operation-journal.js";
+import type { ActionOf } from "../definition/vm-action.js";
+import type { PreparedJob } from "../vm/operations/job-actions.js";
 
 /** Mirror jobs a restarted daemon finds: completed (after RAM) or abandoned (before). */
 async function cancelLeftoverMirrors(session: QemuSession, force = true): Promise<void> {
@@ -48,9 +50,9 @@ export class MigrationSource {
     private readonly jobs: JobRegistry,
   ) {}
 
-  /** Checks the request, then runs the migration as a job; resolves with the job at once. */
-  async start(name: string, req: MigrateRequest): Promise<Job> {
-    const vm = this.registry.get(name);
+  /** Checks the request; the migration then runs as the job, under the VM's `migrate` operation (operations/job-actions.ts). */
+  async prepare(vm: Vm, req: ActionOf<"migrate">): Promise<PreparedJob> {
+    const { name } = vm;
     if (!vm.session) throw new VmStateConflict(name, vm.settledState(), "migrate");
     if (vm.lock.current) throw new VmStateConflict(name, `busy with ${vm.lock.current.name}`, "migrate");
     // A disk backup is a block job of its own: the migration would end the qemu it runs in.
@@ -71,25 +73,22 @@ export class MigrationSource {
       }
     }
     const job = this.jobs.create("migrate", name);
-    vm.job = job;
-    void vm.lock
-      .run("migrate", () => this.run(vm, job, req))
-      .finally(() => {
-        if (vm.job === job) vm.job = undefined;
-      })
-      .catch((err: unknown) => {
+    return {
+      job,
+      run: () => this.run(vm, job, req),
+      failed: (err: unknown) => {
         const e = err instanceof VmhError ? err : new MigrationFailed((err as Error).message);
         if (job.state === "running") job.finish(job.signal.aborted ? "cancelled" : "failed", undefined, { code: e.code, detail: e.message });
         vm.log.warn({ err: e.message }, "migration did not complete; the guest runs here");
-      });
-    return job;
+      },
+    };
   }
 
   private async run(vm: Vm, job: Job, req: MigrateRequest): Promise<void> {
     const session = vm.session!;
     const peer = new PeerClient(req.destination, this.host.config.peerToken);
     const started = Date.now();
-    await vm.journal.begin(vm.name, "migrate", { destination: req.destination, storage: req.storage, job: job.id });
+    await vm.journal.begin(vm.name, { kind: "migrate", destination: req.destination, storage: req.storage }, { job: job.id });
     vm.publish("migration.started", { job: job.id, destination: req.destination, storage: req.storage });
 
     job.setPhase("preparing-destination");
@@ -286,9 +285,8 @@ export class MigrationSource {
    * roll back, the guest runs on here. RAM complete (or postcopy begun): the
    * destination decides, exactly as if the commit had gone unanswered.
    */
-  async recover(vm: Vm, entry: JournalEntry): Promise<void> {
-    const destination = String(entry.params.destination ?? "");
-    const storage = entry.params.storage === "shared" ? "shared" : "copy";
+  async recover(vm: Vm, action: ActionOf<"migrate">, entry: Pick<JournalEntry, "done">): Promise<void> {
+    const { destination, storage } = action;
     const peer = new PeerClient(destination, this.host.config.peerToken);
     const session = vm.session;
     vm.log.warn({ destination, done: entry.done }, "a migration was cut short by a daemon restart");

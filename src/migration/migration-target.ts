@@ -87,7 +87,7 @@ export class MigrationTarget {
       void vm.lock
         .run("migrate-in", async () => {
           // The pool images made for a copy are recorded, so a restart that undoes the migration removes them too.
-          await vm.journal.begin(vm.name, "migrate-in", { storage: req.storage, createdImages: this.images.list(vm.name) });
+          await vm.journal.begin(vm.name, { kind: "migrate-in", storage: req.storage }, { createdImages: this.images.list(vm.name) });
           await launchIncomingQemu(vm, this.host);
           const session = vm.session!;
           const hostAddr = this.migrationHost();
@@ -159,9 +159,11 @@ export class MigrationTarget {
     const fleet = this.host.fleet;
     if (fleet) {
       try {
-        vm.owner = entry.owner
-          ? await fleet.handover(name, entry.owner.host, entry.owner.revision, vm.definition.ha)
-          : await fleet.acquire(name, vm.definition.ha);
+        vm.holdOwner(
+          entry.owner
+            ? await fleet.handover(name, entry.owner.host, entry.owner.revision, vm.definition.ha)
+            : await fleet.acquire(name, vm.definition.ha),
+        );
       } catch (err) {
         entry.committing = false;
         // etcd unreachable: the source asks again. The key held elsewhere or at a newer
@@ -212,14 +214,14 @@ export class MigrationTarget {
   }
 
   /** After a restart of this daemon: a receive that never got its commit is undone; a commit begun is finished. */
-  async recover(vm: Vm, entry: Pick<JournalEntry, "done" | "params">): Promise<void> {
+  async recover(vm: Vm, entry: Pick<JournalEntry, "done" | "facts">): Promise<void> {
     if (entry.done.includes("commit-begun") && vm.session) {
       await vm.session.execute("cont").catch(() => {});
       await vm.recordState(() => vm.journal.end());
       return;
     }
     vm.log.warn("an incoming migration was cut short by a daemon restart; removing it");
-    this.images.restore(vm.name, entry.params.createdImages);
+    this.images.restore(vm.name, entry.facts.createdImages);
     await this.removeAll(vm);
   }
 

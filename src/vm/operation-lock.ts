@@ -4,24 +4,24 @@
 // shutdown in progress: the shutdown is told to give up waiting for the guest and
 // the stop then waits for it to finish.
 import { VmBusy } from "../errors.js";
-import type { OperationName } from "./vm-state.js";
+import type { VmActionKind } from "../definition/vm-action.js";
 
 export interface RunningOperation {
-  name: OperationName;
+  name: VmActionKind;
   startedAt: string;
   /** Aborted when another operation preempts this one. */
   preempt: AbortController;
   done: Promise<unknown>;
 }
 
-const preemptable: Partial<Record<OperationName, OperationName[]>> = {
+const preemptable: Partial<Record<VmActionKind, VmActionKind[]>> = {
   stop: ["shutdown"],
 };
 
 /** Told when an operation begins and ends (not when it is refused), e.g. to publish it as events. */
 export interface OperationObserver {
-  started(name: OperationName): void;
-  ended(name: OperationName, error: unknown): void;
+  started(name: VmActionKind): void;
+  ended(name: VmActionKind, error: unknown): void;
 }
 
 export class OperationLock {
@@ -36,7 +36,7 @@ export class OperationLock {
     return this.running;
   }
 
-  async run<T>(name: OperationName, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  async run<T>(name: VmActionKind, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const held = this.running;
     if (held) {
       if (!preemptable[name]?.includes(held.name)) throw new VmBusy(this.vm, held.name);

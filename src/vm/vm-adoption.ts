@@ -9,22 +9,20 @@ import { readTerminationNote } from "../qemu/qemu-log.js";
 import { isSameProcess, readProcCmdline, readProcStartTicks, signalProcess } from "../qemu/qemu-process.js";
 import { waitForProcessGone } from "../qemu/qemu-launcher.js";
 import type { JournalEntry } from "../store/operation-journal.js";
-import { readLastExit, readRuntimeRecord, removeRuntimeRecord, writeLastExit, type RuntimeRecord } from "../store/runtime-store.js";
+import { readLastExit, readRuntimeRecord, removeRuntimeRecord, writeLastExit, type LastExit, type RuntimeRecord } from "../store/runtime-store.js";
 import { removeVmTaps } from "../net/tap-devices.js";
 import { QemuSession } from "./qemu-session.js";
-import type { VmAction } from "./vm-action.js";
 import type { Vm } from "./vm.js";
 
 const ADOPT_CONNECT_MS = 2_000;
 
 /**
- * What adoption leaves to do once the VM's lock is free again: the rest of an
- * interrupted operation, or a migration for its own side to finish or roll back.
+ * Adopts the VM; resolves with the journal entry of an operation a restart cut
+ * short, which VmRegistry.recover settles once the VM's lock is free again. A
+ * start cut short is undone here, before anything else may act on the VM.
  */
-export type FollowUp = VmAction | { kind: "recover-migration"; entry: JournalEntry } | undefined;
-
-export async function adoptVm(vm: Vm): Promise<FollowUp> {
-  vm.lastExit = await readLastExit(vm.paths);
+export async function adoptVm(vm: Vm): Promise<JournalEntry | undefined> {
+  vm.restoreLastExit(await readLastExit(vm.paths));
   const interrupted = await vm.journal.readInterrupted();
   const record = await readRecordOrPidfile(vm);
   const alive = record !== undefined && (await isOurQemu(vm, record));
@@ -43,13 +41,12 @@ export async function adoptVm(vm: Vm): Promise<FollowUp> {
   await vm.boundLogs();
 
   if (!interrupted) return undefined;
-  vm.log.warn({ operation: interrupted.operation, done: interrupted.done }, "an operation was cut short by a daemon restart");
-  if (interrupted.operation === "migrate" || interrupted.operation === "migrate-in") {
-    return { kind: "recover-migration", entry: interrupted };
-  }
-  const follow = await resumeInterrupted(vm, interrupted);
+  vm.log.warn({ action: interrupted.action, done: interrupted.done }, "an operation was cut short by a daemon restart");
+  // A migration's entry stays until its own side has settled it.
+  if (interrupted.action.kind === "migrate" || interrupted.action.kind === "migrate-in") return interrupted;
+  if (interrupted.action.kind === "start") await undoHalfStart(vm);
   await vm.recordState(() => vm.journal.end());
-  return follow;
+  return interrupted;
 }
 
 /**
@@ -101,59 +98,32 @@ async function attach(vm: Vm, record: RuntimeRecord): Promise<void> {
 
 async function recordEndedWhileAway(vm: Vm, record: RuntimeRecord): Promise<void> {
   const note = await readTerminationNote(vm.paths.qemuLog);
-  vm.lastExit = {
+  const lastExit: LastExit = {
     at: new Date().toISOString(),
     reason: "crashed",
     exitCode: null,
     signal: null,
     detail: `qemu (pid ${record.pid}) ended while the daemon was not running${note ? `: ${note}` : "; its exit status is unknown"}`,
   };
-  vm.log.warn({ lastExit: vm.lastExit }, "qemu ended while the daemon was down");
-  await vm.recordState(() => writeLastExit(vm.paths, vm.lastExit!));
+  vm.restoreLastExit(lastExit);
+  vm.log.warn({ lastExit }, "qemu ended while the daemon was down");
+  await vm.recordState(() => writeLastExit(vm.paths, lastExit));
   await cleanRunFiles(vm);
 }
 
-async function resumeInterrupted(vm: Vm, entry: JournalEntry): Promise<FollowUp> {
+/**
+ * A start that never told qemu to run, or whose qemu does not answer, is undone
+ * rather than guessed at, so a VM can never end up with a second qemu.
+ */
+async function undoHalfStart(vm: Vm): Promise<void> {
   const session = vm.session;
-  switch (entry.operation) {
-    case "start":
-      if (!session) return undefined;
-      if (session.connected && session.status !== "prelaunch") return undefined; // it got through cont: done
-      // Never told to run, or not answering: a half-made start is undone rather than guessed at,
-      // so a VM can never end up with a second qemu.
-      vm.log.warn("undoing a start that never completed");
-      vm.expectedExit = "start-failed";
-      await signalProcess(session.record.pid, session.record.procStartTicks, "SIGKILL");
-      await waitForProcessGone(session.record.pid, session.record.procStartTicks, AbortSignal.timeout(10_000), 50);
-      await vm.waitStopped(AbortSignal.timeout(5_000));
-      return undefined;
-    case "shutdown": {
-      if (!session) return undefined;
-      const timeoutSec = Number(entry.params.timeoutSec ?? 60);
-      const elapsed = (Date.now() - Date.parse(entry.startedAt)) / 1000;
-      return { kind: "shutdown", timeoutSec: Math.max(1, Math.ceil(timeoutSec - elapsed)) };
-    }
-    case "stop":
-      return session ? { kind: "stop" } : undefined;
-    case "disk-add":
-    case "disk-remove":
-    case "nic-add":
-    case "nic-remove":
-      // Settled by what qemu has once adoption is over (operations/hotplug.ts).
-      return { kind: "recover-hotplug", entry };
-    case "cdrom": {
-      // Done again in full: the disc may or may not have changed, the definition not yet been written.
-      const image = entry.params.image;
-      return typeof image === "string" ? { kind: "change-cdrom", image } : { kind: "eject-cdrom" };
-    }
-    case "disk-resize": {
-      // Done again: growing to the size asked for is a no-op if it was reached.
-      const { disk, sizeGiB } = entry.params;
-      return typeof disk === "string" && typeof sizeGiB === "number" ? { kind: "resize-disk", disk, sizeGiB } : undefined;
-    }
-    default:
-      return undefined;
-  }
+  if (!session) return;
+  if (session.connected && session.status !== "prelaunch") return; // it got through cont: done
+  vm.log.warn("undoing a start that never completed");
+  vm.expectExit("start-failed");
+  await signalProcess(session.record.pid, session.record.procStartTicks, "SIGKILL");
+  await waitForProcessGone(session.record.pid, session.record.procStartTicks, AbortSignal.timeout(10_000), 50);
+  await vm.waitStopped(AbortSignal.timeout(5_000));
 }
 
 export async function cleanRunFiles(vm: Vm): Promise<void> {

@@ -1,30 +1,38 @@
 // The registry of this host's VMs, and the one place every VmAction is carried
-// out (one exhaustive switch). HTTP routes and the CLI only produce actions.
-import { NotInFleetMode, UuidInUse, VmBusy, VmExists, VmNotFound, VmOwnedElsewhere, VmStateConflict, ShuttingDown } from "../errors.js";
+// out: perform switches over the action union (exhaustively) and hands each
+// group to its handler in operations/. HTTP routes and the CLI only produce actions.
+import { ShuttingDown, UuidInUse, VmBusy, VmExists, VmNotFound, VmStateConflict } from "../errors.js";
 import { completeDefinition, type VmDefinition, vmCreateSchema } from "../definition/vm-definition.js";
 import type { HostContext } from "./host-context.js";
 import { createVmOnDisk } from "./operations/create-vm.js";
-import { pauseVm, resetVm, resumeVm } from "./operations/guest-controls.js";
-import { shutdownVm, DEFAULT_SHUTDOWN_TIMEOUT_SEC } from "./operations/shutdown-vm.js";
-import { startVm } from "./operations/start-vm.js";
-import { stopVm } from "./operations/stop-vm.js";
-import { changeCdrom } from "./operations/change-cdrom.js";
-import { addDisk, addNic, DEFAULT_RELEASE_TIMEOUT_SEC, findNic, recoverHotplug, removeDisk, removeNic } from "./operations/hotplug.js";
-import { setBalloonTarget } from "./guest/guest-balloon.js";
-import type { OperationName } from "./vm-state.js";
-import { resizeDisk } from "./operations/resize-disk.js";
-import { setCloudInit } from "./guest/cloud-init-seed.js";
 import { CrashPolicy } from "./crash-policy.js";
 import { MemoryAdmission } from "../host/memory-admission.js";
 import { Vm, type VmView } from "./vm.js";
-import { adoptVm, type FollowUp } from "./vm-adoption.js";
+import { adoptVm } from "./vm-adoption.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import { findQemuProcesses, type QemuProcessInfo } from "../qemu/qemu-process.js";
-import type { VmAction } from "./vm-action.js";
+import { assertNever, type ActionOf, type VmAction } from "../definition/vm-action.js";
+import type { ActionContext } from "./operations/action-context.js";
+import { performLifecycle } from "./operations/lifecycle-actions.js";
+import { performDeviceAction } from "./operations/device-actions.js";
+import { recoverInterrupted, type MigrationRecovery } from "./interrupted-operation.js";
+import { VmOwnership } from "./vm-ownership.js";
+import { performJobAction, type JobAction, type JobActions } from "./operations/job-actions.js";
+import { runPassthrough, type PassthroughLog } from "./operations/qmp-passthrough.js";
+import type { Job } from "../jobs/job-registry.js";
 import type { z } from "zod";
 import { setTimeout as sleep } from "node:timers/promises";
 
-export type { VmAction };
+export type { VmAction, MigrationRecovery, JobActions };
+
+/**
+ * The actions perform carries out. An incoming migration is received under its
+ * own `migrate-in` operation (src/migration/migration-target.ts), adoption under
+ * `adopt` at the daemon's start (load).
+ */
+export type PerformedAction = Exclude<VmAction, { kind: "migrate-in" | "adopt" }>;
+/** The actions that answer with the VM's view. */
+export type ViewAction = Exclude<PerformedAction, JobAction | ActionOf<"qmp">>;
 
 export class VmRegistry {
   private readonly vms = new Map<string, Vm>();
@@ -33,15 +41,18 @@ export class VmRegistry {
   private readonly crashPolicy: CrashPolicy;
   private closing = false;
 
+  /** What every handler gets: starts are admitted against the host's free memory (src/host/memory-admission.ts). */
+  private readonly context: ActionContext;
+  readonly ownership: VmOwnership;
+
   constructor(readonly host: HostContext) {
     this.crashPolicy = new CrashPolicy(host.log, (vm) => this.perform(vm.name, { kind: "start" }));
-    this.memory = new MemoryAdmission(host.config.reserveMemory, () =>
+    const memory = new MemoryAdmission(host.config.reserveMemory, () =>
       this.list().flatMap((vm) => (vm.session ? [{ name: vm.name, memoryMiB: vm.definition.memoryMiB, pid: vm.session.pid }] : [])),
     );
+    this.ownership = new VmOwnership(host, () => this.closing);
+    this.context = { host, memory, ownership: this.ownership, finishRemovalLater: (name, action) => this.finishRemovalLater(name, action) };
   }
-
-  /** Starts are admitted against the host's free memory (src/host/memory-admission.ts). */
-  private readonly memory: MemoryAdmission;
 
   /**
    * Loads every stored VM, then adopts the qemu of each in parallel. Resolves once
@@ -54,7 +65,7 @@ export class VmRegistry {
       if ("error" in stored) {
         this.host.log.error({ vm: stored.name, reason: stored.error }, "VM definition unreadable");
         const vm = this.newVm(placeholderDefinition(stored.name));
-        vm.broken = stored.error;
+        vm.markBroken(stored.error);
         this.vms.set(stored.name, vm);
         continue;
       }
@@ -64,31 +75,25 @@ export class VmRegistry {
   }
 
   adopted: Promise<void> = Promise.resolve();
-  /** Finishes or rolls back a migration a restart cut short (set by the migration side). */
-  recoverMigration: ((vm: Vm, entry: JournalEntry) => Promise<void>) | undefined;
+  /** Finishes or rolls back a migration a restart cut short, each by its own side (set by main). */
+  recoverMigration: MigrationRecovery | undefined;
+  /** The work of a backup or a migration out (set by main: the migration side imports the registry). */
+  jobActions: JobActions | undefined;
 
   private async adopt(vm: Vm): Promise<void> {
-    let follow: FollowUp;
+    let interrupted: JournalEntry | undefined;
     try {
-      follow = await vm.lock.run("adopt", () => adoptVm(vm));
+      interrupted = await vm.lock.run("adopt", () => adoptVm(vm));
     } catch (err) {
       vm.log.error({ err }, "adoption failed; the VM is left as it is");
       return;
     }
     vm.publish("vm.adopted", { state: vm.state(), pid: vm.session?.pid });
-    if (vm.session && this.host.fleet) void this.reclaimOwnership(vm);
-    if (vm.lastExit?.reason === "crashed" && !vm.session && !follow) this.crashPolicy.onCrash(vm);
-    if (follow?.kind === "recover-migration") {
-      const entry = follow.entry;
-      const recover = this.recoverMigration;
-      const op = entry.operation === "migrate-in" ? "migrate-in" : "migrate";
-      if (recover) void vm.lock.run(op, () => recover(vm, entry)).catch((err) => vm.log.error({ err }, "migration recovery failed"));
-      return;
-    }
-    if (follow) {
-      vm.log.info({ action: follow }, "finishing the interrupted operation");
-      this.perform(vm.name, follow).catch((err) => vm.log.error({ err }, "finishing the interrupted operation failed"));
-    }
+    if (vm.session && this.host.fleet) void this.ownership.reclaim(vm);
+    if (vm.lastExit?.reason === "crashed" && !vm.session && !interrupted) this.crashPolicy.onCrash(vm);
+    if (!interrupted) return;
+    const recovery = { context: this.context, perform: (name: string, action: ViewAction) => this.perform(name, action), migration: this.recoverMigration };
+    recoverInterrupted(recovery, vm, interrupted).catch((err) => vm.log.error({ err, action: interrupted.action }, "finishing the interrupted operation failed"));
   }
 
   private newVm(def: VmDefinition): Vm {
@@ -122,8 +127,7 @@ export class VmRegistry {
     return [...this.vms.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  async create(req: z.output<typeof vmCreateSchema>): Promise<Vm> {
-    this.assertOpen();
+  private async create(req: z.output<typeof vmCreateSchema>): Promise<Vm> {
     const def = completeDefinition(req);
     this.assertFree(def);
     this.creating.set(def.name, def.uuid);
@@ -178,105 +182,67 @@ export class VmRegistry {
     this.vms.delete(name);
   }
 
-  async delete(name: string): Promise<void> {
-    this.assertOpen();
-    const vm = this.get(name);
-    if (vm.broken) throw new VmStateConflict(name, "error", "delete");
+  private async delete(vm: Vm): Promise<void> {
     await vm.lock.run("delete", async () => {
-      if (vm.session) throw new VmStateConflict(name, vm.settledState(), "delete");
-      await this.releaseOwnership(vm);
-      await this.host.store.remove(name);
-      this.vms.delete(name);
-      this.host.qemuUsers.forget(name);
+      if (vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "delete");
+      await this.ownership.release(vm);
+      await this.host.store.remove(vm.name);
+      this.vms.delete(vm.name);
+      this.host.qemuUsers.forget(vm.name);
     });
     vm.publish("vm.deleted");
   }
 
-  /** Carries out one action on one VM under its operation lock; resolves when it is done. */
-  async perform(name: string, action: VmAction): Promise<VmView> {
+  /**
+   * Carries out one action on one VM (for a create, the VM it names); resolves
+   * with the VM's view once it is done, with the job for one that runs as a job,
+   * with qemu's answer for a QMP command. Each handler takes the VM's operation
+   * lock in the action's name, which publishes operation.started/ended.
+   */
+  async perform(name: string, action: JobAction): Promise<Job>;
+  async perform(name: string, action: ActionOf<"qmp">, log?: PassthroughLog): Promise<unknown>;
+  async perform(name: string, action: ViewAction): Promise<VmView>;
+  async perform(name: string, action: PerformedAction, log: PassthroughLog = this.host.log): Promise<unknown> {
     this.assertOpen();
+    if (action.kind === "create") return (await this.create(action.definition)).view();
     const vm = this.get(name);
-    // A VM whose definition cannot be read may still have a live qemu: the operator may stop it, nothing else.
-    if (vm.broken && action.kind !== "stop") throw new VmStateConflict(name, "error", action.kind);
+    // A VM whose definition cannot be read may still have a live qemu: the operator may stop it or ask qemu, nothing else.
+    if (vm.broken && action.kind !== "stop" && action.kind !== "qmp") throw new VmStateConflict(name, "error", action.kind);
     switch (action.kind) {
-      case "start":
-        await vm.lock.run("start", () => this.withMemory(vm, () => this.withOwnership(vm, () => startVm(vm, this.host))));
-        break;
-      case "shutdown": {
-        const timeoutSec = action.timeoutSec ?? DEFAULT_SHUTDOWN_TIMEOUT_SEC;
-        await vm.lock.run("shutdown", async (preempted) => {
-          try {
-            await shutdownVm(vm, timeoutSec, preempted, this.host.stopping.signal);
-          } finally {
-            // Also for a VM already down (the guest powered off): its key goes back once nothing runs.
-            await this.releaseOwnership(vm);
-          }
-        });
-        break;
+      case "qmp":
+        return await runPassthrough(vm, action, this.host.config.qmpPassthrough, log);
+      case "backup":
+      case "migrate": {
+        if (!this.jobActions) throw new Error(`no handler for ${action.kind} jobs`);
+        return await performJobAction(this.jobActions, vm, action);
       }
+      case "delete": {
+        const view = vm.view();
+        await this.delete(vm);
+        return view;
+      }
+      case "takeover":
+        await this.ownership.takeover(vm);
+        break;
+      case "start":
+      case "shutdown":
       case "stop":
-        await vm.lock.run("stop", async () => {
-          try {
-            await stopVm(vm);
-          } finally {
-            await this.releaseOwnership(vm);
-          }
-        });
-        break;
       case "reset":
-        await vm.lock.run("reset", () => resetVm(vm));
-        break;
       case "pause":
-        await vm.lock.run("pause", () => pauseVm(vm));
-        break;
       case "resume":
-        await vm.lock.run("resume", () => resumeVm(vm));
-        break;
-      case "change-cdrom":
-        await vm.lock.run("cdrom", () => changeCdrom(vm, this.host, action.image));
-        break;
-      case "set-cloud-init":
-        await vm.lock.run("cloud-init", () => setCloudInit(vm, this.host, action.cloudInit));
-        break;
-      case "eject-cdrom":
-        await vm.lock.run("cdrom", () => changeCdrom(vm, this.host, undefined));
-        break;
-      case "resize-disk":
-        await vm.lock.run("disk-resize", () => resizeDisk(vm, this.host, action.disk, action.sizeGiB));
+        await performLifecycle(this.context, vm, action);
         break;
       case "add-disk":
-        await vm.lock.run("disk-add", () => addDisk(vm, this.host, action.disk));
-        break;
-      case "remove-disk": {
-        const timeoutSec = action.timeoutSec ?? DEFAULT_RELEASE_TIMEOUT_SEC;
-        const finish = this.finishRemovalLater(name, { kind: "remove-disk", disk: action.disk });
-        await vm.lock.run("disk-remove", () => removeDisk(vm, this.host, action.disk, timeoutSec, finish));
-        break;
-      }
+      case "remove-disk":
       case "add-nic":
-        await vm.lock.run("nic-add", () => addNic(vm, this.host, action.nic));
-        break;
-      case "remove-nic": {
-        const timeoutSec = action.timeoutSec ?? DEFAULT_RELEASE_TIMEOUT_SEC;
-        // By MAC from here on: an index could name another NIC by the time the guest lets go.
-        const mac = vm.definition.nics[findNic(vm, action.nic)]!.mac;
-        const finish = this.finishRemovalLater(name, { kind: "remove-nic", nic: mac });
-        await vm.lock.run("nic-remove", () => removeNic(vm, this.host, action.nic, timeoutSec, finish));
-        break;
-      }
+      case "remove-nic":
       case "set-balloon":
-        await vm.lock.run("balloon", () => setBalloonTarget(vm, action.targetMiB));
+      case "change-cdrom":
+      case "eject-cdrom":
+      case "resize-disk":
+      case "set-cloud-init":
+        await performDeviceAction(this.context, vm, action);
         break;
-      case "recover-hotplug": {
-        const { entry } = action;
-        const p = entry.params as { disk?: { name: string }; nic?: { mac: string } };
-        const finish = this.finishRemovalLater(
-          name,
-          p.disk ? { kind: "remove-disk", disk: p.disk.name } : { kind: "remove-nic", nic: p.nic?.mac ?? "" },
-        );
-        await vm.lock.run(entry.operation as OperationName, () => recoverHotplug(vm, this.host, entry, finish));
-        break;
-      }
       default:
         assertNever(action);
     }
@@ -288,7 +254,7 @@ export class VmRegistry {
    * ends), the same removal is performed again, which then frees the backend and
    * records the definition. Retried while another operation holds the VM.
    */
-  private finishRemovalLater(name: string, action: VmAction): () => void {
+  private finishRemovalLater(name: string, action: ActionOf<"remove-disk" | "remove-nic">): () => void {
     return () =>
       void (async () => {
         for (let attempt = 0; attempt < 120 && !this.closing; attempt++) {
@@ -307,93 +273,9 @@ export class VmRegistry {
       })();
   }
 
-  /**
-   * A start runs only with its memory admitted, claimed until it ends; a VM
-   * already running goes straight on to be refused by the start itself.
-   */
-  private async withMemory(vm: Vm, run: () => Promise<void>): Promise<void> {
-    if (vm.session) return await run();
-    const release = await this.memory.admit(vm.name, vm.definition.memoryMiB);
-    try {
-      await run();
-    } finally {
-      release();
-    }
-  }
-
-  /** Fleet mode: a start runs only while this host holds the VM's owner key. A key
-   * taken for a start that then fails is given back.
-   */
-  private async withOwnership(vm: Vm, run: () => Promise<void>): Promise<void> {
-    const fleet = this.host.fleet;
-    if (!fleet) return await run();
-    const held = vm.owner;
-    vm.owner = await fleet.acquire(vm.name, vm.definition.ha);
-    try {
-      await run();
-    } catch (err) {
-      if (!held && !vm.session) await this.releaseOwnership(vm);
-      throw err;
-    }
-  }
-
-  /** Gives the owner key back once the VM no longer runs here; a key etcd cannot be told about is left (safe: still ours). */
-  private async releaseOwnership(vm: Vm): Promise<void> {
-    const fleet = this.host.fleet;
-    if (!fleet || vm.session) return;
-    try {
-      await fleet.release(vm.name);
-      vm.owner = undefined;
-    } catch (err) {
-      vm.log.warn({ err }, "owner key not released; it stays with this host");
-    }
-  }
-
-  /**
-   * After adoption: a VM running here must hold its owner key (found again after a
-   * restart, or taken if absent). etcd down: retried until it answers.
-   */
-  private async reclaimOwnership(vm: Vm): Promise<void> {
-    const fleet = this.host.fleet!;
-    for (let delay = 500; !this.closing && vm.session; delay = Math.min(delay * 2, 5_000)) {
-      try {
-        vm.owner = await fleet.acquire(vm.name, vm.definition.ha);
-        return;
-      } catch (err) {
-        if (err instanceof VmOwnedElsewhere) {
-          vm.log.error({ owner: err.fields.owner }, "a VM running here is owned by another host");
-          vm.publish("vm.owner-conflict", { owner: String(err.fields.owner), revision: String(err.fields.revision) });
-          return;
-        }
-        await sleep(delay);
-      }
-    }
-  }
-
-  /**
-   * The operator's override when the owning host is down for sure: the key is
-   * written for this host, whoever held it. Logged and evented.
-   */
-  async takeover(name: string): Promise<VmView> {
-    this.assertOpen();
-    const vm = this.get(name);
-    const fleet = this.host.fleet;
-    if (!fleet) throw new NotInFleetMode();
-    const { ownership, previous } = await fleet.takeover(name, vm.definition.ha);
-    vm.owner = ownership;
-    vm.log.warn({ previous, revision: ownership.revision }, "owner key taken over by the operator");
-    vm.publish("vm.taken-over", { previous: previous?.host, revision: ownership.revision });
-    return vm.view();
-  }
-
-  /**
-   * The VM's owner: this host's hold, or (fleet mode) whoever etcd names. Not asked
-   * while etcd is known unreachable: a GET must not wait out the etcd deadline.
-   */
+  /** The VM's owner: this host's hold, or (fleet mode) whoever etcd names. */
   async ownerOf(vm: Vm): Promise<VmView["owner"]> {
-    const fleet = this.host.fleet;
-    if (vm.owner || !fleet?.reachable) return vm.owner;
-    return await fleet.owner(vm.name).catch(() => undefined);
+    return await this.ownership.ownerOf(vm);
   }
 
   private assertOpen(): void {
@@ -421,8 +303,4 @@ const CLOSE_GRACE_MS = 10_000;
 /** Stands in for a definition that cannot be read, so the VM is still listed (state `error`). */
 function placeholderDefinition(name: string): VmDefinition {
   return completeDefinition(vmCreateSchema.parse({ name, uuid: "00000000-0000-4000-8000-000000000000" }), new Date(0));
-}
-
-function assertNever(x: never): never {
-  throw new Error(`unhandled action ${JSON.stringify(x)}`);
 }

@@ -1,6 +1,7 @@
 // The states a VM is reported in, and how they follow from the truth: the
 // operation in flight, whether a qemu process is alive, and what qemu says.
 import type { LastExit } from "../store/runtime-store.js";
+import type { VmActionKind } from "../definition/vm-action.js";
 
 export const vmStates = [
   "stopped",
@@ -18,30 +19,9 @@ export const vmStates = [
 ] as const;
 export type VmState = (typeof vmStates)[number];
 
-export type OperationName =
-  | "adopt"
-  | "start"
-  | "shutdown"
-  | "stop"
-  | "reset"
-  | "pause"
-  | "resume"
-  | "delete"
-  | "migrate"
-  | "migrate-in"
-  | "cdrom"
-  | "disk-add"
-  | "disk-remove"
-  | "nic-add"
-  | "nic-remove"
-  | "balloon"
-  | "disk-resize"
-  | "cloud-init"
-  /** A pass-through QMP command that may change the VM (anything but a query). */
-  | "qmp";
-
 export interface StateFacts {
-  operation?: OperationName;
+  /** The action holding the VM's lock, if one does. */
+  operation?: VmActionKind;
   /** Why the VM cannot be managed normally, if it cannot. */
   broken?: string;
   qemuAlive: boolean;

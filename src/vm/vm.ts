@@ -9,6 +9,7 @@ import { removeVmTaps } from "../net/tap-devices.js";
 import { OperationJournal } from "../store/operation-journal.js";
 import { removeLastExit, removeRuntimeRecord, writeLastExit, type LastExit } from "../store/runtime-store.js";
 import type { VmPaths } from "../store/vm-paths.js";
+import type { DefinitionStore } from "../store/definition-store.js";
 import type { VmDefinition } from "../definition/vm-definition.js";
 import type { Ownership } from "../fleet/fleet-member.js";
 import { OperationLock } from "./operation-lock.js";
@@ -16,7 +17,8 @@ import { ConsoleHub, DEFAULT_MAX_CONSOLE_VIEWERS } from "./console/console-hub.j
 import { BoundedLog } from "../store/bounded-log.js";
 import { countQemuCrash } from "../metrics/metric-hooks.js";
 import type { QemuSession, SessionExit } from "./qemu-session.js";
-import { deriveState, type OperationName, type VmState } from "./vm-state.js";
+import { deriveState, type VmState } from "./vm-state.js";
+import type { VmActionKind } from "../definition/vm-action.js";
 
 export interface VmView {
   name: string;
@@ -32,7 +34,7 @@ export interface VmView {
   qmpDebugSocket?: string;
   /** The uid this VM's qemu runs as (0: root). */
   qemuUid?: number;
-  operation?: { name: OperationName; startedAt: string };
+  operation?: { name: VmActionKind; startedAt: string };
   job?: JobView;
   lastExit?: LastExit;
   /** Devices the guest was asked to release and has not yet (qemu ids: `disk-<name>`, `nic<N>`). */
@@ -61,34 +63,38 @@ export class Vm {
   readonly consoleLog: BoundedLog;
   readonly qemuLog: BoundedLog;
   private logWatch: AbortController | undefined;
-  session: QemuSession | undefined;
-  lastExit: LastExit | undefined;
+  // What the VM is, each changed only through the methods below (called from the
+  // action handlers and adoption); everything else reads it.
+  private currentDefinition: VmDefinition;
+  private currentSession: QemuSession | undefined;
+  private currentLastExit: LastExit | undefined;
   /** Set by the daemon's own stop/shutdown so that the coming exit is not taken for a crash. */
-  expectedExit: string | undefined;
+  private expectedExit: string | undefined;
   /** Why this VM cannot be managed normally (e.g. its definition is unreadable); shown as state `error`. */
-  broken: string | undefined;
+  private brokenReason: string | undefined;
   /** The last failure to record this VM's state on disk, shown until a write succeeds. */
-  stateWriteError: string | undefined;
-  /** The job working on this VM (a migration), shown with it. */
-  job: Job | undefined;
+  private stateWriteError: string | undefined;
+  /** The job working on this VM (a backup, a migration), shown with it. */
+  private currentJob: Job | undefined;
   /** Fleet mode: this host's hold on the VM's owner key in etcd, while it has one. */
-  owner: Ownership | undefined;
+  private currentOwner: Ownership | undefined;
   /** Devices whose hot-removal waits for the guest, by qemu id; each ends by its own abort. */
-  readonly pendingRemovals = new Map<string, AbortController>();
+  private readonly pendingRemovals = new Map<string, AbortController>();
   /** The guest's memory as the balloon last reported it (query-balloon or BALLOON_CHANGE), in bytes. */
-  balloonActual: number | undefined;
+  private balloonBytes: number | undefined;
   private readonly exitWaiters = new Set<() => void>();
   /** The state the last `vm.state` event announced. */
   private publishedState: VmState | undefined;
 
   constructor(
-    public definition: VmDefinition,
+    definition: VmDefinition,
     readonly paths: VmPaths,
     readonly log: Logger,
     private readonly bus: EventBus,
     private readonly onCrash: (vm: Vm) => void,
     limits: { consoleLogMax?: number; maxConsoleViewers?: number } = {},
   ) {
+    this.currentDefinition = definition;
     this.lock = new OperationLock(definition.name, {
       started: (operation) => {
         this.publish("operation.started", { operation });
@@ -120,6 +126,98 @@ export class Vm {
 
   get name(): string {
     return this.definition.name;
+  }
+
+  get definition(): VmDefinition {
+    return this.currentDefinition;
+  }
+
+  /** The VM's live qemu, while one runs. */
+  get session(): QemuSession | undefined {
+    return this.currentSession;
+  }
+
+  /** How the last run ended. */
+  get lastExit(): LastExit | undefined {
+    return this.currentLastExit;
+  }
+
+  get broken(): string | undefined {
+    return this.brokenReason;
+  }
+
+  get job(): Job | undefined {
+    return this.currentJob;
+  }
+
+  get owner(): Ownership | undefined {
+    return this.currentOwner;
+  }
+
+  /** The guest's memory as the balloon last reported it, in bytes. */
+  get balloonActual(): number | undefined {
+    return this.balloonBytes;
+  }
+
+  /** Writes a changed definition to the store, then holds it: the next start has it. */
+  async changeDefinition(store: Pick<DefinitionStore, "update">, change: (d: VmDefinition) => VmDefinition): Promise<VmDefinition> {
+    const def = change(this.currentDefinition);
+    await store.update(def);
+    this.currentDefinition = def;
+    return def;
+  }
+
+  /** Its stored definition cannot be read: the VM is listed in state `error` and the operator decides. */
+  markBroken(reason: string): void {
+    this.brokenReason = reason;
+  }
+
+  /** At adoption: how the last run ended, as recorded on disk, or as found when qemu ended while the daemon was away. */
+  restoreLastExit(exit: LastExit | undefined): void {
+    this.currentLastExit = exit;
+  }
+
+  /** The daemon itself is ending qemu: its exit is recorded with this reason, not taken for a crash. */
+  expectExit(reason: string): void {
+    this.expectedExit = reason;
+  }
+
+  /** A job now works on the VM; it is shown with the VM until jobEnded. */
+  showJob(job: Job): void {
+    this.currentJob = job;
+  }
+
+  jobEnded(job: Job): void {
+    if (this.currentJob === job) this.currentJob = undefined;
+  }
+
+  /** Devices (qemu ids) the guest was asked to release and has not yet. */
+  removalsPending(): string[] {
+    return [...this.pendingRemovals.keys()].sort();
+  }
+
+  removalPending(id: string): boolean {
+    return this.pendingRemovals.has(id);
+  }
+
+  /** The guest holds on to a device it was asked to release; the signal aborts when that wait ends (qemu gone, or a new request). */
+  leaveRemovalPending(id: string): AbortSignal {
+    const ctrl = new AbortController();
+    this.pendingRemovals.set(id, ctrl);
+    return ctrl.signal;
+  }
+
+  /** Ends the wait for a device's release: with `reason`, aborting it; given `only`, just if that wait is still the one pending. */
+  endPendingRemoval(id: string, reason?: string, only?: AbortSignal): void {
+    const ctrl = this.pendingRemovals.get(id);
+    if (!ctrl || (only && ctrl.signal !== only)) return;
+    if (reason !== undefined) ctrl.abort(reason);
+    this.pendingRemovals.delete(id);
+  }
+
+  /** Fleet mode: this host holds the VM's owner key (acquired, taken over, handed over), or no longer does. */
+  holdOwner(owner: Ownership | undefined): void {
+    this.currentOwner = owner;
   }
 
   state(): VmState {
@@ -163,7 +261,7 @@ export class Vm {
             ...(this.balloonActual !== undefined ? { balloon: { actualMiB: Math.round(this.balloonActual / 2 ** 20) } } : {}),
           }
         : {}),
-      ...(this.pendingRemovals.size > 0 ? { removalPending: [...this.pendingRemovals.keys()].sort() } : {}),
+      ...(this.pendingRemovals.size > 0 ? { removalPending: this.removalsPending() } : {}),
       ...(op ? { operation: { name: op.name, startedAt: op.startedAt } } : {}),
       ...(this.job ? { job: this.job.view() } : {}),
       ...(this.lastExit ? { lastExit: this.lastExit } : {}),
@@ -180,7 +278,7 @@ export class Vm {
     await this.session.refreshStatus(timeoutMs).catch(() => {});
     // A guest without the balloon driver makes qemu refuse; the view then shows no balloon.
     if (this.definition.balloon && !this.session.unresponsive) {
-      this.balloonActual = await this.session.execute("query-balloon", undefined, timeoutMs).then((b) => b.actual, () => undefined);
+      this.balloonBytes = await this.session.execute("query-balloon", undefined, timeoutMs).then((b) => b.actual, () => undefined);
     }
   }
 
@@ -201,7 +299,7 @@ export class Vm {
 
   /** Takes ownership of a live qemu: from here on its exit is noticed and recorded. */
   attachSession(session: QemuSession): void {
-    this.session = session;
+    this.currentSession = session;
     // Only a live qemu writes to the logs: they are watched while it runs.
     this.logWatch?.abort();
     const watch = (this.logWatch = new AbortController());
@@ -212,7 +310,7 @@ export class Vm {
       this.publish(`qemu.${e.event}`, { data: e.data ?? {} });
       if (["STOP", "RESUME", "SHUTDOWN"].includes(e.event)) this.publishState(`qemu.${e.event}`);
       if (e.event === "SHUTDOWN" && e.data?.guest === true) void this.endAfterGuestShutdown();
-      if (e.event === "BALLOON_CHANGE" && typeof e.data?.actual === "number") this.balloonActual = e.data.actual;
+      if (e.event === "BALLOON_CHANGE" && typeof e.data?.actual === "number") this.balloonBytes = e.data.actual;
     });
     void session.gone.then((exit) => this.onSessionGone(session, exit));
   }
@@ -220,29 +318,30 @@ export class Vm {
   private async onSessionGone(session: QemuSession, exit: SessionExit): Promise<void> {
     if (this.session !== session) return;
     const reason = this.exitReason(exit);
-    this.lastExit = {
+    this.currentLastExit = {
       at: new Date().toISOString(),
       reason,
       exitCode: exit.code,
       signal: exit.signal,
       ...(exit.shutdownReason ? { detail: `qemu shutdown reason: ${exit.shutdownReason}` } : {}),
     };
-    this.session = undefined;
+    this.currentSession = undefined;
     this.logWatch?.abort();
     void this.boundLogs();
     this.expectedExit = undefined;
-    this.balloonActual = undefined;
+    this.balloonBytes = undefined;
     // Whatever the guest had not yet released went with qemu.
     for (const pending of this.pendingRemovals.values()) pending.abort();
     this.pendingRemovals.clear();
-    this.log.info({ lastExit: this.lastExit }, "qemu exited");
+    const lastExit = this.currentLastExit;
+    this.log.info({ lastExit }, "qemu exited");
     await Promise.all([
-      this.recordExit(this.lastExit),
+      this.recordExit(lastExit),
       // Before anyone waiting for the exit hears of it: a stop answers with the taps gone,
       // and a restart (onCrash, or the next start) makes them afresh.
       removeVmTaps(this.definition, this.log),
     ]);
-    this.publishState(reason, { lastExit: this.lastExit });
+    this.publishState(reason, { lastExit });
     for (const w of this.exitWaiters) w();
     this.exitWaiters.clear();
     if (reason === "crashed") {

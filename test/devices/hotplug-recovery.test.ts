@@ -22,8 +22,8 @@ async function until(ok: () => Promise<boolean>, timeoutMs = 30_000): Promise<vo
 
 const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
 
-function journal(operation: string, done: string[], params: Record<string, unknown>): string {
-  return JSON.stringify({ id: "test", vm: "rc", operation, startedAt: new Date().toISOString(), done, params });
+function journal(action: Record<string, unknown>, done: string[], facts: Record<string, unknown>): string {
+  return JSON.stringify({ id: "test", vm: "rc", action, startedAt: new Date().toISOString(), done, facts });
 }
 
 function blankDisk(name: string): Record<string, unknown> {
@@ -59,7 +59,7 @@ t.test("a hot-plug cut short by SIGKILL is finished or rolled back on restart", 
   await qmp.execute("blockdev-add", { driver: "qcow2", "node-name": "d-fwd", file: "f-fwd" });
   await qmp.execute("device_add", { driver: "virtio-blk-pci", id: "disk-fwd", drive: "d-fwd", serial: "fwd", bus: "rp2" });
   qmp.close();
-  await writeFile(journalFile, journal("disk-add", ["create-file", "plug"], { disk: blankDisk("fwd"), live: true }));
+  await writeFile(journalFile, journal({ kind: "add-disk", disk: blankDisk("fwd") }, ["create-file", "plug"], { live: true }));
   await d.restart();
   let vm = await waitForVm<VmJson>(d, "rc", (v) => v.definition.disks.some((x) => x.name === "fwd"));
   t.equal(vm.state, "running", "the guest ran on");
@@ -75,7 +75,7 @@ t.test("a hot-plug cut short by SIGKILL is finished or rolled back on restart", 
   await d.kill();
   const ghost = path.join(disks, "ghost.qcow2");
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", ghost, "64M"]);
-  await writeFile(journalFile, journal("disk-add", ["create-file"], { disk: blankDisk("ghost"), live: true }));
+  await writeFile(journalFile, journal({ kind: "add-disk", disk: blankDisk("ghost") }, ["create-file"], { live: true }));
   await d.restart();
   await until(async () => !(await exists(ghost)) && !(await exists(journalFile)));
   t.notOk(await exists(journalFile), "the journal entry is settled");

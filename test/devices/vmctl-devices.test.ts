@@ -10,24 +10,24 @@ interface VmJson {
   definition: { disks: { name: string }[]; nics: { mac: string; network: { type: string } }[] };
 }
 
-t.test("vmctl disk-add, disk-remove, nic-add, nic-remove, balloon, agent", async (t) => {
+t.test("vmctl add-disk, remove-disk, add-nic, remove-nic, balloon, agent", async (t) => {
   const d = await startDaemon();
   t.teardown(() => d.cleanup());
   await defineGuestVm(d, "cli");
   const file = path.join(d.stateDir, "vms/cli/disks/extra.qcow2");
 
-  let r = await runVmctl(d, "disk-add", "cli", "--disk", "extra:1");
+  let r = await runVmctl(d, "add-disk", "cli", "--disk", "extra:1");
   t.equal(r.code, 0, r.stderr);
   t.match(r.stdout, /disk extra {2}1 GiB/, "prints the VM's devices");
   t.ok(await access(file).then(() => true, () => false), "the disk file is made");
 
-  r = await runVmctl(d, "--json", "nic-add", "cli", "--nic", "user");
+  r = await runVmctl(d, "--json", "add-nic", "cli", "--nic", "user");
   t.equal(r.code, 0, r.stderr);
   const mac = (JSON.parse(r.stdout) as VmJson).definition.nics[0]!.mac;
 
-  r = await runVmctl(d, "nic-remove", "cli", mac);
+  r = await runVmctl(d, "remove-nic", "cli", mac);
   t.equal(r.code, 0, r.stderr);
-  r = await runVmctl(d, "--json", "disk-remove", "cli", "extra");
+  r = await runVmctl(d, "--json", "remove-disk", "cli", "extra");
   t.equal(r.code, 0, r.stderr);
   const def = (JSON.parse(r.stdout) as VmJson).definition;
   t.same([def.disks, def.nics], [[], []], "both gone from the definition");
@@ -39,7 +39,7 @@ t.test("vmctl disk-add, disk-remove, nic-add, nic-remove, balloon, agent", async
   r = await runVmctl(d, "agent", "cli");
   t.equal(r.code, 0);
   t.match(r.stdout, /no guest agent answers/);
-  r = await runVmctl(d, "disk-add", "cli", "--disk", "x:1", "--image", "x:y.qcow2");
+  r = await runVmctl(d, "add-disk", "cli", "--disk", "x:1", "--image", "x:y.qcow2");
   t.equal(r.code, 1, "--disk and --image together are refused");
   await checkHeldEvents(t, d, ["vm.disk-added", "vm.disk-removed", "vm.nic-added", "vm.nic-removed"]);
 });

@@ -85,7 +85,7 @@ t.test("change and eject the disc of a running VM; a stopped one; refusals; afte
 
   // A daemon killed in the middle of a change (its journal names the disc asked for): the next one makes it.
   await d.kill();
-  const journal = { id: "0b7c4f3e-2f7a-4c7e-9a53-0f3c3f7e2a11", vm: "live", operation: "cdrom", startedAt: new Date().toISOString(), done: [], params: { image: "a.iso" } };
+  const journal = { id: "0b7c4f3e-2f7a-4c7e-9a53-0f3c3f7e2a11", vm: "live", action: { kind: "change-cdrom", image: "a.iso" }, startedAt: new Date().toISOString(), done: [] };
   await writeFile(path.join(d.stateDir, "vms/live/operation.json"), JSON.stringify(journal));
   await d.restart();
   // Done once the operation has ended and the definition names the disc.

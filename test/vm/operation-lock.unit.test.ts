@@ -4,7 +4,7 @@
 import t from "tap";
 import { VmBusy } from "../../src/errors.js";
 import { OperationLock, type OperationObserver } from "../../src/vm/operation-lock.js";
-import type { OperationName } from "../../src/vm/vm-state.js";
+import type { VmActionKind } from "../../src/definition/vm-action.js";
 
 /** An operation body the test ends by hand; `signal` is what the lock handed it. */
 function gate() {
@@ -63,7 +63,7 @@ t.test("a second operation is refused at once while one runs, and runs once it e
 });
 
 t.test("every operation refuses every other except stop over shutdown", async (t) => {
-  const names: OperationName[] = ["start", "shutdown", "stop", "reset", "pause", "resume", "delete", "migrate", "cdrom", "disk-add", "qmp", "adopt"];
+  const names: VmActionKind[] = ["start", "shutdown", "stop", "reset", "pause", "resume", "delete", "migrate", "change-cdrom", "add-disk", "qmp", "adopt"];
   const allowed: string[] = [];
   const notBusy: string[] = [];
   for (const holder of names) {

@@ -70,7 +70,10 @@ async function registryIn(root: string): Promise<VmRegistry> {
   return registry;
 }
 
-const create = (r: VmRegistry, name: string, uuid?: string) => r.create(vmCreateSchema.parse({ name, ...(uuid ? { uuid } : {}) }));
+const create = async (r: VmRegistry, name: string, uuid?: string) => {
+  await r.perform(name, { kind: "create", definition: vmCreateSchema.parse({ name, ...(uuid ? { uuid } : {}) }) });
+  return r.get(name);
+};
 
 const eventTypes = (r: VmRegistry, vm: string) => r.host.bus.since(0).filter((e) => e.vm === vm).map((e) => e.type);
 
@@ -117,7 +120,7 @@ t.test("a VM in state error may only be stopped", async (t) => {
   for (const kind of ["start", "pause", "reset", "resume"] as const) {
     await t.rejects(r.perform("c-broken", { kind }), { code: "VMH_ERR_VM_STATE", status: 409, fields: { state: "error", wanted: kind } }, kind);
   }
-  await t.rejects(r.delete("c-broken"), { code: "VMH_ERR_VM_STATE", fields: { wanted: "delete" } }, "not deleted: the operator decides what its files are");
+  await t.rejects(r.perform("c-broken", { kind: "delete" }), { code: "VMH_ERR_VM_STATE", fields: { wanted: "delete" } }, "not deleted: the operator decides what its files are");
   await t.rejects(r.perform("c-broken", { kind: "stop" }), { code: "VMH_ERR_VM_STATE", fields: { state: "error", wanted: "stop" } }, "no qemu to stop");
   const ran = heldEvents(r, "operation.started").map((e) => e.data.operation);
   t.same(ran, ["adopt", "stop"], "of all these, only the stop got as far as running (a live qemu could be behind it)");
@@ -152,7 +155,7 @@ t.test("refusals: an unknown VM, a busy one, an operation its state forbids", as
   const r = await registryIn(await tempRoot(t));
   await t.rejects(r.perform("nope", { kind: "start" }), { code: "VMH_ERR_VM_NOT_FOUND", status: 404, fields: { vm: "nope" } });
   t.throws(() => r.get("nope"), { code: "VMH_ERR_VM_NOT_FOUND" });
-  await t.rejects(r.delete("nope"), { code: "VMH_ERR_VM_NOT_FOUND" });
+  await t.rejects(r.perform("nope", { kind: "delete" }), { code: "VMH_ERR_VM_NOT_FOUND" });
 
   const vm = await create(r, "web-1");
   let release!: () => void;
@@ -176,7 +179,7 @@ t.test("refusals: an unknown VM, a busy one, an operation its state forbids", as
 t.test("delete removes the VM's directory and its entry", async (t) => {
   const r = await registryIn(await tempRoot(t));
   const vm = await create(r, "web-1", UUID_A);
-  await r.delete("web-1");
+  await r.perform("web-1", { kind: "delete" });
   await t.rejects(stat(vm.paths.dir), { code: "ENOENT" });
   t.same(r.list(), []);
   t.same(eventTypes(r, "web-1").slice(-1), ["vm.deleted"]);

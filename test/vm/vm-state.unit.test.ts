@@ -3,31 +3,36 @@
 // each RunState qemu can report, and how the last run ended.
 import t from "tap";
 import type { LastExit } from "../../src/store/runtime-store.js";
-import { deriveState, vmStates, type OperationName, type StateFacts, type VmState } from "../../src/vm/vm-state.js";
+import { deriveState, vmStates, type StateFacts, type VmState } from "../../src/vm/vm-state.js";
+import type { VmActionKind } from "../../src/definition/vm-action.js";
 
 // A Record, so that a new operation name fails to compile here until it is given a row.
-const operationKinds: Record<OperationName, "adopt" | "migration" | "start" | "stopping" | "other"> = {
+const operationKinds: Record<VmActionKind, "adopt" | "migration" | "start" | "stopping" | "other"> = {
   adopt: "adopt",
   migrate: "migration",
   "migrate-in": "migration",
   start: "start",
   shutdown: "stopping",
   stop: "stopping",
+  create: "other",
+  delete: "other",
   reset: "other",
   pause: "other",
   resume: "other",
-  delete: "other",
-  cdrom: "other",
-  "disk-add": "other",
-  "disk-remove": "other",
-  "nic-add": "other",
-  "nic-remove": "other",
-  balloon: "other",
-  "disk-resize": "other",
-  "cloud-init": "other",
+  "change-cdrom": "other",
+  "eject-cdrom": "other",
+  "resize-disk": "other",
+  "add-disk": "other",
+  "remove-disk": "other",
+  "add-nic": "other",
+  "remove-nic": "other",
+  "set-balloon": "other",
+  "set-cloud-init": "other",
+  backup: "other",
+  takeover: "other",
   qmp: "other",
 };
-const operations = [undefined, ...(Object.keys(operationKinds) as OperationName[])];
+const operations = [undefined, ...(Object.keys(operationKinds) as VmActionKind[])];
 
 /** qemu 7.2's RunState values (qapi/run-state.json), and no status heard yet. */
 const qemuStatuses = [

@@ -43,6 +43,6 @@ export function registerFleetRoutes(app: FastifyInstance, registry: VmRegistry):
         response: { 200: json("the VM, with its new owner", vmSchema), ...problems(...errors.vmChange, ...errors.fleet) },
       },
     },
-    async (req) => registry.takeover(req.params.name),
+    async (req) => registry.perform(req.params.name, { kind: "takeover" }),
   );
 }

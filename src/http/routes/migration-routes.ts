@@ -5,7 +5,7 @@ import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { JobRegistry } from "../../jobs/job-registry.js";
-import type { MigrationSource } from "../../migration/migration-source.js";
+import type { VmRegistry } from "../../vm/vm-registry.js";
 import type { MigrationTarget } from "../../migration/migration-target.js";
 import { incomingRequestSchema, migrateRequestSchema } from "../../migration/migration-schema.js";
 import * as errors from "../route-errors.js";
@@ -16,11 +16,10 @@ const incomingQuery = z.object({ uuid: z.uuid().optional() }).strict();
 
 export interface MigrationDeps {
   jobs: JobRegistry;
-  source: MigrationSource;
   target: MigrationTarget;
 }
 
-export function registerMigrationRoutes(app: FastifyInstance, { source, target }: MigrationDeps): void {
+export function registerMigrationRoutes(app: FastifyInstance, registry: VmRegistry, { target }: MigrationDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   r.post(
     "/v1/vms/:name/migrate",
@@ -34,7 +33,7 @@ export function registerMigrationRoutes(app: FastifyInstance, { source, target }
       },
     },
     async (req, reply) => {
-      const job = await source.start(req.params.name, req.body);
+      const job = await registry.perform(req.params.name, { kind: "migrate", ...req.body });
       return reply.status(202).header("location", `/v1/jobs/${job.id}`).send(job.view());
     },
   );

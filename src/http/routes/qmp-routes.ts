@@ -5,7 +5,6 @@ import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { VmRegistry } from "../../vm/vm-registry.js";
-import { runPassthrough } from "../../vm/operations/qmp-passthrough.js";
 import * as errors from "../route-errors.js";
 import { named, problems, qmpReturnSchema } from "../response-schemas.js";
 import { vmParams } from "../schemas.js";
@@ -38,8 +37,8 @@ export function registerQmpRoutes(app: FastifyInstance, registry: VmRegistry): v
       },
     },
     async (req) => {
-      const vm = registry.get(req.params.name);
-      const result = await runPassthrough(vm, req.body, registry.host.config.qmpPassthrough, req.log);
+      const { execute, arguments: args } = req.body;
+      const result = await registry.perform(req.params.name, { kind: "qmp", command: execute, ...(args ? { arguments: args } : {}) }, req.log);
       return { return: result ?? {} };
     },
   );

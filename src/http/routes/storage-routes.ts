@@ -1,9 +1,8 @@
 // Storage: the pools and their free space, and operations on a VM's disks
-// (resize is a VmAction under the VM's operation lock; backup is a job).
+// (resize and backup are actions the registry performs; a backup answers with its job).
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { StoragePools } from "../../storage/storage-pools.js";
-import type { DiskBackups } from "../../vm/operations/disk-backup.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { jobSchema, json, problems, poolListSchema, vmSchema } from "../response-schemas.js";
@@ -11,10 +10,9 @@ import { diskBackupBody, diskParams, diskResizeBody } from "../storage-schemas.j
 
 export interface StorageDeps {
   pools: StoragePools;
-  backups: DiskBackups;
 }
 
-export function registerStorageRoutes(app: FastifyInstance, registry: VmRegistry, { pools, backups }: StorageDeps): void {
+export function registerStorageRoutes(app: FastifyInstance, registry: VmRegistry, { pools }: StorageDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   r.get(
     "/v1/pools",
@@ -55,7 +53,7 @@ export function registerStorageRoutes(app: FastifyInstance, registry: VmRegistry
       },
     },
     async (req, reply) => {
-      const job = await backups.start(req.params.name, req.params.disk, req.body);
+      const job = await registry.perform(req.params.name, { kind: "backup", disk: req.params.disk, ...req.body });
       return reply.status(202).header("location", `/v1/jobs/${job.id}`).send(job.view());
     },
   );

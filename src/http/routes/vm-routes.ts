@@ -6,7 +6,7 @@ import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { z } from "zod";
 import { RouteNotFound } from "../../errors.js";
 import { vmCreateSchema } from "../../definition/vm-definition.js";
-import type { VmAction, VmRegistry } from "../../vm/vm-registry.js";
+import type { ViewAction, VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { acceptedSchema, json, named, noContent, problems, vmListSchema, vmSchema } from "../response-schemas.js";
 import { emptyBody, shutdownBody, vmActionParams, vmParams, waitQuery } from "../schemas.js";
@@ -41,8 +41,8 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
       },
     },
     async (req, reply) => {
-      const vm = await registry.create(req.body);
-      return reply.status(201).header("location", `/v1/vms/${vm.name}`).send(vm.view());
+      const vm = await registry.perform(req.body.name, { kind: "create", definition: req.body });
+      return reply.status(201).header("location", `/v1/vms/${vm.name}`).send(vm);
     },
   );
 
@@ -78,7 +78,7 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
       },
     },
     async (req, reply) => {
-      await registry.delete(req.params.name);
+      await registry.perform(req.params.name, { kind: "delete" });
       return reply.status(204).send();
     },
   );
@@ -102,7 +102,7 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
       },
       async (req, reply) => {
         const { name } = req.params;
-        const vmAction: VmAction = action === "shutdown" ? { kind: "shutdown", ...req.body } : { kind: action };
+        const vmAction: ViewAction = action === "shutdown" ? { kind: "shutdown", ...req.body } : { kind: action };
         registry.get(name);
         const done = registry.perform(name, vmAction);
         if (req.query.wait === "true") return done;

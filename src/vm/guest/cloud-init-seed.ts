@@ -89,9 +89,10 @@ export async function setCloudInit(vm: Vm, host: HostContext, cloudInit: CloudIn
   if (vm.session && !vm.definition.cloudInit !== !cloudInit) {
     throw new VmStateConflict(vm.name, `${vm.settledState()} (stop it first)`, cloudInit ? "add a cloud-init seed to" : "remove the cloud-init seed of");
   }
-  const def: VmDefinition = { ...vm.definition };
-  if (cloudInit) def.cloudInit = cloudInit;
-  else delete def.cloudInit;
-  await host.store.update(def);
-  vm.definition = def;
+  await vm.changeDefinition(host.store, (d) => {
+    const def: VmDefinition = { ...d };
+    if (cloudInit) def.cloudInit = cloudInit;
+    else delete def.cloudInit;
+    return def;
+  });
 }

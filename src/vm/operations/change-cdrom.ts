@@ -7,7 +7,7 @@
 import { VmStateConflict } from "../../errors.js";
 import type { VmDefinition } from "../../definition/vm-definition.js";
 import type { HostContext } from "../host-context.js";
-import { runSteps, type Step } from "../operation-steps.js";
+import { runJournaled, runSteps, type Step } from "../operation-steps.js";
 import { changeMedium, queryCdrom } from "../devices/cdrom-drive.js";
 import type { Vm } from "../vm.js";
 
@@ -50,9 +50,7 @@ const steps: Step<CdromContext>[] = [
   {
     name: "record-definition",
     run: async (c) => {
-      const def: VmDefinition = { ...c.vm.definition, cdrom: c.image === undefined ? {} : { image: c.image } };
-      await c.host.store.update(def);
-      c.vm.definition = def;
+      await c.vm.changeDefinition(c.host.store, (d): VmDefinition => ({ ...d, cdrom: c.image === undefined ? {} : { image: c.image } }));
     },
   },
 ];
@@ -64,14 +62,8 @@ export async function changeCdrom(vm: Vm, host: HostContext, image: string | und
   if (!vm.definition.cdrom && (vm.session || image === undefined)) {
     throw new VmStateConflict(vm.name, `${vm.settledState()} without a CD-ROM drive`, image ? "insert a disc into" : "eject the disc of");
   }
-  await vm.journal.begin(vm.name, "cdrom", { image: image ?? null });
-  try {
-    await runSteps(steps, { vm, host, image }, vm.journal, vm.log);
-  } catch (err) {
-    await vm.journal.end().catch(() => {});
-    throw err;
-  }
-  await vm.journal.end();
+  const action = image === undefined ? { kind: "eject-cdrom" as const } : { kind: "change-cdrom" as const, image };
+  await runJournaled(vm.journal, vm.log, { vm: vm.name, action }, () => runSteps(steps, { vm, host, image }, vm.journal, vm.log));
   vm.publish("vm.cdrom", { image: image ?? null });
 }
 

@@ -20,7 +20,8 @@ import type { DiskDefinition } from "../../definition/vm-definition.js";
 import type { HostContext } from "../host-context.js";
 import type { QemuSession } from "../qemu-session.js";
 import type { Vm } from "../vm.js";
-import type { VmRegistry } from "../vm-registry.js";
+import type { ActionOf } from "../../definition/vm-action.js";
+import type { PreparedJob } from "./job-actions.js";
 
 const POLL_MS = 200;
 const QMP_TIMEOUT_MS = 30_000;
@@ -39,13 +40,13 @@ type Outcome = { event: "BLOCK_JOB_COMPLETED" | "BLOCK_JOB_CANCELLED"; error?: s
 export class DiskBackups {
   constructor(
     private readonly host: HostContext,
-    private readonly registry: VmRegistry,
     private readonly jobs: JobRegistry,
   ) {}
 
-  /** Checks the request and reserves the target file; the copy then runs as a job. */
-  async start(name: string, diskName: string, req: BackupRequest): Promise<Job> {
-    const vm = this.registry.get(name);
+  /** Checks the request and reserves the target file; the copy then runs as the job. */
+  async prepare(vm: Vm, action: ActionOf<"backup">): Promise<PreparedJob> {
+    const { name } = vm;
+    const { disk: diskName, ...req } = action;
     const disk = vm.definition.disks.find((d) => d.name === diskName);
     if (!disk) throw new DeviceNotFound(`VM "${name}" has no disk "${diskName}"`, { vm: name, disk: diskName });
     const session = vm.session;
@@ -69,19 +70,17 @@ export class DiskBackups {
     await made.handle.close();
     const job = this.jobs.create("backup", name);
     job.update({ disk: diskName, target: req.target });
-    vm.job = job;
-    void this.run(vm, session, job, { ...req, disk: diskName, target: made.path })
-      .catch(async (err: unknown) => {
+    return {
+      job,
+      run: () => this.run(vm, session, job, { format: req.format, speedMiBps: req.speedMiBps, disk: diskName, target: made.path }),
+      failed: async (err: unknown) => {
         await removeIfSame(made.path, made).catch(() => {});
         const e = err instanceof VmhError ? err : new StorageFailed((err as Error).message);
         const state = job.signal.aborted ? "cancelled" : "failed";
         job.finish(state, undefined, { code: e.code, detail: e.message });
         vm.log.warn({ job: job.id, err: e.message }, `backup ${state}; the partial target was removed`);
-      })
-      .finally(() => {
-        if (vm.job === job) vm.job = undefined;
-      });
-    return job;
+      },
+    };
   }
 
   /**

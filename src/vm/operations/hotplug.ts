@@ -6,7 +6,8 @@
 // finishes or undoes the rest to match (recoverHotplug).
 import { rm } from "node:fs/promises";
 import { DeviceExists, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeout, ValidationFailed, VmStateConflict } from "../../errors.js";
-import type { JournalEntry } from "../../store/operation-journal.js";
+import type { JournalEntry, JournalFacts } from "../../store/operation-journal.js";
+import type { VmAction } from "../../definition/vm-action.js";
 import { diskPath } from "../../store/vm-paths.js";
 import { checkBridges, createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
 import { generateMac, type DiskDefinition, type NicDefinition, type VmDefinition } from "../../definition/vm-definition.js";
@@ -22,7 +23,7 @@ import {
   whenReleased,
 } from "../devices/device-hotplug.js";
 import type { HostContext } from "../host-context.js";
-import { runSteps, type Step } from "../operation-steps.js";
+import { runJournaled, runSteps, type Step } from "../operation-steps.js";
 import type { QemuSession } from "../qemu-session.js";
 import type { Vm } from "../vm.js";
 import { checkInPlaceImage } from "../devices/disk-sources.js";
@@ -38,9 +39,7 @@ export type FinishRemoval = () => void;
 type Ctx = { vm: Vm; host: HostContext; session: QemuSession | undefined; createdFile?: string };
 
 async function recordDefinition(c: Ctx, change: (d: VmDefinition) => VmDefinition): Promise<void> {
-  const def = change(c.vm.definition);
-  await c.host.store.update(def);
-  c.vm.definition = def;
+  await c.vm.changeDefinition(c.host.store, change);
 }
 
 /** A running VM's qemu, or undefined when it is stopped; other states cannot take device changes. */
@@ -51,13 +50,8 @@ function liveSession(vm: Vm, wanted: string): QemuSession | undefined {
   throw new VmStateConflict(vm.name, state, wanted);
 }
 
-async function journaled(vm: Vm, operation: string, params: Record<string, unknown>, body: () => Promise<void>): Promise<void> {
-  await vm.journal.begin(vm.name, operation, params);
-  try {
-    await body();
-  } finally {
-    await vm.journal.end().catch((err) => vm.log.error({ err }, "cannot end the journal entry"));
-  }
+function journaled(vm: Vm, action: VmAction, facts: JournalFacts, body: () => Promise<void>): Promise<void> {
+  return runJournaled(vm.journal, vm.log, { vm: vm.name, action, facts }, body);
 }
 
 // ---- disks ----
@@ -104,7 +98,7 @@ export async function addDisk(vm: Vm, host: HostContext, disk: DiskDefinition): 
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, disks: [...d.disks, disk] })) },
   ];
-  await journaled(vm, "disk-add", { disk, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "add-disk", disk }, { live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
   vm.publish("vm.disk-added", { disk: disk.name, live: session !== undefined });
 }
 
@@ -132,7 +126,7 @@ export async function removeDisk(vm: Vm, host: HostContext, name: string, timeou
       },
     },
   ];
-  await journaled(vm, "disk-remove", { disk, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "remove-disk", disk: name }, { disk, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
   vm.publish("vm.disk-removed", { disk: name, live: session !== undefined });
 }
 
@@ -178,7 +172,7 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, nics: [...d.nics, nic] })) },
   ];
-  await journaled(vm, "nic-add", { nic, index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "add-nic", nic }, { index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
   vm.publish("vm.nic-added", { mac: nic.mac, index, live: session !== undefined });
   return nic;
 }
@@ -223,7 +217,7 @@ export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutS
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, nics: d.nics.filter((_, i) => i !== index) })) },
   ];
-  await journaled(vm, "nic-remove", { nic, index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "remove-nic", nic: nic.mac }, { nic, index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
   vm.publish("vm.nic-removed", { mac: nic.mac, index, live: session !== undefined });
 }
 
@@ -231,13 +225,11 @@ export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutS
 
 /** A removal asked again while the guest still holds the device is refused; once it has let go, it is finished. */
 async function checkPending(vm: Vm, session: QemuSession | undefined, id: string): Promise<void> {
-  const pending = vm.pendingRemovals.get(id);
-  if (!pending) return;
+  if (!vm.removalPending(id)) return;
   if (session && (await deviceExists(session, id))) {
     throw new DeviceRemovalPending(`the guest has not yet released ${id}; its removal is pending`, { device: id });
   }
-  pending.abort(SUPERSEDED);
-  vm.pendingRemovals.delete(id);
+  vm.endPendingRemoval(id, SUPERSEDED);
 }
 
 /** The abort reason of a pending removal that a new request for it finishes itself. */
@@ -249,14 +241,13 @@ async function unplugOrLeavePending(vm: Vm, session: QemuSession, id: string, ti
   } catch (err) {
     if (!(err instanceof DeviceRemovalTimeout) && !(err instanceof DeviceRemovalPending)) throw err;
     // The request stands in the guest; once it lets go (or qemu ends) the rest is done.
-    if (!vm.pendingRemovals.has(id)) {
-      const ctrl = new AbortController();
-      vm.pendingRemovals.set(id, ctrl);
+    if (!vm.removalPending(id)) {
+      const pending = vm.leaveRemovalPending(id);
       // Also when qemu ends first (the VM's exit aborts every pending removal): the
       // removal was asked for, so the definition loses the device all the same.
-      void whenReleased(session, id, ctrl.signal).then(() => {
-        if (ctrl.signal.reason === SUPERSEDED) return;
-        if (vm.pendingRemovals.get(id) === ctrl) vm.pendingRemovals.delete(id);
+      void whenReleased(session, id, pending).then(() => {
+        if (pending.reason === SUPERSEDED) return;
+        vm.endPendingRemoval(id, undefined, pending);
         finishLater();
       });
     }
@@ -273,22 +264,22 @@ async function unplugOrLeavePending(vm: Vm, session: QemuSession, id: string, ti
  * there is asked for again. A stopped VM: the definition decides.
  */
 export async function recoverHotplug(vm: Vm, host: HostContext, entry: JournalEntry, finishLater: FinishRemoval): Promise<void> {
-  vm.log.warn({ operation: entry.operation, done: entry.done }, "settling a device change cut short by a daemon restart");
+  const { action, facts } = entry;
+  vm.log.warn({ action, done: entry.done }, "settling a device change cut short by a daemon restart");
   // An add is settled here, journaled again so a second crash settles it the same way; a removal journals itself.
-  if (entry.operation === "disk-add" || entry.operation === "nic-add") {
-    await journaled(vm, entry.operation, entry.params, () => settle(vm, host, entry, finishLater));
+  if (action.kind === "add-disk" || action.kind === "add-nic") {
+    await journaled(vm, action, facts, () => settle(vm, host, entry, finishLater));
   } else {
     await settle(vm, host, entry, finishLater);
   }
 }
 
-async function settle(vm: Vm, host: HostContext, entry: JournalEntry, finishLater: FinishRemoval): Promise<void> {
-  const p = entry.params as { disk?: DiskDefinition; nic?: NicDefinition; index?: number };
+async function settle(vm: Vm, host: HostContext, { action, facts }: JournalEntry, finishLater: FinishRemoval): Promise<void> {
   const session = vm.session?.connected ? vm.session : undefined;
   const ctx: Ctx = { vm, host, session };
-  switch (entry.operation) {
-    case "disk-add": {
-      const disk = p.disk!;
+  switch (action.kind) {
+    case "add-disk": {
+      const disk = action.disk;
       const inDef = vm.definition.disks.some((d) => d.name === disk.name);
       const keep = session ? await deviceExists(session, diskDeviceId(disk.name)) : inDef;
       if (keep) {
@@ -300,8 +291,9 @@ async function settle(vm: Vm, host: HostContext, entry: JournalEntry, finishLate
       if (disk.image === undefined) await rm(diskPath(vm.paths, disk), { force: true });
       return;
     }
-    case "disk-remove": {
-      const disk = p.disk!;
+    case "remove-disk": {
+      const disk = facts.disk ?? vm.definition.disks.find((d) => d.name === action.disk);
+      if (!disk) return;
       if (!vm.definition.disks.some((d) => d.name === disk.name)) {
         if (disk.image === undefined) await rm(diskPath(vm.paths, disk), { force: true });
         return;
@@ -309,10 +301,11 @@ async function settle(vm: Vm, host: HostContext, entry: JournalEntry, finishLate
       await removeDisk(vm, host, disk.name, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater);
       return;
     }
-    case "nic-add": {
-      const nic = p.nic!;
-      const index = p.index!;
+    case "add-nic": {
+      const nic = { ...action.nic, mac: action.nic.mac ?? "" };
       const inDef = vm.definition.nics.some((n) => n.mac === nic.mac);
+      // The NIC was appended: its place is where it stands, or the end of the list if it never got there.
+      const index = facts.index ?? (inDef ? vm.definition.nics.findIndex((n) => n.mac === nic.mac) : vm.definition.nics.length);
       const keep = session ? await deviceExists(session, nicDeviceId(index)) : inDef;
       if (keep) {
         if (!inDef) await recordDefinition(ctx, (d) => ({ ...d, nics: [...d.nics, nic] }));
@@ -323,11 +316,13 @@ async function settle(vm: Vm, host: HostContext, entry: JournalEntry, finishLate
       if (inDef) await recordDefinition(ctx, (d) => ({ ...d, nics: d.nics.filter((n) => n.mac !== nic.mac) }));
       return;
     }
-    case "nic-remove": {
-      const nic = p.nic!;
-      if (!vm.definition.nics.some((n) => n.mac === nic.mac)) return;
-      await removeNic(vm, host, nic.mac, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater);
+    case "remove-nic": {
+      const mac = action.nic;
+      if (!vm.definition.nics.some((n) => n.mac === mac)) return;
+      await removeNic(vm, host, mac, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater);
       return;
     }
+    default:
+      throw new Error(`not a device change: ${action.kind}`);
   }
 }

@@ -11,18 +11,15 @@ import { QmpNotAllowed, VmBusy, VmStateConflict } from "../../errors.js";
 import { decidePassthrough, type PassthroughMode } from "../../qmp/passthrough-policy.js";
 import { redactArguments } from "../../qmp/secret-redaction.js";
 import type { Vm } from "../vm.js";
-
-export interface PassthroughCommand {
-  execute: string;
-  arguments?: Record<string, unknown>;
-}
+import type { ActionOf } from "../../definition/vm-action.js";
 
 const PASSTHROUGH_TIMEOUT_MS = 30_000;
 
 /** The request's logger (so a line carries the request id), or any pino logger. */
 export type PassthroughLog = Pick<Logger, "info" | "warn">;
 
-export async function runPassthrough(vm: Vm, cmd: PassthroughCommand, mode: PassthroughMode, log: PassthroughLog): Promise<unknown> {
+export async function runPassthrough(vm: Vm, action: ActionOf<"qmp">, mode: PassthroughMode, log: PassthroughLog): Promise<unknown> {
+  const cmd = { execute: action.command, arguments: action.arguments };
   const shown = redactArguments(cmd.arguments);
   const entry = { vm: vm.name, command: cmd.execute, ...(shown ? { arguments: shown } : {}) };
   const decision = decidePassthrough(cmd.execute, mode);

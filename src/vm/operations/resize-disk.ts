@@ -11,7 +11,7 @@ import { diskPath } from "../../store/vm-paths.js";
 import type { DiskDefinition, VmDefinition } from "../../definition/vm-definition.js";
 import { diskBytes } from "../devices/disk-sources.js";
 import type { HostContext } from "../host-context.js";
-import { runSteps, type Step } from "../operation-steps.js";
+import { runJournaled, runSteps, type Step } from "../operation-steps.js";
 import type { Vm } from "../vm.js";
 
 /** Resizing is metadata only, but may wait for in-flight I/O to drain. */
@@ -56,12 +56,10 @@ const steps: Step<ResizeContext>[] = [
   {
     name: "record-definition",
     run: async (c) => {
-      const def: VmDefinition = {
-        ...c.vm.definition,
-        disks: c.vm.definition.disks.map((d) => (d.name === c.disk.name ? { ...d, sizeGiB: c.sizeGiB } : d)),
-      };
-      await c.host.store.update(def);
-      c.vm.definition = def;
+      await c.vm.changeDefinition(c.host.store, (def): VmDefinition => ({
+        ...def,
+        disks: def.disks.map((d) => (d.name === c.disk.name ? { ...d, sizeGiB: c.sizeGiB } : d)),
+      }));
     },
   },
 ];
@@ -85,13 +83,8 @@ export async function resizeDisk(vm: Vm, host: HostContext, diskName: string, si
     const message = `uses the image "${disk.image}" in a pool, which is not the VM's to resize`;
     throw new ValidationFailed(`disk: ${message}`, [{ field: "disk", message }]);
   }
-  await vm.journal.begin(vm.name, "disk-resize", { disk: diskName, sizeGiB });
-  try {
-    await runSteps(steps, { vm, host, disk, sizeGiB, bytes: diskBytes(sizeGiB) }, vm.journal, vm.log);
-  } catch (err) {
-    await vm.journal.end().catch(() => {});
-    throw err;
-  }
-  await vm.journal.end();
+  await runJournaled(vm.journal, vm.log, { vm: vm.name, action: { kind: "resize-disk", disk: diskName, sizeGiB } }, () =>
+    runSteps(steps, { vm, host, disk, sizeGiB, bytes: diskBytes(sizeGiB) }, vm.journal, vm.log),
+  );
   vm.publish("vm.disk-resized", { disk: diskName, sizeGiB });
 }

@@ -17,7 +17,7 @@ const REPRESS_EVERY_MS = 5_000;
 export async function shutdownVm(vm: Vm, timeoutSec: number, preempted: AbortSignal, daemonStopping: AbortSignal): Promise<void> {
   const session = vm.session;
   if (!session) throw new VmStateConflict(vm.name, vm.settledState(), "shut down");
-  const journaled = await journalBestEffort(vm, "shutdown", { timeoutSec });
+  const journaled = await journalBestEffort(vm, { kind: "shutdown", timeoutSec });
   const stopped = vm.waitStopped();
   await session.execute("system_powerdown");
 

@@ -150,7 +150,7 @@ const steps: Step<StartContext>[] = [
       c.vm.attachSession(session);
     },
     undo: async (c) => {
-      c.vm.expectedExit = "start-failed";
+      c.vm.expectExit("start-failed");
       c.session?.detach();
     },
   },
@@ -201,7 +201,7 @@ async function prepareUefi(vm: Vm, host: HostContext): Promise<{ code: string; v
 export async function startVm(vm: Vm, host: HostContext): Promise<void> {
   if (vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "start");
   // The intent is written while the checks run; "spawn" waits for it.
-  const journalBegun = vm.journal.begin(vm.name, "start");
+  const journalBegun = vm.journal.begin(vm.name, { kind: "start" });
   journalBegun.catch(() => {});
   try {
     await runSteps(steps, { vm, host, journalBegun }, vm.journal, vm.log);

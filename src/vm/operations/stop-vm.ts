@@ -6,13 +6,14 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { VmStateConflict } from "../../errors.js";
 import { signalProcess } from "../../qemu/qemu-process.js";
 import type { Vm } from "../vm.js";
+import type { VmAction } from "../../definition/vm-action.js";
 
 const QUIT_GRACE_MS = 5_000;
 const TERM_GRACE_MS = 5_000;
 
 export async function stopVm(vm: Vm): Promise<void> {
   if (!vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "stop");
-  const journaled = await journalBestEffort(vm, "stop");
+  const journaled = await journalBestEffort(vm, { kind: "stop" });
   await killQemu(vm, "host-stop");
   if (journaled) await vm.recordState(() => vm.journal.end());
 }
@@ -22,9 +23,9 @@ export async function stopVm(vm: Vm): Promise<void> {
  * hard stop of a shutdown). Without it a daemon killed mid-operation finds the
  * guest as it was and the operator asks again. Says whether the entry was written.
  */
-export async function journalBestEffort(vm: Vm, operation: string, params?: Record<string, unknown>): Promise<boolean> {
+export async function journalBestEffort(vm: Vm, action: VmAction): Promise<boolean> {
   return await vm.recordState(async () => {
-    await vm.journal.begin(vm.name, operation, params);
+    await vm.journal.begin(vm.name, action);
   });
 }
 
@@ -32,7 +33,7 @@ export async function journalBestEffort(vm: Vm, operation: string, params?: Reco
 export async function killQemu(vm: Vm, reason: string): Promise<void> {
   const session = vm.session;
   if (!session) return;
-  vm.expectedExit = reason;
+  vm.expectExit(reason);
   const { pid, procStartTicks } = session.record;
   const stopped = vm.waitStopped();
   // qemu may hang up before it replies to quit; that is success, not an error.

@@ -1,0 +1,76 @@
+// Every change to a VM, as one typed action: the one vocabulary of operations.
+// Routes and the CLI produce these, the operation lock and the journal hold them
+// by their kind, `operation.started`/`operation.ended` events and the VM view's
+// `operation.name` report it, and VmRegistry.perform carries them out. The zod
+// schema is the type (z.output), so a journal entry read back after a restart is
+// checked against the very union the code switches over. It sits beside the
+// definition so that every layer (the journal in store/, the event catalogue)
+// may name an action without reaching up into the VM domain.
+import { z } from "zod";
+import { cloudInitSchema, diskSchema, nicSchema, vmCreateSchema } from "./vm-definition.js";
+
+const timeoutSec = z.number().positive().optional();
+const storage = z.enum(["shared", "copy"]);
+
+export const vmActionSchema = z.discriminatedUnion("kind", [
+  z.strictObject({ kind: z.literal("create"), definition: vmCreateSchema }),
+  z.strictObject({ kind: z.literal("delete") }),
+  z.strictObject({ kind: z.literal("start") }),
+  z.strictObject({ kind: z.literal("shutdown"), timeoutSec }),
+  z.strictObject({ kind: z.literal("stop") }),
+  z.strictObject({ kind: z.literal("reset") }),
+  z.strictObject({ kind: z.literal("pause") }),
+  z.strictObject({ kind: z.literal("resume") }),
+  /** Put this ISO (a path in a pool) into the CD-ROM drive, replacing any disc. */
+  z.strictObject({ kind: z.literal("change-cdrom"), image: z.string() }),
+  z.strictObject({ kind: z.literal("eject-cdrom") }),
+  /** Grow one of the VM's own disks to this size (at once if it runs). */
+  z.strictObject({ kind: z.literal("resize-disk"), disk: z.string(), sizeGiB: z.number().positive() }),
+  /** Hot-plug (running) or add to the definition (stopped) a disk or NIC; remove one. */
+  z.strictObject({ kind: z.literal("add-disk"), disk: diskSchema }),
+  z.strictObject({ kind: z.literal("remove-disk"), disk: z.string(), timeoutSec }),
+  z.strictObject({ kind: z.literal("add-nic"), nic: nicSchema }),
+  /** `nic`: its index in the definition or its MAC. */
+  z.strictObject({ kind: z.literal("remove-nic"), nic: z.string(), timeoutSec }),
+  z.strictObject({ kind: z.literal("set-balloon"), targetMiB: z.number().int().positive() }),
+  /** Replace (or with undefined remove) the cloud-init seed's content; the next start attaches it. */
+  z.strictObject({ kind: z.literal("set-cloud-init"), cloudInit: cloudInitSchema.optional() }),
+  /** Copy one disk of a running VM to a file in a pool, as a job. */
+  z.strictObject({
+    kind: z.literal("backup"),
+    disk: z.string(),
+    target: z.string(),
+    format: z.enum(["qcow2", "raw"]),
+    /** Bandwidth limit, so a backup does not starve the guest's own I/O. */
+    speedMiBps: z.number().positive().optional(),
+  }),
+  /** Send the running VM to another host (migrate out), as a job. */
+  z.strictObject({
+    kind: z.literal("migrate"),
+    destination: z.string(),
+    storage,
+    maxDowntimeMs: z.number().int().positive().optional(),
+    bandwidthMiBps: z.number().int().positive().optional(),
+    autoConverge: z.boolean().optional(),
+    postcopy: z.boolean().optional(),
+  }),
+  /** Receive a VM another host sends (migrate in). */
+  z.strictObject({ kind: z.literal("migrate-in"), storage }),
+  /** Fleet mode: the operator writes the owner key for this host, whoever held it. */
+  z.strictObject({ kind: z.literal("takeover") }),
+  /** A pass-through QMP command that may change the VM (anything but a query). */
+  z.strictObject({ kind: z.literal("qmp"), command: z.string(), arguments: z.record(z.string(), z.unknown()).optional() }),
+  /** The daemon's own at its start: re-attach the VM's qemu and read its journal. */
+  z.strictObject({ kind: z.literal("adopt") }),
+]);
+
+export type VmAction = z.output<typeof vmActionSchema>;
+export type VmActionKind = VmAction["kind"];
+/** One action of the union by its kind. */
+export type ActionOf<K extends VmActionKind> = Extract<VmAction, { kind: K }>;
+
+export const vmActionKinds = vmActionSchema.options.map((o) => o.shape.kind.value) as [VmActionKind, ...VmActionKind[]];
+
+export function assertNever(x: never): never {
+  throw new Error(`unhandled action ${JSON.stringify(x)}`);
+}

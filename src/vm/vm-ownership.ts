@@ -1,0 +1,93 @@
+// Fleet mode: a VM runs only on the host that holds its owner key in etcd. A
+// start takes the key (and gives back one it took for a start that failed), a
+// VM that no longer runs here gives it back, an adopted running VM takes it
+// again, and the operator may take it over from a host known to be down. On a
+// single host (no --etcd) every method is a no-op.
+import { setTimeout as sleep } from "node:timers/promises";
+import { NotInFleetMode, VmOwnedElsewhere } from "../errors.js";
+import type { HostContext } from "./host-context.js";
+import type { Vm, VmView } from "./vm.js";
+
+export class VmOwnership {
+  constructor(
+    private readonly host: HostContext,
+    /** True once the daemon is closing: background retries stop. */
+    private readonly closing: () => boolean,
+  ) {}
+
+  /** A start runs only while this host holds the VM's owner key. A key taken for a start that then fails is given back. */
+  async whileOwned(vm: Vm, run: () => Promise<void>): Promise<void> {
+    const fleet = this.host.fleet;
+    if (!fleet) return await run();
+    const held = vm.owner;
+    vm.holdOwner(await fleet.acquire(vm.name, vm.definition.ha));
+    try {
+      await run();
+    } catch (err) {
+      if (!held && !vm.session) await this.release(vm);
+      throw err;
+    }
+  }
+
+  /** Gives the owner key back once the VM no longer runs here; a key etcd cannot be told about is left (safe: still ours). */
+  async release(vm: Vm): Promise<void> {
+    const fleet = this.host.fleet;
+    if (!fleet || vm.session) return;
+    try {
+      await fleet.release(vm.name);
+      vm.holdOwner(undefined);
+    } catch (err) {
+      vm.log.warn({ err }, "owner key not released; it stays with this host");
+    }
+  }
+
+  /**
+   * After adoption: a VM running here must hold its owner key (found again after a
+   * restart, or taken if absent). etcd down: retried until it answers.
+   */
+  async reclaim(vm: Vm): Promise<void> {
+    const fleet = this.host.fleet;
+    if (!fleet) return;
+    for (let delay = 500; !this.closing() && vm.session; delay = Math.min(delay * 2, 5_000)) {
+      try {
+        vm.holdOwner(await fleet.acquire(vm.name, vm.definition.ha));
+        return;
+      } catch (err) {
+        if (err instanceof VmOwnedElsewhere) {
+          vm.log.error({ owner: err.fields.owner }, "a VM running here is owned by another host");
+          vm.publish("vm.owner-conflict", { owner: String(err.fields.owner), revision: String(err.fields.revision) });
+          return;
+        }
+        await sleep(delay);
+      }
+    }
+  }
+
+  /**
+   * The operator's override when the owning host is down for sure: the key is
+   * written for this host, whoever held it. Logged and evented.
+   */
+  async takeover(vm: Vm): Promise<void> {
+    const fleet = this.host.fleet;
+    if (!fleet) throw new NotInFleetMode();
+    const { ownership, previous } = await fleet.takeover(vm.name, vm.definition.ha);
+    vm.holdOwner(ownership);
+    vm.log.warn({ previous, revision: ownership.revision }, "owner key taken over by the operator");
+    vm.publish("vm.taken-over", { previous: previous?.host, revision: ownership.revision });
+  }
+
+  /** The host's lease is gone, and with it the owner keys of its ha VMs, which were bound to it. */
+  leaseLost(vms: Vm[]): void {
+    for (const vm of vms) if (vm.owner?.ha) vm.holdOwner(undefined);
+  }
+
+  /**
+   * The VM's owner: this host's hold, or (fleet mode) whoever etcd names. Not asked
+   * while etcd is known unreachable: a GET must not wait out the etcd deadline.
+   */
+  async ownerOf(vm: Vm): Promise<VmView["owner"]> {
+    const fleet = this.host.fleet;
+    if (vm.owner || !fleet?.reachable) return vm.owner;
+    return await fleet.owner(vm.name).catch(() => undefined);
+  }
+}
