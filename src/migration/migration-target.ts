@@ -4,7 +4,7 @@
 // runs here only after a commit; until then an abort, a source that goes silent
 // or a restart of this daemon removes everything that was prepared.
 import os from "node:os";
-import { FileNotFound, InsufficientResources, VmExists, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
+import { FileNotFound, InsufficientResources, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
 import type { HostContext } from "../vm/host-context.js";
 import { launchIncomingQemu } from "../vm/operations/start-vm.js";
 import { killQemu } from "../vm/operations/stop-vm.js";

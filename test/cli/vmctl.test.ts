@@ -3,7 +3,7 @@
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import t from "tap";
-import { installGuest, runVmctl, startDaemon, waitForBoot, waitForConsole, type TestDaemon } from "../helpers/daemon.js";
+import { installGuest, runVmctl, startDaemon, waitForBoot, waitForConsole} from "../helpers/daemon.js";
 
 const vmctl = runVmctl;
 

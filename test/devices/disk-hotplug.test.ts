@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import { access, readFile } from "node:fs/promises";
 import path from "node:path";
 import t from "tap";
-import { defineGuestVm, startDaemon, waitForBoot, waitForVm, type TestDaemon, consoleAfter, consoleSize, problem } from "../helpers/daemon.js";
+import { defineGuestVm, startDaemon, waitForBoot, waitForVm, consoleAfter, consoleSize, problem } from "../helpers/daemon.js";
 
 interface VmJson {
   state: string;

@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import t from "tap";
 import { tapName } from "../../src/net/vm-taps.js";
-import { defineGuestVm, startDaemon, waitForBoot, waitForVm, type TestDaemon, consoleAfter, consoleSize, problem } from "../helpers/daemon.js";
+import { defineGuestVm, startDaemon, waitForBoot, waitForVm, consoleAfter, consoleSize, problem } from "../helpers/daemon.js";
 import { checkHeldEvents } from "../helpers/event-check.js";
 
 const ns = `vmh-dev-${randomBytes(4).toString("hex")}`;

@@ -10,7 +10,8 @@ import { ensureUefiVars, findOvmf } from "../devices/uefi-firmware.js";
 import { checkDiskSources, makeOwnDisk } from "../devices/disk-sources.js";
 
 export async function createVmOnDisk(def: VmDefinition, host: HostContext): Promise<void> {
-  const files = await resolveVmFiles(def, host.pools, host.store.paths(def.name));
+  // Every file the definition names must resolve inside a pool: a 400 naming the field otherwise.
+  await resolveVmFiles(def, host.pools, host.store.paths(def.name));
   const sources = await checkDiskSources(def, host.pools);
   // A bridge is checked again at each start; here a misspelt name is caught at once.
   await checkBridges(def);
