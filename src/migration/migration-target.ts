@@ -9,6 +9,7 @@ import type { HostContext } from "../vm/host-context.js";
 import { launchIncomingQemu } from "../vm/operations/start-vm.js";
 import { killQemu } from "../vm/operations/stop-vm.js";
 import type { Vm } from "../vm/vm.js";
+import type { VmDefinition } from "../definition/vm-definition.js";
 import type { VmRegistry } from "../vm/vm-registry.js";
 import { diskPath } from "../store/vm-paths.js";
 import { withFilePaths } from "./definition-files.js";
@@ -56,81 +57,81 @@ export class MigrationTarget {
     if (owner && owner.host !== this.host.fleet!.hostId && (owner.host !== req.owner?.host || owner.revision !== req.owner?.revision)) {
       throw new VmOwnedElsewhere(def.name, owner.host, owner.revision);
     }
-    const release = this.registry.reserveName(def);
-    let vm: Vm | undefined;
-    try {
-      await this.checkMemory(def.memoryMiB);
-      const localDef = withFilePaths(def, await this.localPaths(req));
-      await this.host.store.create(localDef, async (staging) => {
-        if (req.storage !== "copy") return;
-        for (const [i, disk] of localDef.disks.entries()) {
-          const size = req.diskSizes[disk.name];
-          if (!size) throw new FileNotFound(`no size given for disk ${disk.name}`, { field: `diskSizes.${disk.name}` });
-          if (disk.image) await this.images.create(def.name, disk.image, `disks.${i}.image`, disk.format, size);
-          else await this.host.qemuImg.create(diskPath(staging, disk), disk.format, size);
-        }
-      });
-      release();
-      vm = this.registry.registerIncoming(localDef);
-      return await this.receive(vm, req);
-    } catch (err) {
-      release();
-      if (vm) await this.removeAll(vm);
-      else await this.images.remove(def.name);
-      throw err;
-    }
+    return await this.registry.perform(
+      def.name,
+      { kind: "migrate-in", storage: req.storage },
+      {
+        definition: def,
+        make: () => this.makeDirectory(req),
+        facts: (vm) => ({ createdImages: this.images.list(vm.name) }),
+        receive: (vm, answer) => this.receive(vm, req, answer),
+        undo: async (vm) => {
+          if (vm) await this.removeAll(vm);
+          else await this.images.remove(def.name);
+        },
+      },
+    );
   }
 
-  /** Runs qemu -incoming under the VM's migrate-in operation, held until commit or abort. */
-  private receive(vm: Vm, req: IncomingRequest): Promise<IncomingReply> {
-    return new Promise<IncomingReply>((resolveReply, rejectReply) => {
-      void vm.lock
-        .run("migrate-in", async () => {
-          // The pool images made for a copy are recorded, so a restart that undoes the migration removes them too.
-          await vm.journal.begin(vm.name, { kind: "migrate-in", storage: req.storage }, { createdImages: this.images.list(vm.name) });
-          await launchIncomingQemu(vm, this.host);
-          const session = vm.session!;
-          const hostAddr = this.migrationHost();
-          if (req.postcopy) {
-            await session.execute("migrate-set-capabilities", { capabilities: [{ capability: "postcopy-ram", state: true }] });
-          }
-          let nbd: IncomingReply["nbd"];
-          if (req.storage === "copy") {
-            const port = await freePort(hostAddr);
-            await session.execute("nbd-server-start", { addr: { type: "inet", data: { host: hostAddr, port: String(port) } } });
-            const exports: Record<string, string> = {};
-            for (const disk of vm.definition.disks) {
-              await session.execute("block-export-add", {
-                type: "nbd",
-                id: `exp-${disk.name}`,
-                "node-name": `d-${disk.name}`,
-                name: disk.name,
-                writable: true,
-              });
-              exports[disk.name] = disk.name;
-            }
-            nbd = { host: hostAddr, port, exports };
-          }
-          const uri = `tcp:${hostAddr}:${await freePort(hostAddr)}`;
-          await session.execute("migrate-incoming", { uri });
-          await vm.journal.stepDone("receiving");
-          await new Promise<void>((settle) => {
-            const entry: Incoming = {
-              vm,
-              state: "receiving",
-              storage: req.storage,
-              lastContact: Date.now(),
-              ...(req.owner ? { owner: req.owner } : {}),
-              settle,
-              watchdog: setInterval(() => this.checkSilence(vm.name), 1000),
-            };
-            this.incoming.set(vm.name, entry);
-            vm.log.info({ uri, nbd }, "incoming migration prepared");
-            vm.publish("migration.incoming", { uri, storage: req.storage });
-            resolveReply({ uri, ...(nbd ? { nbd } : {}) });
-          });
-        })
-        .catch(rejectReply);
+  /** The VM's directory, with its disks made here for a copy; answers with the definition as it is here. */
+  private async makeDirectory(req: IncomingRequest): Promise<VmDefinition> {
+    const def = req.definition;
+    await this.checkMemory(def.memoryMiB);
+    const localDef = withFilePaths(def, await this.localPaths(req));
+    await this.host.store.create(localDef, async (staging) => {
+      if (req.storage !== "copy") return;
+      for (const [i, disk] of localDef.disks.entries()) {
+        const size = req.diskSizes[disk.name];
+        if (!size) throw new FileNotFound(`no size given for disk ${disk.name}`, { field: `diskSizes.${disk.name}` });
+        if (disk.image) await this.images.create(def.name, disk.image, `disks.${i}.image`, disk.format, size);
+        else await this.host.qemuImg.create(diskPath(staging, disk), disk.format, size);
+      }
+    });
+    return localDef;
+  }
+
+  /** Runs qemu -incoming (under the VM's migrate-in operation) and answers the source; settles at commit or abort. */
+  private async receive(vm: Vm, req: IncomingRequest, answer: (reply: IncomingReply) => void): Promise<void> {
+    await launchIncomingQemu(vm, this.host);
+    const session = vm.session!;
+    const hostAddr = this.migrationHost();
+    if (req.postcopy) {
+      await session.execute("migrate-set-capabilities", { capabilities: [{ capability: "postcopy-ram", state: true }] });
+    }
+    let nbd: IncomingReply["nbd"];
+    if (req.storage === "copy") {
+      const port = await freePort(hostAddr);
+      await session.execute("nbd-server-start", { addr: { type: "inet", data: { host: hostAddr, port: String(port) } } });
+      const exports: Record<string, string> = {};
+      for (const disk of vm.definition.disks) {
+        await session.execute("block-export-add", {
+          type: "nbd",
+          id: `exp-${disk.name}`,
+          "node-name": `d-${disk.name}`,
+          name: disk.name,
+          writable: true,
+        });
+        exports[disk.name] = disk.name;
+      }
+      nbd = { host: hostAddr, port, exports };
+    }
+    const uri = `tcp:${hostAddr}:${await freePort(hostAddr)}`;
+    await session.execute("migrate-incoming", { uri });
+    await vm.journal.stepDone("receiving");
+    await new Promise<void>((settle) => {
+      const entry: Incoming = {
+        vm,
+        state: "receiving",
+        storage: req.storage,
+        lastContact: Date.now(),
+        ...(req.owner ? { owner: req.owner } : {}),
+        settle,
+        watchdog: setInterval(() => this.checkSilence(vm.name), 1000),
+      };
+      this.incoming.set(vm.name, entry);
+      vm.log.info({ uri, nbd }, "incoming migration prepared");
+      vm.publish("migration.incoming", { uri, storage: req.storage });
+      answer({ uri, ...(nbd ? { nbd } : {}) });
     });
   }
 

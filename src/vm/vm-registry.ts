@@ -19,6 +19,7 @@ import { recoverInterrupted, type MigrationRecovery } from "./interrupted-operat
 import { VmOwnership } from "./vm-ownership.js";
 import { performJobAction, type JobAction, type JobActions } from "./operations/job-actions.js";
 import { runPassthrough, type PassthroughLog } from "./operations/qmp-passthrough.js";
+import { performMigrateIn, type IncomingWork } from "./operations/migrate-in.js";
 import type { Job } from "../jobs/job-registry.js";
 import type { z } from "zod";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -26,13 +27,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 export type { VmAction, MigrationRecovery, JobActions };
 
 /**
- * The actions perform carries out. An incoming migration is received under its
- * own `migrate-in` operation (src/migration/migration-target.ts), adoption under
- * `adopt` at the daemon's start (load).
+ * The actions perform carries out; adoption runs under `adopt` at the daemon's
+ * start (load). An incoming migration (`migrate-in`) comes with the receiving
+ * side's work (src/migration/migration-target.ts).
  */
-export type PerformedAction = Exclude<VmAction, { kind: "migrate-in" | "adopt" }>;
+export type PerformedAction = Exclude<VmAction, { kind: "adopt" }>;
 /** The actions that answer with the VM's view. */
-export type ViewAction = Exclude<PerformedAction, JobAction | ActionOf<"qmp">>;
+export type ViewAction = Exclude<PerformedAction, JobAction | ActionOf<"qmp" | "migrate-in">>;
 
 export class VmRegistry {
   private readonly vms = new Map<string, Vm>();
@@ -146,7 +147,7 @@ export class VmRegistry {
    * Adds a VM whose directory has just been made for an incoming migration, or
    * refuses (409) if the name is taken. The caller holds it under its own operation.
    */
-  registerIncoming(def: VmDefinition): Vm {
+  private registerIncoming(def: VmDefinition): Vm {
     this.assertOpen();
     this.assertFree(def);
     const vm = this.newVm(def);
@@ -155,7 +156,7 @@ export class VmRegistry {
   }
 
   /** Reserves a name and uuid while an incoming VM's directory is made; the returned function releases them. */
-  reserveName(def: Pick<VmDefinition, "name" | "uuid">): () => void {
+  private reserveName(def: Pick<VmDefinition, "name" | "uuid">): () => void {
     this.assertOpen();
     this.assertFree(def);
     this.creating.set(def.name, def.uuid);
@@ -201,10 +202,16 @@ export class VmRegistry {
    */
   async perform(name: string, action: JobAction): Promise<Job>;
   async perform(name: string, action: ActionOf<"qmp">, log?: PassthroughLog): Promise<unknown>;
+  async perform<R>(name: string, action: ActionOf<"migrate-in">, work: IncomingWork<R>): Promise<R>;
   async perform(name: string, action: ViewAction): Promise<VmView>;
-  async perform(name: string, action: PerformedAction, log: PassthroughLog = this.host.log): Promise<unknown> {
+  async perform(name: string, action: PerformedAction, extra?: PassthroughLog | IncomingWork<unknown>): Promise<unknown> {
     this.assertOpen();
     if (action.kind === "create") return (await this.create(action.definition)).view();
+    if (action.kind === "migrate-in") {
+      const names = { reserve: (def: Pick<VmDefinition, "name" | "uuid">) => this.reserveName(def), register: (def: VmDefinition) => this.registerIncoming(def) };
+      return await performMigrateIn(names, action, extra as IncomingWork<unknown>);
+    }
+    const log = (extra as PassthroughLog | undefined) ?? this.host.log;
     const vm = this.get(name);
     // A VM whose definition cannot be read may still have a live qemu: the operator may stop it or ask qemu, nothing else.
     if (vm.broken && action.kind !== "stop" && action.kind !== "qmp") throw new VmStateConflict(name, "error", action.kind);

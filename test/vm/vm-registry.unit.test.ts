@@ -132,13 +132,26 @@ t.test("names and uuids are one VM's each, also while being created or received"
   await t.rejects(create(r, "web-1"), { code: "VMH_ERR_VM_EXISTS", status: 409, fields: { vm: "web-1" } });
   await t.rejects(create(r, "web-2", UUID_A), { code: "VMH_ERR_UUID_IN_USE", fields: { uuid: UUID_A, vm: "web-1" } }, "the holder is named");
 
-  const release = r.reserveName({ name: "incoming", uuid: UUID_B });
+  // An incoming VM whose directory is still being made: its name and uuid are reserved meanwhile.
+  let failMake!: (err: Error) => void;
+  const undone: (string | undefined)[] = [];
+  const work = (name: string, uuid: string, make: () => Promise<never>) => ({
+    definition: { name, uuid },
+    make,
+    facts: () => ({}),
+    receive: async () => {},
+    undo: async (vm: { name: string } | undefined) => void undone.push(vm?.name),
+  });
+  const receiving = r.perform("incoming", { kind: "migrate-in", storage: "shared" }, work("incoming", UUID_B, () => new Promise<never>((_, fail) => (failMake = fail))));
   await t.rejects(create(r, "incoming"), { code: "VMH_ERR_VM_EXISTS" }, "a name reserved for an incoming VM is taken");
   await t.rejects(create(r, "web-3", UUID_B), { code: "VMH_ERR_UUID_IN_USE", fields: { vm: "incoming" } }, "and so is its uuid");
-  t.throws(() => r.reserveName({ name: "other", uuid: UUID_A }), { code: "VMH_ERR_UUID_IN_USE" }, "a reservation checks both too");
-  release();
-  t.equal((await create(r, "incoming", UUID_B)).name, "incoming", "free again once released");
-  t.throws(() => r.registerIncoming(r.get("web-1").definition), { code: "VMH_ERR_VM_EXISTS" });
+  const never = () => Promise.reject(new Error("not reached"));
+  await t.rejects(r.perform("other", { kind: "migrate-in", storage: "shared" }, work("other", UUID_A, never)), { code: "VMH_ERR_UUID_IN_USE" }, "a receive checks both too");
+  failMake(new Error("disk full"));
+  await t.rejects(receiving, /disk full/);
+  t.same(undone, [undefined], "what was made for the failed receive is removed; no VM was registered");
+  t.equal((await create(r, "incoming", UUID_B)).name, "incoming", "free again once the receive failed");
+  await t.rejects(r.perform("web-1", { kind: "migrate-in", storage: "shared" }, work("web-1", UUID_B, never)), { code: "VMH_ERR_VM_EXISTS" });
 });
 
 t.test("the placeholder uuid of a broken VM blocks no one", async (t) => {
