@@ -4,6 +4,7 @@
 // One rule holds throughout: the guest runs on exactly one host. Before RAM has
 // fully arrived any failure resumes it here. After that, the source never resumes
 // on a guess: it asks the destination, and keeps the guest paused until it knows.
+import { endEntry, journaled } from "../vm/action-journal.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { MigrationFailed, ValidationFailed, VmStateConflict, VmhError } from "../errors.js";
 import { devicesChangedSinceStart } from "../vm/devices/device-hotplug.js";
@@ -75,7 +76,8 @@ export class MigrationSource {
     const job = this.jobs.create("migrate", name);
     return {
       job,
-      run: () => this.run(vm, job, req),
+      // Journaled as the migration; its outcome (commit, roll-back, resumed here) ends the entry.
+      run: () => journaled(vm, { kind: "migrate", destination: req.destination, storage: req.storage }, () => this.run(vm, job, req), { job: job.id }),
       failed: (err: unknown) => {
         const e = err instanceof VmhError ? err : new MigrationFailed((err as Error).message);
         if (job.state === "running") job.finish(job.signal.aborted ? "cancelled" : "failed", undefined, { code: e.code, detail: e.message });
@@ -88,7 +90,6 @@ export class MigrationSource {
     const session = vm.session!;
     const peer = new PeerClient(req.destination, this.host.config.peerToken);
     const started = Date.now();
-    await vm.journal.begin(vm.name, { kind: "migrate", destination: req.destination, storage: req.storage }, { job: job.id });
     vm.publish("migration.started", { job: job.id, destination: req.destination, storage: req.storage });
 
     job.setPhase("preparing-destination");
@@ -248,7 +249,7 @@ export class MigrationSource {
       vm.log.warn("destination unreachable for the abort; it removes an incoming VM left silent by itself");
     });
     if (session.status !== "running") await session.refreshStatus().catch(() => {});
-    await vm.journal.end().catch(() => {});
+    await endEntry(vm, "quiet");
   }
 
   /**
@@ -273,7 +274,7 @@ export class MigrationSource {
       if (state === "aborted") {
         // Nothing runs there and nothing will: the guest may run here again.
         await vm.session?.execute("cont");
-        await vm.journal.end().catch(() => {});
+        await endEntry(vm, "quiet");
         return "resumed-here";
       }
       await sleep(ASK_EVERY_MS);
@@ -294,7 +295,7 @@ export class MigrationSource {
       const s = await peer.request<{ state: string }>("GET", `/v1/incoming/${vm.name}?uuid=${vm.definition.uuid}`).catch(() => undefined);
       if (s?.status === 200 && s.body.state === "running") return this.dropLocalCopy(vm, storage);
       await peer.request("DELETE", `/v1/incoming/${vm.name}`).catch(() => {});
-      await vm.recordState(() => vm.journal.end());
+      await endEntry(vm, "recorded");
       return;
     }
     const info = await session.execute("query-migrate").catch(() => ({}) as MigrationInfo);

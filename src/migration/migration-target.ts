@@ -3,6 +3,7 @@
 // then to commit (resume the guest) once RAM has arrived, or to abort. The guest
 // runs here only after a commit; until then an abort, a source that goes silent
 // or a restart of this daemon removes everything that was prepared.
+import { endEntry } from "../vm/action-journal.js";
 import os from "node:os";
 import { FileNotFound, InsufficientResources, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
 import type { HostContext } from "../vm/host-context.js";
@@ -181,7 +182,7 @@ export class MigrationTarget {
     await session.execute("cont");
     if (session.status !== "running") await session.refreshStatus();
     this.finish(entry);
-    await vm.journal.end();
+    await endEntry(vm, "strict");
     vm.log.info("incoming migration committed: the guest runs here");
     vm.publish("migration.committed", {});
     return vm;
@@ -218,7 +219,7 @@ export class MigrationTarget {
   async recover(vm: Vm, entry: Pick<JournalEntry, "done" | "facts">): Promise<void> {
     if (entry.done.includes("commit-begun") && vm.session) {
       await vm.session.execute("cont").catch(() => {});
-      await vm.recordState(() => vm.journal.end());
+      await endEntry(vm, "recorded");
       return;
     }
     vm.log.warn("an incoming migration was cut short by a daemon restart; removing it");

@@ -2,8 +2,7 @@
 // journals each step once it is done; when a step fails, the steps already done
 // are undone in reverse order and the error goes on to the caller.
 import type { Logger } from "pino";
-import type { JournalFacts, OperationJournal } from "../store/operation-journal.js";
-import type { VmAction } from "../definition/vm-action.js";
+import type { OperationJournal } from "../store/operation-journal.js";
 
 export interface Step<C> {
   name: string;
@@ -37,25 +36,5 @@ export async function runSteps<C>(steps: Step<C>[], ctx: C, journal: OperationJo
     }
     done.push(step);
     if (step.journaled !== false) await journal.stepDone(step.name);
-  }
-}
-
-/**
- * Runs `body` (an operation's steps) journaled as `action`: the entry is written
- * before anything acts and removed once the steps are done or undone. An entry
- * that cannot be removed is logged, not thrown: the change is made, and a
- * restarted daemon only makes it again.
- */
-export async function runJournaled(
-  journal: OperationJournal,
-  log: Logger,
-  entry: { vm: string; action: VmAction; facts?: JournalFacts },
-  body: () => Promise<void>,
-): Promise<void> {
-  await journal.begin(entry.vm, entry.action, entry.facts);
-  try {
-    await body();
-  } finally {
-    await journal.end().catch((err: unknown) => log.error({ err }, "cannot end the journal entry"));
   }
 }

@@ -4,6 +4,7 @@
 // while the daemon was away is recorded as such; an operation that a crash cut
 // short is finished or rolled back from its journal. Nothing here ever kills a
 // guest because the daemon itself failed.
+import { endEntry } from "./action-journal.js";
 import { readFile, rm } from "node:fs/promises";
 import { readTerminationNote } from "../qemu/qemu-log.js";
 import { isSameProcess, readProcCmdline, readProcStartTicks, signalProcess } from "../qemu/qemu-process.js";
@@ -45,7 +46,7 @@ export async function adoptVm(vm: Vm): Promise<JournalEntry | undefined> {
   // A migration's entry stays until its own side has settled it.
   if (interrupted.action.kind === "migrate" || interrupted.action.kind === "migrate-in") return interrupted;
   if (interrupted.action.kind === "start") await undoHalfStart(vm);
-  await vm.recordState(() => vm.journal.end());
+  await endEntry(vm, "recorded");
   return interrupted;
 }
 

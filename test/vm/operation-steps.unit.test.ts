@@ -8,7 +8,7 @@ import path from "node:path";
 import { pino } from "pino";
 import t, { type Test } from "tap";
 import { OperationJournal } from "../../src/store/operation-journal.js";
-import { runJournaled, runSteps, type Step } from "../../src/vm/operation-steps.js";
+import { runSteps, type Step } from "../../src/vm/operation-steps.js";
 
 interface Ctx {
   trail: string[];
@@ -96,25 +96,4 @@ t.test("a journal write that fails ends the run with the write's error", async (
   await rm(dir, { recursive: true, force: true });
   await t.rejects(runSteps([step("a"), step("b")], ctx, journal, log), { code: "ENOENT" }, "the write's error reaches the caller");
   t.same(ctx.trail, ["run a"], "the step ran, then its record failed: nothing after it ran, and the runner undid nothing");
-});
-
-t.test("runJournaled: the action is on disk while its steps run, and gone once they are done or undone", async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "vmh-journaled-"));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const file = path.join(dir, "journal.json");
-  const journal = new OperationJournal(file);
-  const log = pino({ level: "silent" });
-  const action = { kind: "resize-disk" as const, disk: "root", sizeGiB: 20 };
-  const seen: unknown[] = [];
-  await runJournaled(journal, log, { vm: "web-1", action, facts: { live: true } }, async () => {
-    await journal.stepDone("grow");
-    seen.push(await new OperationJournal(file).readInterrupted());
-  });
-  t.match(seen, [{ vm: "web-1", action, facts: { live: true }, done: ["grow"] }], "a daemon killed meanwhile would find the action and its progress");
-  t.equal(await new OperationJournal(file).readInterrupted(), undefined, "done: the entry is gone");
-
-  const failure = new Error("grow failed");
-  await t.rejects(runJournaled(journal, log, { vm: "web-1", action }, async () => Promise.reject(failure)), failure, "the body's own error reaches the caller");
-  t.equal(await new OperationJournal(file).readInterrupted(), undefined, "undone: the entry is gone too");
-  t.equal(journal.current, undefined);
 });

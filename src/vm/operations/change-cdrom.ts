@@ -7,7 +7,8 @@
 import { VmStateConflict } from "../../errors.js";
 import type { VmDefinition } from "../../definition/vm-definition.js";
 import type { HostContext } from "../host-context.js";
-import { runJournaled, runSteps, type Step } from "../operation-steps.js";
+import { runSteps, type Step } from "../operation-steps.js";
+import { journaled } from "../action-journal.js";
 import { changeMedium, queryCdrom } from "../devices/cdrom-drive.js";
 import type { Vm } from "../vm.js";
 
@@ -63,7 +64,7 @@ export async function changeCdrom(vm: Vm, host: HostContext, image: string | und
     throw new VmStateConflict(vm.name, `${vm.settledState()} without a CD-ROM drive`, image ? "insert a disc into" : "eject the disc of");
   }
   const action = image === undefined ? { kind: "eject-cdrom" as const } : { kind: "change-cdrom" as const, image };
-  await runJournaled(vm.journal, vm.log, { vm: vm.name, action }, () => runSteps(steps, { vm, host, image }, vm.journal, vm.log));
+  await journaled(vm, action, () => runSteps(steps, { vm, host, image }, vm.journal, vm.log));
   vm.publish("vm.cdrom", { image: image ?? null });
 }
 

@@ -6,8 +6,7 @@
 // finishes or undoes the rest to match (recoverHotplug).
 import { rm } from "node:fs/promises";
 import { DeviceExists, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeout, ValidationFailed, VmStateConflict } from "../../errors.js";
-import type { JournalEntry, JournalFacts } from "../../store/operation-journal.js";
-import type { VmAction } from "../../definition/vm-action.js";
+import type { JournalEntry } from "../../store/operation-journal.js";
 import { diskPath } from "../../store/vm-paths.js";
 import { checkBridges, createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
 import { generateMac, type DiskDefinition, type NicDefinition, type VmDefinition } from "../../definition/vm-definition.js";
@@ -23,7 +22,8 @@ import {
   whenReleased,
 } from "../devices/device-hotplug.js";
 import type { HostContext } from "../host-context.js";
-import { runJournaled, runSteps, type Step } from "../operation-steps.js";
+import { runSteps, type Step } from "../operation-steps.js";
+import { journaled } from "../action-journal.js";
 import type { QemuSession } from "../qemu-session.js";
 import type { Vm } from "../vm.js";
 import { checkInPlaceImage } from "../devices/disk-sources.js";
@@ -48,10 +48,6 @@ function liveSession(vm: Vm, wanted: string): QemuSession | undefined {
   if (state === "stopped" || state === "crashed") return undefined;
   if ((state === "running" || state === "paused") && vm.session?.connected) return vm.session;
   throw new VmStateConflict(vm.name, state, wanted);
-}
-
-function journaled(vm: Vm, action: VmAction, facts: JournalFacts, body: () => Promise<void>): Promise<void> {
-  return runJournaled(vm.journal, vm.log, { vm: vm.name, action, facts }, body);
 }
 
 // ---- disks ----
@@ -98,7 +94,7 @@ export async function addDisk(vm: Vm, host: HostContext, disk: DiskDefinition): 
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, disks: [...d.disks, disk] })) },
   ];
-  await journaled(vm, { kind: "add-disk", disk }, { live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "add-disk", disk }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { live: session !== undefined });
   vm.publish("vm.disk-added", { disk: disk.name, live: session !== undefined });
 }
 
@@ -126,7 +122,7 @@ export async function removeDisk(vm: Vm, host: HostContext, name: string, timeou
       },
     },
   ];
-  await journaled(vm, { kind: "remove-disk", disk: name }, { disk, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "remove-disk", disk: name }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { disk, live: session !== undefined });
   vm.publish("vm.disk-removed", { disk: name, live: session !== undefined });
 }
 
@@ -172,7 +168,7 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, nics: [...d.nics, nic] })) },
   ];
-  await journaled(vm, { kind: "add-nic", nic }, { index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "add-nic", nic }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { index, live: session !== undefined });
   vm.publish("vm.nic-added", { mac: nic.mac, index, live: session !== undefined });
   return nic;
 }
@@ -217,7 +213,7 @@ export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutS
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, nics: d.nics.filter((_, i) => i !== index) })) },
   ];
-  await journaled(vm, { kind: "remove-nic", nic: nic.mac }, { nic, index, live: session !== undefined }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log));
+  await journaled(vm, { kind: "remove-nic", nic: nic.mac }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { nic, index, live: session !== undefined });
   vm.publish("vm.nic-removed", { mac: nic.mac, index, live: session !== undefined });
 }
 
@@ -268,7 +264,7 @@ export async function recoverHotplug(vm: Vm, host: HostContext, entry: JournalEn
   vm.log.warn({ action, done: entry.done }, "settling a device change cut short by a daemon restart");
   // An add is settled here, journaled again so a second crash settles it the same way; a removal journals itself.
   if (action.kind === "add-disk" || action.kind === "add-nic") {
-    await journaled(vm, action, facts, () => settle(vm, host, entry, finishLater));
+    await journaled(vm, action, () => settle(vm, host, entry, finishLater), facts);
   } else {
     await settle(vm, host, entry, finishLater);
   }

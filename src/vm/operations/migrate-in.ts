@@ -1,12 +1,14 @@
 // Receiving a VM another host sends (migrate in). The name and uuid are reserved
 // while the VM's directory is made, the VM is registered, and the receive runs
-// under the VM's lock in the `migrate-in` operation, journaled as the action.
+// under the VM's lock in the `migrate-in` operation, journaled as the action
+// (its commit, its abort or recovery ends the entry).
 // The lock is held past the answer to the source: until the commit or the abort
 // settles the receive. The migration side supplies the work (IncomingWork).
 import type { ActionOf } from "../../definition/vm-action.js";
 import type { VmDefinition } from "../../definition/vm-definition.js";
 import type { JournalFacts } from "../../store/operation-journal.js";
 import type { Vm } from "../vm.js";
+import { journaled } from "../action-journal.js";
 
 /** What a migration target does for one incoming VM; R is its answer to the source. */
 export interface IncomingWork<R> {
@@ -50,8 +52,7 @@ function receiveUnderLock<R>(vm: Vm, action: ActionOf<"migrate-in">, work: Incom
   return new Promise<R>((answer, refuse) => {
     void vm.lock
       .run("migrate-in", async () => {
-        await vm.journal.begin(vm.name, action, work.facts(vm));
-        await work.receive(vm, answer);
+        await journaled(vm, action, () => work.receive(vm, answer), work.facts(vm));
       })
       .catch(refuse);
   });

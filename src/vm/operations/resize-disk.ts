@@ -11,7 +11,8 @@ import { diskPath } from "../../store/vm-paths.js";
 import type { DiskDefinition, VmDefinition } from "../../definition/vm-definition.js";
 import { diskBytes } from "../devices/disk-sources.js";
 import type { HostContext } from "../host-context.js";
-import { runJournaled, runSteps, type Step } from "../operation-steps.js";
+import { runSteps, type Step } from "../operation-steps.js";
+import { journaled } from "../action-journal.js";
 import type { Vm } from "../vm.js";
 
 /** Resizing is metadata only, but may wait for in-flight I/O to drain. */
@@ -83,7 +84,7 @@ export async function resizeDisk(vm: Vm, host: HostContext, diskName: string, si
     const message = `uses the image "${disk.image}" in a pool, which is not the VM's to resize`;
     throw new ValidationFailed(`disk: ${message}`, [{ field: "disk", message }]);
   }
-  await runJournaled(vm.journal, vm.log, { vm: vm.name, action: { kind: "resize-disk", disk: diskName, sizeGiB } }, () =>
+  await journaled(vm, { kind: "resize-disk", disk: diskName, sizeGiB }, () =>
     runSteps(steps, { vm, host, disk, sizeGiB, bytes: diskBytes(sizeGiB) }, vm.journal, vm.log),
   );
   vm.publish("vm.disk-resized", { disk: diskName, sizeGiB });

@@ -5,7 +5,9 @@
 // Like stop, it never fails because the state disk is full: the journal is best effort.
 import { ShuttingDown, VmStateConflict } from "../../errors.js";
 import type { Vm } from "../vm.js";
-import { journalBestEffort, killQemu } from "./stop-vm.js";
+import type { QemuSession } from "../qemu-session.js";
+import { killQemu } from "./stop-vm.js";
+import { journaled } from "../action-journal.js";
 
 export const DEFAULT_SHUTDOWN_TIMEOUT_SEC = 60;
 /**
@@ -17,7 +19,11 @@ const REPRESS_EVERY_MS = 5_000;
 export async function shutdownVm(vm: Vm, timeoutSec: number, preempted: AbortSignal, daemonStopping: AbortSignal): Promise<void> {
   const session = vm.session;
   if (!session) throw new VmStateConflict(vm.name, vm.settledState(), "shut down");
-  const journaled = await journalBestEffort(vm, { kind: "shutdown", timeoutSec });
+  // Journaled best effort; a daemon exit mid-wait keeps the entry for the next daemon (action-journal.ts).
+  await journaled(vm, { kind: "shutdown", timeoutSec }, () => powerOff(vm, session, timeoutSec, preempted, daemonStopping));
+}
+
+async function powerOff(vm: Vm, session: QemuSession, timeoutSec: number, preempted: AbortSignal, daemonStopping: AbortSignal): Promise<void> {
   const stopped = vm.waitStopped();
   await session.execute("system_powerdown");
 
@@ -39,7 +45,6 @@ export async function shutdownVm(vm: Vm, timeoutSec: number, preempted: AbortSig
     vm.log.warn(`shutdown: ${why}; stopping qemu`);
     await killQemu(vm, preempted.aborted ? "host-stop" : "shutdown-timeout");
   }
-  if (journaled) await vm.recordState(() => vm.journal.end());
 }
 
 /**

@@ -25,6 +25,7 @@ import type { QemuIdentity } from "../../qemu/qemu-user.js";
 import { createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
 import { access } from "node:fs/promises";
 import type { Vm } from "../vm.js";
+import { journaled } from "../action-journal.js";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 
@@ -200,17 +201,9 @@ async function prepareUefi(vm: Vm, host: HostContext): Promise<{ code: string; v
 
 export async function startVm(vm: Vm, host: HostContext): Promise<void> {
   if (vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "start");
-  // The intent is written while the checks run; "spawn" waits for it.
-  const journalBegun = vm.journal.begin(vm.name, { kind: "start" });
-  journalBegun.catch(() => {});
-  try {
-    await runSteps(steps, { vm, host, journalBegun }, vm.journal, vm.log);
-  } catch (err) {
-    // A start that failed before acting leaves no journal entry behind.
-    await journalBegun.then(() => vm.journal.end()).catch(() => {});
-    throw err;
-  }
-  await vm.journal.end();
+  // The intent is written while the checks run; "spawn" waits for it. A start
+  // that failed leaves no journal entry behind (rule in action-journal.ts).
+  await journaled(vm, { kind: "start" }, (journalBegun) => runSteps(steps, { vm, host, journalBegun }, vm.journal, vm.log));
   // The state (running) is published as the start operation ends, by the VM's operation observer.
 }
 

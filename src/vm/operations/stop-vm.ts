@@ -6,27 +6,15 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { VmStateConflict } from "../../errors.js";
 import { signalProcess } from "../../qemu/qemu-process.js";
 import type { Vm } from "../vm.js";
-import type { VmAction } from "../../definition/vm-action.js";
+import { journaled } from "../action-journal.js";
 
 const QUIT_GRACE_MS = 5_000;
 const TERM_GRACE_MS = 5_000;
 
 export async function stopVm(vm: Vm): Promise<void> {
   if (!vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "stop");
-  const journaled = await journalBestEffort(vm, { kind: "stop" });
-  await killQemu(vm, "host-stop");
-  if (journaled) await vm.recordState(() => vm.journal.end());
-}
-
-/**
- * The journal entry of an operation that must not fail for want of it (stop, the
- * hard stop of a shutdown). Without it a daemon killed mid-operation finds the
- * guest as it was and the operator asks again. Says whether the entry was written.
- */
-export async function journalBestEffort(vm: Vm, action: VmAction): Promise<boolean> {
-  return await vm.recordState(async () => {
-    await vm.journal.begin(vm.name, action);
-  });
+  // Journaled best effort (action-journal.ts): a full state disk never keeps a guest running.
+  await journaled(vm, { kind: "stop" }, () => killQemu(vm, "host-stop"));
 }
 
 /** Ends the VM's qemu by the gentlest means that works: QMP quit, SIGTERM, SIGKILL. */
