@@ -39,7 +39,7 @@ export async function adoptVm(vm: Vm): Promise<JournalEntry | undefined> {
   if (!alive) await removeVmTaps(vm.definition, vm.log);
   // After the termination note was read: a qemu that logged without pause while the
   // daemon was down has filled its files past their caps.
-  await vm.boundLogs();
+  await vm.logs.bound();
 
   if (!interrupted) return undefined;
   vm.log.warn({ action: interrupted.action, done: interrupted.done }, "an operation was cut short by a daemon restart");

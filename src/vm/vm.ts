@@ -1,68 +1,41 @@
 // One VM as the daemon sees it: its stored definition, its live qemu (if any),
 // the operation in flight and how its last run ended. Its state is derived from
 // those facts on every read, never kept as a field to be synchronised by hand.
+// Beside it: how it is shown (vm-view.ts), its two logs (vm-logs.ts), how a qemu's
+// end is named and recorded (vm-exit.ts), and the devices awaiting release
+// (pending-removals.ts).
 import type { Logger } from "pino";
 import type { EventBus, PayloadArg } from "../events/event-bus.js";
 import type { BusEventType, EventPayload } from "../events/event-catalogue.js";
-import type { Job, JobView } from "../jobs/job-registry.js";
+import type { Job } from "../jobs/job-registry.js";
 import { removeVmTaps } from "../net/tap-devices.js";
 import { OperationJournal } from "../store/operation-journal.js";
-import { removeLastExit, removeRuntimeRecord, writeLastExit, type LastExit } from "../store/runtime-store.js";
+import type { LastExit } from "../store/runtime-store.js";
+import { lastExitOf, recordExit } from "./vm-exit.js";
 import type { VmPaths } from "../store/vm-paths.js";
 import type { DefinitionStore } from "../store/definition-store.js";
 import type { VmDefinition } from "../definition/vm-definition.js";
 import type { Ownership } from "../fleet/fleet-member.js";
 import { OperationLock } from "./operation-lock.js";
 import { ConsoleHub, DEFAULT_MAX_CONSOLE_VIEWERS } from "./console/console-hub.js";
-import { BoundedLog } from "../store/bounded-log.js";
+import { VmLogs } from "./vm-logs.js";
+import { PendingRemovals } from "./pending-removals.js";
+import { renderView, type VmView } from "./vm-view.js";
 import { countQemuCrash } from "../metrics/metric-hooks.js";
 import type { QemuSession, SessionExit } from "./qemu-session.js";
 import { deriveState, type VmState } from "./vm-state.js";
-import type { VmActionKind } from "../definition/vm-action.js";
 
-export interface VmView {
-  name: string;
-  uuid: string;
-  state: VmState;
-  pid?: number;
-  qemuStatus?: string;
-  unresponsive?: boolean;
-  startedAt?: string;
-  qemuVersion?: string;
-  argv?: string[];
-  /** The second QMP monitor, for qemu's own tools. */
-  qmpDebugSocket?: string;
-  /** The uid this VM's qemu runs as (0: root). */
-  qemuUid?: number;
-  operation?: { name: VmActionKind; startedAt: string };
-  job?: JobView;
-  lastExit?: LastExit;
-  /** Devices the guest was asked to release and has not yet (qemu ids: `disk-<name>`, `nic<N>`). */
-  removalPending?: string[];
-  /** The memory balloon as qemu last reported it, while qemu runs. */
-  balloon?: { actualMiB: number };
-  /** Why the VM is in state `error`. */
-  error?: string;
-  stateWriteError?: string;
-  /** Fleet mode: the host holding the VM's owner key, and the key's revision (the fencing token). */
-  owner?: Ownership;
-  definition: VmDefinition;
-}
-
-/** qemu's own stdout/stderr: a few lines per run, unless something keeps it talking. */
-export const QEMU_LOG_MAX = 1024 * 1024;
-/** The serial console log's cap when none is configured (`--console-log-max`'s default). */
-const DEFAULT_CONSOLE_LOG_MAX = 8 * 1024 * 1024;
+export type { VmView };
 
 export class Vm {
   readonly lock: OperationLock;
   readonly journal: OperationJournal;
   /** The serial console's viewers and its one connection to qemu. */
   readonly console: ConsoleHub;
-  /** The serial console's log (qemu's chardev logfile) and qemu's own log, each kept to its newest bytes. */
-  readonly consoleLog: BoundedLog;
-  readonly qemuLog: BoundedLog;
-  private logWatch: AbortController | undefined;
+  /** The serial console's log and qemu's own, each kept to its newest bytes. */
+  readonly logs: VmLogs;
+  /** Devices whose hot-removal waits for the guest (hot-plug's to change; they all end with qemu). */
+  readonly removals = new PendingRemovals();
   // What the VM is, each changed only through the methods below (called from the
   // action handlers and adoption); everything else reads it.
   private currentDefinition: VmDefinition;
@@ -78,8 +51,6 @@ export class Vm {
   private currentJob: Job | undefined;
   /** Fleet mode: this host's hold on the VM's owner key in etcd, while it has one. */
   private currentOwner: Ownership | undefined;
-  /** Devices whose hot-removal waits for the guest, by qemu id; each ends by its own abort. */
-  private readonly pendingRemovals = new Map<string, AbortController>();
   /** The guest's memory as the balloon last reported it (query-balloon or BALLOON_CHANGE), in bytes. */
   private balloonBytes: number | undefined;
   private readonly exitWaiters = new Set<() => void>();
@@ -113,15 +84,7 @@ export class Vm {
     });
     this.journal = new OperationJournal(paths.journal);
     this.console = new ConsoleHub(this, limits.maxConsoleViewers ?? DEFAULT_MAX_CONSOLE_VIEWERS);
-    this.consoleLog = new BoundedLog(paths.consoleLog, limits.consoleLogMax ?? DEFAULT_CONSOLE_LOG_MAX, log);
-    this.qemuLog = new BoundedLog(paths.qemuLog, QEMU_LOG_MAX, log);
-  }
-
-  /** Brings both logs under their caps now (at adoption: qemu may have written much while the daemon was down). */
-  async boundLogs(): Promise<void> {
-    await Promise.all([this.consoleLog.enforce(), this.qemuLog.enforce()]).catch((err: Error) =>
-      this.log.error({ err }, "cannot rotate the VM's logs"),
-    );
+    this.logs = new VmLogs(paths, log, limits.consoleLogMax);
   }
 
   get name(): string {
@@ -191,30 +154,6 @@ export class Vm {
     if (this.currentJob === job) this.currentJob = undefined;
   }
 
-  /** Devices (qemu ids) the guest was asked to release and has not yet. */
-  removalsPending(): string[] {
-    return [...this.pendingRemovals.keys()].sort();
-  }
-
-  removalPending(id: string): boolean {
-    return this.pendingRemovals.has(id);
-  }
-
-  /** The guest holds on to a device it was asked to release; the signal aborts when that wait ends (qemu gone, or a new request). */
-  leaveRemovalPending(id: string): AbortSignal {
-    const ctrl = new AbortController();
-    this.pendingRemovals.set(id, ctrl);
-    return ctrl.signal;
-  }
-
-  /** Ends the wait for a device's release: with `reason`, aborting it; given `only`, just if that wait is still the one pending. */
-  endPendingRemoval(id: string, reason?: string, only?: AbortSignal): void {
-    const ctrl = this.pendingRemovals.get(id);
-    if (!ctrl || (only && ctrl.signal !== only)) return;
-    if (reason !== undefined) ctrl.abort(reason);
-    this.pendingRemovals.delete(id);
-  }
-
   /** Fleet mode: this host holds the VM's owner key (acquired, taken over, handed over), or no longer does. */
   holdOwner(owner: Ownership | undefined): void {
     this.currentOwner = owner;
@@ -241,35 +180,21 @@ export class Vm {
   }
 
   view(): VmView {
-    const s = this.session;
     const op = this.lock.current;
-    return {
-      name: this.name,
-      uuid: this.definition.uuid,
-      state: this.state(),
-      ...(s
-        ? {
-            pid: s.pid,
-            qemuStatus: s.status,
-            unresponsive: s.unresponsive,
-            startedAt: s.record.startedAt,
-            // The version this qemu was started from: after a package upgrade it may differ from the host's.
-            ...(s.record.qemuVersion ? { qemuVersion: s.record.qemuVersion } : {}),
-            argv: [...s.record.argv],
-            qmpDebugSocket: this.paths.qmpDebugSocket,
-            qemuUid: s.record.uid ?? 0,
-            ...(this.balloonActual !== undefined ? { balloon: { actualMiB: Math.round(this.balloonActual / 2 ** 20) } } : {}),
-          }
-        : {}),
-      ...(this.pendingRemovals.size > 0 ? { removalPending: this.removalsPending() } : {}),
-      ...(op ? { operation: { name: op.name, startedAt: op.startedAt } } : {}),
-      ...(this.job ? { job: this.job.view() } : {}),
-      ...(this.lastExit ? { lastExit: this.lastExit } : {}),
-      ...(this.broken ? { error: this.broken } : {}),
-      ...(this.stateWriteError ? { stateWriteError: this.stateWriteError } : {}),
-      ...(this.owner ? { owner: this.owner } : {}),
+    return renderView({
       definition: this.definition,
-    };
+      state: this.state(),
+      session: this.session,
+      qmpDebugSocket: this.paths.qmpDebugSocket,
+      balloonBytes: this.balloonBytes,
+      removalPending: this.removals.list(),
+      operation: op ? { name: op.name, startedAt: op.startedAt } : undefined,
+      job: this.job?.view(),
+      lastExit: this.lastExit,
+      broken: this.broken,
+      stateWriteError: this.stateWriteError,
+      owner: this.owner,
+    });
   }
 
   /** Re-reads qemu's status before a view is served; a hung qemu is flagged, not waited on. */
@@ -300,11 +225,7 @@ export class Vm {
   /** Takes ownership of a live qemu: from here on its exit is noticed and recorded. */
   attachSession(session: QemuSession): void {
     this.currentSession = session;
-    // Only a live qemu writes to the logs: they are watched while it runs.
-    this.logWatch?.abort();
-    const watch = (this.logWatch = new AbortController());
-    void this.consoleLog.watch(watch.signal);
-    void this.qemuLog.watch(watch.signal);
+    this.logs.watch();
     session.onEvent((e) => {
       this.log.info({ event: e.event, data: e.data }, "qemu event");
       this.publish(`qemu.${e.event}`, { data: e.data ?? {} });
@@ -317,26 +238,17 @@ export class Vm {
 
   private async onSessionGone(session: QemuSession, exit: SessionExit): Promise<void> {
     if (this.session !== session) return;
-    const reason = this.exitReason(exit);
-    this.currentLastExit = {
-      at: new Date().toISOString(),
-      reason,
-      exitCode: exit.code,
-      signal: exit.signal,
-      ...(exit.shutdownReason ? { detail: `qemu shutdown reason: ${exit.shutdownReason}` } : {}),
-    };
+    const lastExit = lastExitOf(exit, this.expectedExit);
+    const reason = lastExit.reason;
+    this.currentLastExit = lastExit;
     this.currentSession = undefined;
-    this.logWatch?.abort();
-    void this.boundLogs();
+    this.logs.qemuEnded();
     this.expectedExit = undefined;
     this.balloonBytes = undefined;
-    // Whatever the guest had not yet released went with qemu.
-    for (const pending of this.pendingRemovals.values()) pending.abort();
-    this.pendingRemovals.clear();
-    const lastExit = this.currentLastExit;
+    this.removals.abortAll();
     this.log.info({ lastExit }, "qemu exited");
     await Promise.all([
-      this.recordExit(lastExit),
+      recordExit(this, lastExit),
       // Before anyone waiting for the exit hears of it: a stop answers with the taps gone,
       // and a restart (onCrash, or the next start) makes them afresh.
       removeVmTaps(this.definition, this.log),
@@ -348,20 +260,6 @@ export class Vm {
       countQemuCrash();
       this.onCrash(this);
     }
-  }
-
-  /**
-   * How the run ended, as far as the disks let it be recorded. A state disk that
-   * cannot take the last exit (full) must not leave an older one standing: a stale
-   * "crashed" would have a restarted daemon start the VM again. The runtime record
-   * (run directory) goes regardless, or a restarted daemon would take the stop for
-   * a crash; without either file it finds the VM stopped, which it is.
-   */
-  private async recordExit(exit: LastExit): Promise<void> {
-    if (!(await this.recordState(() => writeLastExit(this.paths, exit)))) {
-      await removeLastExit(this.paths).catch((err: unknown) => this.log.error({ err }, "cannot remove the previous last exit"));
-    }
-    await removeRuntimeRecord(this.paths).catch((err: unknown) => this.log.error({ err }, "cannot remove the runtime record"));
   }
 
   /**
@@ -378,15 +276,6 @@ export class Vm {
       this.log.error({ err }, "cannot record state");
       return false;
     }
-  }
-
-  private exitReason(exit: SessionExit): string {
-    if (this.expectedExit) return this.expectedExit;
-    // The guest powered itself off (or answered our ACPI request after we gave up waiting).
-    if (exit.shutdownReason === "guest-shutdown") return "guest-shutdown";
-    if (exit.shutdownReason === "host-qmp-quit") return "host-stop";
-    if (exit.shutdownReason === "guest-panic") return "crashed";
-    return "crashed";
   }
 
   /**

@@ -42,7 +42,7 @@ export function registerConsoleRoutes(app: FastifyInstance, registry: VmRegistry
     },
     async (req, reply) => {
       const { offset, limit } = req.query;
-      const slice = await registry.get(req.params.name).consoleLog.read(offset, limit);
+      const slice = await registry.get(req.params.name).logs.console.read(offset, limit);
       return reply
         .type("text/plain; charset=utf-8")
         .header("x-console-size", String(slice.end))

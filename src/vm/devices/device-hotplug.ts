@@ -34,7 +34,7 @@ export function devicesChangedSinceStart(vm: Vm): boolean {
   // The qemu may be one an older daemon started: what it has is read from its own argv.
   const atStart = new Set(runningDeviceIds(vm.session?.record.argv ?? []).filter((id) => /^(disk-.+|nic\d+)$/.test(id)));
   const now = [...vm.definition.disks.map((d) => diskDeviceId(d.name)), ...vm.definition.nics.map((_, i) => nicDeviceId(i))];
-  return vm.removalsPending().length > 0 || now.length !== atStart.size || now.some((id) => !atStart.has(id));
+  return vm.removals.list().length > 0 || now.length !== atStart.size || now.some((id) => !atStart.has(id));
 }
 
 /** Whether a device of this id is in qemu now (still plugged, or its removal still pending). */

@@ -221,11 +221,11 @@ export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutS
 
 /** A removal asked again while the guest still holds the device is refused; once it has let go, it is finished. */
 async function checkPending(vm: Vm, session: QemuSession | undefined, id: string): Promise<void> {
-  if (!vm.removalPending(id)) return;
+  if (!vm.removals.has(id)) return;
   if (session && (await deviceExists(session, id))) {
     throw new DeviceRemovalPending(`the guest has not yet released ${id}; its removal is pending`, { device: id });
   }
-  vm.endPendingRemoval(id, SUPERSEDED);
+  vm.removals.end(id, SUPERSEDED);
 }
 
 /** The abort reason of a pending removal that a new request for it finishes itself. */
@@ -237,13 +237,13 @@ async function unplugOrLeavePending(vm: Vm, session: QemuSession, id: string, ti
   } catch (err) {
     if (!(err instanceof DeviceRemovalTimeout) && !(err instanceof DeviceRemovalPending)) throw err;
     // The request stands in the guest; once it lets go (or qemu ends) the rest is done.
-    if (!vm.removalPending(id)) {
-      const pending = vm.leaveRemovalPending(id);
+    if (!vm.removals.has(id)) {
+      const pending = vm.removals.leave(id);
       // Also when qemu ends first (the VM's exit aborts every pending removal): the
       // removal was asked for, so the definition loses the device all the same.
       void whenReleased(session, id, pending).then(() => {
         if (pending.reason === SUPERSEDED) return;
-        vm.endPendingRemoval(id, undefined, pending);
+        vm.removals.end(id, undefined, pending);
         finishLater();
       });
     }

@@ -1,0 +1,87 @@
+// What a VM shows of itself: the view the API answers with and the events carry,
+// rendered from the VM's facts. Kept apart from the Vm class so that readers of a
+// view (routes, the CLI's types, ownership) need nothing of the live VM.
+import type { JobView } from "../jobs/job-registry.js";
+import type { LastExit } from "../store/runtime-store.js";
+import type { VmDefinition } from "../definition/vm-definition.js";
+import type { Ownership } from "../fleet/fleet-member.js";
+import type { VmActionKind } from "../definition/vm-action.js";
+import type { QemuSession } from "./qemu-session.js";
+import type { VmState } from "./vm-state.js";
+
+export interface VmView {
+  name: string;
+  uuid: string;
+  state: VmState;
+  pid?: number;
+  qemuStatus?: string;
+  unresponsive?: boolean;
+  startedAt?: string;
+  qemuVersion?: string;
+  argv?: string[];
+  /** The second QMP monitor, for qemu's own tools. */
+  qmpDebugSocket?: string;
+  /** The uid this VM's qemu runs as (0: root). */
+  qemuUid?: number;
+  operation?: { name: VmActionKind; startedAt: string };
+  job?: JobView;
+  lastExit?: LastExit;
+  /** Devices the guest was asked to release and has not yet (qemu ids: `disk-<name>`, `nic<N>`). */
+  removalPending?: string[];
+  /** The memory balloon as qemu last reported it, while qemu runs. */
+  balloon?: { actualMiB: number };
+  /** Why the VM is in state `error`. */
+  error?: string;
+  stateWriteError?: string;
+  /** Fleet mode: the host holding the VM's owner key, and the key's revision (the fencing token). */
+  owner?: Ownership;
+  definition: VmDefinition;
+}
+
+/** The facts of a VM a view is rendered from. */
+export interface ViewFacts {
+  definition: VmDefinition;
+  state: VmState;
+  session: QemuSession | undefined;
+  qmpDebugSocket: string;
+  /** The guest's memory as the balloon last reported it, in bytes. */
+  balloonBytes: number | undefined;
+  removalPending: string[];
+  operation: { name: VmActionKind; startedAt: string } | undefined;
+  job: JobView | undefined;
+  lastExit: LastExit | undefined;
+  broken: string | undefined;
+  stateWriteError: string | undefined;
+  owner: Ownership | undefined;
+}
+
+export function renderView(f: ViewFacts): VmView {
+  const s = f.session;
+  return {
+    name: f.definition.name,
+    uuid: f.definition.uuid,
+    state: f.state,
+    ...(s
+      ? {
+          pid: s.pid,
+          qemuStatus: s.status,
+          unresponsive: s.unresponsive,
+          startedAt: s.record.startedAt,
+          // The version this qemu was started from: after a package upgrade it may differ from the host's.
+          ...(s.record.qemuVersion ? { qemuVersion: s.record.qemuVersion } : {}),
+          argv: [...s.record.argv],
+          qmpDebugSocket: f.qmpDebugSocket,
+          qemuUid: s.record.uid ?? 0,
+          ...(f.balloonBytes !== undefined ? { balloon: { actualMiB: Math.round(f.balloonBytes / 2 ** 20) } } : {}),
+        }
+      : {}),
+    ...(f.removalPending.length > 0 ? { removalPending: f.removalPending } : {}),
+    ...(f.operation ? { operation: { name: f.operation.name, startedAt: f.operation.startedAt } } : {}),
+    ...(f.job ? { job: f.job } : {}),
+    ...(f.lastExit ? { lastExit: f.lastExit } : {}),
+    ...(f.broken ? { error: f.broken } : {}),
+    ...(f.stateWriteError ? { stateWriteError: f.stateWriteError } : {}),
+    ...(f.owner ? { owner: f.owner } : {}),
+    definition: f.definition,
+  };
+}
