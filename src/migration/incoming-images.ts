@@ -3,14 +3,12 @@
 // in a directory resolved inside a pool right then), remembered per incoming VM
 // and in its journal entry, and removed again if the migration is aborted or a
 // restart cuts it short; a commit makes them the guest's, and they stay.
-import { z } from "zod";
+import { createdImagesSchema, type CreatedImage } from "../store/operation-journal.js";
 import { FileExists, VmExists } from "../errors.js";
 import { createInPool, removeIfSame } from "../storage/pool-files.js";
 import type { ImageFormat, QemuImg } from "../storage/qemu-img.js";
 import type { StoragePools } from "../storage/storage-pools.js";
 
-export const createdImagesSchema = z.array(z.object({ path: z.string(), dev: z.number(), ino: z.number() }).strict());
-export type CreatedImage = z.infer<typeof createdImagesSchema>[number];
 
 export class IncomingImages {
   private readonly byVm = new Map<string, CreatedImage[]>();

@@ -1,7 +1,7 @@
 // The shapes exchanged for a live migration: what an operator asks of the source,
 // and what the source daemon asks of the destination daemon.
 import { z } from "zod";
-import { vmDefinitionSchema } from "../definition/vm-definition.js";
+import { MAX_DISK_GIB, vmDefinitionSchema } from "../definition/vm-definition.js";
 
 export const migrateRequestSchema = z
   .object({
@@ -24,8 +24,12 @@ export const incomingRequestSchema = z
     storage: z.enum(["shared", "copy"]),
     /** Pool-relative locations of the files the definition names, by definition field path. */
     files: z.record(z.string(), poolFileSchema),
-    /** Virtual sizes of the disks to create for a copy, by disk name. */
-    diskSizes: z.record(z.string(), z.number().int().positive()).default({}),
+    /**
+     * Virtual sizes of the disks to create for a copy, by disk name. The source
+     * says them, and qcow2 metadata is preallocated in proportion: no larger
+     * than a definition may ask for.
+     */
+    diskSizes: z.record(z.string(), z.number().int().positive().max(MAX_DISK_GIB * 1024 ** 3)).default({}),
     postcopy: z.boolean().default(false),
     /** Fleet mode: the source's hold on the owner key, which the destination swaps to itself at commit. */
     owner: z.object({ host: z.string().min(1), revision: z.string().regex(/^\d+$/) }).strict().optional(),

@@ -84,7 +84,7 @@ export class BoundedLog {
 
   /**
    * Keeps the log bounded while its writer runs: looks at the size often when
-   * it grows fast, rarely when it is quiet (one stat per look). Ends with `signal`.
+   * it grows fast, rarely when it is quiet (a few stats per look). Ends with `signal`.
    */
   async watch(signal: AbortSignal): Promise<void> {
     let lastEnd: number | undefined;

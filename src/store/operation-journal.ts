@@ -10,6 +10,10 @@ import { vmActionSchema, type VmAction } from "../definition/vm-action.js";
 import { diskSchema, nicSchema } from "../definition/vm-definition.js";
 
 /** What an operation learnt while it ran that its recovery needs beyond the action. */
+/** Images an incoming migration made in the pools: removed again, and only these files, if it is rolled back. */
+export const createdImagesSchema = z.array(z.object({ path: z.string(), dev: z.number(), ino: z.number() }).strict());
+export type CreatedImage = z.infer<typeof createdImagesSchema>[number];
+
 export const journalFactsSchema = z.strictObject({
   /** A device change: made on a running qemu (hot-plug) or on the definition only. */
   live: z.boolean().optional(),
@@ -21,7 +25,7 @@ export const journalFactsSchema = z.strictObject({
   /** An outgoing migration: its job. */
   job: z.string().optional(),
   /** An incoming migration: the images made for it, removed again if it is rolled back. */
-  createdImages: z.array(z.strictObject({ path: z.string(), dev: z.number(), ino: z.number() })).optional(),
+  createdImages: createdImagesSchema.optional(),
 });
 export type JournalFacts = z.output<typeof journalFactsSchema>;
 

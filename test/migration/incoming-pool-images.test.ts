@@ -19,7 +19,7 @@ t.test("incoming pool images are made at the moment of use and removed on abort"
   await mkdir(path.join(images, "mig"));
   await symlink(outside, path.join(images, "escape"));
 
-  const incoming = (name: string, relative: string) => {
+  const incoming = (name: string, relative: string, size = 64 * 1024 * 1024) => {
     const definition = completeDefinition(
       vmCreateSchema.parse({
         name,
@@ -36,7 +36,7 @@ t.test("incoming pool images are made at the moment of use and removed on abort"
         "boot.initrd": { pool: "images", relative: g.initrd },
         "disks.0.image": { pool: "images", relative },
       },
-      diskSizes: { root: 64 * 1024 * 1024 },
+      diskSizes: { root: size },
     });
   };
 
@@ -44,6 +44,12 @@ t.test("incoming pool images are made at the moment of use and removed on abort"
   t.equal(escaped.status, 400, "a pool directory that is a symlink out of the pools is not created through");
   t.match(JSON.parse(escaped.body.toString()), { code: "VMH_ERR_PATH_OUTSIDE_POOL", field: "disks.0.image" });
   t.same(await readdir(outside), [], "nothing was made outside");
+
+  // The source names the sizes; qcow2 metadata is preallocated in proportion, so a huge one would fill the pool.
+  const huge = await incoming("huge", "mig/huge.qcow2", 2 ** 52);
+  t.equal(huge.status, 400, "a disk size past what a definition may ask for is refused");
+  t.match(JSON.parse(huge.body.toString()), { code: "VMH_ERR_VALIDATION", field: "diskSizes.root" });
+  t.notOk(await lstat(path.join(images, "mig/huge.qcow2")).then(() => true, () => false), "and nothing was made");
 
   await writeFile(path.join(images, "mig/taken.qcow2"), "not yours");
   const taken = await incoming("taken", "mig/taken.qcow2");
