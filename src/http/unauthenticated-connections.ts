@@ -28,10 +28,6 @@ export class UnauthenticatedConnections {
     server.on("connection", (socket: Socket) => this.admit(socket));
   }
 
-  get open(): number {
-    return this.slots.size;
-  }
-
   /** A request on this connection carried the right token. */
   authenticated(socket: Socket): void {
     this.pending.get(socket)?.();

@@ -47,8 +47,16 @@ export function observeHttpRequest(method: string, route: string, status: number
   httpDuration.observe({ method, route, status: String(status) }, seconds);
 }
 
+/**
+ * Command names become label values, and with `--qmp-passthrough=all` an API
+ * caller chooses them: past this many distinct names the rest share one series.
+ */
+const MAX_QMP_COMMAND_LABELS = 256;
+const qmpCommandLabels = new Set<string>();
+
 export function observeQmpCommand(command: string, outcome: QmpCommandOutcome, seconds: number): void {
-  qmpDuration.observe({ command, outcome }, seconds);
+  if (!qmpCommandLabels.has(command) && qmpCommandLabels.size < MAX_QMP_COMMAND_LABELS) qmpCommandLabels.add(command);
+  qmpDuration.observe({ command: qmpCommandLabels.has(command) ? command : "(other)", outcome }, seconds);
 }
 
 export function countQemuCrash(): void {

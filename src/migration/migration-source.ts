@@ -77,7 +77,7 @@ export class MigrationSource {
     return {
       job,
       // Journaled as the migration; its outcome (commit, roll-back, resumed here) ends the entry.
-      run: () => journaled(vm, { kind: "migrate", destination: req.destination, storage: req.storage }, () => this.run(vm, job, req), { job: job.id }),
+      run: () => journaled(vm, { ...req, kind: "migrate" }, () => this.run(vm, job, req), { job: job.id }),
       failed: (err: unknown) => {
         const e = err instanceof VmhError ? err : new MigrationFailed((err as Error).message);
         if (job.state === "running") job.finish(job.signal.aborted ? "cancelled" : "failed", undefined, { code: e.code, detail: e.message });

@@ -139,7 +139,8 @@ export class QmpClient {
       if (Number.isFinite(timeoutMs)) w.timer = setTimeout(() => this.expire(w, timeoutMs), timeoutMs);
       this.pending.set(id, w);
       if (command === "quit") this.quitSent = true;
-      this.log?.debug({ qmpId: id, command, args: redactArguments(args) }, "qmp command");
+      // The redacted copy is made only when it is logged.
+      if (this.log?.isLevelEnabled("debug")) this.log.debug({ qmpId: id, command, args: redactArguments(args) }, "qmp command");
       this.transport.send(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id });
     });
   }

@@ -8,8 +8,6 @@ export const REDACTED = "<redacted>";
 /** Argument names whose values are secret, at any depth: password, new-secret, key-secret, keys, ... */
 const secretKey = /password|passwd|secret|key/i;
 
-/** `human-monitor-command` carries a whole command line; one that mentions a secret is hidden whole. */
-const secretCommandLine = /password|passwd|secret|key/i;
 
 /** A copy of `value` with every secret replaced by "<redacted>"; the input is not changed. */
 export function redactSecrets(value: unknown): unknown {
@@ -21,7 +19,8 @@ export function redactSecrets(value: unknown): unknown {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obj)) {
     if (secretKey.test(k) || (secretObject && k === "data")) out[k] = REDACTED;
-    else if (k === "command-line" && typeof v === "string" && secretCommandLine.test(v)) out[k] = REDACTED;
+    // `human-monitor-command` carries a whole command line; one that mentions a secret is hidden whole.
+    else if (k === "command-line" && typeof v === "string" && secretKey.test(v)) out[k] = REDACTED;
     else out[k] = redactSecrets(v);
   }
   return out;

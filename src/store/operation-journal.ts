@@ -72,10 +72,18 @@ export class OperationJournal {
    * The entry an earlier daemon left behind, if its operation never ended; one in
    * the earlier format (an operation name with its params) is converted once here.
    */
-  async readInterrupted(): Promise<JournalEntry | undefined> {
+  async readInterrupted(onUnreadable?: (err: Error, raw: string) => void): Promise<JournalEntry | undefined> {
+    let raw: string;
     try {
-      return parseJournalEntry(JSON.parse(await readFile(this.file, "utf8")));
+      raw = await readFile(this.file, "utf8");
     } catch {
+      return undefined;
+    }
+    try {
+      return parseJournalEntry(JSON.parse(raw));
+    } catch (err) {
+      // Not silently "nothing was under way": whoever reads it says so.
+      onUnreadable?.(err as Error, raw);
       return undefined;
     }
   }

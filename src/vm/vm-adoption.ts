@@ -24,7 +24,9 @@ const ADOPT_CONNECT_MS = 2_000;
  */
 export async function adoptVm(vm: Vm): Promise<JournalEntry | undefined> {
   vm.restoreLastExit(await readLastExit(vm.paths));
-  const interrupted = await vm.journal.readInterrupted();
+  const interrupted = await vm.journal.readInterrupted((err, raw) =>
+    vm.log.error({ err, entry: raw.slice(0, 4096) }, "the journal entry of an interrupted operation cannot be read; that operation is not recovered"),
+  );
   const record = await readRecordOrPidfile(vm);
   const alive = record !== undefined && (await isOurQemu(vm, record));
 
@@ -38,8 +40,9 @@ export async function adoptVm(vm: Vm): Promise<JournalEntry | undefined> {
   // or a start was cut short before its spawn) are removed. A running VM's are its own.
   if (!alive) await removeVmTaps(vm.definition, vm.log);
   // After the termination note was read: a qemu that logged without pause while the
-  // daemon was down has filled its files past their caps.
-  await vm.logs.bound();
+  // daemon was down has filled its files past their caps. A live one's log watcher,
+  // started when its session was attached, does this itself.
+  if (!alive) await vm.logs.bound();
 
   if (!interrupted) return undefined;
   vm.log.warn({ action: interrupted.action, done: interrupted.done }, "an operation was cut short by a daemon restart");
