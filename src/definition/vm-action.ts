@@ -62,6 +62,8 @@ export const vmActionSchema = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("qmp"), command: z.string(), arguments: z.record(z.string(), z.unknown()).optional() }),
   /** The daemon's own at its start: re-attach the VM's qemu and read its journal. */
   z.strictObject({ kind: z.literal("adopt") }),
+  /** The daemon's own, fleet mode: a VM that no longer runs here and will not be restarted here gives its owner key back. */
+  z.strictObject({ kind: z.literal("release-owner") }),
 ]);
 
 export type VmAction = z.output<typeof vmActionSchema>;

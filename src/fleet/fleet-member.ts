@@ -321,6 +321,16 @@ export class FleetMember extends EventEmitter {
     return { ...current, revision: String(kv.mod_revision) };
   }
 
+  /** The names of the VMs whose owner key names this host, read in one range request. */
+  async ownedVms(): Promise<string[]> {
+    const prefix = this.key("vms/");
+    const all = await this.call(() => this.client.getAll().prefix(prefix).strings());
+    return Object.entries(all).flatMap(([key, raw]) => {
+      if (!key.endsWith("/owner")) return [];
+      return parseOwner(raw)?.host === this.hostId ? [key.slice(prefix.length, -"/owner".length)] : [];
+    });
+  }
+
   /** Releases the key if it still names this host (a takeover elsewhere must not be undone). */
   async release(vm: string): Promise<boolean> {
     const key = this.ownerKey(vm);

@@ -4,7 +4,7 @@
 // One rule holds throughout: the guest runs on exactly one host. Before RAM has
 // fully arrived any failure resumes it here. After that, the source never resumes
 // on a guess: it asks the destination, and keeps the guest paused until it knows.
-import { endEntry, journaled } from "../vm/action-journal.js";
+import { endEntry } from "../vm/action-journal.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { MigrationFailed, ValidationFailed, VmStateConflict, VmhError } from "../errors.js";
 import { devicesChangedSinceStart } from "../vm/devices/device-hotplug.js";
@@ -77,7 +77,7 @@ export class MigrationSource {
     return {
       job,
       // Journaled as the migration; its outcome (commit, roll-back, resumed here) ends the entry.
-      run: () => journaled(vm, { ...req, kind: "migrate" }, () => this.run(vm, job, req), { job: job.id }),
+      run: (run) => run.journaled({ ...req, kind: "migrate" }, () => this.run(vm, job, req), { job: job.id }),
       failed: (err: unknown) => {
         const e = err instanceof VmhError ? err : new MigrationFailed((err as Error).message);
         if (job.state === "running") job.finish(job.signal.aborted ? "cancelled" : "failed", undefined, { code: e.code, detail: e.message });

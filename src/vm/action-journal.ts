@@ -55,6 +55,7 @@ export const journalRules = {
   takeover: "none",
   qmp: "none",
   adopt: "none",
+  "release-owner": "none",
 } as const satisfies Record<VmActionKind, JournalRule | "none">;
 
 /** What of a VM its journal entry needs. */

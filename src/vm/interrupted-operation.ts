@@ -6,6 +6,7 @@ import { assertNever, type ActionOf, type VmAction } from "../definition/vm-acti
 import type { JournalEntry } from "../store/operation-journal.js";
 import type { ActionContext } from "./operations/action-context.js";
 import { recoverHotplug } from "./operations/hotplug.js";
+import type { ActionRun } from "./operations/action-run.js";
 import { DEFAULT_SHUTDOWN_TIMEOUT_SEC } from "./operations/shutdown-vm.js";
 import type { Vm } from "./vm.js";
 
@@ -19,6 +20,8 @@ export interface Recovery {
   context: ActionContext;
   perform(name: string, action: ActionOf<"shutdown" | "stop" | "change-cdrom" | "eject-cdrom" | "resize-disk">): Promise<unknown>;
   migration: MigrationRecovery | undefined;
+  /** Runs a recovery under the VM's operation lock in the stored action's name (the registry's, as perform's). */
+  underLock(vm: Vm, action: ActionOf<"add-disk" | "remove-disk" | "add-nic" | "remove-nic" | "migrate" | "migrate-in">, body: (run: ActionRun) => Promise<void>): Promise<void>;
 }
 
 export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntry): Promise<void> {
@@ -42,7 +45,7 @@ export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntr
     case "remove-nic": {
       // Settled by what qemu has now (operations/hotplug.ts).
       const finish = r.context.finishRemovalLater(vm.name, removalOf(entry));
-      await vm.lock.run(action.kind, () => recoverHotplug(vm, r.context.host, entry, finish));
+      await r.underLock(vm, action, (run) => recoverHotplug(vm, r.context.host, entry, finish, run));
       return;
     }
     case "change-cdrom":
@@ -53,12 +56,12 @@ export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntr
       return;
     case "migrate": {
       const side = r.migration;
-      if (side) await vm.lock.run("migrate", () => side.out(vm, action, entry));
+      if (side) await r.underLock(vm, action, () => side.out(vm, action, entry));
       return;
     }
     case "migrate-in": {
       const side = r.migration;
-      if (side) await vm.lock.run("migrate-in", () => side.in(vm, entry));
+      if (side) await r.underLock(vm, action, () => side.in(vm, entry));
       return;
     }
     // Undone by the adoption itself.
@@ -75,6 +78,7 @@ export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntr
     case "takeover":
     case "qmp":
     case "adopt":
+    case "release-owner":
       return;
     default:
       assertNever(action);

@@ -8,6 +8,15 @@ import { NotInFleetMode, VmOwnedElsewhere } from "../errors.js";
 import type { HostContext } from "./host-context.js";
 import type { Vm, VmView } from "./vm.js";
 
+/** What settleKeys needs of the registry. */
+export interface StrayKeys {
+  find(name: string): Vm | undefined;
+  /** Reserves a name no VM has (undefined if one has it meanwhile); the function given back frees it. */
+  reserve(name: string): (() => void) | undefined;
+  /** Performs release-owner on the VM (under its lock; a VM busy or gone is left to what holds it). */
+  release(name: string): Promise<void>;
+}
+
 export class VmOwnership {
   constructor(
     private readonly host: HostContext,
@@ -74,6 +83,42 @@ export class VmOwnership {
     vm.holdOwner(ownership);
     vm.log.warn({ previous, revision: ownership.revision }, "owner key taken over by the operator");
     vm.publish("vm.taken-over", { previous: previous?.host, revision: ownership.revision });
+  }
+
+  /**
+   * After adoption, once etcd answers: a key etcd says this host holds for a VM
+   * that no longer runs here is given back, so another host can start it without
+   * a forced takeover. That covers a guest that powered itself off (or was
+   * stopped, or fenced) while the daemon was away, and a VM deleted meanwhile
+   * (its directory removed by hand). A VM that crashed keeps its key: its crash
+   * policy may restart it here. Retried until etcd answers.
+   */
+  async settleKeys(vms: StrayKeys): Promise<void> {
+    const fleet = this.host.fleet;
+    if (!fleet) return;
+    for (let delay = 1_000; !this.closing(); delay = Math.min(delay * 2, 10_000)) {
+      try {
+        for (const name of await fleet.ownedVms()) {
+          const vm = vms.find(name);
+          if (vm) {
+            if (!vm.session && !vm.broken && vm.lastExit?.reason !== "crashed") await vms.release(vm.name);
+            continue;
+          }
+          // No VM of that name here: released with the name reserved, so a create cannot start one meanwhile.
+          const unreserve = vms.reserve(name);
+          if (!unreserve) continue;
+          try {
+            if (await fleet.release(name)) this.host.log.info({ vm: name }, "owner key of a VM no longer defined here given back");
+          } finally {
+            unreserve();
+          }
+        }
+        return;
+      } catch (err) {
+        this.host.log.warn({ err }, "cannot settle the owner keys this host holds; trying again");
+        await sleep(delay);
+      }
+    }
   }
 
   /** The host's lease is gone, and with it the owner keys of its ha VMs, which were bound to it. */

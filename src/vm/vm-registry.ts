@@ -13,11 +13,12 @@ import type { JournalEntry } from "../store/operation-journal.js";
 import { findQemuProcesses, type QemuProcessInfo } from "../qemu/qemu-process.js";
 import { assertNever, type ActionOf, type VmAction } from "../definition/vm-action.js";
 import type { ActionContext } from "./operations/action-context.js";
+import { actionRun, type ActionRun } from "./operations/action-run.js";
 import { performLifecycle } from "./operations/lifecycle-actions.js";
 import { performDeviceAction } from "./operations/device-actions.js";
-import { recoverInterrupted, type MigrationRecovery } from "./interrupted-operation.js";
+import { recoverInterrupted, type MigrationRecovery, type Recovery } from "./interrupted-operation.js";
 import { VmOwnership } from "./vm-ownership.js";
-import { performJobAction, type JobAction, type JobActions } from "./operations/job-actions.js";
+import { performJobAction, type JobAction, type JobActions, type JobHold } from "./operations/job-actions.js";
 import { runPassthrough, type PassthroughLog } from "./operations/qmp-passthrough.js";
 import { performMigrateIn, type IncomingWork } from "./operations/migrate-in.js";
 import type { Job } from "../jobs/job-registry.js";
@@ -73,6 +74,13 @@ export class VmRegistry {
       this.vms.set(stored.name, this.newVm(stored.definition));
     }
     this.adopted = Promise.all([...this.vms.values()].map((vm) => this.adopt(vm))).then(() => undefined);
+    void this.adopted.then(() =>
+      this.ownership.settleKeys({
+        find: (name) => this.vms.get(name),
+        reserve: (name) => (this.vms.has(name) || this.creating.has(name) ? undefined : this.reserveName({ name, uuid: "" })),
+        release: (name) => this.performQuietly(name, { kind: "release-owner" }),
+      }),
+    );
   }
 
   adopted: Promise<void> = Promise.resolve();
@@ -93,16 +101,31 @@ export class VmRegistry {
     if (vm.session && this.host.fleet) void this.ownership.reclaim(vm);
     if (vm.lastExit?.reason === "crashed" && !vm.session && !interrupted) this.crashPolicy.onCrash(vm);
     if (!interrupted) return;
-    const recovery = { context: this.context, perform: (name: string, action: ViewAction) => this.perform(name, action), migration: this.recoverMigration };
+    const recovery: Recovery = {
+      context: this.context,
+      perform: (name, action) => this.perform(name, action),
+      migration: this.recoverMigration,
+      underLock: (vm, action, body) => this.underLock(vm, action, body),
+    };
     recoverInterrupted(recovery, vm, interrupted).catch((err) => vm.log.error({ err, action: interrupted.action }, "finishing the interrupted operation failed"));
   }
 
   private newVm(def: VmDefinition): Vm {
     const log = this.host.log.child({ vm: def.name });
-    return new Vm(def, this.host.store.paths(def.name), log, this.host.bus, (vm) => this.crashPolicy.onCrash(vm), {
+    return new Vm(def, this.host.store.paths(def.name), log, this.host.bus, (vm, reason) => this.afterExit(vm, reason), {
       consoleLogMax: this.host.config.consoleLogMax,
       maxConsoleViewers: this.host.config.maxConsoleViewers,
     });
+  }
+
+  /**
+   * A crash goes to the crash policy. Any other end (the guest powered off, a
+   * stop, a fence) gives the owner key back in fleet mode, so the key follows
+   * the guest and another host may start it; a start meanwhile keeps it.
+   */
+  private afterExit(vm: Vm, reason: string): void {
+    if (reason === "crashed") this.crashPolicy.onCrash(vm);
+    else if (this.host.fleet) void this.performQuietly(vm.name, { kind: "release-owner" });
   }
 
   /**
@@ -184,21 +207,20 @@ export class VmRegistry {
   }
 
   private async delete(vm: Vm): Promise<void> {
-    await vm.lock.run("delete", async () => {
-      if (vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "delete");
-      await this.ownership.release(vm);
-      await this.host.store.remove(vm.name);
-      this.vms.delete(vm.name);
-      this.host.qemuUsers.forget(vm.name);
-    });
-    vm.publish("vm.deleted");
+    if (vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "delete");
+    await this.ownership.release(vm);
+    await this.host.store.remove(vm.name);
+    this.vms.delete(vm.name);
+    this.host.qemuUsers.forget(vm.name);
   }
 
   /**
    * Carries out one action on one VM (for a create, the VM it names); resolves
    * with the VM's view once it is done, with the job for one that runs as a job,
-   * with qemu's answer for a QMP command. Each handler takes the VM's operation
-   * lock in the action's name, which publishes operation.started/ended.
+   * with qemu's answer for a QMP command. It takes the VM's operation lock in
+   * the action's name (which publishes operation.started/ended) and hands the
+   * handler the action's journal entry (operations/action-run.ts); a job holds
+   * the lock while its work runs, a query to qemu and a backup hold none.
    */
   async perform(name: string, action: JobAction): Promise<Job>;
   async perform(name: string, action: ActionOf<"qmp">, log?: PassthroughLog): Promise<unknown>;
@@ -209,7 +231,7 @@ export class VmRegistry {
     if (action.kind === "create") return (await this.create(action.definition)).view();
     if (action.kind === "migrate-in") {
       const names = { reserve: (def: Pick<VmDefinition, "name" | "uuid">) => this.reserveName(def), register: (def: VmDefinition) => this.registerIncoming(def) };
-      return await performMigrateIn(names, action, extra as IncomingWork<unknown>);
+      return await performMigrateIn(names, action, extra as IncomingWork<unknown>, (vm, body) => this.underLock(vm, action, body));
     }
     const log = (extra as PassthroughLog | undefined) ?? this.host.log;
     const vm = this.get(name);
@@ -217,19 +239,25 @@ export class VmRegistry {
     if (vm.broken && action.kind !== "stop" && action.kind !== "qmp") throw new VmStateConflict(name, "error", action.kind);
     switch (action.kind) {
       case "qmp":
-        return await runPassthrough(vm, action, this.host.config.qmpPassthrough, log);
+        return await runPassthrough(vm, action, this.host.config.qmpPassthrough, log, (send) => this.underLock(vm, action, send));
       case "backup":
       case "migrate": {
         if (!this.jobActions) throw new Error(`no handler for ${action.kind} jobs`);
-        return await performJobAction(this.jobActions, vm, action);
+        // A backup may run for hours, and the VM can still be stopped meanwhile (which ends it as failed).
+        const hold: JobHold = action.kind === "migrate" ? (work) => this.underLock(vm, action, work) : (work) => work(actionRun(vm, action, new AbortController().signal));
+        return await performJobAction(this.jobActions, vm, action, hold);
       }
       case "delete": {
         const view = vm.view();
-        await this.delete(vm);
+        await this.underLock(vm, action, () => this.delete(vm));
+        vm.publish("vm.deleted");
         return view;
       }
       case "takeover":
-        await this.ownership.takeover(vm);
+        await this.underLock(vm, action, () => this.ownership.takeover(vm));
+        break;
+      case "release-owner":
+        await this.underLock(vm, action, () => this.ownership.release(vm));
         break;
       case "start":
       case "shutdown":
@@ -237,7 +265,7 @@ export class VmRegistry {
       case "reset":
       case "pause":
       case "resume":
-        await performLifecycle(this.context, vm, action);
+        await this.underLock(vm, action, (run) => performLifecycle(this.context, vm, action, run));
         break;
       case "add-disk":
       case "remove-disk":
@@ -248,7 +276,7 @@ export class VmRegistry {
       case "eject-cdrom":
       case "resize-disk":
       case "set-cloud-init":
-        await performDeviceAction(this.context, vm, action);
+        await this.underLock(vm, action, (run) => performDeviceAction(this.context, vm, action, run));
         break;
       default:
         assertNever(action);
@@ -256,28 +284,38 @@ export class VmRegistry {
     return vm.view();
   }
 
+  /** Runs one action's handler under the VM's operation lock, in the action's name. */
+  private underLock<T>(vm: Vm, action: Pick<PerformedAction, "kind">, handler: (run: ActionRun) => Promise<T>): Promise<T> {
+    return vm.lock.run(action.kind, (preempted) => handler(actionRun(vm, action, preempted)));
+  }
+
   /**
    * For a removal the guest did not answer in time: once it lets go (or qemu
    * ends), the same removal is performed again, which then frees the backend and
-   * records the definition. Retried while another operation holds the VM.
+   * records the definition.
    */
   private finishRemovalLater(name: string, action: ActionOf<"remove-disk" | "remove-nic">): () => void {
-    return () =>
-      void (async () => {
-        for (let attempt = 0; attempt < 120 && !this.closing; attempt++) {
-          try {
-            await this.perform(name, action);
-            return;
-          } catch (err) {
-            if (err instanceof VmBusy) {
-              await sleep(500);
-              continue;
-            }
-            this.host.log.warn({ vm: name, err, action }, "finishing a pending device removal failed");
-            return;
-          }
+    return () => void this.performQuietly(name, action);
+  }
+
+  /**
+   * Performs an action the daemon decided on itself, retried while another
+   * operation holds the VM; a failure is logged, a VM gone meanwhile ignored.
+   */
+  private async performQuietly(name: string, action: ViewAction): Promise<void> {
+    for (let attempt = 0; attempt < 120 && !this.closing; attempt++) {
+      try {
+        await this.perform(name, action);
+        return;
+      } catch (err) {
+        if (err instanceof VmBusy) {
+          await sleep(500);
+          continue;
         }
-      })();
+        if (!(err instanceof VmNotFound)) this.host.log.warn({ vm: name, err, action }, `${action.kind} failed`);
+        return;
+      }
+    }
   }
 
   /** The VM's owner: this host's hold, or (fleet mode) whoever etcd names. */

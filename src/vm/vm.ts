@@ -62,7 +62,8 @@ export class Vm {
     readonly paths: VmPaths,
     readonly log: Logger,
     private readonly bus: EventBus,
-    private readonly onCrash: (vm: Vm) => void,
+    /** Told of every end of a qemu, after it is recorded: a crash (the crash policy), a guest power-off (its owner key). */
+    private readonly onExit: (vm: Vm, reason: string) => void,
     limits: { consoleLogMax?: number; maxConsoleViewers?: number } = {},
   ) {
     this.currentDefinition = definition;
@@ -250,16 +251,14 @@ export class Vm {
     await Promise.all([
       recordExit(this, lastExit),
       // Before anyone waiting for the exit hears of it: a stop answers with the taps gone,
-      // and a restart (onCrash, or the next start) makes them afresh.
+      // and a restart (the crash policy, or the next start) makes them afresh.
       removeVmTaps(this.definition, this.log),
     ]);
     this.publishState(reason, { lastExit });
     for (const w of this.exitWaiters) w();
     this.exitWaiters.clear();
-    if (reason === "crashed") {
-      countQemuCrash();
-      this.onCrash(this);
-    }
+    if (reason === "crashed") countQemuCrash();
+    this.onExit(this, reason);
   }
 
   /**

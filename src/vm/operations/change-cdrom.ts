@@ -8,7 +8,7 @@ import { VmStateConflict } from "../../errors.js";
 import type { VmDefinition } from "../../definition/vm-definition.js";
 import type { HostContext } from "../host-context.js";
 import { runSteps, type Step } from "../operation-steps.js";
-import { journaled } from "../action-journal.js";
+import type { ActionRun } from "./action-run.js";
 import { changeMedium, queryCdrom } from "../devices/cdrom-drive.js";
 import type { Vm } from "../vm.js";
 
@@ -57,14 +57,14 @@ const steps: Step<CdromContext>[] = [
 ];
 
 /** `image` undefined ejects the disc (the drive stays, empty). */
-export async function changeCdrom(vm: Vm, host: HostContext, image: string | undefined): Promise<void> {
+export async function changeCdrom(vm: Vm, host: HostContext, image: string | undefined, run: ActionRun): Promise<void> {
   // A stopped VM may get a drive by having a disc put in; a running one keeps the
   // drives it started with (a SATA or IDE drive cannot be hot-plugged).
   if (!vm.definition.cdrom && (vm.session || image === undefined)) {
     throw new VmStateConflict(vm.name, `${vm.settledState()} without a CD-ROM drive`, image ? "insert a disc into" : "eject the disc of");
   }
   const action = image === undefined ? { kind: "eject-cdrom" as const } : { kind: "change-cdrom" as const, image };
-  await journaled(vm, action, () => runSteps(steps, { vm, host, image }, vm.journal, vm.log));
+  await run.journaled(action, () => runSteps(steps, { vm, host, image }, vm.journal, vm.log));
   vm.publish("vm.cdrom", { image: image ?? null });
 }
 

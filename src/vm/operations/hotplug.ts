@@ -23,7 +23,7 @@ import {
 } from "../devices/device-hotplug.js";
 import type { HostContext } from "../host-context.js";
 import { runSteps, type Step } from "../operation-steps.js";
-import { journaled } from "../action-journal.js";
+import type { ActionRun } from "./action-run.js";
 import type { QemuSession } from "../qemu-session.js";
 import type { Vm } from "../vm.js";
 import { checkInPlaceImage } from "../devices/disk-sources.js";
@@ -52,7 +52,7 @@ function liveSession(vm: Vm, wanted: string): QemuSession | undefined {
 
 // ---- disks ----
 
-export async function addDisk(vm: Vm, host: HostContext, disk: DiskDefinition): Promise<void> {
+export async function addDisk(vm: Vm, host: HostContext, disk: DiskDefinition, run: ActionRun): Promise<void> {
   if (disk.backingImage !== undefined || disk.importImage !== undefined) {
     const message = "a disk added to an existing VM is a blank one (sizeGiB) or an existing image (image)";
     throw new ValidationFailed(message, [{ field: disk.backingImage !== undefined ? "backingImage" : "importImage", message }]);
@@ -94,11 +94,11 @@ export async function addDisk(vm: Vm, host: HostContext, disk: DiskDefinition): 
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, disks: [...d.disks, disk] })) },
   ];
-  await journaled(vm, { kind: "add-disk", disk }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { live: session !== undefined });
+  await run.journaled({ kind: "add-disk", disk }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { live: session !== undefined });
   vm.publish("vm.disk-added", { disk: disk.name, live: session !== undefined });
 }
 
-export async function removeDisk(vm: Vm, host: HostContext, name: string, timeoutSec: number, finishLater: FinishRemoval): Promise<void> {
+export async function removeDisk(vm: Vm, host: HostContext, name: string, timeoutSec: number, finishLater: FinishRemoval, run: ActionRun): Promise<void> {
   const disk = vm.definition.disks.find((d) => d.name === name);
   if (!disk) throw new DeviceNotFound(`VM "${vm.name}" has no disk named "${name}"`, { disk: name });
   const session = liveSession(vm, "remove a disk from");
@@ -122,7 +122,7 @@ export async function removeDisk(vm: Vm, host: HostContext, name: string, timeou
       },
     },
   ];
-  await journaled(vm, { kind: "remove-disk", disk: name }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { disk, live: session !== undefined });
+  await run.journaled({ kind: "remove-disk", disk: name }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { disk, live: session !== undefined });
   vm.publish("vm.disk-removed", { disk: name, live: session !== undefined });
 }
 
@@ -134,7 +134,7 @@ function oneNic(def: VmDefinition, index: number, nic: NicDefinition): Pick<VmDe
   return { name: def.name, uuid: def.uuid, vcpus: def.vcpus, nics: [...Array.from({ length: index }, () => user), nic] };
 }
 
-export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition, "mac"> & { mac?: string }): Promise<NicDefinition> {
+export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition, "mac"> & { mac?: string }, run: ActionRun): Promise<NicDefinition> {
   const nic: NicDefinition = { ...req, mac: req.mac ?? generateMac() };
   if (vm.definition.nics.some((n) => n.mac === nic.mac)) {
     throw new DeviceExists(`VM "${vm.name}" already has a NIC with MAC ${nic.mac}`, { field: "mac", mac: nic.mac });
@@ -168,7 +168,7 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, nics: [...d.nics, nic] })) },
   ];
-  await journaled(vm, { kind: "add-nic", nic }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { index, live: session !== undefined });
+  await run.journaled({ kind: "add-nic", nic }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { index, live: session !== undefined });
   vm.publish("vm.nic-added", { mac: nic.mac, index, live: session !== undefined });
   return nic;
 }
@@ -188,7 +188,7 @@ export function findNic(vm: Vm, ref: string): number {
   return index;
 }
 
-export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutSec: number, finishLater: FinishRemoval): Promise<void> {
+export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutSec: number, finishLater: FinishRemoval, run: ActionRun): Promise<void> {
   const index = findNic(vm, ref);
   const nic = vm.definition.nics[index]!;
   const session = liveSession(vm, "remove a NIC from");
@@ -213,7 +213,7 @@ export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutS
     },
     { name: "record-definition", run: (c) => recordDefinition(c, (d) => ({ ...d, nics: d.nics.filter((_, i) => i !== index) })) },
   ];
-  await journaled(vm, { kind: "remove-nic", nic: nic.mac }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { nic, index, live: session !== undefined });
+  await run.journaled({ kind: "remove-nic", nic: nic.mac }, () => runSteps(steps, { vm, host, session }, vm.journal, vm.log), { nic, index, live: session !== undefined });
   vm.publish("vm.nic-removed", { mac: nic.mac, index, live: session !== undefined });
 }
 
@@ -259,18 +259,18 @@ async function unplugOrLeavePending(vm: Vm, session: QemuSession, id: string, ti
  * undone; a removal whose device is gone is finished, one whose device is still
  * there is asked for again. A stopped VM: the definition decides.
  */
-export async function recoverHotplug(vm: Vm, host: HostContext, entry: JournalEntry, finishLater: FinishRemoval): Promise<void> {
+export async function recoverHotplug(vm: Vm, host: HostContext, entry: JournalEntry, finishLater: FinishRemoval, run: ActionRun): Promise<void> {
   const { action, facts } = entry;
   vm.log.warn({ action, done: entry.done }, "settling a device change cut short by a daemon restart");
   // An add is settled here, journaled again so a second crash settles it the same way; a removal journals itself.
   if (action.kind === "add-disk" || action.kind === "add-nic") {
-    await journaled(vm, action, () => settle(vm, host, entry, finishLater), facts);
+    await run.journaled(action, () => settle(vm, host, entry, finishLater, run), facts);
   } else {
-    await settle(vm, host, entry, finishLater);
+    await settle(vm, host, entry, finishLater, run);
   }
 }
 
-async function settle(vm: Vm, host: HostContext, { action, facts }: JournalEntry, finishLater: FinishRemoval): Promise<void> {
+async function settle(vm: Vm, host: HostContext, { action, facts }: JournalEntry, finishLater: FinishRemoval, run: ActionRun): Promise<void> {
   const session = vm.session?.connected ? vm.session : undefined;
   const ctx: Ctx = { vm, host, session };
   switch (action.kind) {
@@ -294,7 +294,7 @@ async function settle(vm: Vm, host: HostContext, { action, facts }: JournalEntry
         if (disk.image === undefined) await rm(diskPath(vm.paths, disk), { force: true });
         return;
       }
-      await removeDisk(vm, host, disk.name, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater);
+      await removeDisk(vm, host, disk.name, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater, run);
       return;
     }
     case "add-nic": {
@@ -315,7 +315,7 @@ async function settle(vm: Vm, host: HostContext, { action, facts }: JournalEntry
     case "remove-nic": {
       const mac = action.nic;
       if (!vm.definition.nics.some((n) => n.mac === mac)) return;
-      await removeNic(vm, host, mac, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater);
+      await removeNic(vm, host, mac, DEFAULT_RELEASE_TIMEOUT_SEC, finishLater, run);
       return;
     }
     default:

@@ -7,11 +7,13 @@
 import { assertNever, type ActionOf } from "../../definition/vm-action.js";
 import type { Job } from "../../jobs/job-registry.js";
 import type { Vm } from "../vm.js";
+import type { ActionRun } from "./action-run.js";
 
 /** A job whose request was accepted: its work, and what is done if the work fails. */
 export interface PreparedJob {
   job: Job;
-  run(): Promise<void>;
+  /** The work; `run` carries the action's journal entry (a migration's is written before it acts). */
+  run(run: ActionRun): Promise<void>;
   /** Records the failure on the job (and cleans up) before the VM stops showing it. */
   failed(err: unknown): Promise<void> | void;
 }
@@ -24,21 +26,24 @@ export interface JobActions {
 
 export type JobAction = ActionOf<"backup" | "migrate">;
 
-export async function performJobAction(handlers: JobActions, vm: Vm, action: JobAction): Promise<Job> {
+/** Runs a job's work, under the VM's lock for a job that holds it (perform decides). */
+export type JobHold = (work: (run: ActionRun) => Promise<void>) => Promise<void>;
+
+export async function performJobAction(handlers: JobActions, vm: Vm, action: JobAction, hold: JobHold): Promise<Job> {
   switch (action.kind) {
     case "backup":
-      return launch(vm, await handlers.backup(vm, action), (run) => run());
+      return launch(vm, await handlers.backup(vm, action), hold);
     case "migrate":
-      return launch(vm, await handlers.migrate(vm, action), (run) => vm.lock.run("migrate", run));
+      return launch(vm, await handlers.migrate(vm, action), hold);
     default:
       assertNever(action);
   }
 }
 
-function launch(vm: Vm, prepared: PreparedJob, hold: (run: () => Promise<void>) => Promise<void>): Job {
+function launch(vm: Vm, prepared: PreparedJob, hold: JobHold): Job {
   const { job } = prepared;
   vm.showJob(job);
-  void hold(() => prepared.run())
+  void hold((run) => prepared.run(run))
     .catch((err: unknown) => prepared.failed(err))
     .finally(() => {
       vm.jobEnded(job);

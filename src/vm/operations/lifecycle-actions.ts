@@ -1,10 +1,11 @@
-// The run-state actions: start, shutdown, stop, reset, pause and resume, each
-// under the VM's lock in its own name. A start is admitted against the host's
+// The run-state actions: start, shutdown, stop, reset, pause and resume (perform
+// runs each under the VM's lock in its own name). A start is admitted against the host's
 // memory and (fleet mode) runs only with the owner key held; a VM that no longer
 // runs after a shutdown or stop gives its key back.
 import { assertNever, type ActionOf } from "../../definition/vm-action.js";
 import type { Vm } from "../vm.js";
 import type { ActionContext } from "./action-context.js";
+import type { ActionRun } from "./action-run.js";
 import { pauseVm, resetVm, resumeVm } from "./guest-controls.js";
 import { DEFAULT_SHUTDOWN_TIMEOUT_SEC, shutdownVm } from "./shutdown-vm.js";
 import { startVm } from "./start-vm.js";
@@ -12,41 +13,32 @@ import { stopVm } from "./stop-vm.js";
 
 export type LifecycleAction = ActionOf<"start" | "shutdown" | "stop" | "reset" | "pause" | "resume">;
 
-export async function performLifecycle(c: ActionContext, vm: Vm, action: LifecycleAction): Promise<void> {
+export async function performLifecycle(c: ActionContext, vm: Vm, action: LifecycleAction, run: ActionRun): Promise<void> {
   switch (action.kind) {
     case "start":
-      await vm.lock.run("start", () => withMemory(c, vm, () => c.ownership.whileOwned(vm, () => startVm(vm, c.host))));
+      await withMemory(c, vm, () => c.ownership.whileOwned(vm, () => startVm(vm, c.host, run)));
       return;
-    case "shutdown": {
-      const timeoutSec = action.timeoutSec ?? DEFAULT_SHUTDOWN_TIMEOUT_SEC;
-      await vm.lock.run("shutdown", async (preempted) => {
-        try {
-          await shutdownVm(vm, timeoutSec, preempted, c.host.stopping.signal);
-        } finally {
-          // Also for a VM already down (the guest powered off): its key goes back once nothing runs.
-          await c.ownership.release(vm);
-        }
-      });
+    case "shutdown":
+      try {
+        await shutdownVm(vm, action.timeoutSec ?? DEFAULT_SHUTDOWN_TIMEOUT_SEC, run, c.host.stopping.signal);
+      } finally {
+        // Also for a VM already down (the guest powered off): its key goes back once nothing runs.
+        await c.ownership.release(vm);
+      }
       return;
-    }
     case "stop":
-      await vm.lock.run("stop", async () => {
-        try {
-          await stopVm(vm);
-        } finally {
-          await c.ownership.release(vm);
-        }
-      });
+      try {
+        await stopVm(vm, run);
+      } finally {
+        await c.ownership.release(vm);
+      }
       return;
     case "reset":
-      await vm.lock.run("reset", () => resetVm(vm));
-      return;
+      return await resetVm(vm);
     case "pause":
-      await vm.lock.run("pause", () => pauseVm(vm));
-      return;
+      return await pauseVm(vm);
     case "resume":
-      await vm.lock.run("resume", () => resumeVm(vm));
-      return;
+      return await resumeVm(vm);
     default:
       assertNever(action);
   }

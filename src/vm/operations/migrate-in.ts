@@ -8,7 +8,7 @@ import type { ActionOf } from "../../definition/vm-action.js";
 import type { VmDefinition } from "../../definition/vm-definition.js";
 import type { JournalFacts } from "../../store/operation-journal.js";
 import type { Vm } from "../vm.js";
-import { journaled } from "../action-journal.js";
+import type { ActionRun } from "./action-run.js";
 
 /** What a migration target does for one incoming VM; R is its answer to the source. */
 export interface IncomingWork<R> {
@@ -33,14 +33,17 @@ export interface IncomingNames {
   register(def: VmDefinition): Vm;
 }
 
-export async function performMigrateIn<R>(names: IncomingNames, action: ActionOf<"migrate-in">, work: IncomingWork<R>): Promise<R> {
+/** Runs the receive under the incoming VM's operation lock (perform supplies it). */
+export type IncomingHold = (vm: Vm, body: (run: ActionRun) => Promise<void>) => Promise<void>;
+
+export async function performMigrateIn<R>(names: IncomingNames, action: ActionOf<"migrate-in">, work: IncomingWork<R>, hold: IncomingHold): Promise<R> {
   const release = names.reserve(work.definition);
   let vm: Vm | undefined;
   try {
     const def = await work.make();
     release();
     vm = names.register(def);
-    return await receiveUnderLock(vm, action, work);
+    return await receiveUnderLock(vm, action, work, hold);
   } catch (err) {
     release();
     await work.undo(vm);
@@ -48,12 +51,8 @@ export async function performMigrateIn<R>(names: IncomingNames, action: ActionOf
   }
 }
 
-function receiveUnderLock<R>(vm: Vm, action: ActionOf<"migrate-in">, work: IncomingWork<R>): Promise<R> {
+function receiveUnderLock<R>(vm: Vm, action: ActionOf<"migrate-in">, work: IncomingWork<R>, hold: IncomingHold): Promise<R> {
   return new Promise<R>((answer, refuse) => {
-    void vm.lock
-      .run("migrate-in", async () => {
-        await journaled(vm, action, () => work.receive(vm, answer), work.facts(vm));
-      })
-      .catch(refuse);
+    void hold(vm, (run) => run.journaled(action, () => work.receive(vm, answer), work.facts(vm))).catch(refuse);
   });
 }

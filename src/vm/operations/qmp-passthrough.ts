@@ -18,7 +18,14 @@ const PASSTHROUGH_TIMEOUT_MS = 30_000;
 /** The request's logger (so a line carries the request id), or any pino logger. */
 export type PassthroughLog = Pick<Logger, "info" | "warn">;
 
-export async function runPassthrough(vm: Vm, action: ActionOf<"qmp">, mode: PassthroughMode, log: PassthroughLog): Promise<unknown> {
+/** `underLock` runs a command that may change the VM under the VM's operation lock (perform supplies it). */
+export async function runPassthrough(
+  vm: Vm,
+  action: ActionOf<"qmp">,
+  mode: PassthroughMode,
+  log: PassthroughLog,
+  underLock: (send: () => Promise<unknown>) => Promise<unknown>,
+): Promise<unknown> {
   const cmd = { execute: action.command, arguments: action.arguments };
   const shown = redactArguments(cmd.arguments);
   const entry = { vm: vm.name, command: cmd.execute, ...(shown ? { arguments: shown } : {}) };
@@ -36,5 +43,5 @@ export async function runPassthrough(vm: Vm, action: ActionOf<"qmp">, mode: Pass
     vm.publish("qmp.passthrough", { command: cmd.execute, ...(shown ? { arguments: shown } : {}) });
     return await session.executeUntyped(cmd.execute, cmd.arguments, PASSTHROUGH_TIMEOUT_MS);
   };
-  return decision.takesLock ? await vm.lock.run("qmp", send) : await send();
+  return decision.takesLock ? await underLock(send) : await send();
 }

@@ -12,7 +12,7 @@ import type { DiskDefinition, VmDefinition } from "../../definition/vm-definitio
 import { diskBytes } from "../devices/disk-sources.js";
 import type { HostContext } from "../host-context.js";
 import { runSteps, type Step } from "../operation-steps.js";
-import { journaled } from "../action-journal.js";
+import type { ActionRun } from "./action-run.js";
 import type { Vm } from "../vm.js";
 
 /** Resizing is metadata only, but may wait for in-flight I/O to drain. */
@@ -77,14 +77,14 @@ async function guestWriter(c: ResizeContext): Promise<RunAs | undefined> {
   return owner === identity.uid ? identity : undefined;
 }
 
-export async function resizeDisk(vm: Vm, host: HostContext, diskName: string, sizeGiB: number): Promise<void> {
+export async function resizeDisk(vm: Vm, host: HostContext, diskName: string, sizeGiB: number, run: ActionRun): Promise<void> {
   const disk = vm.definition.disks.find((d) => d.name === diskName);
   if (!disk) throw new DeviceNotFound(`VM "${vm.name}" has no disk "${diskName}"`, { vm: vm.name, disk: diskName });
   if (disk.image) {
     const message = `uses the image "${disk.image}" in a pool, which is not the VM's to resize`;
     throw new ValidationFailed(`disk: ${message}`, [{ field: "disk", message }]);
   }
-  await journaled(vm, { kind: "resize-disk", disk: diskName, sizeGiB }, () =>
+  await run.journaled({ kind: "resize-disk", disk: diskName, sizeGiB }, () =>
     runSteps(steps, { vm, host, disk, sizeGiB, bytes: diskBytes(sizeGiB) }, vm.journal, vm.log),
   );
   vm.publish("vm.disk-resized", { disk: diskName, sizeGiB });

@@ -7,7 +7,7 @@ import { ShuttingDown, VmStateConflict } from "../../errors.js";
 import type { Vm } from "../vm.js";
 import type { QemuSession } from "../qemu-session.js";
 import { killQemu } from "./stop-vm.js";
-import { journaled } from "../action-journal.js";
+import type { ActionRun } from "./action-run.js";
 
 export const DEFAULT_SHUTDOWN_TIMEOUT_SEC = 60;
 /**
@@ -16,11 +16,11 @@ export const DEFAULT_SHUTDOWN_TIMEOUT_SEC = 60;
  */
 const REPRESS_EVERY_MS = 5_000;
 
-export async function shutdownVm(vm: Vm, timeoutSec: number, preempted: AbortSignal, daemonStopping: AbortSignal): Promise<void> {
+export async function shutdownVm(vm: Vm, timeoutSec: number, run: ActionRun, daemonStopping: AbortSignal): Promise<void> {
   const session = vm.session;
   if (!session) throw new VmStateConflict(vm.name, vm.settledState(), "shut down");
   // Journaled best effort; a daemon exit mid-wait keeps the entry for the next daemon (action-journal.ts).
-  await journaled(vm, { kind: "shutdown", timeoutSec }, () => powerOff(vm, session, timeoutSec, preempted, daemonStopping));
+  await run.journaled({ kind: "shutdown", timeoutSec }, () => powerOff(vm, session, timeoutSec, run.preempted, daemonStopping));
 }
 
 async function powerOff(vm: Vm, session: QemuSession, timeoutSec: number, preempted: AbortSignal, daemonStopping: AbortSignal): Promise<void> {

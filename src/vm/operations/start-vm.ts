@@ -25,7 +25,7 @@ import type { QemuIdentity } from "../../qemu/qemu-user.js";
 import { createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
 import { access } from "node:fs/promises";
 import type { Vm } from "../vm.js";
-import { journaled } from "../action-journal.js";
+import type { ActionRun } from "./action-run.js";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 
@@ -199,11 +199,11 @@ async function prepareUefi(vm: Vm, host: HostContext): Promise<{ code: string; v
   return { code: ovmf.code, vars: vm.paths.uefiVars };
 }
 
-export async function startVm(vm: Vm, host: HostContext): Promise<void> {
+export async function startVm(vm: Vm, host: HostContext, run: ActionRun): Promise<void> {
   if (vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "start");
   // The intent is written while the checks run; "spawn" waits for it. A start
   // that failed leaves no journal entry behind (rule in action-journal.ts).
-  await journaled(vm, { kind: "start" }, (journalBegun) => runSteps(steps, { vm, host, journalBegun }, vm.journal, vm.log));
+  await run.journaled({ kind: "start" }, (journalBegun) => runSteps(steps, { vm, host, journalBegun }, vm.journal, vm.log));
   // The state (running) is published as the start operation ends, by the VM's operation observer.
 }
 

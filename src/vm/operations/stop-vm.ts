@@ -6,15 +6,15 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { VmStateConflict } from "../../errors.js";
 import { signalProcess } from "../../qemu/qemu-process.js";
 import type { Vm } from "../vm.js";
-import { journaled } from "../action-journal.js";
+import type { ActionRun } from "./action-run.js";
 
 const QUIT_GRACE_MS = 5_000;
 const TERM_GRACE_MS = 5_000;
 
-export async function stopVm(vm: Vm): Promise<void> {
+export async function stopVm(vm: Vm, run: ActionRun): Promise<void> {
   if (!vm.session) throw new VmStateConflict(vm.name, vm.settledState(), "stop");
   // Journaled best effort (action-journal.ts): a full state disk never keeps a guest running.
-  await journaled(vm, { kind: "stop" }, () => killQemu(vm, "host-stop"));
+  await run.journaled({ kind: "stop" }, () => killQemu(vm, "host-stop"));
 }
 
 /** Ends the VM's qemu by the gentlest means that works: QMP quit, SIGTERM, SIGKILL. */
