@@ -4,6 +4,8 @@
 // reliably. Unset (always, outside those tests) it does nothing. It kills only the
 // daemon: qemus run on, as they do when a daemon crashes.
 export const crashPoints = [
+  /** Destination (fleet mode): the owner key handed over to it, nothing recorded yet. */
+  "incoming-key-taken",
   /** Destination: `committed` recorded and `cont` issued, the commit's answer not yet sent. */
   "incoming-committed",
   /** Source: RAM has arrived in full and the guest is paused here; the commit not yet sent. */

@@ -190,6 +190,7 @@ export class MigrationTarget {
         throw err;
       }
       entry.keyTaken = true;
+      crashPoint("incoming-key-taken");
     }
     try {
       // Durable before `cont`: from here on this host answers `committed`, after any restart.
