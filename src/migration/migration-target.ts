@@ -26,6 +26,7 @@ import { randomUUID } from "node:crypto";
 import type { OutcomeStore } from "./outcome-store.js";
 import type { OutcomeRecord } from "./outcome-record.js";
 import { crashPoint } from "./crash-point.js";
+import { recoverIncoming, settlePreparedRecords } from "./incoming-recovery.js";
 
 /** An incoming VM whose source has not been heard from for this long is aborted. */
 const SOURCE_SILENCE_MS = 15_000;
@@ -248,38 +249,14 @@ export class MigrationTarget {
     return vm.session ? "running" : "aborted";
   }
 
-  /**
-   * After a restart of this daemon. A commit that got as far as the owner key
-   * (fleet mode), the `committed` record or its journal step is finished: the
-   * guest runs here. Anything earlier is undone, recorded `aborted` first.
-   */
+  /** After a restart of this daemon: the receive a journal entry names is finished or undone (incoming-recovery.ts). */
   async recover(vm: Vm, entry: Pick<JournalEntry, "done" | "facts">): Promise<void> {
-    const id = entry.facts.migration;
-    const rec = id ? await this.outcomes.read(id) : undefined;
-    const committed =
-      rec?.outcome !== "aborted" && (entry.done.includes("commit-begun") || rec?.outcome === "committed" || (await this.keyTakenHere(vm)));
-    if (committed) {
-      if (id) await this.outcomes.record(id, vm.definition, "committed");
-      if (vm.session) await vm.session.execute("cont").catch(() => {});
-      else vm.log.error("an incoming migration was committed but its qemu is gone; the guest is stopped here, never at the source");
-      await endEntry(vm, "recorded");
-      vm.log.info("the commit of an incoming migration is finished after a daemon restart");
-      return;
-    }
-    vm.log.warn("an incoming migration was cut short by a daemon restart; removing it");
-    this.images.restore(vm.name, entry.facts.createdImages);
-    await this.removeAll(vm, id);
-  }
-
-  /** Fleet mode: the owner key already names this host (a commit killed between the handover and its record). */
-  private async keyTakenHere(vm: Vm): Promise<boolean> {
-    const fleet = this.host.fleet;
-    if (!fleet || !vm.session) return false;
-    // etcd unreachable throws: nothing is removed on a guess; the record stays `prepared`.
-    const owner = await fleet.owner(vm.name);
-    if (owner?.host !== fleet.hostId) return false;
-    vm.holdOwner(owner);
-    return true;
+    await recoverIncoming(this.host, this.outcomes, vm, entry, {
+      removeAll: async () => {
+        this.images.restore(vm.name, entry.facts.createdImages);
+        await this.removeAll(vm, entry.facts.migration);
+      },
+    });
   }
 
   /** The outcome record of a migration id (the source's question after any restart). */
@@ -297,16 +274,9 @@ export class MigrationTarget {
     return rec;
   }
 
-  /**
-   * At the daemon's start, once adoption settled: a `prepared` record whose VM is
-   * not here (removed before its `aborted` could be written) is aborted.
-   */
+  /** At the daemon's start, once adoption settled: see settlePreparedRecords. */
   async settleRecords(): Promise<void> {
-    for (const rec of await this.outcomes.list()) {
-      if (rec.outcome !== "prepared") continue;
-      if (this.registry.list().some((v) => v.name === rec.vm && v.definition.uuid === rec.uuid)) continue;
-      await this.outcomes.record(rec.id, { name: rec.vm, uuid: rec.uuid }, "aborted");
-    }
+    await settlePreparedRecords(this.outcomes, this.registry.list());
   }
 
   private finish(entry: Incoming): void {
