@@ -42,40 +42,48 @@ export async function settleOutcome(host: HostContext, s: Settlement, first: "co
   s.job?.setPhase("outcome-unknown");
   vm.migrationOutcome.enter({ since: since.toISOString(), destination: peer.url, ...(s.migration ? { migration: s.migration } : {}) });
   vm.log.warn({ destination: peer.url, migration: s.migration }, "migration outcome unknown: the guest stays paused here until the destination says");
+  let decided: { settled: Settled; operator?: { done(err?: unknown): void } };
   try {
-    for (;;) {
-      const answer = await ask(s);
-      let step = decideOutcome(answer);
-      if (step === "check-owner") step = decideOutcome(answer, await ownerCheck(host, vm));
-      const waited = { waitedMs: Date.now() - since.getTime(), answer };
-      if (step === "remove-here" || (step === "commit-again" && (await commit(s)))) {
-        vm.log.info(waited, "the destination runs the guest");
-        return await finish(s, "committed");
-      }
-      if (step === "resume-here") {
-        vm.log.warn(waited, "the destination never ran the guest and the owner key is still ours: it runs here again");
-        return await finish(s, "resumed-here");
-      }
-      const request = await vm.migrationOutcome.nextRequest(ASK_EVERY_MS);
-      if (!request) continue;
-      const decision = decideOperatorOutcome(request.outcome, request.outcome === "aborted" ? await ownerCheck(host, vm) : "not-fleet");
-      if (decision.step === "refuse") {
-        request.done(decision.why === "owned-elsewhere" ? await ownedElsewhere(host, vm) : new EtcdUnreachable("cannot check the owner key"));
-        continue;
-      }
-      vm.log.warn({ ...waited, outcome: request.outcome }, "the operator resolved the migration's outcome");
-      const settled = decision.step === "remove-here" ? "committed" : "resumed-here";
-      try {
-        await finish(s, settled);
-      } catch (err) {
-        request.done(err);
-        throw err;
-      }
-      request.done();
-      return settled;
-    }
+    decided = await untilDecided(host, s, since.getTime());
   } finally {
+    // Before acting: the state shown from here on is the one the action leaves.
     vm.migrationOutcome.leave();
+  }
+  try {
+    await finish(s, decided.settled);
+  } catch (err) {
+    decided.operator?.done(err);
+    throw err;
+  }
+  decided.operator?.done();
+  return decided.settled;
+}
+
+/** Asks until the destination's answer (with the owner check) or an operator's outcome decides. */
+async function untilDecided(host: HostContext, s: Settlement, since: number): Promise<{ settled: Settled; operator?: { done(err?: unknown): void } }> {
+  const { vm } = s;
+  for (;;) {
+    const answer = await ask(s);
+    let step = decideOutcome(answer);
+    if (step === "check-owner") step = decideOutcome(answer, await ownerCheck(host, vm));
+    const waited = { waitedMs: Date.now() - since, answer };
+    if (step === "remove-here" || (step === "commit-again" && (await commit(s)))) {
+      vm.log.info(waited, "the destination runs the guest");
+      return { settled: "committed" };
+    }
+    if (step === "resume-here") {
+      vm.log.warn(waited, "the destination never ran the guest and the owner key is still ours: it runs here again");
+      return { settled: "resumed-here" };
+    }
+    const request = await vm.migrationOutcome.nextRequest(ASK_EVERY_MS);
+    if (!request) continue;
+    const decision = decideOperatorOutcome(request.outcome, request.outcome === "aborted" ? await ownerCheck(host, vm) : "not-fleet");
+    if (decision.step === "refuse") {
+      request.done(decision.why === "owned-elsewhere" ? await ownedElsewhere(host, vm) : new EtcdUnreachable("cannot check the owner key"));
+      continue;
+    }
+    vm.log.warn({ waitedMs: Date.now() - since, answer, outcome: request.outcome }, "the operator resolved the migration's outcome");
+    return { settled: decision.step === "remove-here" ? "committed" : "resumed-here", operator: request };
   }
 }
 
@@ -83,7 +91,11 @@ async function finish(s: Settlement, settled: Settled): Promise<Settled> {
   if (settled === "committed") await s.removeHere();
   else {
     // Nothing runs there and nothing will: the guest may run here again.
-    if (s.vm.session) await s.vm.session.execute("cont");
+    const session = s.vm.session;
+    if (session) {
+      await session.execute("cont");
+      if (session.status !== "running") await session.refreshStatus().catch(() => {});
+    }
     await endEntry(s.vm, "quiet");
   }
   // The destination may prune its record now; if this is lost, it prunes it later anyway.

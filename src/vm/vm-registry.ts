@@ -234,9 +234,12 @@ export class VmRegistry {
         await this.ownership.takeover(vm);
         break;
       case "resolve-migration": {
-        // The waiting migration acts on it under its own lock; a VM it removes answers with its last view.
+        // The waiting migration acts on it under its own lock, and the answer waits for that to end;
+        // a VM it removes answers with its last view.
         const view = vm.view();
+        const migration = vm.lock.current;
         await vm.migrationOutcome.resolve(vm.name, action.outcome);
+        await migration?.done.catch(() => {});
         return this.vms.get(name) === vm ? vm.view() : view;
       }
       case "start":

@@ -56,11 +56,12 @@ t.test("migration fault matrix", { timeout: 400_000 }, async (t) => {
     return { id, d, url: `http://127.0.0.1:${port}`, opts };
   };
   // The pass-through runs everything on `a`, so only the migration's own guard stands between an operator and `cont`.
-  const [a, b1, b2, b6, a3, a4, a5, bs] = await Promise.all([
+  const [a, b1, b2, b6, b7, a3, a4, a5, bs] = await Promise.all([
     host("fm-a", {}, ["--qmp-passthrough", "all"]),
     host("fm-b1"),
     host("fm-b2", { [CRASH_AT]: "incoming-committed" }),
     host("fm-b6", { [CRASH_AT]: "incoming-key-taken" }),
+    host("fm-b7"),
     host("fm-a3"),
     host("fm-a4", { [CRASH_AT]: "migrate-switching-over" }),
     host("fm-a5", { [CRASH_AT]: "migrate-committed" }),
@@ -121,6 +122,21 @@ t.test("migration fault matrix", { timeout: 400_000 }, async (t) => {
       await dst.d.restart();
       t.equal((await waitJob(src.d, job.id, (j) => j.state !== "running", 90_000)).state, "succeeded", "the job succeeded once the destination answered");
     },
+    // The destination does not come back in time: the operator decides, and the owner key (still the source's) allows it.
+    "destination SIGKILLed after prepared, the operator resolves": async ({ name, src, dst, t }) => {
+      const job = await src.d.api.json<JobView>("POST", `/v1/vms/${name}/migrate`, { destination: dst.url, storage: "copy", bandwidthMiBps: 4 });
+      await waitJob(src.d, job.id, (j) => j.phase === "migrating-ram", 90_000);
+      await dst.d.kill();
+      await waitForVm<VmBody>(src.d, name, outcomeUnknown, 120_000);
+      const resolved = await src.d.api.request("POST", `/v1/vms/${name}/migration/resolve`, { outcome: "aborted" });
+      t.equal(resolved.status, 200, "the operator's `aborted` is accepted: the key is still the source's");
+      t.equal((JSON.parse(resolved.body.toString()) as VmBody).state, "running", "and the guest runs here again at once");
+      t.equal((await waitJob(src.d, job.id, (j) => j.state !== "running")).state, "failed", "the job failed");
+      await dst.d.restart();
+      const until = Date.now() + 60_000;
+      while (Date.now() < until && (await recordsOf(dst))[0] !== "aborted") await sleep(250);
+      t.same(await recordsOf(dst), ["aborted"], "the destination, back, aborted its copy");
+    },
     // Between the handover and its record: the key is the destination's, which its recovery takes for the commit.
     "destination SIGKILLed with the owner key taken, nothing recorded": async ({ name, src, dst, t }) => {
       const job = await src.d.api.json<JobView>("POST", `/v1/vms/${name}/migrate`, { destination: dst.url, storage: "copy" });
@@ -144,9 +160,11 @@ t.test("migration fault matrix", { timeout: 400_000 }, async (t) => {
       await src.d.api.json<JobView>("POST", `/v1/vms/${name}/migrate`, { destination: dst.url, storage: "copy" });
       await exited(src.d, 120_000);
       t.same(await recordsOf(dst, name), ["prepared"], "the commit was never sent");
+      const killedAt = Date.now();
       await sleep(1000);
       delete src.opts.env![CRASH_AT];
       await src.d.restart();
+      t.pass(`source back after ${Date.now() - killedAt} ms`);
     },
     "source SIGKILLed after the commit": async ({ name, src, dst, t }) => {
       await src.d.api.json<JobView>("POST", `/v1/vms/${name}/migrate`, { destination: dst.url, storage: "copy" });
@@ -161,8 +179,10 @@ t.test("migration fault matrix", { timeout: 400_000 }, async (t) => {
     ["destination SIGKILLed after prepared", "fm-prep", a, b1, "fm-a"],
     ["destination SIGKILLed after committed, before its answer", "fm-commit", a, b2, "fm-b2"],
     ["destination SIGKILLed with the owner key taken, nothing recorded", "fm-key", a, b6, "fm-b6"],
+    ["destination SIGKILLed after prepared, the operator resolves", "fm-oper", a, b7, "fm-a"],
     ["source SIGKILLed before the transfer completed", "fm-early", a3, bs, undefined],
-    ["source SIGKILLed during switch-over", "fm-switch", a4, bs, "fm-bs"],
+    // Either is right: the destination commits if the restarted source asks within its 15 s of silence, else it aborted.
+    ["source SIGKILLed during switch-over", "fm-switch", a4, bs, undefined],
     ["source SIGKILLed after the commit", "fm-after", a5, bs, "fm-bs"],
   ];
 
@@ -204,6 +224,7 @@ t.test("migration fault matrix", { timeout: 400_000 }, async (t) => {
     }
     if (!runsOn) throw new Error(`${name}: never settled on one host`);
     if (winner) t.equal(runsOn.id, winner, `runs on ${winner}`);
+    else t.pass(`runs on ${runsOn.id}`);
     const loser = runsOn === src ? dst : src;
     t.same((await findQemuProcesses(loser.d.runDir)).filter((p) => p.name === name), [], `no qemu left on ${loser.id}`);
     t.equal((await findQemuProcesses(runsOn.d.runDir)).filter((p) => p.name === name).length, 1, `exactly one qemu on ${runsOn.id}`);
