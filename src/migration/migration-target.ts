@@ -56,7 +56,7 @@ export class MigrationTarget {
   constructor(
     private readonly host: HostContext,
     private readonly registry: VmRegistry,
-    readonly outcomes: OutcomeStore,
+    private readonly outcomes: OutcomeStore,
   ) {
     this.images = new IncomingImages(host.pools, host.qemuImg);
   }
