@@ -109,6 +109,27 @@ export class Unauthorized extends defineError("VMH_ERR_UNAUTHORIZED", 401, "Unau
 /** The destination of a migration refused it or could not be reached. */
 export class MigrationFailed extends defineError("VMH_ERR_MIGRATION", 502, "Migration failed") {}
 
+/**
+ * The VM's migration out sent all its RAM and its outcome is not known: the copy
+ * here stays paused until the destination answers or an operator resolves it.
+ */
+export class MigrationOutcomeUnknown extends defineError("VMH_ERR_MIGRATION_OUTCOME_UNKNOWN", 409, "Migration outcome unknown") {
+  constructor(vm: string, wanted: string) {
+    super(`cannot ${wanted} VM "${vm}": its migration's outcome is unknown; it stays paused until the destination answers or POST /v1/vms/${vm}/migration/resolve decides`, {
+      vm,
+      wanted,
+      reason: "outcome-unknown",
+    });
+  }
+}
+
+/** No outcome record of this migration id on this host (never prepared here, or pruned). */
+export class MigrationRecordNotFound extends defineError("VMH_ERR_MIGRATION_RECORD_NOT_FOUND", 404, "No such migration record") {
+  constructor(id: string) {
+    super(`no outcome record of migration "${id}" on this host`, { migration: id });
+  }
+}
+
 /** The host has not enough free memory for the VM. */
 export class InsufficientResources extends defineError("VMH_ERR_INSUFFICIENT_RESOURCES", 507, "Not enough host resources") {}
 
@@ -248,5 +269,7 @@ export const errorCatalogue = [
   VmOwnedElsewhere,
   EtcdUnreachable,
   NotInFleetMode,
+  MigrationOutcomeUnknown,
+  MigrationRecordNotFound,
   InternalError,
 ] as const;

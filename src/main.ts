@@ -28,6 +28,7 @@ import { VmRegistry } from "./vm/vm-registry.js";
 import { JobRegistry } from "./jobs/job-registry.js";
 import { MigrationSource } from "./migration/migration-source.js";
 import { MigrationTarget } from "./migration/migration-target.js";
+import { OutcomeStore } from "./migration/outcome-store.js";
 import { setAdoptionDuration } from "./metrics/metric-hooks.js";
 
 /** How long start-up waits for adoption before opening the API anyway. */
@@ -135,7 +136,10 @@ async function run(config: Config, log: Logger): Promise<void> {
     await fleet.start();
   }
   const jobs = new JobRegistry(host.bus);
-  const target = new MigrationTarget(host, registry);
+  // Each migration received here: its outcome, answered after any restart.
+  const outcomes = new OutcomeStore(config.stateDir, log);
+  await outcomes.init();
+  const target = new MigrationTarget(host, registry, outcomes);
   const source = new MigrationSource(host, registry, jobs);
   const backups = new DiskBackups(host, jobs);
   const migration = { jobs, target };
@@ -190,6 +194,7 @@ async function run(config: Config, log: Logger): Promise<void> {
     const running = vms.filter((v) => v.session).length;
     log.info({ vms: vms.length, running, ms: Math.round(performance.now() - started) }, "VMs adopted");
     host.bus.publish("daemon.adopted", undefined, { vms: vms.length, running });
+    await target.settleRecords().catch((err: unknown) => log.error({ err }, "settling the migration outcome records failed"));
     // systemd's readiness means "every VM is adopted", not merely "the socket is open".
     notifier?.ready(`${vms.length} VMs, ${running} running; serving ${config.socket}`);
     for (const orphan of await registry.orphans()) {

@@ -135,6 +135,14 @@ program
   });
 
 program
+  .command("migrate-resolve <name> <outcome>")
+  .description("decide a migration out whose outcome is unknown: committed (the copy here goes) or aborted (it resumes here)")
+  .action(async (name: string, outcome: string) => {
+    const vm = await client().json<VmJson>("POST", `/v1/vms/${encodeURIComponent(name)}/migration/resolve`, { outcome });
+    out(asJson() ? JSON.stringify(vm, null, 2) : `${name}: ${outcome === "committed" ? "removed here" : vm.state}`);
+  });
+
+program
   .command("cdrom <name> [iso]")
   .description("show the CD-ROM drive, or put ISO (a path in a pool) into it; at once if the VM runs")
   .action(async (name: string, iso: string | undefined) => {

@@ -54,6 +54,12 @@ export const vmActionSchema = z.discriminatedUnion("kind", [
     autoConverge: z.boolean().optional(),
     postcopy: z.boolean().optional(),
   }),
+  /**
+   * The operator's word on a migration out whose outcome is unknown (the guest
+   * paused here): `committed` removes the copy here, `aborted` resumes it (fleet
+   * mode: only with the owner key still this host's).
+   */
+  z.strictObject({ kind: z.literal("resolve-migration"), outcome: z.enum(["committed", "aborted"]) }),
   /** Receive a VM another host sends (migrate in). */
   z.strictObject({ kind: z.literal("migrate-in"), storage }),
   /** Fleet mode: the operator writes the owner key for this host, whoever held it. */

@@ -61,7 +61,18 @@ export const vmSchema = named(
     argv: z.array(z.string()).optional().describe("the exact command line"),
     qmpDebugSocket: z.string().optional().describe("the second QMP monitor, for qemu's own tools"),
     qemuUid: z.number().int().optional(),
-    operation: z.object({ name: z.string(), startedAt: z.string() }).optional().describe("the operation in progress"),
+    operation: z
+      .object({
+        name: z.string(),
+        startedAt: z.string(),
+        stage: z.literal("migrating-out").optional(),
+        reason: z.literal("outcome-unknown").optional().describe("a migration out whose outcome is unknown: the guest is held paused here"),
+        since: z.string().optional(),
+        destination: z.string().optional(),
+        migration: z.string().optional(),
+      })
+      .optional()
+      .describe("the operation in progress"),
     job: jobSchema.optional(),
     lastExit: lastExitSchema.optional().describe("how the last run ended"),
     removalPending: z.array(z.string()).optional().describe("devices the guest was asked to release and has not yet"),
@@ -116,7 +127,19 @@ export const qmpReturnSchema = z.object({ return: z.unknown().describe("qemu's r
 export const incomingReplySchema = z.object({
   uri: z.string().describe("where the source sends RAM: qemu's tcp:HOST:PORT"),
   nbd: z.object({ host: z.string(), port: z.number().int(), exports: z.record(z.string(), z.string()) }).optional(),
+  migration: z.string().optional().describe("the migration's id: GET /v1/migrations/{id} answers its outcome"),
 });
+
+export const outcomeRecordResponseSchema = z
+  .object({
+    id: z.string(),
+    vm: z.string(),
+    uuid: z.string(),
+    outcome: z.enum(["prepared", "committed", "aborted"]),
+    at: z.string(),
+    acknowledgedAt: z.string().optional(),
+  })
+  .describe("the destination's durable record of a migration: prepared, committed (the guest runs here) or aborted");
 
 export const incomingStateSchema = z.object({
   name: z.string(),

@@ -8,6 +8,7 @@ import {
   DeviceRemovalPending,
   DeviceRemovalTimeout,
   EtcdUnreachable,
+  MigrationOutcomeUnknown,
   FileExists,
   FileNotAccessible,
   FileNotFound,
@@ -58,6 +59,8 @@ export const vmChange = [
   VmNotFound,
   VmStateConflict,
   VmBusy,
+  // A resume (or a pass-through `cont`) of a VM whose migration out has an unknown outcome.
+  MigrationOutcomeUnknown,
   VmOwnedElsewhere,
   EtcdUnreachable,
   ShuttingDown,

@@ -2,6 +2,7 @@
 // and what the source daemon asks of the destination daemon.
 import { z } from "zod";
 import { MAX_DISK_GIB, vmDefinitionSchema } from "../definition/vm-definition.js";
+import { migrationIdSchema } from "./outcome-record.js";
 
 export const migrateRequestSchema = z
   .object({
@@ -33,6 +34,8 @@ export const incomingRequestSchema = z
     postcopy: z.boolean().default(false),
     /** Fleet mode: the source's hold on the owner key, which the destination swaps to itself at commit. */
     owner: z.object({ host: z.string().min(1), revision: z.string().regex(/^\d+$/) }).strict().optional(),
+    /** The migration's id, made by the source: the destination records the outcome under it. */
+    migration: migrationIdSchema.optional(),
   })
   .strict();
 export type IncomingRequest = z.output<typeof incomingRequestSchema>;
@@ -42,6 +45,8 @@ export interface IncomingReply {
   uri: string;
   /** For storage copy: where each disk is exported over NBD. */
   nbd?: { host: string; port: number; exports: Record<string, string> };
+  /** The id the outcome is recorded under. */
+  migration?: string;
 }
 
 /** What the destination says about an incoming VM, for a source that must know the outcome. */

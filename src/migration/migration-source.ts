@@ -19,11 +19,14 @@ import type { VmRegistry } from "../vm/vm-registry.js";
 import { definitionFiles } from "./definition-files.js";
 import { deviceLayoutDifference } from "./device-layout.js";
 import { DiskMirrors } from "./disk-mirrors.js";
-import type { IncomingReply, IncomingState, MigrateRequest } from "./migration-schema.js";
+import type { IncomingReply, MigrateRequest } from "./migration-schema.js";
 import { PeerClient, PeerUnreachable } from "./peer-client.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import type { ActionOf } from "../definition/vm-action.js";
 import type { PreparedJob } from "../vm/operations/job-actions.js";
+import { randomUUID } from "node:crypto";
+import { crashPoint } from "./crash-point.js";
+import { settleOutcome, type Settlement } from "./outcome-settlement.js";
 
 /** Mirror jobs a restarted daemon finds: completed (after RAM) or abandoned (before). */
 async function cancelLeftoverMirrors(session: QemuSession, force = true): Promise<void> {
@@ -41,8 +44,6 @@ async function cancelLeftoverMirrors(session: QemuSession, force = true): Promis
 const PROGRESS_EVERY_MS = 250;
 /** RAM transfer that makes no progress for this long is given up (a dead link never errors by itself). */
 const STALL_MS = 10_000;
-/** How often the destination is asked for the outcome when it is unknown. */
-const ASK_EVERY_MS = 2_000;
 
 export class MigrationSource {
   constructor(
@@ -74,10 +75,12 @@ export class MigrationSource {
       }
     }
     const job = this.jobs.create("migrate", name);
+    // The destination records the outcome under this id; the journal keeps it to ask after a restart.
+    const migration = randomUUID();
     return {
       job,
       // Journaled as the migration; its outcome (commit, roll-back, resumed here) ends the entry.
-      run: (run) => run.journaled({ ...req, kind: "migrate" }, () => this.run(vm, job, req), { job: job.id }),
+      run: (run) => run.journaled({ ...req, kind: "migrate" }, () => this.run(vm, job, req, migration), { job: job.id, migration }),
       failed: (err: unknown) => {
         const e = err instanceof VmhError ? err : new MigrationFailed((err as Error).message);
         if (job.state === "running") job.finish(job.signal.aborted ? "cancelled" : "failed", undefined, { code: e.code, detail: e.message });
@@ -86,14 +89,14 @@ export class MigrationSource {
     };
   }
 
-  private async run(vm: Vm, job: Job, req: MigrateRequest): Promise<void> {
+  private async run(vm: Vm, job: Job, req: MigrateRequest, migration: string): Promise<void> {
     const session = vm.session!;
     const peer = new PeerClient(req.destination, this.host.config.peerToken);
     const started = Date.now();
     vm.publish("migration.started", { job: job.id, destination: req.destination, storage: req.storage });
 
     job.setPhase("preparing-destination");
-    const reply = await this.prepareDestination(vm, peer, req);
+    const reply = await this.prepareDestination(vm, peer, req, migration);
     await vm.journal.stepDone("destination-prepared");
     const mirrors = new DiskMirrors(session, vm.definition.disks.map((d) => d.name));
     let ramStarted = false;
@@ -118,13 +121,12 @@ export class MigrationSource {
     // From here the guest is paused here and whole over there: no more guessing.
     job.setPhase("switching-over");
     await mirrors.complete();
-    const outcome = await this.commitOrAsk(vm, peer, job);
+    crashPoint("migrate-switching-over");
+    // An older destination names no id: then it is asked by name.
+    const outcome = await settleOutcome(this.host, this.settlement(vm, peer, reply.migration, req.storage, job), "commit");
     if (outcome === "resumed-here") {
       throw new MigrationFailed("the destination did not take the guest; it runs here again");
     }
-    await vm.journal.stepDone("committed");
-    job.setPhase("cleaning-up");
-    await this.dropLocalCopy(vm, req.storage);
     job.setPhase("completed");
     job.finish("succeeded", {
       destination: peer.url,
@@ -133,7 +135,7 @@ export class MigrationSource {
     });
   }
 
-  private async prepareDestination(vm: Vm, peer: PeerClient, req: MigrateRequest): Promise<IncomingReply> {
+  private async prepareDestination(vm: Vm, peer: PeerClient, req: MigrateRequest, migration: string): Promise<IncomingReply> {
     const files: Record<string, { pool: string; relative: string }> = {};
     for (const f of definitionFiles(vm.definition)) {
       const r = await this.host.pools.resolveFile(f.path, f.field);
@@ -156,6 +158,7 @@ export class MigrationSource {
         files,
         diskSizes,
         postcopy: req.postcopy ?? false,
+        migration,
         ...(vm.owner ? { owner: { host: vm.owner.host, revision: vm.owner.revision } } : {}),
       });
     } catch (err) {
@@ -253,47 +256,19 @@ export class MigrationSource {
   }
 
   /**
-   * Asks the destination to resume the guest. If the answer is lost, asks what
-   * happened until it knows: the guest runs there (done) or it never will (resume here).
-   */
-  private async commitOrAsk(vm: Vm, peer: PeerClient, job?: Job): Promise<"committed" | "resumed-here"> {
-    const r = await peer.request("POST", `/v1/incoming/${vm.name}/commit`, undefined, 30_000).catch(() => undefined);
-    if (r?.status === 200) return "committed";
-    job?.setPhase("outcome-unknown");
-    vm.log.warn({ status: r?.status }, "commit unanswered: the guest stays paused here until the destination says");
-    for (;;) {
-      const s = await peer
-        .request<{ state: IncomingState | "unknown" }>("GET", `/v1/incoming/${vm.name}?uuid=${vm.definition.uuid}`, undefined, 5000)
-        .catch(() => undefined);
-      const state = s?.status === 200 ? s.body.state : undefined;
-      if (state === "running") return "committed";
-      if (state === "receiving") {
-        const again = await peer.request("POST", `/v1/incoming/${vm.name}/commit`, undefined, 30_000).catch(() => undefined);
-        if (again?.status === 200) return "committed";
-      }
-      if (state === "aborted") {
-        // Nothing runs there and nothing will: the guest may run here again.
-        await vm.session?.execute("cont");
-        await endEntry(vm, "quiet");
-        return "resumed-here";
-      }
-      await sleep(ASK_EVERY_MS);
-    }
-  }
-
-  /**
    * After a restart of this daemon mid-migration. RAM not yet complete: cancel and
    * roll back, the guest runs on here. RAM complete (or postcopy begun): the
    * destination decides, exactly as if the commit had gone unanswered.
    */
-  async recover(vm: Vm, action: ActionOf<"migrate">, entry: Pick<JournalEntry, "done">): Promise<void> {
+  async recover(vm: Vm, action: ActionOf<"migrate">, entry: Pick<JournalEntry, "done" | "facts">): Promise<void> {
     const { destination, storage } = action;
     const peer = new PeerClient(destination, this.host.config.peerToken);
     const session = vm.session;
-    vm.log.warn({ destination, done: entry.done }, "a migration was cut short by a daemon restart");
+    // An entry written before ids has none: the destination is then asked by name.
+    const { migration } = entry.facts;
+    vm.log.warn({ destination, migration, done: entry.done }, "a migration was cut short by a daemon restart");
     if (!session) {
-      const s = await peer.request<{ state: string }>("GET", `/v1/incoming/${vm.name}?uuid=${vm.definition.uuid}`).catch(() => undefined);
-      if (s?.status === 200 && s.body.state === "running") return this.dropLocalCopy(vm, storage);
+      if (await this.committedThere(vm, peer, migration)) return this.dropLocalCopy(vm, storage);
       await peer.request("DELETE", `/v1/incoming/${vm.name}`).catch(() => {});
       await endEntry(vm, "recorded");
       return;
@@ -306,7 +281,32 @@ export class MigrationSource {
       return;
     }
     await cancelLeftoverMirrors(session, false);
-    if ((await this.commitOrAsk(vm, peer)) === "committed") await this.dropLocalCopy(vm, storage);
+    await settleOutcome(this.host, this.settlement(vm, peer, migration, storage), "ask");
+  }
+
+  private settlement(vm: Vm, peer: PeerClient, migration: string | undefined, storage: "shared" | "copy", job?: Job): Settlement {
+    return {
+      vm,
+      peer,
+      migration,
+      ...(job ? { job } : {}),
+      removeHere: async () => {
+        await vm.journal.stepDone("committed");
+        crashPoint("migrate-committed");
+        job?.setPhase("cleaning-up");
+        await this.dropLocalCopy(vm, storage);
+      },
+    };
+  }
+
+  /** Whether the destination says the guest runs there (its record, or by name without an id). */
+  private async committedThere(vm: Vm, peer: PeerClient, migration: string | undefined): Promise<boolean> {
+    if (migration) {
+      const r = await peer.request<{ outcome: string }>("GET", `/v1/migrations/${migration}`).catch(() => undefined);
+      return r?.status === 200 && r.body.outcome === "committed";
+    }
+    const s = await peer.request<{ state: string }>("GET", `/v1/incoming/${vm.name}?uuid=${vm.definition.uuid}`).catch(() => undefined);
+    return s?.status === 200 && s.body.state === "running";
   }
 
   /** The guest runs on the destination: end qemu here and forget the VM (shared images stay). */

@@ -2,10 +2,12 @@
 // (a VM directory, disks for a copy, qemu waiting with -incoming, NBD exports),
 // then to commit (resume the guest) once RAM has arrived, or to abort. The guest
 // runs here only after a commit; until then an abort, a source that goes silent
-// or a restart of this daemon removes everything that was prepared.
+// or a restart of this daemon removes everything that was prepared. Each
+// migration's outcome (prepared, committed, aborted) is recorded durably under
+// its id before it takes effect, and answered after any restart (outcome-store.ts).
 import { endEntry } from "../vm/action-journal.js";
 import os from "node:os";
-import { FileNotFound, InsufficientResources, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
+import { FileNotFound, InsufficientResources, MigrationRecordNotFound, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
 import type { HostContext } from "../vm/host-context.js";
 import { launchIncomingQemu } from "../vm/operations/start-vm.js";
 import { killQemu } from "../vm/operations/stop-vm.js";
@@ -20,12 +22,19 @@ import { access } from "node:fs/promises";
 import { IncomingImages } from "./incoming-images.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import { setTimeout as sleep } from "node:timers/promises";
+import { randomUUID } from "node:crypto";
+import type { OutcomeStore } from "./outcome-store.js";
+import type { OutcomeRecord } from "./outcome-record.js";
+import { crashPoint } from "./crash-point.js";
+import { recoverIncoming, settlePreparedRecords } from "./incoming-recovery.js";
 
 /** An incoming VM whose source has not been heard from for this long is aborted. */
 const SOURCE_SILENCE_MS = 15_000;
 
 interface Incoming {
   vm: Vm;
+  /** The id the outcome is recorded under. */
+  migration: string;
   state: IncomingState;
   storage: "shared" | "copy";
   lastContact: number;
@@ -33,6 +42,8 @@ interface Incoming {
   committing?: boolean;
   /** Fleet mode: the source's hold on the owner key, swapped to this host at commit. */
   owner?: IncomingRequest["owner"];
+  /** Fleet mode: the key is this host's (a commit got that far): no abort from here on. */
+  keyTaken?: boolean;
   settle: () => void;
   watchdog: NodeJS.Timeout;
 }
@@ -45,6 +56,7 @@ export class MigrationTarget {
   constructor(
     private readonly host: HostContext,
     private readonly registry: VmRegistry,
+    private readonly outcomes: OutcomeStore,
   ) {
     this.images = new IncomingImages(host.pools, host.qemuImg);
   }
@@ -58,16 +70,18 @@ export class MigrationTarget {
     if (owner && owner.host !== this.host.fleet!.hostId && (owner.host !== req.owner?.host || owner.revision !== req.owner?.revision)) {
       throw new VmOwnedElsewhere(def.name, owner.host, owner.revision);
     }
+    // An older source sends no id: one is made here, and named in the reply.
+    const migration = req.migration ?? randomUUID();
     return await this.registry.perform(
       def.name,
       { kind: "migrate-in", storage: req.storage },
       {
         definition: def,
         make: () => this.makeDirectory(req),
-        facts: (vm) => ({ createdImages: this.images.list(vm.name) }),
-        receive: (vm, answer) => this.receive(vm, req, answer),
+        facts: (vm) => ({ createdImages: this.images.list(vm.name), migration }),
+        receive: (vm, answer) => this.receive(vm, req, migration, answer),
         undo: async (vm) => {
-          if (vm) await this.removeAll(vm);
+          if (vm) await this.removeAll(vm, migration);
           else await this.images.remove(def.name);
         },
       },
@@ -92,7 +106,9 @@ export class MigrationTarget {
   }
 
   /** Runs qemu -incoming (under the VM's migrate-in operation) and answers the source; settles at commit or abort. */
-  private async receive(vm: Vm, req: IncomingRequest, answer: (reply: IncomingReply) => void): Promise<void> {
+  private async receive(vm: Vm, req: IncomingRequest, migration: string, answer: (reply: IncomingReply) => void): Promise<void> {
+    // Before anything listens: a restarted daemon then knows this migration was here.
+    await this.outcomes.record(migration, vm.definition, "prepared");
     await launchIncomingQemu(vm, this.host);
     const session = vm.session!;
     const hostAddr = this.migrationHost();
@@ -122,6 +138,7 @@ export class MigrationTarget {
     await new Promise<void>((settle) => {
       const entry: Incoming = {
         vm,
+        migration,
         state: "receiving",
         storage: req.storage,
         lastContact: Date.now(),
@@ -132,7 +149,7 @@ export class MigrationTarget {
       this.incoming.set(vm.name, entry);
       vm.log.info({ uri, nbd }, "incoming migration prepared");
       vm.publish("migration.incoming", { uri, storage: req.storage });
-      answer({ uri, ...(nbd ? { nbd } : {}) });
+      answer({ uri, ...(nbd ? { nbd } : {}), migration });
     });
   }
 
@@ -159,7 +176,7 @@ export class MigrationTarget {
     // Fleet mode: the owner key moves to this host in one compare-and-swap, before the
     // guest may run here. If it fails, the guest stays paused here and the key with the source.
     const fleet = this.host.fleet;
-    if (fleet) {
+    if (fleet && !entry.keyTaken) {
       try {
         vm.holdOwner(
           entry.owner
@@ -173,6 +190,15 @@ export class MigrationTarget {
         if (err instanceof VmOwnedElsewhere) await this.abort(name, err.message).catch(() => {});
         throw err;
       }
+      entry.keyTaken = true;
+      crashPoint("incoming-key-taken");
+    }
+    try {
+      // Durable before `cont`: from here on this host answers `committed`, after any restart.
+      await this.outcomes.record(entry.migration, vm.definition, "committed");
+    } catch (err) {
+      entry.committing = false;
+      throw err;
     }
     entry.state = "running";
     await vm.journal.stepDone("commit-begun");
@@ -180,6 +206,7 @@ export class MigrationTarget {
     this.images.keep(name);
     if (entry.storage === "copy") await session.execute("nbd-server-stop").catch(() => {});
     await session.execute("cont");
+    crashPoint("incoming-committed");
     if (session.status !== "running") await session.refreshStatus();
     this.finish(entry);
     await endEntry(vm, "strict");
@@ -194,37 +221,62 @@ export class MigrationTarget {
     if (!entry) throw new VmStateConflict(name, "not incoming", "abort");
     if (entry.state !== "receiving") throw new VmStateConflict(name, entry.state, "abort");
     // A commit under way decides; an abort now could kill a guest about to run here.
-    if (entry.committing) throw new VmStateConflict(name, "being committed", "abort");
+    if (entry.committing || entry.keyTaken) throw new VmStateConflict(name, "being committed", "abort");
     entry.state = "aborted";
     this.finish(entry);
     entry.vm.log.warn({ why }, "incoming migration aborted");
     entry.vm.publish("migration.aborted", { why });
-    await this.removeAll(entry.vm);
+    await this.removeAll(entry.vm, entry.migration);
   }
 
-  /** What the source must know: is the guest running here, still on its way, or not here at all. */
-  state(name: string, uuid?: string): IncomingState | "unknown" {
+  /**
+   * What the source must know, by name (the keep-alive, and a source that sends
+   * no id): the receive in memory, else the newest outcome record (a committed
+   * guest stays `running` even after its qemu ended), else, for migrations from
+   * before records, what is here. A record still `prepared` is being recovered: unknown.
+   */
+  async state(name: string, uuid?: string): Promise<IncomingState | "unknown"> {
     const entry = this.incoming.get(name);
     if (entry) {
       entry.lastContact = Date.now();
       return entry.state;
     }
-    const vm = this.registry.list().find((v) => v.name === name);
-    if (!vm || (uuid && vm.definition.uuid !== uuid)) return "aborted";
-    if (vm.state() === "unknown") return "unknown";
+    const vm = this.registry.list().find((v) => v.name === name && (!uuid || v.definition.uuid === uuid));
+    if (vm?.state() === "unknown") return "unknown";
+    const rec = await this.outcomes.latestFor(name, uuid);
+    if (rec) return rec.outcome === "committed" ? "running" : rec.outcome === "aborted" ? "aborted" : "unknown";
+    if (!vm) return "aborted";
     return vm.session ? "running" : "aborted";
   }
 
-  /** After a restart of this daemon: a receive that never got its commit is undone; a commit begun is finished. */
+  /** After a restart of this daemon: the receive a journal entry names is finished or undone (incoming-recovery.ts). */
   async recover(vm: Vm, entry: Pick<JournalEntry, "done" | "facts">): Promise<void> {
-    if (entry.done.includes("commit-begun") && vm.session) {
-      await vm.session.execute("cont").catch(() => {});
-      await endEntry(vm, "recorded");
-      return;
-    }
-    vm.log.warn("an incoming migration was cut short by a daemon restart; removing it");
-    this.images.restore(vm.name, entry.facts.createdImages);
-    await this.removeAll(vm);
+    await recoverIncoming(this.host, this.outcomes, vm, entry, {
+      removeAll: async () => {
+        this.images.restore(vm.name, entry.facts.createdImages);
+        await this.removeAll(vm, entry.facts.migration);
+      },
+    });
+  }
+
+  /** The outcome record of a migration id (the source's question after any restart). */
+  async outcome(id: string): Promise<OutcomeRecord> {
+    const rec = await this.outcomes.read(id);
+    if (!rec) throw new MigrationRecordNotFound(id);
+    const entry = this.incoming.get(rec.vm);
+    if (entry?.migration === id) entry.lastContact = Date.now();
+    return rec;
+  }
+
+  async acknowledge(id: string): Promise<OutcomeRecord> {
+    const rec = await this.outcomes.acknowledge(id);
+    if (!rec) throw new MigrationRecordNotFound(id);
+    return rec;
+  }
+
+  /** At the daemon's start, once adoption settled: see settlePreparedRecords. */
+  async settleRecords(): Promise<void> {
+    await settlePreparedRecords(this.outcomes, this.registry.list());
   }
 
   private finish(entry: Incoming): void {
@@ -240,7 +292,9 @@ export class MigrationTarget {
     }
   }
 
-  private async removeAll(vm: Vm): Promise<void> {
+  private async removeAll(vm: Vm, migration: string | undefined): Promise<void> {
+    // Before anything goes: a restart in the middle still answers `aborted`. Not written, the source keeps waiting.
+    if (migration) await this.outcomes.record(migration, vm.definition, "aborted").catch((err: unknown) => vm.log.error({ err }, "cannot record the aborted migration"));
     if (vm.session) await killQemu(vm, "migration-aborted").catch(() => {});
     await this.host.store.remove(vm.name).catch((err) => vm.log.error({ err }, "cannot remove the incoming VM"));
     await this.images.remove(vm.name);

@@ -24,6 +24,8 @@ export const journalFactsSchema = z.strictObject({
   index: z.number().int().min(0).optional(),
   /** An outgoing migration: its job. */
   job: z.string().optional(),
+  /** A migration (either side): its id, by which the destination's outcome record is asked for (absent in entries written before ids). */
+  migration: z.string().optional(),
   /** An incoming migration: the images made for it, removed again if it is rolled back. */
   createdImages: createdImagesSchema.optional(),
 });

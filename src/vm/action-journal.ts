@@ -52,6 +52,8 @@ export const journalRules = {
   backup: "none",
   migrate: migrationRule,
   "migrate-in": migrationRule,
+  // Carried out by the waiting migration, under its lock and its journal entry.
+  "resolve-migration": "none",
   takeover: "none",
   qmp: "none",
   adopt: "none",

@@ -76,6 +76,7 @@ export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntr
     case "set-cloud-init":
     case "backup":
     case "takeover":
+    case "resolve-migration":
     case "qmp":
     case "adopt":
     case "release-owner":

@@ -18,6 +18,7 @@ import { performLifecycle } from "./operations/lifecycle-actions.js";
 import { performDeviceAction } from "./operations/device-actions.js";
 import { recoverInterrupted, type MigrationRecovery, type Recovery } from "./interrupted-operation.js";
 import { VmOwnership } from "./vm-ownership.js";
+import { refuseWhileOutcomeUnknown } from "./migration-outcome.js";
 import { performJobAction, type JobAction, type JobActions, type JobHold } from "./operations/job-actions.js";
 import { runPassthrough, type PassthroughLog } from "./operations/qmp-passthrough.js";
 import { performMigrateIn, type IncomingWork } from "./operations/migrate-in.js";
@@ -237,6 +238,7 @@ export class VmRegistry {
     const vm = this.get(name);
     // A VM whose definition cannot be read may still have a live qemu: the operator may stop it or ask qemu, nothing else.
     if (vm.broken && action.kind !== "stop" && action.kind !== "qmp") throw new VmStateConflict(name, "error", action.kind);
+    refuseWhileOutcomeUnknown(vm, action);
     switch (action.kind) {
       case "qmp":
         return await runPassthrough(vm, action, this.host.config.qmpPassthrough, log, (send) => this.underLock(vm, action, send));
@@ -259,6 +261,15 @@ export class VmRegistry {
       case "release-owner":
         await this.underLock(vm, action, () => this.ownership.release(vm));
         break;
+      case "resolve-migration": {
+        // The waiting migration acts on it under its own lock, and the answer waits for that to end;
+        // a VM it removes answers with its last view.
+        const view = vm.view();
+        const migration = vm.lock.current;
+        await vm.migrationOutcome.resolve(vm.name, action.outcome);
+        await migration?.done.catch(() => {});
+        return this.vms.get(name) === vm ? vm.view() : view;
+      }
       case "start":
       case "shutdown":
       case "stop":

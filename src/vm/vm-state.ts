@@ -28,11 +28,14 @@ export interface StateFacts {
   /** qemu's RunState from query-status or its events, when a qemu is alive and has been heard from. */
   qemuStatus?: string;
   lastExit?: LastExit;
+  /** A migration out sent all its RAM and does not know its outcome: the guest is held paused here. */
+  outcomeUnknown?: boolean;
 }
 
 export function deriveState(f: StateFacts): VmState {
   if (f.broken) return "error";
   if (f.operation === "adopt") return "unknown";
+  if (f.operation === "migrate" && f.outcomeUnknown) return "paused";
   if (f.operation === "migrate" || f.operation === "migrate-in") return "migrating";
   if (!f.qemuAlive) {
     if (f.operation === "start") return "starting";

@@ -8,6 +8,7 @@ import type { Ownership } from "../fleet/fleet-member.js";
 import type { VmActionKind } from "../definition/vm-action.js";
 import type { QemuSession } from "./qemu-session.js";
 import type { VmState } from "./vm-state.js";
+import type { OutcomeUnknown } from "./migration-outcome.js";
 
 export interface VmView {
   name: string;
@@ -23,7 +24,7 @@ export interface VmView {
   qmpDebugSocket?: string;
   /** The uid this VM's qemu runs as (0: root). */
   qemuUid?: number;
-  operation?: { name: VmActionKind; startedAt: string };
+  operation?: ViewOperation;
   job?: JobView;
   lastExit?: LastExit;
   /** Devices the guest was asked to release and has not yet (qemu ids: `disk-<name>`, `nic<N>`). */
@@ -38,6 +39,20 @@ export interface VmView {
   definition: VmDefinition;
 }
 
+/**
+ * The operation holding the VM's lock. A migration out whose outcome is unknown
+ * says so: stage `migrating-out`, reason `outcome-unknown`, since when and to where.
+ */
+export interface ViewOperation {
+  name: VmActionKind;
+  startedAt: string;
+  stage?: "migrating-out";
+  reason?: "outcome-unknown";
+  since?: string;
+  destination?: string;
+  migration?: string;
+}
+
 /** The facts of a VM a view is rendered from. */
 export interface ViewFacts {
   definition: VmDefinition;
@@ -48,6 +63,7 @@ export interface ViewFacts {
   balloonBytes: number | undefined;
   removalPending: string[];
   operation: { name: VmActionKind; startedAt: string } | undefined;
+  outcomeUnknown: OutcomeUnknown | undefined;
   job: JobView | undefined;
   lastExit: LastExit | undefined;
   broken: string | undefined;
@@ -76,12 +92,25 @@ export function renderView(f: ViewFacts): VmView {
         }
       : {}),
     ...(f.removalPending.length > 0 ? { removalPending: f.removalPending } : {}),
-    ...(f.operation ? { operation: { name: f.operation.name, startedAt: f.operation.startedAt } } : {}),
+    ...(f.operation ? { operation: viewOperation(f.operation, f.outcomeUnknown) } : {}),
     ...(f.job ? { job: f.job } : {}),
     ...(f.lastExit ? { lastExit: f.lastExit } : {}),
     ...(f.broken ? { error: f.broken } : {}),
     ...(f.stateWriteError ? { stateWriteError: f.stateWriteError } : {}),
     ...(f.owner ? { owner: f.owner } : {}),
     definition: f.definition,
+  };
+}
+
+function viewOperation(op: { name: VmActionKind; startedAt: string }, unknown: OutcomeUnknown | undefined): ViewOperation {
+  const base = { name: op.name, startedAt: op.startedAt };
+  if (op.name !== "migrate" || !unknown) return base;
+  return {
+    ...base,
+    stage: "migrating-out",
+    reason: "outcome-unknown",
+    since: unknown.since,
+    destination: unknown.destination,
+    ...(unknown.migration ? { migration: unknown.migration } : {}),
   };
 }

@@ -24,6 +24,7 @@ import { renderView, type VmView } from "./vm-view.js";
 import { countQemuCrash } from "../metrics/metric-hooks.js";
 import type { QemuSession, SessionExit } from "./qemu-session.js";
 import { deriveState, type VmState } from "./vm-state.js";
+import { MigrationOutcome } from "./migration-outcome.js";
 
 export type { VmView };
 
@@ -36,6 +37,8 @@ export class Vm {
   readonly logs: VmLogs;
   /** Devices whose hot-removal waits for the guest (hot-plug's to change; they all end with qemu). */
   readonly removals = new PendingRemovals();
+  /** Set while a migration out does not know its outcome (the guest held paused here). */
+  readonly migrationOutcome = new MigrationOutcome(() => this.publishState("outcome-unknown"));
   // What the VM is, each changed only through the methods below (called from the
   // action handlers and adoption); everything else reads it.
   private currentDefinition: VmDefinition;
@@ -167,6 +170,7 @@ export class Vm {
       qemuAlive: this.session !== undefined,
       qemuStatus: this.session?.status,
       lastExit: this.lastExit,
+      outcomeUnknown: this.migrationOutcome.unknown !== undefined,
     });
   }
 
@@ -190,6 +194,7 @@ export class Vm {
       balloonBytes: this.balloonBytes,
       removalPending: this.removals.list(),
       operation: op ? { name: op.name, startedAt: op.startedAt } : undefined,
+      outcomeUnknown: this.migrationOutcome.unknown,
       job: this.job?.view(),
       lastExit: this.lastExit,
       broken: this.broken,

@@ -31,6 +31,7 @@ const operationKinds: Record<VmActionKind, "adopt" | "migration" | "start" | "st
   "release-owner": "other",
   backup: "other",
   takeover: "other",
+  "resolve-migration": "other",
   qmp: "other",
 };
 const operations = [undefined, ...(Object.keys(operationKinds) as VmActionKind[])];
@@ -73,6 +74,7 @@ function expected(f: StateFacts): VmState {
   const kind = f.operation ? operationKinds[f.operation] : undefined;
   if (f.broken) return "error";
   if (kind === "adopt") return "unknown";
+  if (f.operation === "migrate" && f.outcomeUnknown) return "paused";
   if (kind === "migration") return "migrating";
   if (kind === "start") return "starting";
   if (!f.qemuAlive) return f.lastExit?.reason === "crashed" ? "crashed" : "stopped";
@@ -85,7 +87,8 @@ function* allFacts(): Generator<StateFacts> {
     for (const broken of [undefined, "definition unreadable"])
       for (const qemuAlive of [false, true])
         for (const qemuStatus of qemuAlive ? qemuStatuses : [undefined])
-          for (const lastExit of lastExits) yield { operation, broken, qemuAlive, qemuStatus, lastExit };
+          for (const lastExit of lastExits)
+            for (const outcomeUnknown of [false, true]) yield { operation, broken, qemuAlive, qemuStatus, lastExit, outcomeUnknown };
 }
 
 t.test("every combination of facts gives the state the rules say", async (t) => {
@@ -119,6 +122,11 @@ t.test("the cases that matter, spelt out", async (t) => {
   t.equal(deriveState({ operation: "adopt", ...running }), "unknown", "adoption under way: not yet known");
   t.equal(deriveState({ operation: "migrate", qemuAlive: true, qemuStatus: "postmigrate" }), "migrating");
   t.equal(deriveState({ operation: "migrate-in", qemuAlive: true, qemuStatus: "inmigrate" }), "migrating");
+  t.equal(
+    deriveState({ operation: "migrate", qemuAlive: true, qemuStatus: "postmigrate", outcomeUnknown: true }),
+    "paused",
+    "a migration out whose outcome is unknown holds the guest paused here, and says so",
+  );
   t.equal(deriveState({ qemuAlive: true }), "unknown", "alive but not heard from (no monitor)");
   t.equal(deriveState({ qemuAlive: true, qemuStatus: "shutdown" }), "shutting-down", "-action shutdown=pause: the guest powered off, qemu waits");
   t.equal(deriveState({ qemuAlive: true, qemuStatus: "guest-panicked" }), "crashed");

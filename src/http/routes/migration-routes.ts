@@ -9,10 +9,20 @@ import type { VmRegistry } from "../../vm/vm-registry.js";
 import type { MigrationTarget } from "../../migration/migration-target.js";
 import { incomingRequestSchema, migrateRequestSchema } from "../../migration/migration-schema.js";
 import * as errors from "../route-errors.js";
-import { incomingReplySchema, incomingStateSchema, jobSchema, json, named, noContent, problems, vmSchema } from "../response-schemas.js";
+import { incomingReplySchema, incomingStateSchema, jobSchema, json, named, noContent, outcomeRecordResponseSchema, problems, vmSchema } from "../response-schemas.js";
+import { migrationIdSchema } from "../../migration/outcome-record.js";
+import { EtcdUnreachable, MigrationRecordNotFound, VmOwnedElsewhere } from "../../errors.js";
 import { emptyBody, vmParams } from "../schemas.js";
 
 const incomingQuery = z.object({ uuid: z.uuid().optional() }).strict();
+const migrationParams = z.object({ id: migrationIdSchema.describe("the migration's id (a uuid)") }).strict();
+const resolveMigrationSchema = z
+  .object({
+    outcome: z
+      .enum(["committed", "aborted"])
+      .describe("committed: the guest runs on the destination (the copy here is removed); aborted: it never will (resumed here)"),
+  })
+  .strict();
 
 export interface MigrationDeps {
   jobs: JobRegistry;
@@ -68,7 +78,7 @@ export function registerMigrationRoutes(app: FastifyInstance, registry: VmRegist
     },
     async (req, reply) => {
       const { name } = req.params;
-      const state = target.state(name, req.query.uuid);
+      const state = await target.state(name, req.query.uuid);
       return reply.status(state === "unknown" ? 503 : 200).send({ name, state });
     },
   );
@@ -84,6 +94,44 @@ export function registerMigrationRoutes(app: FastifyInstance, registry: VmRegist
       },
     },
     async (req) => (await target.commit(req.params.name)).view(),
+  );
+  r.get(
+    "/v1/migrations/:id",
+    {
+      schema: {
+        operationId: "getMigrationOutcome",
+        summary: "peer API: the destination's durable record of a migration: prepared, committed or aborted (after any restart)",
+        params: migrationParams,
+        response: { 200: json("the outcome record", outcomeRecordResponseSchema), ...problems(...errors.withInput, MigrationRecordNotFound) },
+      },
+    },
+    async (req) => await target.outcome(req.params.id),
+  );
+  r.post(
+    "/v1/migrations/:id/acknowledge",
+    {
+      schema: {
+        operationId: "acknowledgeMigrationOutcome",
+        summary: "peer API: the source has acted on the outcome; the record is pruned some time later",
+        params: migrationParams,
+        body: emptyBody,
+        response: { 200: json("the outcome record", outcomeRecordResponseSchema), ...problems(...errors.withInput, MigrationRecordNotFound) },
+      },
+    },
+    async (req) => await target.acknowledge(req.params.id),
+  );
+  r.post(
+    "/v1/vms/:name/migration/resolve",
+    {
+      schema: {
+        operationId: "resolveMigration",
+        summary: "decide a migration out whose outcome is unknown: committed removes the paused copy here, aborted resumes it",
+        params: vmParams,
+        body: named(resolveMigrationSchema, "ResolveMigrationRequest"),
+        response: { 200: json("the VM (as it was, if committed removed it)", vmSchema), ...problems(...errors.vmChange, VmOwnedElsewhere, EtcdUnreachable) },
+      },
+    },
+    async (req) => await registry.perform(req.params.name, { kind: "resolve-migration", outcome: req.body.outcome }),
   );
   r.delete(
     "/v1/incoming/:name",
