@@ -67,6 +67,23 @@ export function countJobFinished(kind: string, result: string): void {
   jobs.inc({ kind, result });
 }
 
+const fenceArmed = new Gauge({
+  name: "vmhostd_fence_armed",
+  help: "Fleet mode: 1 while the fence process confirms it protects every running ha VM (its qemu seen by recorded identity, the watchdog open if set); 0 otherwise",
+  registers: [registry],
+});
+
+const fenceRefusals = new Gauge({
+  name: "vmhostd_fence_refusals",
+  help: "Fleet mode: what the fence process cannot see or use (a running ha VM's qemu it cannot confirm, the watchdog)",
+  registers: [registry],
+});
+
+export function setFenceStatus(armed: boolean, refusals: number): void {
+  fenceArmed.set(armed ? 1 : 0);
+  fenceRefusals.set(refusals);
+}
+
 export function setAdoptionDuration(seconds: number): void {
   adoption.set(seconds);
 }
