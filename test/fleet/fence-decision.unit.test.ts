@@ -4,7 +4,7 @@
 // is petted.
 import t from "tap";
 import { BOOTTIME_RESOLUTION_NS, parseUptimeNs } from "../../src/fleet/boottime.js";
-import { decideFence, fenceDeadlineNs, leaseTrust, type VisibleQemu } from "../../src/fleet/fence/fence-decision.js";
+import { decideFence, fenceDeadlineNs, leaseTrust, nextLoss, type VisibleQemu } from "../../src/fleet/fence/fence-decision.js";
 import { fenceMarginMs, type FenceState } from "../../src/fleet/fence/fence-state.js";
 
 const S = 1_000_000_000n;
@@ -122,4 +122,19 @@ t.test("the watchdog is petted only while the lease outlasts the watchdog's time
   t.equal(decideFence(s, 102n * S + 899_999_999n, running, [], POLL).pet, true, "up to expiry − timeout − one poll");
   t.equal(decideFence(s, 102n * S + 900_000_000n, running, [], POLL).pet, false, "later, a reset could come after the lease expired: no pet");
   t.equal(decideFence(s, 103n * S, [], [], POLL).pet, true, "no ha qemu alive: nothing to protect, pet");
+});
+
+t.test("the daemon's side: a loss is recorded when the lease is replaced, and ends once every running ha VM is keyed under the new lease", async (t) => {
+  const at = "2026-01-01T00:00:00Z";
+  t.same(nextLoss(undefined, undefined, "L1", [{ qemu }], at), { lost: undefined }, "a first lease: nothing lost");
+  t.same(nextLoss(undefined, "L1", "L1", [{ qemu }], at), { lost: undefined }, "a renewal of the same lease (a restart inside the TTL included)");
+  // A new lease though nobody said the old one went (e.g. revoked while the daemon was down).
+  const replaced = nextLoss(undefined, "L1", "L2", [{ qemu }], at);
+  t.same(replaced, { lost: { leaseId: "L1", reason: "replaced by a new lease", at }, change: "replaced" });
+  const lost = { leaseId: "L1", reason: "expired or revoked at etcd", at };
+  t.same(nextLoss(lost, "L1", "L1", [], at), { lost }, "the lost lease's own renewal never ends the loss");
+  t.same(nextLoss(lost, "L1", "L2", [{ qemu, keyLease: "L1" }], at), { lost }, "a qemu keyed under the old lease keeps it");
+  t.same(nextLoss(lost, "L2", "L2", [{ qemu }], at), { lost }, "and one without a key");
+  t.same(nextLoss(lost, "L2", "L2", [{ qemu, keyLease: "L2" }, {}], at), { lost: undefined, change: "ended" }, "keys re-acquired: the loss ends");
+  t.same(nextLoss(lost, "L2", "L2", [{ keyLease: "L1" }], at), { lost: undefined, change: "ended" }, "or nothing of it runs any more");
 });

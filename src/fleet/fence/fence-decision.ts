@@ -1,7 +1,7 @@
 // What the fence process does at one poll, as a pure function of the state the
 // daemon wrote, the boottime clock and the ha qemus it can see: kill whom, pet the
 // watchdog or not, and what to call itself (idle, armed, refused, fencing).
-import type { FenceMode, FenceState } from "./fence-state.js";
+import type { FenceMode, FenceState, FenceVm } from "./fence-state.js";
 
 /** An ha qemu visible now: by its recorded identity, or by the uuid and pidfile on its command line. */
 export interface VisibleQemu {
@@ -26,6 +26,32 @@ export interface LeaseTrust {
   lateMs?: number;
   /** The earliest boottime at which etcd could let the lease go (absent: no renewal). */
   expiryNs?: bigint;
+}
+
+export type LeaseLoss = FenceState["lost"];
+
+/**
+ * The daemon's side of the same machine: the loss to write with a renewal of
+ * `renewalLease`. A renewal of another lease than the one last written means the
+ * old one went (and its keys with it), even if nobody said so. A loss ends once
+ * every ha VM still running holds its key under the renewal's lease.
+ */
+export function nextLoss(
+  lost: LeaseLoss,
+  writtenLease: string | undefined,
+  renewalLease: string,
+  ha: Pick<FenceVm, "keyLease" | "qemu">[],
+  at: string,
+): { lost: LeaseLoss; change?: "replaced" | "ended" } {
+  let change: "replaced" | "ended" | undefined;
+  if (writtenLease && renewalLease !== writtenLease && lost?.leaseId !== writtenLease) {
+    lost = { leaseId: writtenLease, reason: "replaced by a new lease", at };
+    change = "replaced";
+  }
+  if (lost && lost.leaseId !== renewalLease && ha.every((v) => !v.qemu || v.keyLease === renewalLease)) {
+    return { lost: undefined, change: "ended" };
+  }
+  return { lost, ...(change ? { change } : {}) };
 }
 
 /** The boottime after which every ha qemu of this host must be dead: last confirmed send + TTL − margin. */

@@ -14,6 +14,7 @@ import type { Logger } from "pino";
 import { setFenceStatus } from "../../metrics/metric-hooks.js";
 import { writeFileAtomic } from "../../store/atomic-file.js";
 import type { FleetMember, LeaseRenewal } from "../fleet-member.js";
+import { nextLoss } from "./fence-decision.js";
 import { FENCE_PROTOCOL, PID_FILE, STATE_FILE, STATUS_FILE, fenceDir, fenceMarginMs, type FenceState, type FenceStatus, type FenceVm } from "./fence-state.js";
 
 const fenceMain = path.join(path.dirname(fileURLToPath(import.meta.url)), "fence-main.js");
@@ -103,20 +104,15 @@ export class FenceSupervisor {
 
   /** Serialised: an older renewal must never overwrite a newer one. */
   private write(r: LeaseRenewal): void {
-    // A renewal of another lease than the one last written: the old one went, and with it its keys.
-    if (this.writtenLease && r.leaseId !== this.writtenLease && this.lost?.leaseId !== this.writtenLease) {
-      this.lost = { leaseId: this.writtenLease, reason: "replaced by a new lease", at: new Date().toISOString() };
-      this.log.error({ lease: this.writtenLease, now: r.leaseId }, "the host lease was replaced: its ha keys are gone");
-    }
     const ha = this.haVms().map((v) => {
       const keyLease = this.fleet.keyLease(v.name);
       return { ...v, ...(keyLease ? { keyLease } : {}) };
     });
-    // The loss is over once every ha VM still running holds its key under the current lease.
-    if (this.lost && this.lost.leaseId !== r.leaseId && ha.every((v) => !v.qemu || v.keyLease === r.leaseId)) {
-      this.log.info({ lost: this.lost.leaseId, lease: r.leaseId }, "every running ha VM is keyed under the new lease: the fence disarms its loss");
-      this.lost = undefined;
-    }
+    const before = this.lost;
+    const next = nextLoss(this.lost, this.writtenLease, r.leaseId, ha, new Date().toISOString());
+    this.lost = next.lost;
+    if (next.change === "replaced") this.log.error({ lease: this.writtenLease, now: r.leaseId }, "the host lease was replaced: its ha keys are gone");
+    if (next.change === "ended") this.log.info({ lost: before?.leaseId, lease: r.leaseId }, "every running ha VM is keyed under the new lease: the fence disarms its loss");
     const state: Omit<FenceState, "writtenAt"> = {
       leaseId: r.leaseId,
       ...(r.sentAtBootNs > 0n ? { renewedSentAtBootNs: r.sentAtBootNs.toString() } : {}),

@@ -5,9 +5,12 @@
 // /dev/watchdog (or softdog) reboots the whole host once petting stops.
 import { closeSync, constants, openSync, writeSync } from "node:fs";
 
+const RETRY_MS = 10_000;
+
 export class FenceWatchdog {
   private fd: number | undefined;
   private openedDevice: string | undefined;
+  private failedAt = 0;
   error: string | undefined;
 
   constructor(private readonly log: (msg: string, fields?: Record<string, unknown>) => void) {}
@@ -22,7 +25,8 @@ export class FenceWatchdog {
 
   /** Opens `device` (write only, never created: a missing device is an error, not a new file). */
   use(device: string | undefined): void {
-    if (device === this.openedDevice && (this.fd !== undefined || this.error)) return;
+    // A device that could not be opened is tried again now and then (a module loaded late).
+    if (device === this.openedDevice && (this.fd !== undefined || (this.error && Date.now() - this.failedAt < RETRY_MS))) return;
     this.close();
     this.openedDevice = device;
     this.error = undefined;
@@ -32,6 +36,7 @@ export class FenceWatchdog {
       this.log("watchdog opened", { device });
     } catch (err) {
       this.error = `cannot open ${device}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+      this.failedAt = Date.now();
       this.log("refusing to arm: the watchdog cannot be opened", { device, error: this.error, level: "error" });
     }
   }
