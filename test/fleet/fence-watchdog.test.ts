@@ -5,8 +5,9 @@
 // acts, and the daemon says the fence is unresponsive. Freezing the daemon: the
 // fence kills the ha qemu, started through a symlink (`--qemu`), whose name says
 // nothing of qemu. A watchdog that cannot be opened: the fence refuses to arm,
-// in its log, the daemon's API, the fleet registry and a metric.
-import { readFile, mkdtemp, rm, symlink, chmod } from "node:fs/promises";
+// in its log, the daemon's API, the fleet registry and a metric. A wrapper that
+// forks qemu (so the pid the daemon holds is not qemu's) is refused at start.
+import { chmod, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -133,5 +134,18 @@ t.test("watchdog stand-in, a frozen fence, a frozen daemon with a symlinked qemu
       await sleep(100);
     }
     t.equal(vm.lastExit?.reason, "fenced", `the thawed daemon records the exit as fenced (${vm.lastExit?.detail})`);
+  });
+
+  await t.test("a wrapper that forks qemu instead of exec'ing it is refused at start: no kill could reach its qemu", async (t) => {
+    const forking = path.join(dir, "forking-qemu");
+    await writeFile(forking, '#!/bin/sh\n/usr/bin/qemu-system-x86_64 "$@"\n', { mode: 0o755 });
+    await b.kill();
+    await b.restart(["--qemu", forking]);
+    const r = await b.api.request("POST", "/v1/vms/nowd/start");
+    const problem = JSON.parse(r.body.toString()) as { code?: string; detail?: string };
+    t.equal(r.status, 502);
+    t.equal(problem.code, "VMH_ERR_QEMU_FAILED");
+    t.match(problem.detail, /a wrapper must exec qemu/, "naming why");
+    t.same(await findQemuProcesses(b.runDir), [], "neither the wrapper nor the qemu it forked is left running");
   });
 });

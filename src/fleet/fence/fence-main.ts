@@ -6,7 +6,7 @@
 // on the boottime clock, SIGKILLs the ha qemus the lease no longer covers, pets
 // the watchdog while it may, and says what it protects in status.json. It needs
 // nothing from the daemon's event loop.
-import { appendFileSync, existsSync, readFileSync, renameSync, watch, writeFileSync, writeSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, watch, writeFileSync, writeSync } from "node:fs";
 import path from "node:path";
 import { boottimeCeilNs } from "../boottime.js";
 import { matchIdentity, observeProcess } from "../../qemu/qemu-identity.js";
@@ -122,19 +122,26 @@ function kill(state: FenceState, q: VisibleQemu, cause: string): void {
   // The pid must still be the process seen (not one that took its number since).
   void readProcStartTicks(q.pid).then((ticks) => {
     if (q.startTicks !== undefined && ticks !== q.startTicks) return;
+    const record: FencedRecord = { at: new Date().toISOString(), vm: q.vm, pid: q.pid, ...(q.startTicks !== undefined ? { startTicks: q.startTicks } : {}), ...(state.leaseId ? { leaseId: state.leaseId } : {}), cause };
+    // Beside the VM's runtime record before the kill: the daemon may record the exit the instant qemu dies.
+    const mark = path.join(state.runDir, "vms", q.vm, VM_FENCED_FILE);
+    writeQuietly(mark, JSON.stringify(record) + "\n");
     try {
       process.kill(q.pid, "SIGKILL");
     } catch {
+      try {
+        rmSync(mark, { force: true });
+      } catch {
+        // a stale mark names a pid that is gone: the daemon matches pid and start time
+      }
       return; // gone meanwhile
     }
-    const record: FencedRecord = { at: new Date().toISOString(), vm: q.vm, pid: q.pid, ...(q.startTicks !== undefined ? { startTicks: q.startTicks } : {}), ...(state.leaseId ? { leaseId: state.leaseId } : {}), cause };
     log("fenced", { ...record });
     try {
       appendFileSync(path.join(dir!, FENCED_FILE), JSON.stringify(record) + "\n");
     } catch {
       // the record is a courtesy; the kill is what matters
     }
-    writeQuietly(path.join(state.runDir, "vms", q.vm, VM_FENCED_FILE), JSON.stringify(record) + "\n");
   });
 }
 
