@@ -136,6 +136,17 @@ t.test("watchdog stand-in, a frozen fence, a frozen daemon with a symlinked qemu
     t.equal(vm.lastExit?.reason, "fenced", `the thawed daemon records the exit as fenced (${vm.lastExit?.detail})`);
   });
 
+  await t.test("an orderly stop of the fence writes the magic close", async (t) => {
+    t.equal(standIn.closes, 0, "no magic close so far");
+    process.kill(fencePid, "SIGTERM");
+    for (let i = 0; i < 40 && standIn.closes === 0; i++) await sleep(50);
+    t.equal(standIn.closes, 1, "'V' written before the device was closed");
+    // The daemon starts a new fence process within 500 ms; it opens the device again and pets it.
+    const pets = standIn.pets;
+    for (let i = 0; i < 60 && standIn.pets <= pets; i++) await sleep(50);
+    t.ok(standIn.pets > pets, "the fence the daemon started again pets it");
+  });
+
   await t.test("a wrapper that forks qemu instead of exec'ing it is refused at start: no kill could reach its qemu", async (t) => {
     const forking = path.join(dir, "forking-qemu");
     await writeFile(forking, '#!/bin/sh\n/usr/bin/qemu-system-x86_64 "$@"\n', { mode: 0o755 });
