@@ -1,10 +1,9 @@
 // Plays a watchdog device for the fence tests, since a real /dev/watchdog or
 // softdog would reboot the shared test machine. The device is a plain file the
 // fence process opens for writing: each pet writes a byte, which the stand-in reads
-// and clears. When no pet has come
-// for the timeout, the stand-in "resets the host" the only way a test may: it
-// SIGKILLs the host's ha qemus. A 'V' as the last byte is the magic close: it
-// stands down, as a real device does.
+// and clears. When no pet has come for the timeout, the stand-in "resets the host"
+// the only way a test may: it SIGKILLs the host's ha qemus. A 'V' as the last byte
+// is the magic close: it stands down, as a real device does.
 import { readFile, truncate, writeFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { findQemuProcesses } from "../../src/qemu/qemu-process.js";
