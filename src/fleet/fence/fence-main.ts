@@ -118,10 +118,22 @@ async function visibleQemus(state: FenceState, scan: boolean): Promise<VisibleQe
   return [...found.values()];
 }
 
+/** Kills already recorded (pid:start ticks): a qemu still tearing down at the next poll is signalled again, not recorded twice. */
+const recorded = new Set<string>();
+
 function kill(state: FenceState, q: VisibleQemu, cause: string): void {
   // The pid must still be the process seen (not one that took its number since).
   void readProcStartTicks(q.pid).then((ticks) => {
     if (q.startTicks !== undefined && ticks !== q.startTicks) return;
+    const id = `${q.pid}:${ticks}`;
+    if (recorded.has(id)) {
+      try {
+        process.kill(q.pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+      return;
+    }
     const record: FencedRecord = { at: new Date().toISOString(), vm: q.vm, pid: q.pid, ...(q.startTicks !== undefined ? { startTicks: q.startTicks } : {}), ...(state.leaseId ? { leaseId: state.leaseId } : {}), cause };
     // Beside the VM's runtime record before the kill: the daemon may record the exit the instant qemu dies.
     const mark = path.join(state.runDir, "vms", q.vm, VM_FENCED_FILE);
@@ -136,6 +148,8 @@ function kill(state: FenceState, q: VisibleQemu, cause: string): void {
       }
       return; // gone meanwhile
     }
+    recorded.add(id);
+    if (recorded.size > 1000) recorded.clear();
     log("fenced", { ...record });
     try {
       appendFileSync(path.join(dir!, FENCED_FILE), JSON.stringify(record) + "\n");
