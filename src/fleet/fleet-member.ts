@@ -175,7 +175,10 @@ export class FleetMember extends EventEmitter {
   private async watchEntry(): Promise<void> {
     try {
       this.entryWatcher = await this.client.watch().key(this.key(`hosts/${this.hostId}`)).create();
-      this.entryWatcher.on("delete", () => this.checkLeaseNow());
+      this.entryWatcher.on("delete", () => {
+        this.log.debug("registry entry deleted: checking the lease now");
+        this.checkLeaseNow();
+      });
       this.entryWatcher.on("error", (err: Error) => this.log.debug({ err: err.message }, "registry entry watch error"));
       if (this.closed) void this.entryWatcher.cancel();
     } catch (err) {

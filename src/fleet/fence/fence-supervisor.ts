@@ -6,13 +6,13 @@
 // time forward; a lost or replaced lease is written at once as "fence now", and
 // stays written until every ha VM still running holds its key under the new lease.
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { setFenceStatus } from "../../metrics/metric-hooks.js";
-import { writeFileAtomic } from "../../store/atomic-file.js";
 import type { FleetMember, LeaseRenewal } from "../fleet-member.js";
 import { nextLoss } from "./fence-decision.js";
 import { FENCE_PROTOCOL, PID_FILE, STATE_FILE, STATUS_FILE, fenceDir, fenceMarginMs, type FenceState, type FenceStatus, type FenceVm } from "./fence-state.js";
@@ -32,6 +32,22 @@ export interface FenceReport extends Partial<Omit<FenceStatus, "mode">> {
 
 export interface FenceSettings {
   watchdog?: { device: string; timeoutMs: number };
+}
+
+/**
+ * Atomic (the fence reads the old file or the new one) but not durable: no fsync.
+ * The file lives in the run directory, which a reboot clears, and only the live
+ * fence process reads it; an fsync on a loaded disk would delay a "fence now".
+ */
+async function replaceFile(file: string, content: string): Promise<void> {
+  const tmp = `${file}.${randomBytes(4).toString("hex")}.tmp`;
+  try {
+    await writeFile(tmp, content, { mode: 0o600 });
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
 }
 
 export class FenceSupervisor {
@@ -129,7 +145,7 @@ export class FenceSupervisor {
     this.writtenLease = r.leaseId;
     const file: FenceState = { ...state, writtenAt: new Date().toISOString() };
     this.writing = this.writing
-      .then(() => writeFileAtomic(path.join(this.dir, STATE_FILE), JSON.stringify(file) + "\n", 0o600))
+      .then(() => replaceFile(path.join(this.dir, STATE_FILE), JSON.stringify(file) + "\n"))
       .catch((err: unknown) => {
         this.lastWritten = ""; // tried again at the next refresh
         this.log.error({ err }, "cannot write the fence state");
