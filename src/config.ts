@@ -79,7 +79,12 @@ export const configSchema = z
     etcdKey: absolutePath.optional(),
     etcdPrefix: z.string().regex(/^\/([A-Za-z0-9._-]+\/)*$/, "must start and end with '/'").default("/vmhostd/"),
     hostId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "letters, digits, '.', '_', '-' (max 63)").optional(),
-    leaseTtl: z.coerce.number().int().min(2).max(3600).default(10),
+    // Below 5 s a daemon restart on a loaded host can miss the fence's deadline (docs/fleet.md).
+    leaseTtl: z.coerce.number().int().min(5, "must be at least 5 seconds").max(3600).default(10),
+    watchdog: absolutePath
+      .optional()
+      .describe("fleet mode: a watchdog device the fence process pets while the lease is valid; a real one reboots the host when petting stops"),
+    watchdogTimeout: z.coerce.number().int().min(1).max(3600).default(2).describe("seconds: the watchdog device's own timeout, as set on the device"),
     qmpPassthrough: z
       .enum(passthroughModes)
       .default("allowlist")
@@ -89,6 +94,9 @@ export const configSchema = z
   // The TCP listener reaches every VM on the host: it is never open without a token.
   .refine((c) => !c.listen || c.peerToken, { message: "is required with --listen", path: ["peerToken"] })
   .refine((c) => !c.etcdCert === !c.etcdKey, { message: "--etcd-cert and --etcd-key go together", path: ["etcdCert"] })
+  .refine((c) => !c.watchdog || c.etcd, { message: "needs fleet mode (--etcd)", path: ["watchdog"] })
+  // Renewals every TTL/4 must keep it petted: the timeout fits in half the TTL.
+  .refine((c) => !c.watchdog || c.watchdogTimeout * 2 <= c.leaseTtl, { message: "must be at most half of --lease-ttl", path: ["watchdogTimeout"] })
   .transform((c) => ({
     ...c,
     socket: c.socket ?? path.join(c.runDir, "vmhostd.sock"),
@@ -133,7 +141,9 @@ export const settings = [
   { key: "etcdKey", flag: "etcd-key", env: "VMHOSTD_ETCD_KEY", help: "client key for etcd TLS" },
   { key: "etcdPrefix", flag: "etcd-prefix", env: "VMHOSTD_ETCD_PREFIX", help: "key prefix in etcd (default /vmhostd/)" },
   { key: "hostId", flag: "host-id", env: "VMHOSTD_HOST_ID", help: "this host's id in the fleet (default the hostname)" },
-  { key: "leaseTtl", flag: "lease-ttl", env: "VMHOSTD_LEASE_TTL", help: "host lease TTL in seconds (default 10)" },
+  { key: "leaseTtl", flag: "lease-ttl", env: "VMHOSTD_LEASE_TTL", help: "host lease TTL in seconds, at least 5 (default 10)" },
+  { key: "watchdog", flag: "watchdog", env: "VMHOSTD_WATCHDOG", help: "fleet mode: watchdog device the fence pets while the lease is valid (a real one REBOOTS the host)" },
+  { key: "watchdogTimeout", flag: "watchdog-timeout", env: "VMHOSTD_WATCHDOG_TIMEOUT", help: "seconds: the watchdog device's timeout, at most half the lease TTL (default 2)" },
   { key: "qmpPassthrough", flag: "qmp-passthrough", env: "VMHOSTD_QMP_PASSTHROUGH", help: "allowlist | all: which QMP commands POST .../qmp runs (default allowlist)" },
 ] as const;
 

@@ -153,8 +153,18 @@ async function run(config: Config, log: Logger): Promise<void> {
   if (host.fleet) {
     // After load, so the first state it writes already lists every ha VM.
     const { FenceSupervisor } = await import("./fleet/fence/fence-supervisor.js");
-    const haVms = () => registry.list().filter((vm) => vm.definition.ha).map((vm) => ({ name: vm.name, uuid: vm.definition.uuid }));
-    await new FenceSupervisor(config.runDir, host.fleet, haVms, log).start();
+    // Each ha VM with the identity of its running qemu, as recorded at its start.
+    const haVms = () =>
+      registry
+        .list()
+        .filter((vm) => vm.definition.ha)
+        .map((vm) => {
+          const r = vm.session?.record;
+          const qemu = r ? { pid: r.pid, startTicks: r.procStartTicks, uuid: r.uuid, ...(r.exe ? { exe: r.exe } : {}) } : undefined;
+          return { name: vm.name, uuid: vm.definition.uuid, ...(qemu ? { qemu } : {}) };
+        });
+    const watchdog = config.watchdog ? { device: config.watchdog, timeoutMs: config.watchdogTimeout * 1000 } : undefined;
+    await new FenceSupervisor(config.runDir, host.fleet, haVms, log, { ...(watchdog ? { watchdog } : {}) }).start();
   }
   // The API opens once adoption settles, or after a short wait: a hung qemu must not keep it closed.
   await Promise.race([registry.adopted, sleep(ADOPTION_WAIT_MS)]);

@@ -32,15 +32,31 @@ t.test("fleet settings", async (t) => {
   t.equal(single.etcdPrefix, "/vmhostd/");
   t.equal(single.leaseTtl, 10);
   t.ok(single.hostId.length > 0, "host id defaults to the hostname");
-  const c = loadConfig(["--etcd", "http://10.0.0.1:2379,http://10.0.0.2:2379", "--host-id", "hv7", "--lease-ttl", "4"], { VMHOSTD_ETCD_PREFIX: "/fleet/" });
+  const c = loadConfig(["--etcd", "http://10.0.0.1:2379,http://10.0.0.2:2379", "--host-id", "hv7", "--lease-ttl", "6"], { VMHOSTD_ETCD_PREFIX: "/fleet/" });
   t.equal(c.etcd, "http://10.0.0.1:2379,http://10.0.0.2:2379");
   t.equal(c.hostId, "hv7");
-  t.equal(c.leaseTtl, 4);
+  t.equal(c.leaseTtl, 6);
   t.equal(c.etcdPrefix, "/fleet/");
   t.throws(() => loadConfig(["--etcd", "10.0.0.1:2379"], {}), /--etcd \(VMHOSTD_ETCD\)/);
   t.throws(() => loadConfig(["--lease-ttl", "1"], {}), /--lease-ttl/);
+  // Below 5 s a daemon restart on a loaded host can miss the fence's deadline.
+  t.throws(() => loadConfig(["--lease-ttl", "2"], {}), /--lease-ttl \(VMHOSTD_LEASE_TTL\): must be at least 5 seconds/);
+  t.throws(() => loadConfig([], { VMHOSTD_LEASE_TTL: "4" }), /--lease-ttl \(VMHOSTD_LEASE_TTL\)/);
+  t.equal(loadConfig(["--lease-ttl", "5"], {}).leaseTtl, 5, "5 s is the least accepted");
   t.throws(() => loadConfig(["--etcd-prefix", "vmhostd"], {}), /--etcd-prefix/);
   t.throws(() => loadConfig(["--etcd-cert", "/etc/c.pem"], {}), /--etcd-cert/);
+});
+
+t.test("watchdog settings", async (t) => {
+  const fleet = ["--etcd", "http://127.0.0.1:2379", "--lease-ttl", "10"];
+  t.equal(loadConfig(fleet, {}).watchdog, undefined, "off unless asked for");
+  const c = loadConfig([...fleet, "--watchdog", "/dev/watchdog", "--watchdog-timeout", "5"], {});
+  t.equal(c.watchdog, "/dev/watchdog");
+  t.equal(c.watchdogTimeout, 5);
+  t.equal(loadConfig([...fleet], { VMHOSTD_WATCHDOG: "/dev/watchdog1" }).watchdog, "/dev/watchdog1");
+  t.throws(() => loadConfig(["--watchdog", "/dev/watchdog"], {}), /--watchdog \(VMHOSTD_WATCHDOG\): needs fleet mode/);
+  t.throws(() => loadConfig([...fleet, "--watchdog", "watchdog"], {}), /--watchdog .*absolute/);
+  t.throws(() => loadConfig([...fleet, "--watchdog", "/dev/watchdog", "--watchdog-timeout", "6"], {}), /--watchdog-timeout .*half of --lease-ttl/);
 });
 
 t.test("console log cap in bytes with K/M/G", async (t) => {

@@ -184,6 +184,11 @@ export const eventCatalogue = {
     payload: z.strictObject({ owner: z.string(), revision: z.string() }),
     description: "fleet mode: a VM running here is owned by another host in etcd",
   },
+  "vm.fenced": {
+    subject: "vm",
+    payload: z.strictObject({ pid: z.number().int(), detail: z.string() }),
+    description: "fleet mode: the fence killed this ha VM's qemu because the host lease was lost or not renewed in time (lastExit.reason fenced)",
+  },
   "daemon.started": {
     subject: "host",
     payload: z.strictObject({ qemuVersion: z.string(), accel: z.enum(["kvm", "tcg"]) }),
@@ -202,7 +207,7 @@ export const eventCatalogue = {
   "host.lease-lost": {
     subject: "host",
     payload: z.strictObject({ hostId: z.string() }),
-    description: "fleet mode: this host's lease expired at etcd; its ha VMs' owner keys are gone",
+    description: "fleet mode: this host's lease expired or was revoked at etcd; its ha VMs' owner keys are gone",
   },
   "events.lost": {
     subject: "stream",

@@ -7,9 +7,11 @@
 import { EventEmitter } from "node:events";
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
-import type { Etcd3, IOptions } from "etcd3";
+import type { Etcd3, IOptions, Watcher } from "etcd3";
 import type { Config } from "../config.js";
 import { EtcdUnreachable, VmOwnedElsewhere } from "../errors.js";
+import { boottimeNs } from "./boottime.js";
+import type { FenceReport } from "./fence/fence-supervisor.js";
 
 /** Who owns a VM: the owner key's value plus its revision (the fencing token). */
 export interface Ownership {
@@ -31,12 +33,14 @@ export interface FleetStatus {
   hostId: string;
   etcd: { endpoints: string[]; prefix: string; reachable: boolean; error?: string };
   lease?: { id: string; ttlSec: number; lastRenewedAt?: string };
+  /** What the fence process says it protects (absent until it has spoken). */
+  fence?: FenceReport;
 }
 
-/** A confirmed renewal: the monotonic time (ns) the request was sent, before etcd acted on it. */
+/** A confirmed renewal: the boottime (ns, rounded down) the request was sent, before etcd acted on it. */
 export interface LeaseRenewal {
   leaseId: string;
-  sentAtNs: bigint;
+  sentAtBootNs: bigint;
   ttlSec: number;
 }
 
@@ -55,7 +59,17 @@ export class FleetMember extends EventEmitter {
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private registryTimer: NodeJS.Timeout | undefined;
   private renewing = false;
+  /** A check of the lease was asked for while one ran: run another right after. */
+  private renewAgain = false;
   private closed = false;
+  /** Watches this host's registry entry: its deletion (a revoked lease) is noticed at once. */
+  private entryWatcher: Watcher | undefined;
+  /** The lease each `ha` owner key this host holds is bound to, as etcd confirmed it. */
+  private readonly keyLeases = new Map<string, string>();
+  /** Called (and awaited) once an `ha` owner key is taken, before its qemu may start. */
+  onHaKey: (() => Promise<void>) | undefined;
+  /** The fence process's own word on what it protects, for status() and the registry entry. */
+  fenceReport: (() => FenceReport) | undefined;
   /** Builds this host's registry entry; set by main once the inventory exists. */
   describeHost: (() => Promise<Record<string, unknown>>) | undefined;
   /** Names of the `ha` VMs this host owns, for re-binding their keys to a new lease. */
@@ -108,6 +122,21 @@ export class FleetMember extends EventEmitter {
     return this.lastRenewal;
   }
 
+  /** The lease this host's `ha` owner key for `vm` is bound to, if it holds one. */
+  keyLease(vm: string): string | undefined {
+    return this.keyLeases.get(vm);
+  }
+
+  /** Records which lease an owner key just taken is bound to; an `ha` key is announced to the fence first. */
+  private async heldUnder(vm: string, lease: string | undefined): Promise<void> {
+    if (!lease) {
+      this.keyLeases.delete(vm);
+      return;
+    }
+    this.keyLeases.set(vm, lease);
+    await this.onHaKey?.();
+  }
+
   private key(rel: string): string {
     return this.prefix + rel;
   }
@@ -135,6 +164,31 @@ export class FleetMember extends EventEmitter {
     this.registryTimer = setInterval(() => void this.publishHost(), Math.max(1_000, Math.floor((this.ttlSec * 1000) / 2)));
     this.registryTimer.unref();
     void this.publishHost();
+    void this.watchEntry();
+  }
+
+  /**
+   * A revoked lease takes this host's registry entry with it at once; the next
+   * keepalive would notice only up to TTL/4 later. So a deletion of the entry
+   * makes the lease be checked now, and a lease found gone is a loss then.
+   */
+  private async watchEntry(): Promise<void> {
+    try {
+      this.entryWatcher = await this.client.watch().key(this.key(`hosts/${this.hostId}`)).create();
+      this.entryWatcher.on("delete", () => {
+        this.log.debug("registry entry deleted: checking the lease now");
+        this.checkLeaseNow();
+      });
+      this.entryWatcher.on("error", (err: Error) => this.log.debug({ err: err.message }, "registry entry watch error"));
+      if (this.closed) void this.entryWatcher.cancel();
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, "cannot watch this host's registry entry; a revoked lease is noticed at the next keepalive");
+    }
+  }
+
+  private checkLeaseNow(): void {
+    if (this.renewing) this.renewAgain = true;
+    else void this.renew();
   }
 
   private async establishLease(): Promise<void> {
@@ -144,10 +198,11 @@ export class FleetMember extends EventEmitter {
       this.log.info({ lease: previous }, "resumed this host's lease");
       return;
     }
-    const sentAtNs = process.hrtime.bigint();
+    if (previous && previous !== this.lostLease) this.leaseGone(previous, "not alive at etcd when this daemon came back");
+    const sentAtBootNs = boottimeNs();
     const res = await this.client.leaseClient.leaseGrant({ TTL: this.ttlSec, ID: 0 });
     this.leaseIdValue = String(res.ID);
-    this.confirmed({ leaseId: this.leaseIdValue, sentAtNs, ttlSec: Number(res.TTL) });
+    this.confirmed({ leaseId: this.leaseIdValue, sentAtBootNs, ttlSec: Number(res.TTL) });
     this.log.info({ lease: this.leaseIdValue, ttlSec: this.ttlSec }, "granted a new host lease");
     await this.rebindHaKeys();
     await this.publishHost();
@@ -182,7 +237,7 @@ export class FleetMember extends EventEmitter {
         throw err;
       })
       .finally(() => clearTimeout(timer));
-    const sentAtNs = process.hrtime.bigint();
+    const sentAtBootNs = boottimeNs();
     try {
       const res = await new Promise<{ ID: string; TTL: string }>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error(`keepalive unanswered after ${CALL_DEADLINE_MS} ms`)), CALL_DEADLINE_MS);
@@ -191,7 +246,7 @@ export class FleetMember extends EventEmitter {
         stream.write({ ID: leaseId });
       });
       if (Number(res.TTL) <= 0) return false;
-      this.confirmed({ leaseId, sentAtNs, ttlSec: Number(res.TTL) });
+      this.confirmed({ leaseId, sentAtBootNs, ttlSec: Number(res.TTL) });
       return true;
     } finally {
       stream.end();
@@ -225,9 +280,8 @@ export class FleetMember extends EventEmitter {
         return;
       }
       if (!(await this.keepaliveOnce(this.leaseIdValue))) {
-        // The lease expired at etcd: every `ha` key of this host went with it.
-        this.log.error({ lease: this.leaseIdValue }, "host lease expired at etcd; its ha owner keys are gone");
-        this.emit("lease-lost", this.leaseIdValue);
+        // The lease expired or was revoked at etcd: every `ha` key of this host went with it.
+        this.leaseGone(this.leaseIdValue, "expired or revoked at etcd");
         this.leaseIdValue = undefined;
         await this.establishLease();
       }
@@ -235,7 +289,21 @@ export class FleetMember extends EventEmitter {
       this.markUnreachable(err);
     } finally {
       this.renewing = false;
+      if (this.renewAgain && !this.closed) {
+        this.renewAgain = false;
+        void this.renew();
+      }
     }
+  }
+
+  private lostLease: string | undefined;
+
+  /** A lease of this host is gone at etcd, and with it every `ha` key bound to it: said before anything else happens. */
+  private leaseGone(leaseId: string, reason: string): void {
+    this.lostLease = leaseId;
+    this.log.error({ lease: leaseId, reason }, "host lease gone; its ha owner keys are gone");
+    for (const [vm, lease] of this.keyLeases) if (lease === leaseId) this.keyLeases.delete(vm);
+    this.emit("lease-lost", leaseId, reason);
   }
 
   /**
@@ -249,14 +317,18 @@ export class FleetMember extends EventEmitter {
       const v = raw ? parseOwner(raw) : undefined;
       if (!v || v.host !== this.hostId) continue;
       const res = await this.client.if(key, "Value", "==", raw!).then(this.client.put(key).value(raw!).lease(this.leaseIdValue!)).commit();
-      if (res.succeeded) this.log.info({ vm: name, lease: this.leaseIdValue }, "ha owner key bound to the new lease");
+      if (res.succeeded) {
+        this.log.info({ vm: name, lease: this.leaseIdValue }, "ha owner key bound to the new lease");
+        await this.heldUnder(name, this.leaseIdValue);
+      }
     }
   }
 
   async publishHost(): Promise<void> {
     if (this.closed || !this.leaseIdValue || !this.describeHost) return;
     try {
-      const entry = { ...(await this.describeHost()), id: this.hostId, lease: this.leaseIdValue, updatedAt: new Date().toISOString() };
+      const fence = this.fenceReport?.();
+      const entry = { ...(await this.describeHost()), ...(fence ? { fence } : {}), id: this.hostId, lease: this.leaseIdValue, updatedAt: new Date().toISOString() };
       await this.client.put(this.key(`hosts/${this.hostId}`)).value(JSON.stringify(entry)).lease(this.leaseIdValue);
     } catch (err) {
       this.log.debug({ err }, "registry entry not refreshed");
@@ -300,6 +372,7 @@ export class FleetMember extends EventEmitter {
     if (res.succeeded) {
       const ownership = { ...value, revision: String(res.header.revision) };
       this.log.info({ vm, ...ownership }, "owner key taken");
+      await this.heldUnder(vm, lease);
       return ownership;
     }
     const kv = res.responses[0]?.response_range?.kvs[0];
@@ -316,8 +389,10 @@ export class FleetMember extends EventEmitter {
       if (lease) rebind.lease(lease);
       const r = await this.call(() => this.client.if(key, "Value", "==", raw).then(rebind).commit());
       if (!r.succeeded) return await this.acquire(vm, ha);
+      await this.heldUnder(vm, lease);
       return { ...next, revision: String(r.header.revision) };
     }
+    await this.heldUnder(vm, lease);
     return { ...current, revision: String(kv.mod_revision) };
   }
 
@@ -340,7 +415,10 @@ export class FleetMember extends EventEmitter {
     const del = await this.call(() =>
       this.client.if(key, "Mod", "==", Number(kv.mod_revision)).then(this.client.delete().key(key)).commit(),
     );
-    if (del.succeeded) this.log.info({ vm }, "owner key released");
+    if (del.succeeded) {
+      this.log.info({ vm }, "owner key released");
+      this.keyLeases.delete(vm);
+    }
     return del.succeeded;
   }
 
@@ -349,8 +427,10 @@ export class FleetMember extends EventEmitter {
     const previous = await this.owner(vm);
     const value: OwnerValue = { host: this.hostId, since: new Date().toISOString(), ha };
     const put = this.client.put(this.ownerKey(vm)).value(JSON.stringify(value));
-    if (ha) put.lease(this.requireLease());
+    const lease = ha ? this.requireLease() : undefined;
+    if (lease) put.lease(lease);
     const res = await this.call(() => put.exec());
+    await this.heldUnder(vm, lease);
     return { ownership: { ...value, revision: String(res.header.revision) }, ...(previous ? { previous } : {}) };
   }
 
@@ -364,16 +444,21 @@ export class FleetMember extends EventEmitter {
     const res = await this.call(() => this.client.get(key).exec());
     const kv = res.kvs[0];
     const current = kv ? parseOwner(kv.value.toString()) : undefined;
-    if (current?.host === this.hostId) return { ...current, revision: String(kv!.mod_revision) };
+    if (current?.host === this.hostId) {
+      await this.heldUnder(vm, ha && String(kv!.lease ?? "0") === this.leaseIdValue ? this.leaseIdValue : undefined);
+      return { ...current, revision: String(kv!.mod_revision) };
+    }
     // The source's fencing token must still be the key's revision: nobody took it meanwhile.
     if (!kv || !current || current.host !== fromHost || String(kv.mod_revision) !== fromRevision) {
       throw new VmOwnedElsewhere(vm, current?.host ?? "nobody", kv ? String(kv.mod_revision) : "0");
     }
     const value: OwnerValue = { host: this.hostId, since: new Date().toISOString(), ha };
     const put = this.client.put(key).value(JSON.stringify(value));
-    if (ha) put.lease(this.requireLease());
+    const lease = ha ? this.requireLease() : undefined;
+    if (lease) put.lease(lease);
     const swap = await this.call(() => this.client.if(key, "Mod", "==", Number(kv.mod_revision)).then(put).commit());
     if (!swap.succeeded) throw new VmOwnedElsewhere(vm, "changed during switch-over", String(kv.mod_revision));
+    await this.heldUnder(vm, lease);
     this.log.info({ vm, from: fromHost, revision: String(swap.header.revision) }, "owner key handed over by migration");
     return { ...value, revision: String(swap.header.revision) };
   }
@@ -406,6 +491,7 @@ export class FleetMember extends EventEmitter {
       ...(this.leaseIdValue
         ? { lease: { id: this.leaseIdValue, ttlSec: this.ttlSec, ...(this.lastRenewedAt ? { lastRenewedAt: this.lastRenewedAt.toISOString() } : {}) } }
         : {}),
+      ...(this.fenceReport ? { fence: this.fenceReport() } : {}),
     };
   }
 
@@ -417,6 +503,7 @@ export class FleetMember extends EventEmitter {
     this.closed = true;
     clearInterval(this.keepaliveTimer);
     clearInterval(this.registryTimer);
+    void this.entryWatcher?.cancel().catch(() => {});
     this.client.close();
   }
 }

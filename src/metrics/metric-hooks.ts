@@ -67,6 +67,26 @@ export function countJobFinished(kind: string, result: string): void {
   jobs.inc({ kind, result });
 }
 
+/** Made at the first report (fleet mode only): a single host shows no fence figures rather than a 0 that reads "not armed". */
+let fenceGauges: { armed: Gauge; refusals: Gauge } | undefined;
+
+export function setFenceStatus(armed: boolean, refusals: number): void {
+  fenceGauges ??= {
+    armed: new Gauge({
+      name: "vmhostd_fence_armed",
+      help: "Fleet mode: 1 while the fence process confirms it protects every running ha VM (its qemu seen by recorded identity, the watchdog open if set); 0 otherwise",
+      registers: [registry],
+    }),
+    refusals: new Gauge({
+      name: "vmhostd_fence_refusals",
+      help: "Fleet mode: what the fence process cannot see or use (a running ha VM's qemu it cannot confirm, the watchdog)",
+      registers: [registry],
+    }),
+  };
+  fenceGauges.armed.set(armed ? 1 : 0);
+  fenceGauges.refusals.set(refusals);
+}
+
 export function setAdoptionDuration(seconds: number): void {
   adoption.set(seconds);
 }

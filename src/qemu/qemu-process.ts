@@ -60,6 +60,8 @@ export interface QemuProcessInfo {
 /**
  * Every qemu whose pidfile lies under `runDir`: the qemu processes launched by a
  * vmhostd with this run directory, whether or not the daemon still knows them.
+ * Recognised by the `-pidfile` and `-uuid` the daemon put on their command line,
+ * not by the program's name: `--qemu` may be qemu-kvm, a symlink or a wrapper.
  */
 export async function findQemuProcesses(runDir: string): Promise<QemuProcessInfo[]> {
   const prefix = runDir.endsWith("/") ? runDir : `${runDir}/`;
@@ -68,7 +70,7 @@ export async function findQemuProcesses(runDir: string): Promise<QemuProcessInfo
   await Promise.all(
     pids.map(async (pid) => {
       const argv = await readProcCmdline(pid);
-      if (!argv?.[0]?.includes("qemu-system")) return;
+      if (!argv || !argv.includes("-pidfile") || !argv.includes("-uuid")) return;
       const pidfile = argv[argv.indexOf("-pidfile") + 1];
       if (!pidfile?.startsWith(prefix) || (await readProcState(pid)) === "Z") return;
       const nameArg = argv[argv.indexOf("-name") + 1];

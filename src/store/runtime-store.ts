@@ -15,6 +15,12 @@ export const runtimeRecordSchema = z.object({
   accel: z.enum(["kvm", "tcg"]),
   startedAt: z.string(),
   qemuVersion: z.string().optional(),
+  /**
+   * The executable qemu runs, read from /proc/<pid>/exe once it answered QMP (a
+   * wrapper has exec'd it by then): with pid, start time and uuid, how the fence
+   * recognises it. Absent in records of older daemons until adoption reads it.
+   */
+  exe: z.object({ path: z.string(), dev: z.number().int(), ino: z.number().int() }).optional(),
   /** The uid and gid qemu runs as (absent: root). */
   uid: z.number().int().nonnegative().optional(),
   gid: z.number().int().nonnegative().optional(),

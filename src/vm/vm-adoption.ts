@@ -12,7 +12,9 @@ import { waitForProcessGone } from "../qemu/qemu-launcher.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import { readLastExit, readRuntimeRecord, removeRuntimeRecord, writeLastExit, type LastExit, type RuntimeRecord } from "../store/runtime-store.js";
 import { removeVmTaps } from "../net/tap-devices.js";
+import { readExeIdentity } from "../qemu/qemu-identity.js";
 import { QemuSession } from "./qemu-session.js";
+import { fencedDetail, takeFencedRecord } from "./vm-exit.js";
 import type { Vm } from "./vm.js";
 
 const ADOPT_CONNECT_MS = 2_000;
@@ -86,6 +88,8 @@ async function isOurQemu(vm: Vm, rec: RuntimeRecord): Promise<boolean> {
 }
 
 async function attach(vm: Vm, record: RuntimeRecord): Promise<void> {
+  // A record of an older daemon lacks the executable the fence recognises qemu by; the process is proven ours above.
+  record.exe ??= await readExeIdentity(record.pid).catch(() => undefined);
   const session = new QemuSession(vm.name, record, vm.paths.qmpSocket, vm.log);
   vm.attachSession(session);
   try {
@@ -102,16 +106,20 @@ async function attach(vm: Vm, record: RuntimeRecord): Promise<void> {
 
 async function recordEndedWhileAway(vm: Vm, record: RuntimeRecord): Promise<void> {
   const note = await readTerminationNote(vm.paths.qemuLog);
+  const fenced = await takeFencedRecord(vm.paths.runDir, record.pid, record.procStartTicks);
   const lastExit: LastExit = {
     at: new Date().toISOString(),
-    reason: "crashed",
+    reason: fenced ? "fenced" : "crashed",
     exitCode: null,
-    signal: null,
-    detail: `qemu (pid ${record.pid}) ended while the daemon was not running${note ? `: ${note}` : "; its exit status is unknown"}`,
+    signal: fenced ? "SIGKILL" : null,
+    detail: fenced
+      ? `${fencedDetail(fenced)}, while the daemon was not running`
+      : `qemu (pid ${record.pid}) ended while the daemon was not running${note ? `: ${note}` : "; its exit status is unknown"}`,
   };
   vm.restoreLastExit(lastExit);
   vm.log.warn({ lastExit }, "qemu ended while the daemon was down");
   await vm.recordState(() => writeLastExit(vm.paths, lastExit));
+  if (fenced) vm.publish("vm.fenced", { pid: record.pid, detail: lastExit.detail! });
   await cleanRunFiles(vm);
 }
 

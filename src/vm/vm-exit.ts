@@ -1,20 +1,44 @@
 // How a VM's qemu ended, named and recorded: the reason its last exit shows
 // (a crash or the daemon's own stop, a guest that powered off), and the files
 // that say so to a daemon that restarts later.
+import { readFile, rm } from "node:fs/promises";
+import path from "node:path";
 import type { Logger } from "pino";
+import { VM_FENCED_FILE, type FencedRecord } from "../fleet/fence/fence-state.js";
 import { removeLastExit, removeRuntimeRecord, writeLastExit, type LastExit } from "../store/runtime-store.js";
 import type { VmPaths } from "../store/vm-paths.js";
 import type { SessionExit } from "./qemu-session.js";
 
 /** The last exit of a qemu that ended: `expected` is the reason the daemon gave if it ended qemu itself. */
-export function lastExitOf(exit: SessionExit, expected: string | undefined): LastExit {
+export function lastExitOf(exit: SessionExit, expected: string | undefined, fenced?: FencedRecord): LastExit {
   return {
     at: new Date().toISOString(),
-    reason: exitReason(exit, expected),
+    reason: fenced ? "fenced" : exitReason(exit, expected),
     exitCode: exit.code,
     signal: exit.signal,
-    ...(exit.shutdownReason ? { detail: `qemu shutdown reason: ${exit.shutdownReason}` } : {}),
+    ...(fenced ? { detail: fencedDetail(fenced) } : exit.shutdownReason ? { detail: `qemu shutdown reason: ${exit.shutdownReason}` } : {}),
   };
+}
+
+export function fencedDetail(f: FencedRecord): string {
+  return `killed by the fence (pid ${f.pid}${f.leaseId ? `, lease ${f.leaseId}` : ""}): ${f.cause}`;
+}
+
+/**
+ * The fence process's record that it killed this very qemu (pid and start time),
+ * written beside the runtime record before the kill; taken (removed) once read.
+ */
+export async function takeFencedRecord(runDir: string, pid: number, startTicks: number): Promise<FencedRecord | undefined> {
+  const file = path.join(runDir, VM_FENCED_FILE);
+  const text = await readFile(file, "utf8").catch(() => undefined);
+  if (text === undefined) return undefined;
+  await rm(file, { force: true }).catch(() => {});
+  try {
+    const r = JSON.parse(text) as FencedRecord;
+    return r.pid === pid && (r.startTicks === undefined || r.startTicks === startTicks) ? r : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function exitReason(exit: SessionExit, expected: string | undefined): string {

@@ -121,9 +121,16 @@ export class VmOwnership {
     }
   }
 
-  /** The host's lease is gone, and with it the owner keys of its ha VMs, which were bound to it. */
+  /**
+   * The host's lease is gone, and with it the owner keys of its ha VMs, which were
+   * bound to it. The fence kills their qemus now; their exits are recorded as fenced.
+   */
   leaseLost(vms: Vm[]): void {
-    for (const vm of vms) if (vm.owner?.ha) vm.holdOwner(undefined);
+    for (const vm of vms) {
+      if (!vm.owner?.ha) continue;
+      vm.holdOwner(undefined);
+      if (vm.session) vm.expectExit("fenced");
+    }
   }
 
   /**

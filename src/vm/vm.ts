@@ -11,7 +11,7 @@ import type { Job } from "../jobs/job-registry.js";
 import { removeVmTaps } from "../net/tap-devices.js";
 import { OperationJournal } from "../store/operation-journal.js";
 import type { LastExit } from "../store/runtime-store.js";
-import { lastExitOf, recordExit } from "./vm-exit.js";
+import { lastExitOf, recordExit, takeFencedRecord } from "./vm-exit.js";
 import type { VmPaths } from "../store/vm-paths.js";
 import type { DefinitionStore } from "../store/definition-store.js";
 import type { VmDefinition } from "../definition/vm-definition.js";
@@ -244,7 +244,9 @@ export class Vm {
 
   private async onSessionGone(session: QemuSession, exit: SessionExit): Promise<void> {
     if (this.session !== session) return;
-    const lastExit = lastExitOf(exit, this.expectedExit);
+    const fenced = await takeFencedRecord(this.paths.runDir, session.record.pid, session.record.procStartTicks);
+    if (this.session !== session) return;
+    const lastExit = lastExitOf(exit, this.expectedExit, fenced);
     const reason = lastExit.reason;
     this.currentLastExit = lastExit;
     this.currentSession = undefined;
@@ -260,6 +262,7 @@ export class Vm {
       removeVmTaps(this.definition, this.log),
     ]);
     this.publishState(reason, { lastExit });
+    if (reason === "fenced") this.publish("vm.fenced", { pid: session.record.pid, detail: lastExit.detail ?? "the host lease was lost" });
     for (const w of this.exitWaiters) w();
     this.exitWaiters.clear();
     if (reason === "crashed") countQemuCrash();

@@ -11,6 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
+import { boottimeNs } from "../../src/fleet/boottime.js";
 import { FENCED_FILE, STATE_FILE, type FenceState } from "../../src/fleet/fence/fence-state.js";
 import { distRoot } from "../helpers/daemon.js";
 
@@ -49,7 +50,7 @@ t.test("a fence whose disk is full still kills the ha qemus", async (t) => {
   // The last renewal is a minute old: the lease is long gone.
   const state: FenceState = {
     leaseId: "1",
-    renewedSentAtNs: (process.hrtime.bigint() - 60_000_000_000n).toString(),
+    renewedSentAtBootNs: (boottimeNs() - 60_000_000_000n).toString(),
     ttlMs: 10_000,
     marginMs: 2_000,
     runDir,

@@ -5,7 +5,7 @@ import t from "tap";
 import { consoleAfter, consoleSize, defineGuestVm, killQemusUnder, runVmctl, startDaemon, waitForBoot, waitForVm, type TestDaemon } from "../helpers/daemon.js";
 import { startEtcd, type TestEtcd } from "../helpers/etcd.js";
 
-const TTL = 3;
+const TTL = 5;
 const UUID = "5f0c1a9e-7b7d-4f57-9a43-2f6d0c1e7a11";
 
 interface VmBody {

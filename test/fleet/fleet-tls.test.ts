@@ -33,7 +33,7 @@ t.test("etcd over TLS with a client certificate", async (t) => {
   t.match(etcd.url, /^https:/);
 
   const a = await startDaemon({
-    args: ["--etcd", etcd.url, "--etcd-ca", tls.ca, "--etcd-cert", tls.clientCert, "--etcd-key", tls.clientKey, "--host-id", "tls-a", "--lease-ttl", "3"],
+    args: ["--etcd", etcd.url, "--etcd-ca", tls.ca, "--etcd-cert", tls.clientCert, "--etcd-key", tls.clientKey, "--host-id", "tls-a", "--lease-ttl", "5"],
   });
   t.teardown(() => a.cleanup());
   const host = await a.api.json<{ fleet: { etcd: { reachable: boolean }; lease?: { id: string } } }>("GET", "/v1/host");
@@ -46,7 +46,7 @@ t.test("etcd over TLS with a client certificate", async (t) => {
   await a.api.json("POST", "/v1/vms/secure/stop?wait=true");
 
   // Without a client certificate etcd refuses the daemon: it says so, and starts are 503.
-  const b = await startDaemon({ args: ["--etcd", etcd.url, "--etcd-ca", tls.ca, "--host-id", "tls-b", "--lease-ttl", "3"] });
+  const b = await startDaemon({ args: ["--etcd", etcd.url, "--etcd-ca", tls.ca, "--host-id", "tls-b", "--lease-ttl", "5"] });
   t.teardown(() => b.cleanup());
   const bHost = await b.api.json<{ fleet: { etcd: { reachable: boolean; error?: string } } }>("GET", "/v1/host");
   t.equal(bHost.fleet.etcd.reachable, false, "a daemon without a client certificate is not let in");

@@ -88,6 +88,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
         await new Promise((r) => d.proc.once("exit", r));
       }
       await killQemusUnder(root);
+      await stopFenceProcess(runDir);
       if (opts.stateTmpfsMiB) {
         await sleep(200);
         execFileSync("umount", ["-l", stateDir]);
@@ -124,6 +125,19 @@ async function waitReady(api: ApiClient, proc: ChildProcess, output: string[]): 
     await sleep(50);
   }
   throw new Error(`vmhostd not ready in 30 s:\n${output.join("")}`);
+}
+
+/** Fleet mode's fence process outlives the daemon by design; a test's ends with it (it writes its status every second). */
+async function stopFenceProcess(runDir: string): Promise<void> {
+  const { readFile } = await import("node:fs/promises");
+  const pid = Number((await readFile(path.join(runDir, "fence", "fence.pid"), "utf8").catch(() => "")).trim());
+  if (!(pid > 0) || !(await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).includes(runDir)) return;
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 40 && (await readFile(`/proc/${pid}/stat`, "utf8").then((s) => !/\) Z /.test(s), () => false)); i++) await sleep(25);
 }
 
 /** Kills every qemu whose command line mentions this test's directory. */

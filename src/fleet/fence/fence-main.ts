@@ -1,21 +1,37 @@
 #!/usr/bin/env node
 // The fence process: a small Node program of its own, started detached by the
 // daemon in fleet mode, so that a frozen or killed daemon cannot keep `ha`
-// guests alive past their lease. Every 100 ms it reads the shared state file;
-// once the last confirmed lease renewal is older than the TTL minus the margin,
-// it SIGKILLs every qemu of this host whose VM is `ha`, and goes on doing so on
-// every poll until a fresher renewal is written. It needs nothing from the
-// daemon's event loop.
-import { appendFileSync, existsSync, readFileSync, writeSync } from "node:fs";
+// guests alive past their lease. It reads the shared state file every 100 ms and
+// at once whenever the daemon rewrites it (inotify), decides (fence-decision.ts)
+// on the boottime clock, SIGKILLs the ha qemus the lease no longer covers, pets
+// the watchdog while it may, and says what it protects in status.json. It needs
+// nothing from the daemon's event loop.
+import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, watch, writeFileSync, writeSync } from "node:fs";
 import path from "node:path";
-import { findQemuProcesses } from "../../qemu/qemu-process.js";
-import { FENCED_FILE, STATE_FILE, fenceDeadlineNs, type FenceState } from "./fence-state.js";
+import { boottimeCeilNs } from "../boottime.js";
+import { matchIdentity, observeProcess } from "../../qemu/qemu-identity.js";
+import { findQemuProcesses, readProcStartTicks, readProcState } from "../../qemu/qemu-process.js";
+import { decideFence, leaseTrust, type VisibleQemu } from "./fence-decision.js";
+import { FenceWatchdog } from "./fence-watchdog.js";
+import {
+  FENCE_PROTOCOL,
+  FENCED_FILE,
+  STATE_FILE,
+  STATUS_FILE,
+  VM_FENCED_FILE,
+  type FenceMode,
+  type FenceState,
+  type FenceStatus,
+  type FencedRecord,
+} from "./fence-state.js";
 
 const POLL_MS = 100;
+/** status.json is rewritten at least this often, so the daemon can tell a live fence from a frozen one. */
+const HEARTBEAT_MS = 1_000;
 const dirIndex = process.argv.indexOf("--dir");
 const dir = dirIndex > 0 ? process.argv[dirIndex + 1] : undefined;
 if (!dir) {
-  process.stderr.write("usage: fence-main.js --dir <run-dir>/fence\n");
+  process.stderr.write("usage: fence-main.js --dir <run-dir>/fence --protocol N\n");
   process.exit(2);
 }
 
@@ -32,65 +48,198 @@ function log(msg: string, fields: Record<string, unknown> = {}): void {
   }
 }
 
-function readState(): FenceState | undefined {
+/** A courtesy write (status, records): atomic where it replaces, dropped if the disk refuses. */
+function writeQuietly(file: string, content: string): void {
   try {
-    return JSON.parse(readFileSync(path.join(dir!, STATE_FILE), "utf8")) as FenceState;
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, content, { mode: 0o600 });
+    renameSync(tmp, file);
   } catch {
-    return undefined;
+    // the kill is what matters
   }
 }
 
-/** This host's qemus (started below its run directory) of the `ha` VMs, by uuid. */
-async function haQemus(state: FenceState): Promise<{ pid: number; vm: string }[]> {
-  const byUuid = new Map(state.ha.map((v) => [v.uuid, v.name]));
-  const all = await findQemuProcesses(state.runDir);
-  return all.flatMap((q) => {
-    const vm = q.uuid ? byUuid.get(q.uuid) : undefined;
-    return vm ? [{ pid: q.pid, vm }] : [];
-  });
+function readState(): { state: FenceState | undefined; raw: string } {
+  try {
+    const raw = readFileSync(path.join(dir!, STATE_FILE), "utf8");
+    return { state: JSON.parse(raw) as FenceState, raw };
+  } catch {
+    return { state: undefined, raw: "" };
+  }
 }
 
-let armed = false;
-let polling = false;
-async function poll(): Promise<void> {
-  // Its directory removed (the host's run directory cleared, e.g. at reboot): nothing left to guard.
-  if (!existsSync(dir!)) {
-    log("fence directory gone: exiting", { dir });
-    process.exit(0);
+const watchdog = new FenceWatchdog(log);
+/** Checked when the state changes: which running ha VMs' qemus are confirmed, which are hidden. */
+let checked = { raw: "", protects: [] as string[], refusals: [] as { what: string; why: string }[] };
+
+/** Confirms each running ha VM's qemu by its recorded identity (pid, start time, executable, uuid). */
+async function checkVisibility(state: FenceState): Promise<typeof checked> {
+  const protects: string[] = [];
+  const refusals: { what: string; why: string }[] = [];
+  for (const vm of state.ha) {
+    if (!vm.qemu) continue;
+    const seen = await observeProcess(vm.qemu.pid);
+    const m = matchIdentity(vm.qemu, seen);
+    if (m.kind === "match") {
+      // Seeing it is not enough: it must also be ours to kill.
+      try {
+        process.kill(vm.qemu.pid, 0);
+        protects.push(vm.name);
+      } catch (err) {
+        refusals.push({ what: `vm ${vm.name}`, why: `cannot signal pid ${vm.qemu.pid}: ${(err as NodeJS.ErrnoException).code}` });
+      }
+    } else if (m.kind === "unconfirmed") refusals.push({ what: `vm ${vm.name}`, why: m.why });
   }
-  const state = readState();
-  if (!state || state.ha.length === 0) return;
-  const late = process.hrtime.bigint() - fenceDeadlineNs(state);
-  if (late < 0n) {
-    if (armed) log("lease renewed again: fencing stops", { leaseId: state.leaseId });
-    armed = false;
-    return;
+  if (state.watchdog && watchdog.error) refusals.push({ what: "watchdog", why: watchdog.error });
+  return { raw: "", protects, refusals };
+}
+
+/**
+ * The ha qemus visible now: the recorded ones still alive as recorded and, when
+ * `scan`, any process below this run directory carrying an ha VM's uuid (a qemu
+ * started since the state was written, or a wrapper about to exec one).
+ */
+async function visibleQemus(state: FenceState, scan: boolean): Promise<VisibleQemu[]> {
+  const found = new Map<number, VisibleQemu>();
+  await Promise.all(
+    state.ha.map(async (vm) => {
+      if (!vm.qemu) return;
+      const [ticks, st] = await Promise.all([readProcStartTicks(vm.qemu.pid), readProcState(vm.qemu.pid)]);
+      if (ticks === vm.qemu.startTicks && st !== "Z" && st !== "X") found.set(vm.qemu.pid, { vm: vm.name, pid: vm.qemu.pid, startTicks: ticks });
+    }),
+  );
+  if (scan) {
+    const byUuid = new Map(state.ha.map((v) => [v.uuid, v.name]));
+    for (const q of await findQemuProcesses(state.runDir)) {
+      const vm = q.uuid ? byUuid.get(q.uuid) : undefined;
+      if (vm && !found.has(q.pid)) found.set(q.pid, { vm, pid: q.pid, startTicks: await readProcStartTicks(q.pid) });
+    }
   }
-  if (!armed) log("lease not renewed in time: fencing the ha VMs", { leaseId: state.leaseId, lateMs: Number(late / 1_000_000n) });
-  armed = true;
-  for (const q of await haQemus(state)) {
+  return [...found.values()];
+}
+
+/** Kills already recorded (pid:start ticks): a qemu still tearing down at the next poll is signalled again, not recorded twice. */
+const recorded = new Set<string>();
+
+function kill(state: FenceState, q: VisibleQemu, cause: string): void {
+  // The pid must still be the process seen (not one that took its number since).
+  void readProcStartTicks(q.pid).then((ticks) => {
+    if (q.startTicks !== undefined && ticks !== q.startTicks) return;
+    const id = `${q.pid}:${ticks}`;
+    if (recorded.has(id)) {
+      try {
+        process.kill(q.pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+      return;
+    }
+    const record: FencedRecord = { at: new Date().toISOString(), vm: q.vm, pid: q.pid, ...(q.startTicks !== undefined ? { startTicks: q.startTicks } : {}), ...(state.leaseId ? { leaseId: state.leaseId } : {}), cause };
+    // Beside the VM's runtime record before the kill: the daemon may record the exit the instant qemu dies.
+    const mark = path.join(state.runDir, "vms", q.vm, VM_FENCED_FILE);
+    writeQuietly(mark, JSON.stringify(record) + "\n");
     try {
       process.kill(q.pid, "SIGKILL");
     } catch {
-      continue; // gone meanwhile
+      try {
+        rmSync(mark, { force: true });
+      } catch {
+        // a stale mark names a pid that is gone: the daemon matches pid and start time
+      }
+      return; // gone meanwhile
     }
-    const record = { at: new Date().toISOString(), vm: q.vm, pid: q.pid, leaseId: state.leaseId, lateMs: Number(late / 1_000_000n) };
-    log("fenced", record);
+    recorded.add(id);
+    if (recorded.size > 1000) recorded.clear();
+    log("fenced", { ...record });
     try {
       appendFileSync(path.join(dir!, FENCED_FILE), JSON.stringify(record) + "\n");
     } catch {
       // the record is a courtesy; the kill is what matters
     }
-  }
+  });
 }
 
-log("fence process started", { dir });
-setInterval(() => {
-  if (polling) return;
+let lastMode: FenceMode | undefined;
+let lastCause: string | undefined;
+let lastStatus = "";
+let lastStatusAt = 0;
+
+function report(state: FenceState | undefined, mode: FenceMode, cause: string | undefined): void {
+  if (mode !== lastMode || cause !== lastCause) {
+    const level = mode === "refused" || mode === "fencing" ? "error" : "info";
+    const msg = { idle: "no ha VM to guard", armed: "armed: every running ha VM's qemu is confirmed", refused: "refusing to arm", fencing: "fencing the ha VMs" }[mode];
+    log(msg, { level, mode, ...(cause ? { cause } : {}), leaseId: state?.leaseId });
+    lastMode = mode;
+    lastCause = cause;
+  }
+  const status: Omit<FenceStatus, "at"> = {
+    pid: process.pid,
+    protocol: FENCE_PROTOCOL,
+    mode,
+    ...(cause ? { cause } : {}),
+    ...(state?.leaseId ? { leaseId: state.leaseId } : {}),
+    protects: mode === "armed" || mode === "refused" ? checked.protects : [],
+    refusals: checked.refusals,
+    ...(state?.watchdog ? { watchdog: { device: state.watchdog.device, open: watchdog.isOpen, ...(watchdog.error ? { error: watchdog.error } : {}) } } : {}),
+  };
+  const content = JSON.stringify(status);
+  if (content === lastStatus && Date.now() - lastStatusAt < HEARTBEAT_MS) return;
+  lastStatus = content;
+  lastStatusAt = Date.now();
+  writeQuietly(path.join(dir!, STATUS_FILE), JSON.stringify({ ...status, at: new Date().toISOString() }) + "\n");
+}
+
+async function poll(): Promise<void> {
+  // Its directory removed (the host's run directory cleared, e.g. at reboot): nothing left to guard.
+  if (!existsSync(dir!)) {
+    log("fence directory gone: exiting", { dir });
+    watchdog.close();
+    process.exit(0);
+  }
+  const { state, raw } = readState();
+  watchdog.use(state?.watchdog?.device);
+  if (state && raw !== checked.raw) checked = { ...(await checkVisibility(state)), raw };
+  const now = boottimeCeilNs();
+  const scan = state !== undefined && state.ha.length > 0 && (!leaseTrust(state, now).trusted || state.lost !== undefined);
+  const visible = state ? await visibleQemus(state, scan) : [];
+  const d = decideFence(state, now, visible, checked.refusals, POLL_MS);
+  for (const q of d.kill) kill(state!, q, d.cause ?? "fence");
+  if (d.pet) watchdog.pet();
+  report(state, d.mode, d.cause);
+}
+
+let polling = false;
+let again = false;
+function kick(): void {
+  if (polling) {
+    again = true;
+    return;
+  }
   polling = true;
-  poll().finally(() => (polling = false));
-}, POLL_MS);
+  poll()
+    .catch((err: unknown) => log("poll failed", { err: (err as Error).message, level: "error" }))
+    .finally(() => {
+      polling = false;
+      if (again) {
+        again = false;
+        kick();
+      }
+    });
+}
+
+log("fence process started", { dir, protocol: FENCE_PROTOCOL });
+setInterval(kick, POLL_MS);
+// A "fence now" written by the daemon is acted on at once, not at the next poll.
+try {
+  watch(dir, (_event, name) => {
+    if (name === STATE_FILE) kick();
+  });
+} catch (err) {
+  log("cannot watch the state file; polling only", { err: (err as Error).message });
+}
+kick();
 process.on("SIGTERM", () => {
   log("fence process stopping");
+  watchdog.close();
   process.exit(0);
 });

@@ -11,6 +11,7 @@ import { renderArgv } from "../../qemu/qemu-argv.js";
 import { planFiles } from "../../qemu/plan-files.js";
 import { launchQemu, type LaunchedQemu } from "../../qemu/qemu-launcher.js";
 import { readProcCmdline, readProcState, signalProcess } from "../../qemu/qemu-process.js";
+import { readExeIdentity } from "../../qemu/qemu-identity.js";
 import { removeRuntimeRecord, writeRuntimeRecord, type RuntimeRecord } from "../../store/runtime-store.js";
 import type { HostContext } from "../host-context.js";
 import type { VmDefinition } from "../../definition/vm-definition.js";
@@ -147,6 +148,25 @@ const steps: Step<StartContext>[] = [
       const expected = c.incoming ? ["inmigrate"] : ["prelaunch", "paused"];
       if (!expected.includes(status)) {
         throw new QemuFailed(`qemu reports ${status} before it was told to run`, { vm: c.vm.name });
+      }
+      // A wrapper that forks qemu instead of exec'ing it leaves the daemon (and the fence)
+      // holding the wrapper's pid: a kill would miss qemu. qemu's own pidfile says which it is.
+      const qemuPid = Number((await readFile(c.vm.paths.pidfile, "utf8").catch(() => "")).trim());
+      if (qemuPid > 0 && qemuPid !== c.launched!.pid) {
+        // The whole process group we spawned (detached: its own session), so the forked qemu goes too.
+        try {
+          process.kill(-c.launched!.pid, "SIGKILL");
+        } catch {
+          // gone already
+        }
+        throw new QemuFailed(`${c.host.config.qemu} runs qemu as another process (pid ${qemuPid}, not ${c.launched!.pid}): a wrapper must exec qemu`, { vm: c.vm.name });
+      }
+      // Read now that qemu answers: a wrapper script has exec'd the real qemu by then.
+      const exe = await readExeIdentity(c.launched!.pid).catch(() => undefined);
+      if (exe) {
+        c.record!.exe = exe;
+        c.recorded = c.recorded!.then(() => writeRuntimeRecord(c.vm.paths, c.record!));
+        c.recorded.catch(() => {});
       }
       c.vm.attachSession(session);
     },
