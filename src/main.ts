@@ -29,6 +29,7 @@ import { JobRegistry } from "./jobs/job-registry.js";
 import { MigrationSource } from "./migration/migration-source.js";
 import { MigrationTarget } from "./migration/migration-target.js";
 import { setAdoptionDuration } from "./metrics/metric-hooks.js";
+import { HostMaintenance } from "./host/maintenance/host-maintenance.js";
 
 /** How long start-up waits for adoption before opening the API anyway. */
 const ADOPTION_WAIT_MS = 1_500;
@@ -122,6 +123,11 @@ async function run(config: Config, log: Logger): Promise<void> {
     host.fleet = await FleetMember.connect(config, log);
   }
   const registry = new VmRegistry(host);
+  const jobs = new JobRegistry(host.bus);
+  // Before adoption: a host left in maintenance refuses starts (a crashed VM's restart too) from its first moment.
+  const maintenance = new HostMaintenance(host, registry, jobs);
+  await maintenance.load();
+  registry.hostGate = (name, action) => maintenance.refuse(name, action);
   // The lease first: a restarted daemon resumes it before adoption looks for its owner keys.
   if (host.fleet) {
     const fleet = host.fleet;
@@ -130,11 +136,10 @@ async function run(config: Config, log: Logger): Promise<void> {
       registry.ownership.leaseLost(registry.list());
       host.bus.publish("host.lease-lost", undefined, { hostId: fleet.hostId });
     });
-    const fleetInventory = new HostInventory(host, registry);
+    const fleetInventory = new HostInventory(host, registry, () => maintenance.view());
     fleet.describeHost = () => fleetInventory.registryEntry();
     await fleet.start();
   }
-  const jobs = new JobRegistry(host.bus);
   const target = new MigrationTarget(host, registry);
   const source = new MigrationSource(host, registry, jobs);
   const backups = new DiskBackups(host, jobs);
@@ -156,10 +161,10 @@ async function run(config: Config, log: Logger): Promise<void> {
   await Promise.race([registry.adopted, sleep(ADOPTION_WAIT_MS)]);
   host.bus.publish("daemon.started", undefined, { qemuVersion, accel });
 
-  const inventory = new HostInventory(host, registry);
+  const inventory = new HostInventory(host, registry, () => maintenance.view());
   const storage = { pools };
   const streams = { total: config.maxStreams, perPeer: config.maxStreamsPerPeer };
-  const unixApp = buildHttpApp({ registry, inventory, migration, storage, log, maxConnections: config.maxConnections, streams });
+  const unixApp = buildHttpApp({ registry, inventory, migration, maintenance, storage, log, maxConnections: config.maxConnections, streams });
   await rm(config.socket, { force: true });
   await mkdir(path.dirname(config.socket), { recursive: true });
   await unixApp.listen({ path: config.socket });
@@ -171,6 +176,7 @@ async function run(config: Config, log: Logger): Promise<void> {
       registry,
       inventory,
       migration,
+      maintenance,
       storage,
       log,
       peerToken: config.peerToken,
@@ -190,6 +196,8 @@ async function run(config: Config, log: Logger): Promise<void> {
     const running = vms.filter((v) => v.session).length;
     log.info({ vms: vms.length, running, ms: Math.round(performance.now() - started) }, "VMs adopted");
     host.bus.publish("daemon.adopted", undefined, { vms: vms.length, running });
+    // Once every VM is adopted (and an interrupted migration is in its recovery's hands).
+    maintenance.carryOn();
     // systemd's readiness means "every VM is adopted", not merely "the socket is open".
     notifier?.ready(`${vms.length} VMs, ${running} running; serving ${config.socket}`);
     for (const orphan of await registry.orphans()) {

@@ -35,7 +35,7 @@ export const problemSchema = named(
 export const jobSchema = named(
   z.object({
     id: z.uuid(),
-    kind: z.string().describe("migration, backup"),
+    kind: z.string().describe("migrate, backup, evacuate"),
     vm: z.string(),
     state: z.enum(["running", "succeeded", "failed", "cancelled"]),
     phase: z.string(),
@@ -44,6 +44,10 @@ export const jobSchema = named(
     endedAt: z.string().optional(),
     result: z.record(z.string(), z.unknown()).optional(),
     error: z.object({ code: z.string(), detail: z.string() }).optional(),
+    items: z
+      .array(z.record(z.string(), z.unknown()))
+      .optional()
+      .describe("an evacuation: one per VM (vm, state pending/migrating/done/failed/skipped, destination, reason, job)"),
   }),
   "Job",
 );
