@@ -6,13 +6,12 @@
 // evacuation on once its VMs are adopted (a migration the restart cut short is
 // first settled by the journal's recovery).
 import { setTimeout as sleep } from "node:timers/promises";
-import { EvacuationIncomplete, HostInMaintenance, ValidationFailed, VmNotFound, VmhError } from "../../errors.js";
+import { EvacuationIncomplete, HostInMaintenance, ValidationFailed } from "../../errors.js";
 import type { Job, JobRegistry } from "../../jobs/job-registry.js";
 import type { HostContext } from "../../vm/host-context.js";
 import type { PerformedAction, VmRegistry } from "../../vm/vm-registry.js";
-import type { Vm } from "../../vm/vm.js";
-import { devicesChangedSinceStart } from "../../vm/devices/device-hotplug.js";
-import { countItems, evacuationOutcome, nextToMigrate, placeVms, type Destination, type EvacuationItem, type VmToPlace } from "./evacuation-plan.js";
+import { countItems, evacuationOutcome, nextToMigrate, placeVms, type EvacuationItem } from "./evacuation-plan.js";
+import { moveVm, vmsToPlace } from "./evacuation-moves.js";
 import { fleetDestinations, listedDestinations } from "./evacuation-destinations.js";
 import { MaintenanceStore, type EvacuationRecord, type MaintenanceRecord } from "./maintenance-store.js";
 
@@ -31,8 +30,8 @@ export interface MaintenanceView {
   evacuation?: { job: string; state: EvacuationRecord["state"]; startedAt: string; endedAt?: string } & ReturnType<typeof countItems>;
 }
 
-/** How long a VM busy with another operation (a recovery, a start that was under way) is waited for. */
-const BUSY_WAIT_MS = 120_000;
+/** How long starts and arrivals admitted just before maintenance are waited for. */
+const SETTLE_WAIT_MS = 120_000;
 const POLL_MS = 200;
 
 export class HostMaintenance {
@@ -40,6 +39,8 @@ export class HostMaintenance {
   private readonly store: MaintenanceStore;
   /** The evacuation running in this process: its job, and its end. */
   private running: { job: Job; ended: Promise<void>; cancelReason?: string } | undefined;
+  /** An evacuation being planned (destinations asked, VMs listed): one at a time, and resume waits for it. */
+  private planning: Promise<Job> | undefined;
   private saving: Promise<void> = Promise.resolve();
 
   constructor(
@@ -54,10 +55,6 @@ export class HostMaintenance {
   async load(): Promise<void> {
     this.record = await this.store.read();
     if (this.record) this.host.log.warn({ since: this.record.since, evacuation: this.record.evacuation?.state }, "the host is in maintenance");
-  }
-
-  get active(): boolean {
-    return this.record !== undefined;
   }
 
   /** The registry's gate: while in maintenance a start or an incoming migration is refused (409). */
@@ -89,6 +86,16 @@ export class HostMaintenance {
    */
   async evacuate(req: EvacuateRequest): Promise<Job> {
     if (this.running) throw new HostInMaintenance(`an evacuation is already under way (job ${this.running.job.id})`, { job: this.running.job.id });
+    if (this.planning) throw new HostInMaintenance("an evacuation is being planned");
+    this.planning = this.plan(req);
+    try {
+      return await this.planning;
+    } finally {
+      this.planning = undefined;
+    }
+  }
+
+  private async plan(req: EvacuateRequest): Promise<Job> {
     const fleet = this.host.fleet;
     if (!fleet && !req.to?.length) {
       const message = "required without fleet mode (--etcd): the destinations' API URLs";
@@ -106,7 +113,7 @@ export class HostMaintenance {
     }
     // A start or incoming migration admitted just before the flag was set lands here: wait for it, then count it.
     await this.settleStartsAndArrivals();
-    const items = placeVms(this.movableVms(req), destinations);
+    const items = placeVms(vmsToPlace(this.registry, req.storage), destinations);
     const job = this.jobs.create("evacuate", "");
     const evacuation: EvacuationRecord = {
       job: job.id,
@@ -130,6 +137,7 @@ export class HostMaintenance {
    * destination if it was already switching over), then starts are taken again.
    */
   async resume(): Promise<MaintenanceView> {
+    await this.planning?.catch(() => undefined);
     if (this.running) {
       this.running.cancelReason = "maintenance ended (POST /v1/host/resume) before it was moved";
       if (this.running.job.state === "running") this.running.job.cancel();
@@ -183,48 +191,17 @@ export class HostMaintenance {
         if (!item) return;
         item.state = "migrating";
         await this.changed(ev, job, item);
-        await this.moveOne(ev, job, item, interrupted.has(item.vm));
+        const moves = { registry: this.registry, storage: ev.storage, ...(ev.bandwidthMiBps ? { bandwidthMiBps: ev.bandwidthMiBps } : {}) };
+        const outcome = await moveVm(moves, item, interrupted.has(item.vm), job.signal, (id) => {
+          item.job = id;
+          return this.changed(ev, job, item);
+        });
+        Object.assign(item, outcome);
         await this.changed(ev, job, item);
       }
     };
     await Promise.all(Array.from({ length: ev.parallel }, worker));
     await this.finish(ev, job, Date.now() - started);
-  }
-
-  /** One VM: the registry's migrate action, then its job followed to the end. */
-  private async moveOne(ev: EvacuationRecord, job: Job, item: EvacuationItem, interrupted: boolean): Promise<void> {
-    const deadline = Date.now() + BUSY_WAIT_MS;
-    for (;;) {
-      let vm: Vm;
-      try {
-        vm = this.registry.get(item.vm);
-      } catch (err) {
-        if (!(err instanceof VmNotFound)) throw err;
-        // Gone from here: a migration the restart cut short was finished by the recovery.
-        return void Object.assign(item, interrupted ? { state: "done" } : { state: "skipped", reason: "no longer on this host" });
-      }
-      if (vm.lock.current && Date.now() < deadline && !job.signal.aborted) {
-        await sleep(POLL_MS);
-        continue;
-      }
-      if (!vm.session) return void Object.assign(item, { state: "skipped", reason: `no longer running (${vm.settledState()})` });
-      try {
-        const migration = await this.registry.perform(item.vm, {
-          kind: "migrate",
-          destination: item.url!,
-          storage: ev.storage,
-          ...(ev.bandwidthMiBps ? { bandwidthMiBps: ev.bandwidthMiBps } : {}),
-        });
-        item.job = migration.id;
-        await this.changed(ev, job, item);
-        await followToEnd(migration, job.signal);
-        if (migration.state === "succeeded") return void Object.assign(item, { state: "done" });
-        return void Object.assign(item, { state: "failed", reason: `migration ${migration.state}: ${migration.error?.detail ?? "no reason given"}` });
-      } catch (err) {
-        const e = err as Error;
-        return void Object.assign(item, { state: "failed", reason: err instanceof VmhError ? `${e.message} (${err.code})` : e.message });
-      }
-    }
   }
 
   private async finish(ev: EvacuationRecord, job: Job, ms: number): Promise<void> {
@@ -262,29 +239,9 @@ export class HostMaintenance {
     await this.save({ ...this.record!, evacuation: ev });
   }
 
-  /** The VMs with a qemu here, each with why it cannot move if it cannot. */
-  private movableVms(req: EvacuateRequest): VmToPlace[] {
-    return this.registry
-      .list()
-      .filter((vm) => vm.session)
-      .map((vm) => {
-        const state = vm.settledState();
-        const own = vm.definition.disks.find((d) => !d.image);
-        const unmovable =
-          state !== "running"
-            ? `${state}: only a running guest is live-migrated (resume or stop it)`
-            : devicesChangedSinceStart(vm)
-              ? "devices hot-plugged since its start: its qemu differs from its definition (restart it first)"
-              : req.storage === "shared" && own
-                ? `disk ${own.name} lives in the VM's own directory, not on shared storage (evacuate with storage copy)`
-                : undefined;
-        return { name: vm.name, memoryMiB: vm.definition.memoryMiB, ...(unmovable ? { unmovable } : {}) };
-      });
-  }
-
   /** Waits (bounded) for starts and incoming migrations that were admitted before the flag was set. */
   private async settleStartsAndArrivals(): Promise<void> {
-    const deadline = Date.now() + BUSY_WAIT_MS;
+    const deadline = Date.now() + SETTLE_WAIT_MS;
     const arriving = () => this.registry.list().some((vm) => vm.lock.current?.name === "start" || vm.lock.current?.name === "migrate-in");
     while (arriving() && Date.now() < deadline) await sleep(POLL_MS);
   }
@@ -308,20 +265,3 @@ export class HostMaintenance {
   }
 }
 
-/** Waits for a VM's migration job to end; cancelling the evacuation cancels it. */
-async function followToEnd(migration: Job, signal: AbortSignal): Promise<void> {
-  let asked = false;
-  while (migration.state === "running") {
-    if (signal.aborted && !asked) {
-      asked = true;
-      try {
-        migration.cancel();
-      } catch {
-        // it ended meanwhile
-      }
-    }
-    await sleep(POLL_MS);
-  }
-}
-
-export type { Destination };
