@@ -4,7 +4,6 @@
 // SIGKILLed while the second migrates. The restarted daemon refuses starts at once
 // (the flag is on disk), lets the journal's recovery settle the cut-short migration,
 // and carries the same job on: every guest ends on B in its first boot, none on A.
-import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import type { JobView } from "../../../src/jobs/job-registry.js";
@@ -15,18 +14,12 @@ import { ensureGuest } from "../../helpers/guest.js";
 import { sharedGuestPool, waitJob } from "../../helpers/migration.js";
 
 const TOKEN = "evacuation-restart-token-0123456789";
+/** Below the ephemeral range, so no outgoing connection can take A's port while it restarts. */
+const PORT = 18775;
 const VMS = ["vm1", "vm2", "vm3"];
 
 /** The evacuation job's line per VM. */
 const itemsOf = (j: JobView): EvacuationItem[] => (j.items ?? []) as unknown as EvacuationItem[];
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 async function sameBootThere(d: TestDaemon, vm: string, bootId: string): Promise<boolean> {
   for (let i = 0; i < 100; i++) {
@@ -40,7 +33,7 @@ async function sameBootThere(d: TestDaemon, vm: string, bootId: string): Promise
 t.test("a daemon killed during an evacuation carries it on after its restart", { timeout: 240_000 }, async (t) => {
   const shared = await sharedGuestPool(t);
   const guest = await ensureGuest();
-  const [portA, portB] = [await freePort(), await freePort()];
+  const [portA, portB] = [PORT, PORT + 1];
   const daemon = async (port: number) => {
     const d = await startDaemon({ args: ["--listen", `127.0.0.1:${port}`, "--pool", `images=${shared}`, "--peer-token", TOKEN] });
     t.teardown(() => d.cleanup());

@@ -4,7 +4,6 @@
 // keep their boot (same boot id, ticks going on). Meanwhile and afterwards A
 // refuses a start and an incoming migration with 409 VMH_ERR_HOST_IN_MAINTENANCE;
 // `vmctl resume-host` lifts it.
-import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import type { JobView } from "../../../src/jobs/job-registry.js";
@@ -16,17 +15,11 @@ import { ensureGuest } from "../../helpers/guest.js";
 import { sharedGuestPool, waitJob } from "../../helpers/migration.js";
 
 const TOKEN = "evacuation-test-token-0123456789";
+/** Below the ephemeral range, so no outgoing connection can hold one when a daemon starts. */
+const PORT = 18770;
 const VMS = ["vm1", "vm2", "vm3"];
 /** Large enough that the hosts' reserves decide the placement far above the noise of MemAvailable. */
 const VM_MIB = 1024;
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 /**
  * Waits until the VM's console on `d` shows a tick of boot `bootId` past `afterTick`:
@@ -49,7 +42,7 @@ t.test("evacuate a fleet host: 3 VMs to 2 hosts by room, 2 at a time; maintenanc
   const etcd = await startEtcd();
   t.teardown(() => etcd.cleanup());
   const guest = await ensureGuest();
-  const ports = { a: await freePort(), b: await freePort(), c: await freePort() };
+  const ports = { a: PORT, b: PORT + 1, c: PORT + 2 };
   const url = (p: number) => `http://127.0.0.1:${p}`;
   const daemon = async (id: keyof typeof ports, extra: string[] = []) => {
     const d = await startDaemon({
