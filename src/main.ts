@@ -212,6 +212,7 @@ async function run(config: Config, log: Logger): Promise<void> {
     stopping = true;
     notifier?.stopping();
     log.info({ signal }, "stopping: VMs keep running");
+    maintenance.stop();
     // Operations first (new ones refused, waits cut short), then the listeners, whose
     // close waits for the requests those operations were answering.
     await registry.close();

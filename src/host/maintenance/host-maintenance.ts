@@ -42,6 +42,8 @@ export class HostMaintenance {
   /** An evacuation being planned (destinations asked, VMs listed): one at a time, and resume waits for it. */
   private planning: Promise<Job> | undefined;
   private saving: Promise<void> = Promise.resolve();
+  /** The daemon is exiting: the evacuation stops where it is, unrecorded, for the next daemon to carry on. */
+  private stopping = false;
 
   constructor(
     private readonly host: HostContext,
@@ -153,6 +155,15 @@ export class HostMaintenance {
     return this.view();
   }
 
+  /**
+   * Daemon exit (SIGTERM): no further VM starts to move, and what the migrations
+   * under way come to is not recorded; the next daemon finds them `migrating` and
+   * settles them as after a crash.
+   */
+  stop(): void {
+    this.stopping = true;
+  }
+
   /** After a restart, once every VM is adopted: carries on an evacuation the restart interrupted. */
   carryOn(): void {
     const ev = this.record?.evacuation;
@@ -186,7 +197,7 @@ export class HostMaintenance {
     const started = Date.now();
     const worker = async (): Promise<void> => {
       for (;;) {
-        if (job.signal.aborted) return;
+        if (job.signal.aborted || this.stopping) return;
         const [item] = nextToMigrate(ev.items, ev.parallel);
         if (!item) return;
         item.state = "migrating";
@@ -196,12 +207,14 @@ export class HostMaintenance {
           item.job = id;
           return this.changed(ev, job, item);
         });
+        // A migration cut short by the exit is not an outcome.
+        if (this.stopping) return;
         Object.assign(item, outcome);
         await this.changed(ev, job, item);
       }
     };
     await Promise.all(Array.from({ length: ev.parallel }, worker));
-    await this.finish(ev, job, Date.now() - started);
+    if (!this.stopping) await this.finish(ev, job, Date.now() - started);
   }
 
   private async finish(ev: EvacuationRecord, job: Job, ms: number): Promise<void> {
