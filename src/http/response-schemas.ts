@@ -36,7 +36,7 @@ export const jobSchema = named(
   z.object({
     id: z.uuid(),
     kind: z.string().describe("migrate, backup, evacuate"),
-    vm: z.string(),
+    vm: z.string().describe("the VM; empty for a job of the host (evacuate)"),
     state: z.enum(["running", "succeeded", "failed", "cancelled"]),
     phase: z.string(),
     progress: z.record(z.string(), z.unknown()).describe("figures by name: numbers, strings or null"),
