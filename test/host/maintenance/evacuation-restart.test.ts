@@ -11,7 +11,7 @@ import type { EvacuationItem } from "../../../src/host/maintenance/evacuation-pl
 import { findQemuProcesses } from "../../../src/qemu/qemu-process.js";
 import { problem, startDaemon, waitForBoot, type TestDaemon } from "../../helpers/daemon.js";
 import { ensureGuest } from "../../helpers/guest.js";
-import { sharedGuestPool, waitJob } from "../../helpers/migration.js";
+import { allStarted, sharedGuestPool, waitJob } from "../../helpers/migration.js";
 
 const TOKEN = "evacuation-restart-token-0123456789";
 /** Below the ephemeral range, so no outgoing connection can take A's port while it restarts. */
@@ -39,7 +39,7 @@ t.test("a daemon killed during an evacuation carries it on after its restart", {
     t.teardown(() => d.cleanup());
     return d;
   };
-  const [a, b] = await Promise.all([daemon(portA), daemon(portB)]);
+  const [a, b] = await allStarted([daemon(portA), daemon(portB)]);
   const urlB = `http://127.0.0.1:${portB}`;
 
   const noTo = await a.api.request("POST", "/v1/host/evacuate", {});

@@ -12,7 +12,7 @@ import { findQemuProcesses } from "../../../src/qemu/qemu-process.js";
 import { problem, runVmctl, startDaemon, waitForBoot, type TestDaemon } from "../../helpers/daemon.js";
 import { startEtcd } from "../../helpers/etcd.js";
 import { ensureGuest } from "../../helpers/guest.js";
-import { sharedGuestPool, waitJob } from "../../helpers/migration.js";
+import { allStarted, sharedGuestPool, waitJob } from "../../helpers/migration.js";
 import { eventProblems, heldEvents } from "../../helpers/event-check.js";
 
 const TOKEN = "evacuation-test-token-0123456789";
@@ -52,7 +52,7 @@ t.test("evacuate a fleet host: 3 VMs to 2 hosts by room, 2 at a time; maintenanc
     t.teardown(() => d.cleanup());
     return d;
   };
-  const [a, b, c] = await Promise.all([daemon("a"), daemon("b", ["--host-reserved-mib", "1024"]), daemon("c", ["--host-reserved-mib", String(1024 + 1536)])]);
+  const [a, b, c] = await allStarted([daemon("a"), daemon("b", ["--host-reserved-mib", "1024"]), daemon("c", ["--host-reserved-mib", String(1024 + 1536)])]);
   const define = (d: TestDaemon, name: string) =>
     d.api.json("POST", "/v1/vms", { name, memoryMiB: VM_MIB, boot: { kernel: "vmlinuz", initrd: "initrd.img", cmdline: guest.cmdline } });
 
