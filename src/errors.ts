@@ -223,6 +223,12 @@ export class NotInFleetMode extends defineError("VMH_ERR_NOT_IN_FLEET", 409, "No
 /** Fleet mode: etcd cannot be reached, so ownership cannot be taken or checked. */
 export class EtcdUnreachable extends defineError("VMH_ERR_ETCD_UNREACHABLE", 503, "etcd unreachable") {}
 
+/** The host is in maintenance (evacuated or being evacuated): it takes no new start and no incoming migration until resumed. */
+export class HostInMaintenance extends defineError("VMH_ERR_HOST_IN_MAINTENANCE", 409, "Host in maintenance") {}
+
+/** An evacuation ended with VMs still on this host (each listed in the job with why). */
+export class EvacuationIncomplete extends defineError("VMH_ERR_EVACUATION_INCOMPLETE", 409, "Evacuation incomplete") {}
+
 /** Anything unforeseen; the message is logged in full, the response says little. */
 export class InternalError extends defineError("VMH_ERR_INTERNAL", 500, "Internal error") {}
 
@@ -271,5 +277,7 @@ export const errorCatalogue = [
   NotInFleetMode,
   MigrationOutcomeUnknown,
   MigrationRecordNotFound,
+  HostInMaintenance,
+  EvacuationIncomplete,
   InternalError,
 ] as const;

@@ -30,6 +30,7 @@ import { MigrationSource } from "./migration/migration-source.js";
 import { MigrationTarget } from "./migration/migration-target.js";
 import { OutcomeStore } from "./migration/outcome-store.js";
 import { setAdoptionDuration } from "./metrics/metric-hooks.js";
+import { HostMaintenance } from "./host/maintenance/host-maintenance.js";
 
 /** How long start-up waits for adoption before opening the API anyway. */
 const ADOPTION_WAIT_MS = 1_500;
@@ -123,6 +124,11 @@ async function run(config: Config, log: Logger): Promise<void> {
     host.fleet = await FleetMember.connect(config, log);
   }
   const registry = new VmRegistry(host);
+  const jobs = new JobRegistry(host.bus);
+  // Before adoption: a host left in maintenance refuses starts (a crashed VM's restart too) from its first moment.
+  const maintenance = new HostMaintenance(host, registry, jobs);
+  await maintenance.load();
+  registry.hostGate = (name, action) => maintenance.refuse(name, action);
   // The lease first: a restarted daemon resumes it before adoption looks for its owner keys.
   if (host.fleet) {
     const fleet = host.fleet;
@@ -131,11 +137,10 @@ async function run(config: Config, log: Logger): Promise<void> {
       registry.ownership.leaseLost(registry.list());
       host.bus.publish("host.lease-lost", undefined, { hostId: fleet.hostId });
     });
-    const fleetInventory = new HostInventory(host, registry);
+    const fleetInventory = new HostInventory(host, registry, () => maintenance.view());
     fleet.describeHost = () => fleetInventory.registryEntry();
     await fleet.start();
   }
-  const jobs = new JobRegistry(host.bus);
   // Each migration received here: its outcome, answered after any restart.
   const outcomes = new OutcomeStore(config.stateDir, log);
   await outcomes.init();
@@ -170,10 +175,10 @@ async function run(config: Config, log: Logger): Promise<void> {
   await Promise.race([registry.adopted, sleep(ADOPTION_WAIT_MS)]);
   host.bus.publish("daemon.started", undefined, { qemuVersion, accel });
 
-  const inventory = new HostInventory(host, registry);
+  const inventory = new HostInventory(host, registry, () => maintenance.view());
   const storage = { pools };
   const streams = { total: config.maxStreams, perPeer: config.maxStreamsPerPeer };
-  const unixApp = buildHttpApp({ registry, inventory, migration, storage, log, maxConnections: config.maxConnections, streams });
+  const unixApp = buildHttpApp({ registry, inventory, migration, maintenance, storage, log, maxConnections: config.maxConnections, streams });
   await rm(config.socket, { force: true });
   await mkdir(path.dirname(config.socket), { recursive: true });
   await unixApp.listen({ path: config.socket });
@@ -185,6 +190,7 @@ async function run(config: Config, log: Logger): Promise<void> {
       registry,
       inventory,
       migration,
+      maintenance,
       storage,
       log,
       peerToken: config.peerToken,
@@ -205,6 +211,8 @@ async function run(config: Config, log: Logger): Promise<void> {
     log.info({ vms: vms.length, running, ms: Math.round(performance.now() - started) }, "VMs adopted");
     host.bus.publish("daemon.adopted", undefined, { vms: vms.length, running });
     await target.settleRecords().catch((err: unknown) => log.error({ err }, "settling the migration outcome records failed"));
+    // Once every VM is adopted (and an interrupted migration is in its recovery's hands).
+    maintenance.carryOn();
     // systemd's readiness means "every VM is adopted", not merely "the socket is open".
     notifier?.ready(`${vms.length} VMs, ${running} running; serving ${config.socket}`);
     for (const orphan of await registry.orphans()) {
@@ -219,6 +227,7 @@ async function run(config: Config, log: Logger): Promise<void> {
     stopping = true;
     notifier?.stopping();
     log.info({ signal }, "stopping: VMs keep running");
+    maintenance.stop();
     // Operations first (new ones refused, waits cut short), then the listeners, whose
     // close waits for the requests those operations were answering.
     await registry.close();

@@ -209,6 +209,42 @@ export const eventCatalogue = {
     payload: z.strictObject({ hostId: z.string() }),
     description: "fleet mode: this host's lease expired or was revoked at etcd; its ha VMs' owner keys are gone",
   },
+  "host.maintenance-started": {
+    subject: "host",
+    payload: z.strictObject({ since: z.string() }),
+    description: "the host entered maintenance (POST /v1/host/evacuate): it takes no new start and no incoming migration",
+  },
+  "host.evacuation-progress": {
+    subject: "host",
+    payload: z.strictObject({
+      job: jobId,
+      vm: z.string(),
+      state: z.enum(["pending", "migrating", "done", "failed", "skipped"]),
+      destination: z.string().optional(),
+      reason: z.string().optional(),
+    }),
+    description: "one VM of an evacuation changed state (migrating, done, failed or skipped with why); the VM is named in the data",
+  },
+  "host.evacuation-finished": {
+    subject: "host",
+    payload: z.strictObject({
+      job: jobId,
+      state: z.enum(["succeeded", "incomplete", "cancelled"]),
+      total: z.number().int(),
+      pending: z.number().int(),
+      migrating: z.number().int(),
+      done: z.number().int(),
+      failed: z.number().int(),
+      skipped: z.number().int(),
+      durationMs: z.number(),
+    }),
+    description: "an evacuation ended: every VM moved, some stay (incomplete), or it was cancelled; the host stays in maintenance",
+  },
+  "host.maintenance-ended": {
+    subject: "host",
+    payload: noPayload,
+    description: "maintenance ended (POST /v1/host/resume): starts and incoming migrations are taken again",
+  },
   "events.lost": {
     subject: "stream",
     payload: z.strictObject({

@@ -6,6 +6,7 @@ import { writeFileAtomic } from "../store/atomic-file.js";
 import os from "node:os";
 import type { HostContext } from "../vm/host-context.js";
 import type { VmRegistry } from "../vm/vm-registry.js";
+import type { MaintenanceView } from "./maintenance/host-maintenance.js";
 
 export const DAEMON_VERSION = "0.1.0";
 
@@ -15,7 +16,14 @@ export class HostInventory {
   constructor(
     private readonly host: HostContext,
     private readonly registry: VmRegistry,
+    /** Whether the host is in maintenance, and its evacuation (src/host/maintenance/). */
+    private readonly maintenance?: () => MaintenanceView,
   ) {}
+
+  /** What an incoming VM may not take: the memory the host keeps (--host-reserved-mib), so a sender can tell the room left. */
+  private get reservedBytes(): number {
+    return this.host.config.hostReservedMiB * 1024 * 1024;
+  }
 
   async describe(): Promise<Record<string, unknown>> {
     // Loaded on first use: a daemon nobody asks about its host keeps the memory.
@@ -31,8 +39,9 @@ export class HostInventory {
       qemu: { binary: this.host.config.qemu, version: this.host.qemuVersion },
       accel: this.host.accel,
       cpu: { ...this.cpu, logical: os.availableParallelism() },
-      memory: { totalBytes: mem.total, availableBytes: mem.available },
+      memory: { totalBytes: mem.total, availableBytes: mem.available, reservedBytes: this.reservedBytes },
       pools,
+      ...(this.maintenance?.() ?? { maintenance: false }),
       vms: { defined: vms.length, running: vms.filter((v) => v.session).length },
       state,
       orphans,
@@ -51,8 +60,9 @@ export class HostInventory {
       daemonVersion: DAEMON_VERSION,
       qemu: { version: this.host.qemuVersion, accel: this.host.accel },
       cpus: os.availableParallelism(),
-      memory: { totalBytes: mem.total, availableBytes: mem.available },
+      memory: { totalBytes: mem.total, availableBytes: mem.available, reservedBytes: this.reservedBytes },
       pools,
+      maintenance: this.maintenance?.().maintenance ?? false,
       vms: this.registry.list().filter((v) => v.session).map((v) => v.name),
     };
   }

@@ -27,12 +27,16 @@ import { registerMetricsRoutes } from "./routes/metrics-routes.js";
 import { registerQmpRoutes } from "./routes/qmp-routes.js";
 import { registerCloudInitRoutes } from "./routes/cloud-init-routes.js";
 import { registerFleetRoutes } from "./routes/fleet-routes.js";
+import { registerMaintenanceRoutes } from "./routes/maintenance-routes.js";
+import type { HostMaintenance } from "../host/maintenance/host-maintenance.js";
 import { observeHttpRequest } from "../metrics/metric-hooks.js";
 
 export interface HttpDeps {
   registry: VmRegistry;
   inventory: HostInventory;
   migration: MigrationDeps;
+  /** Host maintenance: evacuate and resume. */
+  maintenance: HostMaintenance;
   /** The storage pools. */
   storage: StorageDeps;
   log: Logger;
@@ -150,6 +154,7 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     registerQmpRoutes(scope, registry);
     registerCloudInitRoutes(scope, registry);
     registerFleetRoutes(scope, registry);
+    registerMaintenanceRoutes(scope, deps.maintenance);
   };
   Object.assign(routes, { [Symbol.for("skip-override")]: true });
   void app.register(routes);

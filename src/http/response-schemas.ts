@@ -35,8 +35,8 @@ export const problemSchema = named(
 export const jobSchema = named(
   z.object({
     id: z.uuid(),
-    kind: z.string().describe("migration, backup"),
-    vm: z.string(),
+    kind: z.string().describe("migrate, backup, evacuate"),
+    vm: z.string().describe("the VM; empty for a job of the host (evacuate)"),
     state: z.enum(["running", "succeeded", "failed", "cancelled"]),
     phase: z.string(),
     progress: z.record(z.string(), z.unknown()).describe("figures by name: numbers, strings or null"),
@@ -44,6 +44,10 @@ export const jobSchema = named(
     endedAt: z.string().optional(),
     result: z.record(z.string(), z.unknown()).optional(),
     error: z.object({ code: z.string(), detail: z.string() }).optional(),
+    items: z
+      .array(z.record(z.string(), z.unknown()))
+      .optional()
+      .describe("an evacuation: one per VM (vm, state pending/migrating/done/failed/skipped, destination, reason, job)"),
   }),
   "Job",
 );

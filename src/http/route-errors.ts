@@ -43,6 +43,7 @@ import {
   VmOwnedElsewhere,
   VmStateConflict,
   ConsoleBusy,
+  HostInMaintenance,
 } from "../errors.js";
 
 /** Any request: over TCP without the token; anything unforeseen. */
@@ -82,6 +83,7 @@ export const vmStart = [
   BridgeNotFound,
   NetworkFailed,
   StorageFailed,
+  HostInMaintenance,
 ] as const;
 /** A definition (create, or a disk, NIC or ISO added to one): its files are checked. */
 export const definitionFiles = [PathOutsidePool, FileNotFound, FileNotAccessible, UnsafeImage, StorageFailed] as const;
@@ -93,9 +95,12 @@ export const consoleSocket = [...stream, VmNotFound, VmStateConflict, ConsoleBus
 export const qmpPassthrough = [...vmChange, ...qemuCommand, QmpNotAllowed, QmpCommandRefused] as const;
 export const job = [...withInput, JobNotFound] as const;
 export const migration = [...vmChange, ...qemuCommand, MigrationFailed, InsufficientResources, StorageFailed] as const;
-export const incoming = [...withBody, VmExists, UuidInUse, VmStateConflict, VmOwnedElsewhere, EtcdUnreachable, InsufficientResources, InsufficientMemory, ...definitionFiles, StateWriteFailed, StateDiskFull, ShuttingDown, ...qemuCommand] as const;
+export const incoming = [...withBody, HostInMaintenance, VmExists, UuidInUse, VmStateConflict, VmOwnedElsewhere, EtcdUnreachable, InsufficientResources, InsufficientMemory, ...definitionFiles, StateWriteFailed, StateDiskFull, ShuttingDown, ...qemuCommand] as const;
 export const backup = [...vmChange, ...qemuCommand, DeviceNotFound, PathOutsidePool, FileExists, StorageFailed] as const;
 export const fleet = [...anyRequest, NotInFleetMode, EtcdUnreachable] as const;
+/** Host maintenance: entering it and the evacuation's plan (destinations asked, the record written). */
+export const evacuate = [...withBody, HostInMaintenance, EtcdUnreachable, ShuttingDown, StateWriteFailed, StateDiskFull] as const;
+export const resumeHost = [...withBody, StateWriteFailed, StateDiskFull] as const;
 export const jobCancel = [...withBody, JobNotFound, VmStateConflict] as const;
 export const diskResize = [...vmChange, ...qemuCommand, DeviceNotFound, StorageFailed] as const;
 export const screenshot = [...onVm, ...qemuCommand, VmStateConflict] as const;

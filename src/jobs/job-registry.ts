@@ -20,10 +20,11 @@ export interface JobView {
   endedAt?: string;
   result?: Record<string, unknown>;
   error?: { code: string; detail: string };
+  /** A job that works through several things (an evacuation: one per VM): each one's state. */
+  items?: Record<string, unknown>[];
 }
 
 export class Job {
-  readonly id = randomUUID();
   readonly startedAt = new Date().toISOString();
   state: JobState = "running";
   phase = "starting";
@@ -31,12 +32,15 @@ export class Job {
   endedAt: string | undefined;
   result: Record<string, unknown> | undefined;
   error: { code: string; detail: string } | undefined;
+  items: Record<string, unknown>[] | undefined;
   private readonly aborter = new AbortController();
 
+  /** `vm` is empty for a job of the host (an evacuation), which reports through its own host events. */
   constructor(
     readonly kind: string,
     readonly vm: string,
     private readonly bus: EventBus,
+    readonly id: string = randomUUID(),
   ) {}
 
   /** Aborted when an operator cancels the job. */
@@ -51,7 +55,7 @@ export class Job {
 
   setPhase(phase: string): void {
     this.phase = phase;
-    this.bus.publish("job.progress", this.vm, { job: this.id, kind: this.kind, phase, progress: this.progress });
+    if (this.vm) this.bus.publish("job.progress", this.vm, { job: this.id, kind: this.kind, phase, progress: this.progress });
   }
 
   update(progress: Record<string, number | string | null>): void {
@@ -64,7 +68,7 @@ export class Job {
     this.result = result;
     this.error = error;
     countJobFinished(this.kind, state);
-    this.bus.publish("job.ended", this.vm, { job: this.id, kind: this.kind, state, result, error });
+    if (this.vm) this.bus.publish("job.ended", this.vm, { job: this.id, kind: this.kind, state, result, error });
   }
 
   view(): JobView {
@@ -79,6 +83,7 @@ export class Job {
       ...(this.endedAt ? { endedAt: this.endedAt } : {}),
       ...(this.result ? { result: this.result } : {}),
       ...(this.error ? { error: this.error } : {}),
+      ...(this.items ? { items: this.items } : {}),
     };
   }
 }
@@ -91,8 +96,9 @@ export class JobRegistry {
 
   constructor(private readonly bus: EventBus) {}
 
-  create(kind: string, vm: string): Job {
-    const job = new Job(kind, vm, this.bus);
+  /** `id`: a job carried on after a restart keeps the id it had. */
+  create(kind: string, vm: string, id?: string): Job {
+    const job = new Job(kind, vm, this.bus, id);
     this.jobs.set(job.id, job);
     this.trim();
     return job;

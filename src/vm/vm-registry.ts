@@ -89,6 +89,8 @@ export class VmRegistry {
   recoverMigration: MigrationRecovery | undefined;
   /** The work of a backup or a migration out (set by main: the migration side imports the registry). */
   jobActions: JobActions | undefined;
+  /** Refuses an action the host does not take now: starts and incoming migrations in maintenance (set by main, src/host/maintenance/). */
+  hostGate: ((name: string, action: PerformedAction) => void) | undefined;
 
   private async adopt(vm: Vm): Promise<void> {
     let interrupted: JournalEntry | undefined;
@@ -229,6 +231,7 @@ export class VmRegistry {
   async perform(name: string, action: ViewAction): Promise<VmView>;
   async perform(name: string, action: PerformedAction, extra?: PassthroughLog | IncomingWork<unknown>): Promise<unknown> {
     this.assertOpen();
+    this.hostGate?.(name, action);
     if (action.kind === "create") return (await this.create(action.definition)).view();
     if (action.kind === "migrate-in") {
       const names = { reserve: (def: Pick<VmDefinition, "name" | "uuid">) => this.reserveName(def), register: (def: VmDefinition) => this.registerIncoming(def) };

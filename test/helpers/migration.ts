@@ -37,3 +37,14 @@ export async function migrate(d: TestDaemon, name: string, body: Record<string, 
   const job = await d.api.json<JobView>("POST", `/v1/vms/${name}/migrate`, body);
   return waitJob(d, job.id, (j) => j.state !== "running", 120_000);
 }
+
+/**
+ * Daemons started side by side: once every start has settled, so a daemon that
+ * comes up after another failed is still there for its teardown to stop.
+ */
+export async function allStarted<T extends readonly unknown[] | []>(starts: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const settled = await Promise.allSettled(starts as readonly unknown[]);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
+}
