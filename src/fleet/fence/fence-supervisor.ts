@@ -4,12 +4,12 @@
 // renewed and which VMs are `ha`. Only confirmed renewals move the time forward,
 // so a daemon that is frozen, killed or cut off from etcd stops moving it, and
 // the fence acts before etcd can let the lease (and the ha owner keys) go.
-import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
+import { spawnChild } from "../../host/child-process.js";
 import { writeFileAtomic } from "../../store/atomic-file.js";
 import type { FleetMember, LeaseRenewal } from "../fleet-member.js";
 import { PID_FILE, STATE_FILE, fenceDir, fenceMarginMs, type FenceState } from "./fence-state.js";
@@ -83,7 +83,7 @@ export class FenceSupervisor {
     }
     const out = openSync(path.join(this.dir, "fence.log"), "a", 0o600);
     try {
-      const child = spawn(process.execPath, [fenceMain, "--dir", this.dir], { detached: true, stdio: ["ignore", out, out] });
+      const child = spawnChild(process.execPath, [fenceMain, "--dir", this.dir], { detached: true, stdio: ["ignore", out, out] });
       await new Promise<void>((resolve, reject) => {
         child.once("spawn", resolve);
         child.once("error", reject);
