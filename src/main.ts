@@ -9,7 +9,7 @@ import { chmod, mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino, type Logger } from "pino";
-import { checkSocketPathRoom, ConfigError, loadConfig, type Config } from "./config.js";
+import { checkSocketPathRoom, ConfigError, isLoopback, loadConfig, type Config } from "./config.js";
 import { EventBus } from "./events/event-bus.js";
 import { HostInventory } from "./host/host-inventory.js";
 import { SystemdNotifier } from "./host/sd-notify.js";
@@ -29,25 +29,40 @@ import { JobRegistry } from "./jobs/job-registry.js";
 import { MigrationSource } from "./migration/migration-source.js";
 import { MigrationTarget } from "./migration/migration-target.js";
 import { setAdoptionDuration } from "./metrics/metric-hooks.js";
+import { TlsFileRefused, TlsFiles } from "./tls/tls-files.js";
 
 /** How long start-up waits for adoption before opening the API anyway. */
 const ADOPTION_WAIT_MS = 1_500;
 
 async function main(): Promise<void> {
   let config: Config;
+  let tls: TlsFiles | undefined;
   try {
     config = loadConfig(process.argv.slice(2), process.env);
     checkSocketPathRoom(config);
+    tls = await TlsFiles.load(config);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(err.setting === "help" ? err.message.replace(/^invalid setting help: /, "") : `vmhostd: ${err.message}\n`);
       process.exit(err.setting === "help" ? 0 : 2);
     }
+    if (err instanceof TlsFileRefused) {
+      process.stderr.write(`vmhostd: invalid setting ${err.setting}: ${err.message}\n`);
+      process.exit(2);
+    }
     throw err;
   }
+  // Read once; no part of the daemon looks for it in the environment again.
+  delete process.env.VMHOSTD_PEER_TOKEN;
   const log = pino({ level: config.logLevel, base: { pid: process.pid } });
+  if (config.peerToken) {
+    log.warn("--peer-token (VMHOSTD_PEER_TOKEN) gives the token in clear, where local users and logs may see it: use --peer-token-file or systemd LoadCredential=peer-token");
+  }
+  if (config.listen && !tls && config.insecureListen && !isLoopback(config.listen)) {
+    log.warn({ listen: config.listen }, "--insecure-listen: the API and its token cross the network in clear (no --tls-cert)");
+  }
   try {
-    await run(config, log);
+    await run(config, log, tls);
   } catch (err) {
     log.fatal({ err }, "vmhostd cannot start");
     process.exit(1);
@@ -76,7 +91,7 @@ async function checkQemuCanReach(config: Config, pools: StoragePools, users: Qem
   }
 }
 
-async function run(config: Config, log: Logger): Promise<void> {
+async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Promise<void> {
   const started = performance.now();
   const notifier = SystemdNotifier.fromEnv(process.env, log);
   await mkdir(config.stateDir, { recursive: true, mode: 0o755 });
@@ -115,6 +130,7 @@ async function run(config: Config, log: Logger): Promise<void> {
     bus: new EventBus(),
     log,
     stopping: new AbortController(),
+    ...(tls ? { tls } : {}),
   };
   if (config.etcd) {
     // Loaded only in fleet mode: a single host keeps etcd3 and gRPC out of its memory.
@@ -173,7 +189,8 @@ async function run(config: Config, log: Logger): Promise<void> {
       migration,
       storage,
       log,
-      peerToken: config.peerToken,
+      peerTokens: config.peerTokens,
+      ...(tls ? { tls } : {}),
       maxConnections: config.maxConnections,
       streams,
       unauthenticated: { total: config.maxUnauthenticated, perPeer: config.maxUnauthenticatedPerPeer },
@@ -182,7 +199,10 @@ async function run(config: Config, log: Logger): Promise<void> {
     await tcpApp.listen({ host: config.listen.slice(0, sep).replace(/^\[|\]$/g, ""), port: Number(config.listen.slice(sep + 1)) });
     apps.push(tcpApp);
   }
-  log.info({ socket: config.socket, listen: config.listen, accel, qemuVersion }, "API listening");
+  log.info(
+    { socket: config.socket, listen: config.listen, tls: tls ? (tls.verifiesClients ? "mutual" : "server") : "none", accel, qemuVersion },
+    "API listening",
+  );
   notifier?.startWatchdog();
   void registry.adopted.then(async () => {
     setAdoptionDuration((performance.now() - started) / 1000);
@@ -213,6 +233,14 @@ async function run(config: Config, log: Logger): Promise<void> {
     process.exit(0);
   };
   for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => void shutdown(sig));
+  // SIGHUP (systemctl reload): new certificates for new connections; guests and open connections untouched.
+  process.on("SIGHUP", () => {
+    if (!tls) return log.info("SIGHUP: no --tls-cert, nothing to reload");
+    tls.reload().then(
+      () => log.info({ cert: config.tlsCert, ca: config.tlsCa }, "TLS certificates reloaded"),
+      (err: Error) => log.error({ err: err.message }, "TLS certificates not reloaded; the previous ones stay in use"),
+    );
+  });
 }
 
 void main();

@@ -88,7 +88,7 @@ export class MigrationSource {
 
   private async run(vm: Vm, job: Job, req: MigrateRequest): Promise<void> {
     const session = vm.session!;
-    const peer = new PeerClient(req.destination, this.host.config.peerToken);
+    const peer = PeerClient.of(this.host, req.destination);
     const started = Date.now();
     vm.publish("migration.started", { job: job.id, destination: req.destination, storage: req.storage });
 
@@ -288,7 +288,7 @@ export class MigrationSource {
    */
   async recover(vm: Vm, action: ActionOf<"migrate">, entry: Pick<JournalEntry, "done">): Promise<void> {
     const { destination, storage } = action;
-    const peer = new PeerClient(destination, this.host.config.peerToken);
+    const peer = PeerClient.of(this.host, destination);
     const session = vm.session;
     vm.log.warn({ destination, done: entry.done }, "a migration was cut short by a daemon restart");
     if (!session) {
