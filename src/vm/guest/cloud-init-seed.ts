@@ -68,7 +68,8 @@ export async function ensureCloudInitSeed(def: VmDefinition, paths: VmPaths): Pr
       },
     );
     const fh = await open(iso, "r+");
-    await fh.sync().finally(() => fh.close());
+    // The user-data often holds secrets: the daemon's (and, once started, the VM's qemu's) only.
+    await fh.chmod(0o600).then(() => fh.sync()).finally(() => fh.close());
     await rename(iso, paths.cloudInitSeed);
     await fsyncDir(paths.dir);
     await writeFileAtomic(digestFile(paths), digest + "\n", 0o600);
