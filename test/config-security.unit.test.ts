@@ -67,6 +67,10 @@ t.test("systemd credential, read only when no token is given", async (t) => {
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const other = await tokenFile(dir, "other", TOKEN_B, 0o600);
   t.same(loadConfig([], { CREDENTIALS_DIRECTORY: dir }).peerTokens, [], "no credential file: no token");
+  await tokenFile(dir, "peer-token", "", 0o400);
+  t.same(loadConfig([], { CREDENTIALS_DIRECTORY: dir }).peerTokens, [], "an empty credential: no token");
+  t.throws(() => loadConfig(["--listen", "127.0.0.1:1"], { CREDENTIALS_DIRECTORY: dir }), /is required with --listen/);
+  await rm(path.join(dir, "peer-token"));
   await tokenFile(dir, "peer-token", `${TOKEN_A}\n`, 0o400);
   t.same(loadConfig(["--listen", "127.0.0.1:1"], { CREDENTIALS_DIRECTORY: dir }).peerTokens, [TOKEN_A]);
   t.same(loadConfig(["--peer-token-file", other], { CREDENTIALS_DIRECTORY: dir }).peerTokens, [TOKEN_B], "a flag wins");

@@ -4,8 +4,8 @@
 // daemon's own user; anything looser stops the daemon at start, naming the file.
 // Several files may be given during a rotation: each token is accepted, the
 // first is the one this daemon sends. With none given, systemd's LoadCredential=
-// (`$CREDENTIALS_DIRECTORY/peer-token`) is read.
-import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs";
+// (`$CREDENTIALS_DIRECTORY/peer-token`) is read; an empty one counts as none.
+import { closeSync, constants, fstatSync, openSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 
 export const CREDENTIAL_NAME = "peer-token";
@@ -31,8 +31,7 @@ export function readPeerTokens(files: readonly string[], inline: string | undefi
     const credential = path.join(credentialsDir, CREDENTIAL_NAME);
     const present = (() => {
       try {
-        closeSync(openSync(credential, constants.O_RDONLY));
-        return true;
+        return statSync(credential).size > 0;
       } catch {
         return false;
       }
