@@ -59,3 +59,69 @@ export async function makeCertDir(): Promise<CertDir> {
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
 }
+
+export interface TlsCall {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  token?: string;
+  body?: unknown;
+  host?: string;
+}
+
+/** A request's answer, or the error that stopped it (a refused handshake, a reset). */
+export interface TlsReply {
+  status?: number;
+  body?: string;
+  error?: string;
+  code?: string;
+}
+
+/** One HTTPS request on a connection of its own; never throws. */
+export async function httpsCall(port: number, method: string, urlPath: string, o: TlsCall = {}): Promise<TlsReply> {
+  const https = await import("node:https");
+  const { readFileSync } = await import("node:fs");
+  const payload = o.body === undefined ? undefined : Buffer.from(JSON.stringify(o.body));
+  return new Promise((resolve) => {
+    const req = https.request(
+      {
+        host: o.host ?? "127.0.0.1",
+        port,
+        method,
+        path: urlPath,
+        agent: false,
+        timeout: 10_000,
+        ...(o.ca ? { ca: readFileSync(o.ca) } : {}),
+        ...(o.cert && o.key ? { cert: readFileSync(o.cert), key: readFileSync(o.key) } : {}),
+        headers: {
+          ...(o.token ? { authorization: `Bearer ${o.token}` } : {}),
+          ...(payload ? { "content-type": "application/json", "content-length": payload.length } : {}),
+        },
+      },
+      (res) => {
+        let body = "";
+        res.on("data", (c: Buffer) => (body += c.toString()));
+        res.on("end", () => resolve({ status: res.statusCode, body }));
+        res.on("error", (err: NodeJS.ErrnoException) => resolve({ error: err.message, code: err.code }));
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", (err: NodeJS.ErrnoException) => resolve({ error: err.message, code: err.code }));
+    req.end(payload);
+  });
+}
+
+/** The serial number of the certificate a new TLS connection to `port` is shown (hex, upper case). */
+export async function servedSerial(port: number, o: { ca: string; cert: string; key: string }): Promise<string> {
+  const tls = await import("node:tls");
+  const { readFileSync } = await import("node:fs");
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ host: "127.0.0.1", port, ca: readFileSync(o.ca), cert: readFileSync(o.cert), key: readFileSync(o.key) }, () => {
+      const serial = s.getPeerCertificate().serialNumber;
+      s.destroy();
+      resolve(serial.toUpperCase().replace(/^0+/, ""));
+    });
+    s.on("error", reject);
+    s.setTimeout(10_000, () => s.destroy(new Error("timeout")));
+  });
+}
