@@ -61,6 +61,16 @@ async function main(): Promise<void> {
   if (config.listen && !tls && config.insecureListen && !isLoopback(config.listen)) {
     log.warn({ listen: config.listen }, "--insecure-listen: the API and its token cross the network in clear (no --tls-cert)");
   }
+  // SIGHUP (systemctl reload): new certificates for new connections; guests and open connections untouched.
+  // Handled from here on: node's default for it would end the daemon.
+  const reloading = tls;
+  process.on("SIGHUP", () => {
+    if (!reloading) return log.info("SIGHUP: no --tls-cert, nothing to reload");
+    reloading.reload().then(
+      () => log.info({ cert: config.tlsCert, ca: config.tlsCa }, "TLS certificates reloaded"),
+      (err: Error) => log.error({ err: err.message }, "TLS certificates not reloaded; the previous ones stay in use"),
+    );
+  });
   try {
     await run(config, log, tls);
   } catch (err) {
@@ -233,14 +243,6 @@ async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Prom
     process.exit(0);
   };
   for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => void shutdown(sig));
-  // SIGHUP (systemctl reload): new certificates for new connections; guests and open connections untouched.
-  process.on("SIGHUP", () => {
-    if (!tls) return log.info("SIGHUP: no --tls-cert, nothing to reload");
-    tls.reload().then(
-      () => log.info({ cert: config.tlsCert, ca: config.tlsCa }, "TLS certificates reloaded"),
-      (err: Error) => log.error({ err: err.message }, "TLS certificates not reloaded; the previous ones stay in use"),
-    );
-  });
 }
 
 void main();

@@ -71,7 +71,7 @@ export const HTTP_LIMITS = {
 
 export function buildHttpApp(deps: HttpDeps): FastifyInstance {
   const { registry, inventory, migration, storage, log, maxConnections, tls } = deps;
-  const peerToken = deps.peerTokens && deps.peerTokens.length > 0 ? deps.peerTokens : undefined;
+  const peerTokens = deps.peerTokens && deps.peerTokens.length > 0 ? deps.peerTokens : undefined;
   // Node answers 431 to a request line + headers over this, before any route runs.
   // The timeouts below are checked this often (node's default is 30 s).
   const serverOptions = { maxHeaderSize: HTTP_LIMITS.headerBytes, connectionsCheckingInterval: 1000 };
@@ -113,16 +113,16 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
   // Peers are told apart by address on TCP only: on the Unix socket every client has none.
   const streams = new ClientSlots({
     total: deps.streams?.total ?? HTTP_LIMITS.streams,
-    ...(peerToken ? { perPeer: deps.streams?.perPeer ?? HTTP_LIMITS.streamsPerPeer } : {}),
+    ...(peerTokens ? { perPeer: deps.streams?.perPeer ?? HTTP_LIMITS.streamsPerPeer } : {}),
   });
-  if (peerToken) {
+  if (peerTokens) {
     const unauthenticated = new UnauthenticatedConnections(
       deps.unauthenticated ?? { total: HTTP_LIMITS.unauthenticated, perPeer: HTTP_LIMITS.unauthenticatedPerPeer },
       HTTP_LIMITS.headersMs,
       log.child({ component: "http" }),
     );
     unauthenticated.watch(app.server, tls !== undefined);
-    requirePeerToken(app, peerToken, unauthenticated);
+    requirePeerToken(app, peerTokens, unauthenticated);
   }
   app.setNotFoundHandler((req, reply) => {
     sendProblem(reply, new RouteNotFound(`no endpoint ${req.method} ${req.url.split("?")[0]}`));

@@ -12,7 +12,8 @@ const srcDir = path.join(distRoot, "..", "src");
 const fromTap = (line: string): boolean => line.startsWith("_TAPJS_") || line.startsWith("NODE_OPTIONS=");
 
 function parseEnv(out: string): Record<string, string> {
-  const lines = out.trim().split("\n").filter((l) => !fromTap(l));
+  // NUL-separated (env -0): a value may hold newlines.
+  const lines = out.split("\0").filter((l) => l !== "" && !fromTap(l));
   return Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
 }
 
@@ -35,10 +36,10 @@ t.test("no file under src/ but child-process.ts starts a process", async (t) => 
 t.test("a child sees PATH and LANG and nothing of the daemon's environment", async (t) => {
   process.env.VMHOSTD_PEER_TOKEN = "canary-token-0123456789";
   t.teardown(() => void delete process.env.VMHOSTD_PEER_TOKEN);
-  const { stdout } = await execChild("/usr/bin/env", [], { timeout: 5000 });
+  const { stdout } = await execChild("/usr/bin/env", ["-0"], { timeout: 5000 });
   t.same(parseEnv(stdout), CHILD_ENV);
 
-  const child = spawnChild("/usr/bin/env", [], { stdio: ["ignore", "pipe", "ignore"] });
+  const child = spawnChild("/usr/bin/env", ["-0"], { stdio: ["ignore", "pipe", "ignore"] });
   let out = "";
   child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
   await new Promise((resolve) => child.once("close", resolve));
