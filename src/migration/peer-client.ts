@@ -28,7 +28,7 @@ export class PeerClient {
   }
 
   /** A client of `baseUrl` with this host's credentials: the first peer token (the one it sends), its TLS files as now loaded. */
-  static of(host: Pick<HostContext, "config" | "tls">, baseUrl: string): PeerClient {
+  static of(host: { config: Pick<HostContext["config"], "peerTokens">; tls?: HostContext["tls"] }, baseUrl: string): PeerClient {
     return new PeerClient(baseUrl, host.config.peerTokens[0], host.tls?.clientOptions());
   }
 

@@ -10,7 +10,9 @@ import https from "node:https";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
+import { PeerClient, PeerUnreachable } from "../../src/migration/peer-client.js";
 import { freePort } from "../../src/net/free-port.js";
+import { TlsFiles } from "../../src/tls/tls-files.js";
 import { installGuest, startDaemon, vmctlJs, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
 import { httpsCall, makeCertDir, servedSerial, type HostCert, type TestCa } from "../helpers/tls-certs.js";
 
@@ -143,6 +145,19 @@ t.test("vmctl --url https:// verifies the daemon against --ca and shows --cert",
   });
   t.equal(env.code, 0, "the same from the environment");
   t.match(env.stdout, VM);
+});
+
+t.test("a daemon calling a peer: verifies it against --tls-ca and shows its own certificate", async (t) => {
+  const hostOf = async (c: HostCert, ca: string) => ({ config: { peerTokens: [TOKEN_NEW, TOKEN_OLD] }, tls: await TlsFiles.load({ tlsCert: c.cert, tlsKey: c.key, tlsCa: ca }) });
+  const url = `https://127.0.0.1:${port}`;
+  const fleet = PeerClient.of(await hostOf(client1, ca1.cert), url);
+  t.match(await fleet.request("GET", `/v1/vms/${VM}`), { status: 200, body: { name: VM } }, "a host of the fleet CA, sending its first token: 200");
+  const outsider = PeerClient.of(await hostOf(client2, ca2.cert), url);
+  await t.rejects(outsider.request("GET", "/v1/vms"), /TLS: the server's certificate is not signed by a trusted CA/, "a host of another CA does not trust this one");
+  const noCert = new PeerClient(url, TOKEN_OLD, { ca: await readFile(ca1.cert) });
+  const refused = await noCert.request("GET", "/v1/vms").catch((err: unknown) => err);
+  t.ok(refused instanceof PeerUnreachable, "a caller without a client certificate is refused");
+  t.match(String(refused), /the server requires a client certificate/);
 });
 
 t.test("SIGHUP: new connections get the new certificate; an open stream and the guest are untouched", async (t) => {
