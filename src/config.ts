@@ -117,12 +117,15 @@ export function isLoopback(hostPort: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
-export type Config = z.output<typeof configSchema> & {
+/** `peerToken` itself is not kept: every use of a token goes through `peerTokens`. */
+export type Config = Omit<z.output<typeof configSchema>, "peerToken"> & {
   /**
    * The tokens a TCP request may carry, from --peer-token-file (in order), then --peer-token,
    * else $CREDENTIALS_DIRECTORY/peer-token. The first is the one this daemon sends to peers.
    */
   peerTokens: string[];
+  /** --peer-token (or VMHOSTD_PEER_TOKEN) was given: visible to local users, warned about. */
+  peerTokenInClear: boolean;
 };
 
 /** Flag name ↔ config key ↔ environment variable, in one table so help, parsing and errors agree. */
@@ -215,10 +218,10 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     const name = s ? `--${s.flag} (${s.env})` : String(issue.path.join("."));
     throw new ConfigError(name, issue.message);
   }
-  const c = parsed.data;
+  const { peerToken, ...c } = parsed.data;
   let peerTokens: string[];
   try {
-    peerTokens = readPeerTokens(c.peerTokenFiles, c.peerToken, env.CREDENTIALS_DIRECTORY);
+    peerTokens = readPeerTokens(c.peerTokenFiles, peerToken, env.CREDENTIALS_DIRECTORY);
   } catch (err) {
     if (err instanceof TokenFileRefused) throw new ConfigError(err.setting, err.message);
     throw err;
@@ -227,7 +230,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   if (c.listen && peerTokens.length === 0) {
     throw new ConfigError("--peer-token-file (VMHOSTD_PEER_TOKEN_FILE)", "is required with --listen (or a peer-token credential: systemd LoadCredential=)");
   }
-  return { ...c, peerTokens };
+  return { ...c, peerTokens, peerTokenInClear: peerToken !== undefined };
 }
 
 function isList(key: string): boolean {

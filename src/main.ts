@@ -55,7 +55,7 @@ async function main(): Promise<void> {
   // Read once; no part of the daemon looks for it in the environment again.
   delete process.env.VMHOSTD_PEER_TOKEN;
   const log = pino({ level: config.logLevel, base: { pid: process.pid } });
-  if (config.peerToken) {
+  if (config.peerTokenInClear) {
     log.warn("--peer-token (VMHOSTD_PEER_TOKEN) gives the token in clear, where local users and logs may see it: use --peer-token-file or systemd LoadCredential=peer-token");
   }
   if (config.listen && !tls && config.insecureListen && !isLoopback(config.listen)) {

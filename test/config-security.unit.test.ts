@@ -47,6 +47,11 @@ t.test("token files: private, owned, one line; the first is sent", async (t) => 
   const c = loadConfig(["--listen", "127.0.0.1:1", "--peer-token-file", a, "--peer-token-file", b], {});
   t.same(c.peerTokens, [TOKEN_A, TOKEN_B], "both accepted, in order: the first is the one sent");
   t.same(loadConfig([], { VMHOSTD_PEER_TOKEN_FILE: `${b},${a}` }).peerTokens, [TOKEN_B, TOKEN_A], "env: comma-separated");
+  t.equal(c.peerTokenInClear, false);
+  const inClear = loadConfig(["--peer-token-file", a], { VMHOSTD_PEER_TOKEN: TOKEN_B });
+  t.same(inClear.peerTokens, [TOKEN_A, TOKEN_B], "a token in clear comes after the files'");
+  t.equal(inClear.peerTokenInClear, true, "and is flagged, to be warned about");
+  t.notOk("peerToken" in inClear, "the settings keep no single token that code could send instead of the first");
   t.throws(() => loadConfig(["--peer-token-file", open], {}), /--peer-token-file \(VMHOSTD_PEER_TOKEN_FILE\).*mode 0644: must be 0600 or stricter/);
   t.throws(() => loadConfig(["--peer-token-file", short], {}), /at least 16/);
   t.throws(() => loadConfig(["--peer-token-file", spaced], {}), /one line/);
