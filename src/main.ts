@@ -54,7 +54,14 @@ async function main(): Promise<void> {
   }
   // Read once; no part of the daemon looks for it in the environment again.
   delete process.env.VMHOSTD_PEER_TOKEN;
-  const log = pino({ level: config.logLevel, base: { pid: process.pid } });
+  // No code logs these on purpose; should a definition, an action or a request's headers reach a log line
+  // whole, the user-data (often passwords and keys) and the bearer token are still left out.
+  const redact = ["cloudInit.userData", "definition.cloudInit.userData", "headers.authorization"];
+  const log = pino({
+    level: config.logLevel,
+    base: { pid: process.pid },
+    redact: { paths: [...redact, ...redact.map((p) => `*.${p}`)], censor: "<redacted>" },
+  });
   if (config.peerTokenInClear) {
     log.warn("--peer-token (VMHOSTD_PEER_TOKEN) gives the token in clear, where local users and logs may see it: use --peer-token-file or systemd LoadCredential=peer-token");
   }
