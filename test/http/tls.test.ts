@@ -13,6 +13,7 @@ import t from "tap";
 import { PeerClient, PeerUnreachable } from "../../src/migration/peer-client.js";
 import { freePort } from "../../src/net/free-port.js";
 import { TlsFiles } from "../../src/tls/tls-files.js";
+import { startEtcd } from "../helpers/etcd.js";
 import { installGuest, startDaemon, vmctlJs, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
 import { httpsCall, makeCertDir, servedSerial, type HostCert, type TestCa } from "../helpers/tls-certs.js";
 
@@ -45,9 +46,12 @@ const oldTokenFile = await tokenFile("token-old", TOKEN_OLD);
 const newTokenFile = await tokenFile("token-new", TOKEN_NEW);
 
 const port = await freePort("127.0.0.1");
+// Fleet mode, so that the registry entry other hosts read can be checked too.
+const etcd = await startEtcd();
+t.teardown(() => etcd.cleanup());
 // Mutated for the restart of the rotation case: startDaemon reads it at each (re)start.
 const args = ["--listen", `127.0.0.1:${port}`, "--tls-cert", serverCert, "--tls-key", serverKey, "--tls-ca", ca1.cert,
-  "--peer-token-file", oldTokenFile, "--peer-token-file", newTokenFile];
+  "--peer-token-file", oldTokenFile, "--peer-token-file", newTokenFile, "--etcd", etcd.url, "--host-id", "tls-host", "--lease-ttl", "5"];
 const d: TestDaemon = await startDaemon({ args, exactArgs: true });
 t.teardown(() => d.cleanup());
 
@@ -125,6 +129,8 @@ t.test("with the fleet CA's certificate and either token (rotation): the API wor
   t.equal(started.status, 200, `started with the second token: ${started.body ?? started.error}`);
   await waitForBoot(d, VM, 1);
   t.match(d.log(), /"tls":"mutual"/, "the daemon says its listener is mutual TLS");
+  const { hosts } = await d.api.json<{ hosts: { hostId?: string; apiUrl?: string }[] }>("GET", "/v1/fleet/hosts");
+  t.equal(hosts.find((h) => JSON.stringify(h).includes("tls-host"))?.apiUrl, `https://127.0.0.1:${port}`, "the fleet registry gives peers an https:// URL");
 });
 
 t.test("vmctl --url https:// verifies the daemon against --ca and shows --cert", async (t) => {
