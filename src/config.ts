@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
 import { passthroughModes } from "./qmp/passthrough-policy.js";
+import { readPeerTokens, TokenFileRefused } from "./host/peer-token-files.js";
 
 export const accelModes = ["kvm", "tcg", "auto"] as const;
 export type AccelMode = (typeof accelModes)[number];
@@ -60,6 +61,11 @@ export const configSchema = z
     maxUnauthenticated: z.coerce.number().int().min(1).max(100_000).default(64),
     maxUnauthenticatedPerPeer: z.coerce.number().int().min(1).max(100_000).default(16),
     peerToken: z.string().min(16, "must be at least 16 characters").optional(),
+    peerTokenFiles: z.array(absolutePath).default([]),
+    tlsCert: absolutePath.optional(),
+    tlsKey: absolutePath.optional(),
+    tlsCa: absolutePath.optional().describe("PEM bundle of one or more CAs: a TCP client must present a certificate one of them signed"),
+    insecureListen: z.boolean().default(false),
     migrationHost: z
       .string()
       .regex(/^[A-Za-z0-9.:-]+$/, "must be an IP address or host name")
@@ -91,8 +97,13 @@ export const configSchema = z
       .describe("POST /v1/vms/{name}/qmp: the allowlist of queries and guest-only actions, or every command"),
   })
   .strict()
-  // The TCP listener reaches every VM on the host: it is never open without a token.
-  .refine((c) => !c.listen || c.peerToken, { message: "is required with --listen", path: ["peerToken"] })
+  .refine((c) => !c.tlsCert === !c.tlsKey, { message: "--tls-cert and --tls-key go together", path: ["tlsCert"] })
+  .refine((c) => !c.tlsCa || c.tlsCert, { message: "client certificates need the server's own: give --tls-cert and --tls-key", path: ["tlsCa"] })
+  // Anything but loopback is reached across a network: the API, the token with it, is never sent there in clear unless said.
+  .refine((c) => !c.listen || c.tlsCert || c.insecureListen || isLoopback(c.listen), {
+    message: "is not a loopback address: give --tls-cert and --tls-key (HTTPS), or --insecure-listen to serve plain HTTP anyway",
+    path: ["listen"],
+  })
   .refine((c) => !c.etcdCert === !c.etcdKey, { message: "--etcd-cert and --etcd-key go together", path: ["etcdCert"] })
   .refine((c) => !c.watchdog || c.etcd, { message: "needs fleet mode (--etcd)", path: ["watchdog"] })
   // Renewals every TTL/4 must keep it petted: the timeout fits in half the TTL.
@@ -108,7 +119,22 @@ export const configSchema = z
     ],
   }));
 
-export type Config = z.output<typeof configSchema>;
+/** 127.0.0.0/8, ::1 or localhost, from a HOST:PORT. */
+export function isLoopback(hostPort: string): boolean {
+  const host = hostPort.slice(0, hostPort.lastIndexOf(":")).replace(/^\[|\]$/g, "").toLowerCase();
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/** `peerToken` itself is not kept: every use of a token goes through `peerTokens`. */
+export type Config = Omit<z.output<typeof configSchema>, "peerToken"> & {
+  /**
+   * The tokens a TCP request may carry, from --peer-token-file (in order), then --peer-token,
+   * else $CREDENTIALS_DIRECTORY/peer-token. The first is the one this daemon sends to peers.
+   */
+  peerTokens: string[];
+  /** --peer-token (or VMHOSTD_PEER_TOKEN) was given: visible to local users, warned about. */
+  peerTokenInClear: boolean;
+};
 
 /** Flag name ↔ config key ↔ environment variable, in one table so help, parsing and errors agree. */
 export const settings = [
@@ -131,7 +157,12 @@ export const settings = [
   { key: "maxStreamsPerPeer", flag: "max-streams-per-peer", env: "VMHOSTD_MAX_STREAMS_PER_PEER", help: "event streams and consoles per TCP peer address (default 16)" },
   { key: "maxUnauthenticated", flag: "max-unauthenticated", env: "VMHOSTD_MAX_UNAUTHENTICATED", help: "TCP connections open without a valid token yet (default 64)" },
   { key: "maxUnauthenticatedPerPeer", flag: "max-unauthenticated-per-peer", env: "VMHOSTD_MAX_UNAUTHENTICATED_PER_PEER", help: "of those, per peer address (default 16)" },
-  { key: "peerToken", flag: "peer-token", env: "VMHOSTD_PEER_TOKEN", help: "shared secret: Bearer token required on TCP" },
+  { key: "peerToken", flag: "peer-token", env: "VMHOSTD_PEER_TOKEN", help: "Bearer token required on TCP, given in clear (tests only: visible in /proc; logs a warning)" },
+  { key: "peerTokenFiles", flag: "peer-token-file", env: "VMHOSTD_PEER_TOKEN_FILE", help: "file holding a Bearer token accepted on TCP (0600), repeatable; the first is sent to peers (env: comma-separated)" },
+  { key: "tlsCert", flag: "tls-cert", env: "VMHOSTD_TLS_CERT", help: "this host's certificate (PEM): the TCP API is HTTPS; also its client certificate towards peers" },
+  { key: "tlsKey", flag: "tls-key", env: "VMHOSTD_TLS_KEY", help: "the private key of --tls-cert (PEM)" },
+  { key: "tlsCa", flag: "tls-ca", env: "VMHOSTD_TLS_CA", help: "CA bundle (PEM): TCP clients must present a certificate one of them signed; peers are verified against it" },
+  { key: "insecureListen", flag: "insecure-listen", env: "VMHOSTD_INSECURE_LISTEN", help: "allow --listen on a non-loopback address without TLS (logs a warning)" },
   { key: "migrationHost", flag: "migration-host", env: "VMHOSTD_MIGRATION_HOST", help: "address incoming migrations listen on" },
   { key: "ovmfCode", flag: "ovmf-code", env: "VMHOSTD_OVMF_CODE", help: "UEFI firmware code file (OVMF)" },
   { key: "ovmfVars", flag: "ovmf-vars", env: "VMHOSTD_OVMF_VARS", help: "UEFI variable store template (default: found beside the code by size)" },
@@ -169,7 +200,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     values = parseArgs({
       args: argv,
       options: Object.fromEntries([
-        ...settings.map((s) => [s.flag, { type: "string" as const, multiple: s.key === "pools" }]),
+        ...settings.map((s) => [s.flag, s.key === "insecureListen" ? { type: "boolean" as const } : { type: "string" as const, multiple: isList(s.key) }]),
         ["help", { type: "boolean" as const, short: "h" }],
       ]),
       strict: true,
@@ -180,12 +211,14 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   }
   if (values.help) throw new ConfigError("help", usage());
 
-  const raw: Record<string, string | string[]> = {};
+  const raw: Record<string, string | string[] | boolean> = {};
   for (const s of settings) {
     const v = values[s.flag] ?? env[s.env];
-    if (s.key === "pools") {
+    if (isList(s.key)) {
       const list = Array.isArray(v) ? v : typeof v === "string" && v !== "" ? v.split(",") : [];
-      if (list.length) raw.pools = list as string[];
+      if (list.length) raw[s.key] = list as string[];
+    } else if (s.key === "insecureListen") {
+      raw[s.key] = v === true || (typeof v === "string" && /^(1|true|yes)$/i.test(v));
     } else if (typeof v === "string" && v !== "") raw[s.key] = v;
   }
   const parsed = configSchema.safeParse(raw);
@@ -195,7 +228,23 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     const name = s ? `--${s.flag} (${s.env})` : String(issue.path.join("."));
     throw new ConfigError(name, issue.message);
   }
-  return parsed.data;
+  const { peerToken, ...c } = parsed.data;
+  let peerTokens: string[];
+  try {
+    peerTokens = readPeerTokens(c.peerTokenFiles, peerToken, env.CREDENTIALS_DIRECTORY);
+  } catch (err) {
+    if (err instanceof TokenFileRefused) throw new ConfigError(err.setting, err.message);
+    throw err;
+  }
+  // The TCP listener reaches every VM on the host: it is never open without a token.
+  if (c.listen && peerTokens.length === 0) {
+    throw new ConfigError("--peer-token-file (VMHOSTD_PEER_TOKEN_FILE)", "is required with --listen (or a peer-token credential: systemd LoadCredential=)");
+  }
+  return { ...c, peerTokens, peerTokenInClear: peerToken !== undefined };
+}
+
+function isList(key: string): boolean {
+  return key === "pools" || key === "peerTokenFiles";
 }
 
 /** Longest Unix socket path the daemon creates below run-dir: sun_path holds 107 bytes. */

@@ -9,7 +9,7 @@ import { chmod, mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pino, type Logger } from "pino";
-import { checkSocketPathRoom, ConfigError, loadConfig, type Config } from "./config.js";
+import { checkSocketPathRoom, ConfigError, isLoopback, loadConfig, type Config } from "./config.js";
 import { EventBus } from "./events/event-bus.js";
 import { HostInventory } from "./host/host-inventory.js";
 import { SystemdNotifier } from "./host/sd-notify.js";
@@ -31,25 +31,57 @@ import { MigrationTarget } from "./migration/migration-target.js";
 import { OutcomeStore } from "./migration/outcome-store.js";
 import { setAdoptionDuration } from "./metrics/metric-hooks.js";
 import { HostMaintenance } from "./host/maintenance/host-maintenance.js";
+import { TlsFileRefused, TlsFiles } from "./tls/tls-files.js";
 
 /** How long start-up waits for adoption before opening the API anyway. */
 const ADOPTION_WAIT_MS = 1_500;
 
 async function main(): Promise<void> {
   let config: Config;
+  let tls: TlsFiles | undefined;
   try {
     config = loadConfig(process.argv.slice(2), process.env);
     checkSocketPathRoom(config);
+    tls = await TlsFiles.load(config);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(err.setting === "help" ? err.message.replace(/^invalid setting help: /, "") : `vmhostd: ${err.message}\n`);
       process.exit(err.setting === "help" ? 0 : 2);
     }
+    if (err instanceof TlsFileRefused) {
+      process.stderr.write(`vmhostd: invalid setting ${err.setting}: ${err.message}\n`);
+      process.exit(2);
+    }
     throw err;
   }
-  const log = pino({ level: config.logLevel, base: { pid: process.pid } });
+  // Read once; no part of the daemon looks for it in the environment again.
+  delete process.env.VMHOSTD_PEER_TOKEN;
+  // No code logs these on purpose; should a definition, an action or a request's headers reach a log line
+  // whole, the user-data (often passwords and keys) and the bearer token are still left out.
+  const redact = ["cloudInit.userData", "definition.cloudInit.userData", "headers.authorization"];
+  const log = pino({
+    level: config.logLevel,
+    base: { pid: process.pid },
+    redact: { paths: [...redact, ...redact.map((p) => `*.${p}`)], censor: "<redacted>" },
+  });
+  if (config.peerTokenInClear) {
+    log.warn("--peer-token (VMHOSTD_PEER_TOKEN) gives the token in clear, where local users and logs may see it: use --peer-token-file or systemd LoadCredential=peer-token");
+  }
+  if (config.listen && !tls && config.insecureListen && !isLoopback(config.listen)) {
+    log.warn({ listen: config.listen }, "--insecure-listen: the API and its token cross the network in clear (no --tls-cert)");
+  }
+  // SIGHUP (systemctl reload): new certificates for new connections; guests and open connections untouched.
+  // Handled from here on: node's default for it would end the daemon.
+  const reloading = tls;
+  process.on("SIGHUP", () => {
+    if (!reloading) return log.info("SIGHUP: no --tls-cert, nothing to reload");
+    reloading.reload().then(
+      () => log.info({ cert: config.tlsCert, ca: config.tlsCa }, "TLS certificates reloaded"),
+      (err: Error) => log.error({ err: err.message }, "TLS certificates not reloaded; the previous ones stay in use"),
+    );
+  });
   try {
-    await run(config, log);
+    await run(config, log, tls);
   } catch (err) {
     log.fatal({ err }, "vmhostd cannot start");
     process.exit(1);
@@ -78,7 +110,7 @@ async function checkQemuCanReach(config: Config, pools: StoragePools, users: Qem
   }
 }
 
-async function run(config: Config, log: Logger): Promise<void> {
+async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Promise<void> {
   const started = performance.now();
   const notifier = SystemdNotifier.fromEnv(process.env, log);
   await mkdir(config.stateDir, { recursive: true, mode: 0o755 });
@@ -117,6 +149,7 @@ async function run(config: Config, log: Logger): Promise<void> {
     bus: new EventBus(),
     log,
     stopping: new AbortController(),
+    ...(tls ? { tls } : {}),
   };
   if (config.etcd) {
     // Loaded only in fleet mode: a single host keeps etcd3 and gRPC out of its memory.
@@ -193,7 +226,8 @@ async function run(config: Config, log: Logger): Promise<void> {
       maintenance,
       storage,
       log,
-      peerToken: config.peerToken,
+      peerTokens: config.peerTokens,
+      ...(tls ? { tls } : {}),
       maxConnections: config.maxConnections,
       streams,
       unauthenticated: { total: config.maxUnauthenticated, perPeer: config.maxUnauthenticatedPerPeer },
@@ -202,7 +236,10 @@ async function run(config: Config, log: Logger): Promise<void> {
     await tcpApp.listen({ host: config.listen.slice(0, sep).replace(/^\[|\]$/g, ""), port: Number(config.listen.slice(sep + 1)) });
     apps.push(tcpApp);
   }
-  log.info({ socket: config.socket, listen: config.listen, accel, qemuVersion }, "API listening");
+  log.info(
+    { socket: config.socket, listen: config.listen, tls: tls ? (tls.verifiesClients ? "mutual" : "server") : "none", accel, qemuVersion },
+    "API listening",
+  );
   notifier?.startWatchdog();
   void registry.adopted.then(async () => {
     setAdoptionDuration((performance.now() - started) / 1000);

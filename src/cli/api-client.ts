@@ -1,6 +1,8 @@
 // A small client for the daemon's API: over its Unix socket by default, or a
-// base URL. Problem responses become ApiError with the daemon's code and detail.
+// base URL (http://, or https:// verified against a CA). Problem responses become
+// ApiError with the daemon's code and detail.
 import http from "node:http";
+import { describeTransportError, transportFor, type ClientTls } from "../tls/client-transport.js";
 
 export class ApiError extends Error {
   constructor(
@@ -17,6 +19,8 @@ export interface ApiTarget {
   url?: string;
   /** Sent as `Authorization: Bearer` (the daemon requires it over TCP). */
   token?: string;
+  /** For an https:// url: the CA to verify the daemon against, and a client certificate. */
+  tls?: ClientTls;
 }
 
 export interface ApiResponse {
@@ -31,6 +35,7 @@ export class ApiClient {
   request(method: string, path: string, body?: unknown, timeoutMs = 0): Promise<ApiResponse> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const base = this.target.url ? new URL(this.target.url) : undefined;
+    const transport = base ? transportFor(base, this.target.tls) : { request: http.request, options: { socketPath: this.target.socketPath } };
     const options: http.RequestOptions = {
       method,
       path: base ? new URL(path, base).pathname + new URL(path, base).search : path,
@@ -40,18 +45,18 @@ export class ApiClient {
       },
       // Node's global agent times idle sockets out after 5 s; a shutdown may take a minute.
       agent: false,
-      ...(base ? { host: base.hostname, port: base.port || 80 } : { socketPath: this.target.socketPath }),
+      ...transport.options,
       ...(timeoutMs ? { timeout: timeoutMs } : {}),
     };
     return new Promise((resolve, reject) => {
-      const req = http.request(options, (res) => {
+      const req = transport.request(options, (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
         res.on("error", reject);
       });
       if (timeoutMs) req.on("timeout", () => req.destroy(new Error(`no answer from the daemon within ${timeoutMs} ms`)));
-      req.on("error", (err) => reject(new Error(`cannot reach vmhostd at ${this.describe()}: ${err.message}`)));
+      req.on("error", (err) => reject(new Error(`cannot reach vmhostd at ${this.describe()}: ${describeTransportError(err)}`)));
       req.end(payload);
     });
   }

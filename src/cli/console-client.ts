@@ -4,6 +4,7 @@
 // as it comes and its end detaches. Messages go to stderr: stdout carries only
 // what the guest printed.
 import WebSocket, { type RawData } from "ws";
+import { describeTransportError } from "../tls/client-transport.js";
 import { ApiError, type ApiTarget } from "./api-client.js";
 
 /** Ctrl-]: the byte a terminal sends for it. */
@@ -42,7 +43,7 @@ export function consoleUrl(target: ApiTarget, vm: string, readOnly: boolean): st
 
 /** Runs until detach, the VM stops or the connection ends; resolves with the exit status. */
 export async function runConsole(o: ConsoleOptions): Promise<number> {
-  const ws = await connect(consoleUrl(o.target, o.vm, o.readOnly));
+  const ws = await connect(consoleUrl(o.target, o.vm, o.readOnly), o.target);
   const tty = o.stdin.isTTY === true;
   // Also off a terminal: a script can tell from it that the console is attached.
   o.stderr.write(`Connected to ${o.vm}${o.readOnly ? " (read-only)" : ""}. Escape character is ^] (Ctrl-]).${tty ? "\r" : ""}\n`);
@@ -97,11 +98,17 @@ export async function runConsole(o: ConsoleOptions): Promise<number> {
 }
 
 /** Opens the WebSocket; a refused upgrade becomes an ApiError with the daemon's code. */
-function connect(url: string): Promise<WebSocket> {
+function connect(url: string, target: ApiTarget): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
+    const tls = target.tls ?? {};
+    const ws = new WebSocket(url, {
+      ...(target.token ? { headers: { authorization: `Bearer ${target.token}` } } : {}),
+      // wss:// only: the daemon verified against the given CA, and our certificate shown if it asks.
+      ...(tls.ca ? { ca: tls.ca } : {}),
+      ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}),
+    });
     ws.once("open", () => resolve(ws));
-    ws.once("error", (err) => reject(new Error(`cannot reach vmhostd: ${err.message}`)));
+    ws.once("error", (err) => reject(new Error(`cannot reach vmhostd: ${describeTransportError(err)}`)));
     ws.once("unexpected-response", (_req, res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));

@@ -4,6 +4,7 @@
 import http from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Command } from "commander";
+import { describeTransportError, transportFor } from "../tls/client-transport.js";
 import type { ApiTarget } from "./api-client.js";
 
 interface StreamEvent {
@@ -53,11 +54,12 @@ function follow(
 ): Promise<{ status?: number; message: string }> {
   const path = `/v1/events${vm ? `?vm=${encodeURIComponent(vm)}` : ""}`;
   const base = target.url ? new URL(path, target.url) : undefined;
+  const transport = base ? transportFor(base, target.tls) : { request: http.request, options: { socketPath: target.socketPath } };
   return new Promise((resolve) => {
-    const req = http.request(
+    const req = transport.request(
       {
         path: base ? base.pathname + base.search : path,
-        ...(base ? { host: base.hostname, port: base.port || 80 } : { socketPath: target.socketPath }),
+        ...transport.options,
         agent: false,
         headers: {
           accept: "text/event-stream",
@@ -91,7 +93,7 @@ function follow(
         res.on("close", () => resolve({ message: "connection closed" }));
       },
     );
-    req.on("error", (err) => resolve({ message: err.message }));
+    req.on("error", (err) => resolve({ message: describeTransportError(err) }));
     req.end();
   });
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // vmctl: the operator's command line for vmhostd. Human tables by default,
 // --json for scripts; a non-zero exit status with the daemon's message on failure.
+import { readFileSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Command, Option } from "commander";
@@ -20,15 +21,31 @@ const DEFAULT_SOCKET = process.env.VMHOSTD_SOCKET ?? "/run/vmhostd/vmhostd.sock"
 const program = new Command("vmctl")
   .description("control the VMs of a vmhostd host")
   .addOption(new Option("--socket <path>", "daemon's Unix socket").default(DEFAULT_SOCKET))
-  .option("--url <url>", "daemon's base URL, instead of the socket (e.g. http://127.0.0.1:8600)")
+  .option("--url <url>", "daemon's base URL, instead of the socket (e.g. https://10.0.0.5:8600)")
   .option("--token <token>", "peer token for --url (default $VMHOSTD_PEER_TOKEN)")
+  .option("--ca <file>", "CA bundle (PEM) to verify an https:// daemon against (default $VMHOSTD_TLS_CA, else the system's CAs)")
+  .option("--cert <file>", "client certificate (PEM) for a daemon that requires one (default $VMHOSTD_TLS_CERT)")
+  .option("--key <file>", "the client certificate's key (PEM) (default $VMHOSTD_TLS_KEY)")
   .option("--json", "print JSON for scripts")
   .showHelpAfterError();
 
 function target(): ApiTarget {
-  const o = program.opts<{ socket: string; url?: string; token?: string }>();
+  const o = program.opts<{ socket: string; url?: string; token?: string; ca?: string; cert?: string; key?: string }>();
   const token = o.token ?? process.env.VMHOSTD_PEER_TOKEN;
-  return o.url ? { url: o.url, ...(token ? { token } : {}) } : { socketPath: o.socket };
+  if (!o.url) return { socketPath: o.socket };
+  const pem = (file: string | undefined, flag: string): string | undefined => {
+    if (!file) return undefined;
+    try {
+      return readFileSync(file, "utf8");
+    } catch (err) {
+      throw new Error(`${flag} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  const ca = pem(o.ca ?? process.env.VMHOSTD_TLS_CA, "--ca");
+  const cert = pem(o.cert ?? process.env.VMHOSTD_TLS_CERT, "--cert");
+  const key = pem(o.key ?? process.env.VMHOSTD_TLS_KEY, "--key");
+  if (!cert !== !key) throw new Error("--cert and --key go together");
+  return { url: o.url, ...(token ? { token } : {}), tls: { ...(ca ? { ca } : {}), ...(cert && key ? { cert, key } : {}) } };
 }
 function client(): ApiClient {
   return new ApiClient(target());

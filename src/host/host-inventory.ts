@@ -56,7 +56,8 @@ export class HostInventory {
     const pools = await this.host.pools.usage();
     const listen = this.host.config.listen;
     return {
-      apiUrl: listen ? `http://${listen}` : null,
+      // What peers and orchestrators call: https:// whenever the listener speaks TLS.
+      apiUrl: listen ? `${this.host.config.tlsCert ? "https" : "http"}://${listen}` : null,
       daemonVersion: DAEMON_VERSION,
       qemu: { version: this.host.qemuVersion, accel: this.host.accel },
       cpus: os.availableParallelism(),

@@ -9,8 +9,9 @@
 // stdin and sends each as one datagram. It lives exactly as long as its stdin:
 // when the daemon exits or dies, the pipe closes and the helper ends. Because the
 // helper is not the main pid, the unit needs NotifyAccess=all.
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import type { Logger } from "pino";
+import { spawnChild } from "./child-process.js";
 
 /** The variables systemd passes for notification; none of them is meant for our children. */
 const NOTIFY_ENV = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] as const;
@@ -67,7 +68,7 @@ export class SystemdNotifier {
     if (!socket) return undefined;
     const childLog = log.child({ component: "sd-notify" });
     // An argv array, no shell: the socket path is passed as it is.
-    const helper = spawn("perl", ["-e", HELPER_SCRIPT, socket], { stdio: ["pipe", "ignore", "pipe"] });
+    const helper = spawnChild("perl", ["-e", HELPER_SCRIPT, socket], { stdio: ["pipe", "ignore", "pipe"] });
     helper.on("error", (err) => childLog.warn({ err: err.message }, "cannot run perl for sd_notify; systemd will not hear from vmhostd"));
     // A write after the helper died fails with EPIPE; without a listener that would end the daemon.
     helper.stdin!.on("error", (err) => childLog.warn({ err: err.message }, "sd_notify helper's stdin failed"));

@@ -1,5 +1,6 @@
 // The fastify application: routes, input limits and error mapping. It knows
 // nothing of VMs beyond calling the registry.
+import type { Server as TlsServer } from "node:tls";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from "fastify";
 import websocket from "@fastify/websocket";
 import { validatorCompiler } from "fastify-type-provider-zod";
@@ -30,6 +31,7 @@ import { registerFleetRoutes } from "./routes/fleet-routes.js";
 import { registerMaintenanceRoutes } from "./routes/maintenance-routes.js";
 import type { HostMaintenance } from "../host/maintenance/host-maintenance.js";
 import { observeHttpRequest } from "../metrics/metric-hooks.js";
+import type { TlsFiles } from "../tls/tls-files.js";
 
 export interface HttpDeps {
   registry: VmRegistry;
@@ -40,8 +42,10 @@ export interface HttpDeps {
   /** The storage pools. */
   storage: StorageDeps;
   log: Logger;
-  /** Set for the TCP listener: every request must carry it as a Bearer token. */
-  peerToken?: string;
+  /** Set for the TCP listener: every request must carry one of them as a Bearer token. */
+  peerTokens?: readonly string[];
+  /** TCP listener with --tls-cert: HTTPS with these credentials (client certificates required with --tls-ca). */
+  tls?: TlsFiles;
   /** Open connections on this listener beyond which new ones are closed (default HTTP_LIMITS.connections). */
   maxConnections?: number;
   /** Event streams and console sockets open at once on this listener (per peer: TCP only). */
@@ -70,15 +74,18 @@ export const HTTP_LIMITS = {
 } as const;
 
 export function buildHttpApp(deps: HttpDeps): FastifyInstance {
-  const { registry, inventory, migration, storage, log, peerToken, maxConnections } = deps;
-  // fastify types its instance by the logger; the routes take the base type.
+  const { registry, inventory, migration, storage, log, maxConnections, tls } = deps;
+  const peerTokens = deps.peerTokens && deps.peerTokens.length > 0 ? deps.peerTokens : undefined;
+  // Node answers 431 to a request line + headers over this, before any route runs.
+  // The timeouts below are checked this often (node's default is 30 s).
+  const serverOptions = { maxHeaderSize: HTTP_LIMITS.headerBytes, connectionsCheckingInterval: 1000 };
+  // fastify types its instance by the logger and server; the routes take the base types.
   const app = Fastify({
     loggerInstance: log.child({ component: "http" }) as FastifyBaseLogger,
     disableRequestLogging: true,
     bodyLimit: HTTP_LIMITS.bodyBytes,
-    // Node answers 431 to a request line + headers over this, before any route runs.
-    // The timeouts below are checked this often (node's default is 30 s).
-    http: { maxHeaderSize: HTTP_LIMITS.headerBytes, connectionsCheckingInterval: 1000 },
+    // fastify hands an https server only its `https` options: the HTTP limits go there too.
+    ...(tls ? { https: { ...serverOptions, ...tls.serverOptions() } } : { http: serverOptions }),
     // A client that sends its request slower than this is cut off (408). Only
     // receiving the request counts: an event stream or a console may stay open.
     requestTimeout: HTTP_LIMITS.requestMs,
@@ -86,7 +93,8 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     connectionTimeout: 0,
     return503OnClosing: true,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
-  });
+  }) as unknown as FastifyInstance;
+  if (tls) tls.attach(app.server as unknown as TlsServer);
   app.addHook("onResponse", async (req, reply) => {
     // By route pattern, not raw URL, so VM names do not multiply the series; unmatched requests share one.
     observeHttpRequest(req.method, req.routeOptions.url ?? "(unmatched)", reply.statusCode, reply.elapsedTime / 1000);
@@ -109,16 +117,16 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
   // Peers are told apart by address on TCP only: on the Unix socket every client has none.
   const streams = new ClientSlots({
     total: deps.streams?.total ?? HTTP_LIMITS.streams,
-    ...(peerToken ? { perPeer: deps.streams?.perPeer ?? HTTP_LIMITS.streamsPerPeer } : {}),
+    ...(peerTokens ? { perPeer: deps.streams?.perPeer ?? HTTP_LIMITS.streamsPerPeer } : {}),
   });
-  if (peerToken) {
+  if (peerTokens) {
     const unauthenticated = new UnauthenticatedConnections(
       deps.unauthenticated ?? { total: HTTP_LIMITS.unauthenticated, perPeer: HTTP_LIMITS.unauthenticatedPerPeer },
       HTTP_LIMITS.headersMs,
       log.child({ component: "http" }),
     );
-    unauthenticated.watch(app.server);
-    requirePeerToken(app, peerToken, unauthenticated);
+    unauthenticated.watch(app.server, tls !== undefined);
+    requirePeerToken(app, peerTokens, unauthenticated);
   }
   app.setNotFoundHandler((req, reply) => {
     sendProblem(reply, new RouteNotFound(`no endpoint ${req.method} ${req.url.split("?")[0]}`));

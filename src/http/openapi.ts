@@ -35,9 +35,10 @@ export function registerApiDocument(app: FastifyInstance): void {
           description: "the Unix socket (--socket, default <run-dir>/vmhostd.sock), e.g. curl --unix-socket PATH http://localhost/v1/vms; no token",
         },
         {
-          url: "http://{host}:{port}",
-          description: "the TCP listener (--listen HOST:PORT): every request needs Authorization: Bearer <peer token>",
-          variables: { host: { default: "localhost" }, port: { default: "8600" } },
+          url: "{scheme}://{host}:{port}",
+          description:
+            "the TCP listener (--listen HOST:PORT): HTTPS with --tls-cert (a client certificate of the fleet's CA with --tls-ca); every request needs Authorization: Bearer <peer token>",
+          variables: { scheme: { default: "https", enum: ["https", "http"] }, host: { default: "localhost" }, port: { default: "8600" } },
         },
       ],
       components: {
@@ -45,7 +46,7 @@ export function registerApiDocument(app: FastifyInstance): void {
           peerToken: {
             type: "http",
             scheme: "bearer",
-            description: "the --peer-token shared by the hosts; required over TCP, not on the Unix socket",
+            description: "a peer token shared by the hosts (--peer-token-file); required over TCP, not on the Unix socket",
           },
         },
       },

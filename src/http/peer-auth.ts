@@ -1,14 +1,20 @@
 // Requests over TCP come from other hosts (peer daemons, orchestrators) and must
-// carry the shared token: `Authorization: Bearer <token>`, compared in constant
-// time. The Unix socket is authorised by its file mode and group instead.
+// carry a shared token: `Authorization: Bearer <token>`, compared in constant
+// time. During a rotation two tokens are accepted; each is compared, whichever
+// matches, so the time taken says nothing of which. Over TLS with --tls-ca the
+// client's certificate was checked before any request arrives; the token stays
+// a second factor. The Unix socket is authorised by its file mode and group instead.
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import { Unauthorized } from "../errors.js";
 import type { UnauthenticatedConnections } from "./unauthenticated-connections.js";
 
-export function requirePeerToken(app: FastifyInstance, token: string, unauthenticated?: UnauthenticatedConnections): void {
+const digest = (text: string): Buffer => createHash("sha256").update(text).digest();
+
+export function requirePeerToken(app: FastifyInstance, tokens: readonly string[], unauthenticated?: UnauthenticatedConnections): void {
+  if (tokens.length === 0) throw new Error("requirePeerToken needs at least one token");
   // Hashing first gives equal-length buffers whatever the client sent.
-  const want = createHash("sha256").update(token).digest();
+  const wanted = tokens.map(digest);
   app.addHook("onRequest", async (req, reply) => {
     if (unauthenticated?.isRefused(req.raw.socket)) {
       // Already answered 429 and closing: nothing on this connection is served.
@@ -18,8 +24,10 @@ export function requirePeerToken(app: FastifyInstance, token: string, unauthenti
     }
     const header = req.headers.authorization ?? "";
     const m = /^Bearer\s+(\S+)$/i.exec(header);
-    const got = createHash("sha256").update(m?.[1] ?? "").digest();
-    if (!m || !timingSafeEqual(want, got)) {
+    const got = digest(m?.[1] ?? "");
+    let match = false;
+    for (const want of wanted) match = timingSafeEqual(want, got) || match;
+    if (!m || !match) {
       throw new Unauthorized(m ? "wrong peer token" : "requests over TCP need Authorization: Bearer <peer token>", {
         field: "authorization",
       });

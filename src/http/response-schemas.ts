@@ -8,7 +8,7 @@
 import { z } from "zod";
 import { errorCatalogue } from "../errors.js";
 import { lastExitSchema } from "../store/runtime-store.js";
-import { vmDefinitionSchema } from "../definition/vm-definition.js";
+import { cloudInitSchema, vmDefinitionSchema } from "../definition/vm-definition.js";
 import { vmStates } from "../vm/vm-state.js";
 
 /** Names a schema in the document (components.schemas), keeping what it already says about itself. */
@@ -84,7 +84,15 @@ export const vmSchema = named(
     error: z.string().optional().describe("why the VM is in state error"),
     stateWriteError: z.string().optional(),
     owner: z.object({ host: z.string(), revision: z.string(), since: z.string(), ha: z.boolean() }).optional().describe("fleet mode: the host holding the VM's owner key"),
-    definition: named(vmDefinitionSchema, "VmDefinition"),
+    definition: named(
+      vmDefinitionSchema.extend({
+        cloudInit: cloudInitSchema
+          .partial({ userData: true })
+          .optional()
+          .describe("the cloud-init seed; its userData only with ?include=cloud-init on GET /v1/vms and GET /v1/vms/{name}"),
+      }),
+      "VmDefinition",
+    ),
   }),
   "Vm",
 );

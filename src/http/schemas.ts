@@ -17,6 +17,16 @@ export const waitQuery = z
   })
   .strict();
 
+/** GET /v1/vms and /v1/vms/{name}: what a view leaves out unless asked for. */
+export const vmViewQuery = z
+  .object({
+    include: z
+      .enum(["cloud-init"])
+      .optional()
+      .describe("cloud-init: the definition's cloud-init userData too (left out otherwise: it often holds secrets)"),
+  })
+  .strict();
+
 export const shutdownBody = z
   .object({ timeoutSec: z.number().int().min(1).max(3600).optional().describe("default 60") })
   .strict();

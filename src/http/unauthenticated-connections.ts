@@ -4,6 +4,11 @@
 // closed, whatever it sent. A connection over a cap gets a 429 problem and is
 // closed before any request on it is read. Once a request on it carries the
 // right token the connection no longer counts.
+//
+// Over TLS the server counts the TCP connection (its `connection` event) while
+// requests arrive on the TLS socket wrapped around it: the two are matched by the
+// peer's address and port, which identify one open connection. A TLS connection
+// over a cap is closed without an answer: plain HTTP would not be readable there.
 import type { Server } from "node:http";
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
@@ -12,8 +17,9 @@ import { PROBLEM_CONTENT_TYPE, toProblem } from "./problem.js";
 
 export class UnauthenticatedConnections {
   private readonly slots: ClientSlots;
-  private readonly pending = new WeakMap<Socket, () => void>();
+  private readonly pending = new Map<string, () => void>();
   private readonly refused = new WeakSet<Socket>();
+  private tls = false;
 
   constructor(
     limits: SlotLimits,
@@ -23,14 +29,15 @@ export class UnauthenticatedConnections {
     this.slots = new ClientSlots(limits);
   }
 
-  /** Counts every connection the server accepts from now on. */
-  watch(server: Server): void {
+  /** Counts every connection the server accepts from now on; `tls`: the server is an HTTPS one. */
+  watch(server: Server, tls = false): void {
+    this.tls = tls;
     server.on("connection", (socket: Socket) => this.admit(socket));
   }
 
   /** A request on this connection carried the right token. */
   authenticated(socket: Socket): void {
-    this.pending.get(socket)?.();
+    this.pending.get(connectionKey(socket))?.();
   }
 
   /** Whether the connection was refused: no request on it may be served. */
@@ -42,6 +49,7 @@ export class UnauthenticatedConnections {
     const peer = peerAddress(socket.remoteAddress);
     const release = this.slots.take(peer);
     if (!release) return this.refuse(socket, peer);
+    const key = connectionKey(socket);
     const deadline = setTimeout(() => {
       this.log.debug({ peer }, "connection did not authenticate in time; closed");
       socket.destroy();
@@ -49,10 +57,10 @@ export class UnauthenticatedConnections {
     deadline.unref();
     const done = (): void => {
       clearTimeout(deadline);
-      this.pending.delete(socket);
+      this.pending.delete(key);
       release();
     };
-    this.pending.set(socket, done);
+    this.pending.set(key, done);
     socket.once("close", done);
   }
 
@@ -60,6 +68,10 @@ export class UnauthenticatedConnections {
     this.refused.add(socket);
     const err = this.slots.refusalError(peer, "connections without a valid token yet");
     this.log.warn({ peer, scope: err.fields.scope, limit: err.fields.limit }, "unauthenticated connection refused");
+    if (this.tls) {
+      socket.destroy();
+      return;
+    }
     const body = JSON.stringify(toProblem(err));
     const head = [
       "HTTP/1.1 429 Too Many Requests",
@@ -72,4 +84,9 @@ export class UnauthenticatedConnections {
     socket.end(`${head}\r\n\r\n${body}`, () => socket.destroy());
     setTimeout(() => socket.destroy(), 1000).unref();
   }
+}
+
+/** One open TCP connection, the same for the TCP socket and the TLS socket over it. */
+function connectionKey(socket: Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}`;
 }

@@ -2,9 +2,8 @@
 // counters from its taps in /sys, disk counters and the balloon over QMP. A scrape
 // never waits on a hung qemu: the QMP part of every VM is asked in parallel with a
 // short deadline, and a VM that misses it keeps its last values, marked stale.
-import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { promisify } from "node:util";
+import { execChild } from "../host/child-process.js";
 import type { BlockStatsEntry } from "../qmp/block-commands.js";
 import { vmTaps } from "../net/vm-taps.js";
 import type { Vm } from "../vm/vm.js";
@@ -177,7 +176,7 @@ async function readNics(vm: Vm): Promise<Map<number, NicSample>> {
 /** USER_HZ: 100 on every mainstream Linux, but asked of the system once rather than assumed. */
 async function readClockTicks(): Promise<number> {
   try {
-    const { stdout } = await promisify(execFile)("getconf", ["CLK_TCK"], { timeout: 2000 });
+    const { stdout } = await execChild("getconf", ["CLK_TCK"], { timeout: 2000 });
     const n = Number(stdout.trim());
     return Number.isInteger(n) && n > 0 ? n : 100;
   } catch {

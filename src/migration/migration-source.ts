@@ -91,7 +91,7 @@ export class MigrationSource {
 
   private async run(vm: Vm, job: Job, req: MigrateRequest, migration: string): Promise<void> {
     const session = vm.session!;
-    const peer = new PeerClient(req.destination, this.host.config.peerToken);
+    const peer = PeerClient.of(this.host, req.destination);
     const started = Date.now();
     vm.publish("migration.started", { job: job.id, destination: req.destination, storage: req.storage });
 
@@ -262,7 +262,7 @@ export class MigrationSource {
    */
   async recover(vm: Vm, action: ActionOf<"migrate">, entry: Pick<JournalEntry, "done" | "facts">): Promise<void> {
     const { destination, storage } = action;
-    const peer = new PeerClient(destination, this.host.config.peerToken);
+    const peer = PeerClient.of(this.host, destination);
     const session = vm.session;
     // An entry written before ids has none: the destination is then asked by name.
     const { migration } = entry.facts;

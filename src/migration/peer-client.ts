@@ -1,9 +1,11 @@
-// The source daemon's client for the destination daemon's API: JSON over HTTP
-// with the shared peer token. A refusal comes back as MigrationFailed carrying the
+// The source daemon's client for the destination daemon's API: JSON over HTTP,
+// or HTTPS for an https:// URL (the peer verified against --tls-ca, this host's
+// certificate presented), with the first peer token. A refusal comes back as MigrationFailed carrying the
 // destination's own status, code and words; a lost connection as PeerUnreachable,
 // which callers must treat as "outcome unknown", never as "it failed".
-import http from "node:http";
 import { MigrationFailed } from "../errors.js";
+import { describeTransportError, transportFor, type ClientTls, type Transport } from "../tls/client-transport.js";
+import type { HostContext } from "../vm/host-context.js";
 
 export class PeerUnreachable extends Error {}
 
@@ -14,12 +16,20 @@ export interface PeerReply<T> {
 
 export class PeerClient {
   private readonly base: URL;
+  private readonly transport: Transport;
 
   constructor(
     baseUrl: string,
     private readonly token: string | undefined,
+    tls?: ClientTls,
   ) {
     this.base = new URL(baseUrl);
+    this.transport = transportFor(this.base, tls);
+  }
+
+  /** A client of `baseUrl` with this host's credentials: the first peer token (the one it sends), its TLS files as now loaded. */
+  static of(host: { config: Pick<HostContext["config"], "peerTokens">; tls?: HostContext["tls"] }, baseUrl: string): PeerClient {
+    return new PeerClient(baseUrl, host.config.peerTokens[0], host.tls?.clientOptions());
   }
 
   get url(): string {
@@ -33,8 +43,8 @@ export class PeerClient {
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (payload) Object.assign(headers, { "content-type": "application/json", "content-length": payload.length });
     return new Promise((resolve, reject) => {
-      const req = http.request(
-        { host: this.base.hostname, port: this.base.port || 80, method, path, headers, agent: false, timeout: timeoutMs },
+      const req = this.transport.request(
+        { ...this.transport.options, method, path, headers, agent: false, timeout: timeoutMs },
         (res) => {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
@@ -52,7 +62,7 @@ export class PeerClient {
         },
       );
       req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-      req.on("error", (err) => reject(new PeerUnreachable(`${this.url}: ${err.message}`)));
+      req.on("error", (err) => reject(new PeerUnreachable(`${this.url}: ${describeTransportError(err)}`)));
       req.end(payload);
     });
   }

@@ -1,12 +1,10 @@
 // The few iproute2 commands the daemon needs, each run as `ip` with an argv array
 // (no shell: a bridge or VM name cannot become an option), and the JSON view of
 // one link. Knows nothing of VMs.
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { NetworkFailed } from "../errors.js";
+import { execChild } from "../host/child-process.js";
 import type { QemuIdentity } from "../qemu/qemu-user.js";
 
-const run = promisify(execFile);
 const IP_TIMEOUT_MS = 10_000;
 
 export interface LinkInfo {
@@ -38,7 +36,7 @@ interface IpLinkJson {
 
 async function ip(args: string[]): Promise<string> {
   try {
-    const { stdout } = await run("ip", args, { timeout: IP_TIMEOUT_MS });
+    const { stdout } = await execChild("ip", args, { timeout: IP_TIMEOUT_MS });
     return stdout;
   } catch (err) {
     const e = err as { stderr?: string; message: string };

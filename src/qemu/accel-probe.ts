@@ -3,13 +3,13 @@
 // guest and then crawl (a kernel makes no visible progress). The probe boots the
 // same tiny guest under KVM and under TCG, firmware and all, to a boot sector
 // that exits qemu through isa-debug-exit, and compares the times.
-import { execFile } from "node:child_process";
 import { constants } from "node:fs";
 import { access, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { AccelMode } from "../config.js";
+import { execChild } from "../host/child-process.js";
 import type { Accel } from "./qemu-argv.js";
 
 /** isa-debug-exit turns `out 0xf4, 0x2a` into exit status (0x2a << 1) | 1. */
@@ -42,14 +42,13 @@ export async function probeAccel(qemu: string, accel: Accel, image: string): Pro
     "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
   ];
   const started = performance.now();
-  return new Promise((resolve) => {
-    execFile(qemu, argv, { timeout: PROBE_TIMEOUT_MS, killSignal: "SIGKILL" }, (err, _out, stderr) => {
-      const ms = Math.round(performance.now() - started);
-      const code = (err as { code?: unknown } | null)?.code;
-      if (code === PROBE_EXIT_STATUS) resolve({ ok: true, ms, detail: "probe guest ran" });
-      else resolve({ ok: false, ms, detail: (err?.killed ? "probe guest made no progress" : stderr.trim()) || `exit ${String(code)}` });
-    });
-  });
+  const ended = await execChild(qemu, argv, { timeout: PROBE_TIMEOUT_MS, killSignal: "SIGKILL" }).then(
+    () => ({ code: 0 as unknown, killed: false, stderr: "" }),
+    (err: { code?: unknown; killed?: boolean; stderr?: string }) => ({ code: err.code, killed: err.killed === true, stderr: err.stderr ?? "" }),
+  );
+  const ms = Math.round(performance.now() - started);
+  if (ended.code === PROBE_EXIT_STATUS) return { ok: true, ms, detail: "probe guest ran" };
+  return { ok: false, ms, detail: (ended.killed ? "probe guest made no progress" : ended.stderr.trim()) || `exit ${String(ended.code)}` };
 }
 
 /** Chooses the accelerator for this daemon's run. `kvm` and `tcg` are taken as given. */

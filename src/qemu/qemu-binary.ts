@@ -1,11 +1,8 @@
 // Facts about the qemu binary itself, read once at daemon start.
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
-
-const run = promisify(execFile);
+import { execChild } from "../host/child-process.js";
 
 export async function readQemuVersion(binary: string): Promise<string> {
-  const { stdout } = await run(binary, ["--version"], { timeout: 10_000 });
+  const { stdout } = await execChild(binary, ["--version"], { timeout: 10_000 });
   const m = /version\s+(\S+)/i.exec(stdout);
   if (!m?.[1]) throw new Error(`cannot read the version of ${binary}: ${stdout.split("\n")[0]}`);
   return m[1];

@@ -1,10 +1,10 @@
 // Launching qemu so that it outlives the daemon: its own session and process
 // group (detached), stdio to a per-VM log file rather than pipes that would die
 // with us, and no shell anywhere (argv array).
-import { spawn } from "node:child_process";
 import { open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { QemuFailed } from "../errors.js";
+import { spawnChild } from "../host/child-process.js";
 import type { QemuIdentity } from "./qemu-user.js";
 import { readProcStartTicks, isSameProcess } from "./qemu-process.js";
 
@@ -25,7 +25,7 @@ export async function launchQemu(binary: string, argv: string[], logFile: string
   try {
     // Started as its unprivileged uid from the first instruction (as libvirt does): qemu's
     // own -runas drops privileges only after its seccomp filter forbids doing so.
-    const child = spawn(binary, argv, { detached: true, stdio: ["ignore", log.fd, log.fd], ...(identity ?? {}) });
+    const child = spawnChild(binary, argv, { detached: true, stdio: ["ignore", log.fd, log.fd], ...(identity ?? {}) });
     const exit = new Promise<ProcessExit>((resolve) => {
       child.once("exit", (code, signal) => resolve({ code, signal }));
     });

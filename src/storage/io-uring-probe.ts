@@ -2,13 +2,10 @@
 // the kernel must allow it (io_uring_disabled, Linux 6.6+) and qemu must be built
 // with liburing. qemu-img shares qemu's block layer, so opening a scratch file with
 // aio=io_uring through it answers for qemu too. Any doubt means no: threads work everywhere.
-import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
-
-const run = promisify(execFile);
+import { execChild } from "../host/child-process.js";
 
 export async function probeIoUring(qemuImg = "qemu-img"): Promise<boolean> {
   const disabled = await readFile("/proc/sys/kernel/io_uring_disabled", "utf8").catch(() => "0");
@@ -17,7 +14,7 @@ export async function probeIoUring(qemuImg = "qemu-img"): Promise<boolean> {
   try {
     const file = path.join(dir, "probe.raw");
     await writeFile(file, Buffer.alloc(4096));
-    await run(qemuImg, ["info", "--image-opts", `driver=raw,file.driver=file,file.filename=${file},file.aio=io_uring`], {
+    await execChild(qemuImg, ["info", "--image-opts", `driver=raw,file.driver=file,file.filename=${file},file.aio=io_uring`], {
       timeout: 10_000,
     });
     return true;

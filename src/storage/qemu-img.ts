@@ -4,8 +4,8 @@
 // backing file the daemon has not checked: overlays are written with -u (the base
 // is not opened) and a source with a backing chain is given as a `json:` node tree
 // with the checked chain spelt out (see image-inspector.ts).
-import { spawn } from "node:child_process";
 import { StorageFailed } from "../errors.js";
+import { spawnChild } from "../host/child-process.js";
 
 export type ImageFormat = "qcow2" | "raw";
 
@@ -14,8 +14,6 @@ export interface RunAs {
   uid: number;
   gid: number;
 }
-
-const ENV = { PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", LC_ALL: "C" };
 
 /** One image of a checked chain, top first. */
 export interface ChainLink {
@@ -76,8 +74,7 @@ export class QemuImg {
 
   private run(what: string, args: string[], file: string, timeout: number, opts: { fd?: number; as?: RunAs } = {}): Promise<string> {
     return new Promise((resolve, reject) => {
-      const child = spawn(this.binary, args, {
-        env: ENV,
+      const child = spawnChild(this.binary, args, {
         stdio: ["ignore", "pipe", "pipe", ...(opts.fd !== undefined ? [opts.fd] : [])],
         timeout,
         ...(opts.as ? { uid: opts.as.uid, gid: opts.as.gid } : {}),

@@ -9,6 +9,7 @@ import type { QemuUsers } from "../qemu/qemu-user.js";
 import type { DefinitionStore } from "../store/definition-store.js";
 import type { QemuImg } from "../storage/qemu-img.js";
 import type { StoragePools } from "../storage/storage-pools.js";
+import type { TlsFiles } from "../tls/tls-files.js";
 
 export interface HostContext {
   config: Config;
@@ -27,4 +28,6 @@ export interface HostContext {
   stopping: AbortController;
   /** Fleet mode (--etcd): the host lease, registry entry and VM owner keys. Absent on a single host. */
   fleet?: FleetMember;
+  /** --tls-cert: this host's certificate, key and CA bundle, as last (re)loaded; used towards peers too. */
+  tls?: TlsFiles;
 }

@@ -1,9 +1,11 @@
 // What a VM shows of itself: the view the API answers with and the events carry,
 // rendered from the VM's facts. Kept apart from the Vm class so that readers of a
 // view (routes, the CLI's types, ownership) need nothing of the live VM.
+// A cloud-init user-data often holds secrets (passwords, keys): a view never
+// carries it; GET /v1/vms/{name}?include=cloud-init puts the definition's back.
 import type { JobView } from "../jobs/job-registry.js";
 import type { LastExit } from "../store/runtime-store.js";
-import type { VmDefinition } from "../definition/vm-definition.js";
+import type { CloudInit, VmDefinition } from "../definition/vm-definition.js";
 import type { Ownership } from "../fleet/fleet-member.js";
 import type { VmActionKind } from "../definition/vm-action.js";
 import type { QemuSession } from "./qemu-session.js";
@@ -36,7 +38,17 @@ export interface VmView {
   stateWriteError?: string;
   /** Fleet mode: the host holding the VM's owner key, and the key's revision (the fencing token). */
   owner?: Ownership;
-  definition: VmDefinition;
+  definition: VmDefinitionView;
+}
+
+/** A definition as shown: the cloud-init seed without its user-data unless asked for. */
+export type VmDefinitionView = Omit<VmDefinition, "cloudInit"> & { cloudInit?: Omit<CloudInit, "userData"> & { userData?: string } };
+
+/** The definition without the seed's user-data. */
+export function withoutUserData(def: VmDefinition): VmDefinitionView {
+  if (!def.cloudInit) return def;
+  const { userData: _secret, ...rest } = def.cloudInit;
+  return { ...def, cloudInit: rest };
 }
 
 /**
@@ -98,7 +110,7 @@ export function renderView(f: ViewFacts): VmView {
     ...(f.broken ? { error: f.broken } : {}),
     ...(f.stateWriteError ? { stateWriteError: f.stateWriteError } : {}),
     ...(f.owner ? { owner: f.owner } : {}),
-    definition: f.definition,
+    definition: withoutUserData(f.definition),
   };
 }
 

@@ -38,7 +38,7 @@ t.test("cloud-init NoCloud seed", async (t) => {
   await writeFile(metaData, "local-hostname: renamed\n");
   const set = await runVmctl(d, "cloud-init", VM, "--user-data", userData, "--meta-data", metaData);
   t.equal(set.code, 0, set.stderr);
-  const changed = await d.api.json<{ definition: { cloudInit: { userData: string } } }>("GET", `/v1/vms/${VM}`);
+  const changed = await d.api.json<{ definition: { cloudInit: { userData: string } } }>("GET", `/v1/vms/${VM}?include=cloud-init`);
   t.match(changed.definition.cloudInit.userData, second, "vmctl cloud-init puts the new user-data in the definition");
   await d.api.json("POST", `/v1/vms/${VM}/stop`);
   const offset = await consoleSize(d, VM);

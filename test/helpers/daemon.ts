@@ -51,6 +51,11 @@ export interface DaemonOptions {
    * Unix socket stays reachable, as the filesystem is shared.
    */
   netns?: string;
+  /**
+   * A --listen without --tls-cert gets --insecure-listen added (a non-loopback address
+   * needs one or the other); set this to start the daemon exactly as given.
+   */
+  exactArgs?: boolean;
 }
 
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
@@ -96,7 +101,9 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
       await rm(root, { recursive: true, force: true });
     },
   };
-  const launch = async (args: string[]): Promise<ChildProcess> => {
+  const launch = async (given: string[]): Promise<ChildProcess> => {
+    const plainTcp = given.includes("--listen") && !given.includes("--tls-cert") && !given.includes("--insecure-listen");
+    const args = plainTcp && !opts.exactArgs ? [...given, "--insecure-listen"] : given;
     const daemonArgv = [...daemonNodeFlags, mainJs, "--state-dir", stateDir, "--run-dir", runDir, "--accel", "tcg", "--log-level", "debug", ...args];
     const proc = spawn(
       opts.netns ? "ip" : process.execPath,

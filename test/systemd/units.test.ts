@@ -71,6 +71,11 @@ t.test("vmhostd.service: notify, watchdog, and VMs outlive the daemon", async (t
   t.equal(svc.get("ExecStart"), `/usr/bin/node ${flags} /opt/vmhostd/dist/src/main.js`, "the unit runs node with them");
   const pkg = JSON.parse(await readFile(path.join(unitsDir, "../package.json"), "utf8")) as { scripts: Record<string, string> };
   t.match(pkg.scripts.start, ` node ${flags} dist/src/main.js`, "npm start too");
+  // The token reaches the daemon as a credential: never on its command line or in its environment.
+  t.equal(svc.get("LoadCredential"), "peer-token:/etc/vmhostd/peer-token");
+  t.notMatch(svc.get("ExecStart"), /peer-token/);
+  t.notOk(svc.get("Environment")?.includes("VMHOSTD_PEER_TOKEN="), "no token in the environment");
+  t.equal(svc.get("ExecReload"), "/bin/kill -HUP $MAINPID", "reload re-reads the TLS files");
 });
 
 t.test("vmhostd-guests.service: guests start after vmhostd and stop before it", async (t) => {

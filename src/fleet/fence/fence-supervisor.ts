@@ -5,7 +5,6 @@
 // VMs run here (by their recorded identity). Only confirmed renewals move the
 // time forward; a lost or replaced lease is written at once as "fence now", and
 // stays written until every ha VM still running holds its key under the new lease.
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
@@ -13,6 +12,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { setFenceStatus } from "../../metrics/metric-hooks.js";
+import { spawnChild } from "../../host/child-process.js";
 import type { FleetMember, LeaseRenewal } from "../fleet-member.js";
 import { nextLoss } from "./fence-decision.js";
 import { FENCE_PROTOCOL, PID_FILE, STATE_FILE, STATUS_FILE, fenceDir, fenceMarginMs, type FenceState, type FenceStatus, type FenceVm } from "./fence-state.js";
@@ -187,7 +187,7 @@ export class FenceSupervisor {
     }
     const out = openSync(path.join(this.dir, "fence.log"), "a", 0o600);
     try {
-      const child = spawn(process.execPath, [fenceMain, "--dir", this.dir, "--protocol", FENCE_PROTOCOL], { detached: true, stdio: ["ignore", out, out] });
+      const child = spawnChild(process.execPath, [fenceMain, "--dir", this.dir, "--protocol", FENCE_PROTOCOL], { detached: true, stdio: ["ignore", out, out] });
       await new Promise<void>((resolve, reject) => {
         child.once("spawn", resolve);
         child.once("error", reject);

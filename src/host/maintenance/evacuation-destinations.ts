@@ -6,7 +6,7 @@
 // memory (GET /v1/host).
 import { ValidationFailed } from "../../errors.js";
 import type { FleetMember } from "../../fleet/fleet-member.js";
-import { PeerClient } from "../../migration/peer-client.js";
+import type { PeerClient } from "../../migration/peer-client.js";
 import type { Destination } from "./evacuation-plan.js";
 
 const MiB = 1024 * 1024;
@@ -41,12 +41,13 @@ export async function fleetDestinations(fleet: FleetMember, to: string[] | undef
   });
 }
 
-export async function listedDestinations(to: string[], peerToken: string | undefined): Promise<Destination[]> {
+/** `peerOf` makes a client of a URL with this host's credentials (PeerClient.of). */
+export async function listedDestinations(to: string[], peerOf: (url: string) => PeerClient): Promise<Destination[]> {
   return await Promise.all(
     to.map(async (url, i) => {
       const field = `to.${i}`;
       if (!/^https?:\/\/[^/]+\/?$/.test(url)) throw refused(field, `expected a destination's base URL (http://HOST:PORT), got "${url}"`);
-      const peer = new PeerClient(url, peerToken);
+      const peer = peerOf(url);
       const reply = await peer.request<HostFigures>("GET", "/v1/host", undefined, 10_000).catch((err: Error) => ({ status: 0, body: err.message }));
       if (reply.status !== 200 || typeof reply.body !== "object") {
         throw refused(field, `cannot ask ${peer.url} for its memory: ${reply.status ? `HTTP ${reply.status}` : String(reply.body)}`);

@@ -13,6 +13,7 @@ import type { PerformedAction, VmRegistry } from "../../vm/vm-registry.js";
 import { countItems, evacuationOutcome, nextToMigrate, placeVms, type EvacuationItem } from "./evacuation-plan.js";
 import { moveVm, vmsToPlace } from "./evacuation-moves.js";
 import { fleetDestinations, listedDestinations } from "./evacuation-destinations.js";
+import { PeerClient } from "../../migration/peer-client.js";
 import { MaintenanceStore, type EvacuationRecord, type MaintenanceRecord } from "./maintenance-store.js";
 
 export interface EvacuateRequest {
@@ -104,7 +105,7 @@ export class HostMaintenance {
       throw new ValidationFailed(`to: ${message}`, [{ field: "to", message }]);
     }
     const urls = req.to?.length && req.to.every((t) => /^https?:\/\//.test(t));
-    const destinations = fleet && !urls ? await fleetDestinations(fleet, req.to) : await listedDestinations(req.to!, this.host.config.peerToken);
+    const destinations = fleet && !urls ? await fleetDestinations(fleet, req.to) : await listedDestinations(req.to!, (url) => PeerClient.of(this.host, url));
     const entering = !this.record;
     const since = this.record?.since ?? new Date().toISOString();
     await this.save({ since, ...(this.record?.evacuation ? { evacuation: this.record.evacuation } : {}) }, true);

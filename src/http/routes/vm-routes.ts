@@ -7,9 +7,10 @@ import type { z } from "zod";
 import { RouteNotFound } from "../../errors.js";
 import { vmCreateSchema } from "../../definition/vm-definition.js";
 import type { ViewAction, VmRegistry } from "../../vm/vm-registry.js";
+import type { Vm, VmView } from "../../vm/vm.js";
 import * as errors from "../route-errors.js";
 import { acceptedSchema, json, named, noContent, problems, vmListSchema, vmSchema } from "../response-schemas.js";
-import { emptyBody, shutdownBody, vmActionParams, vmParams, waitQuery } from "../schemas.js";
+import { emptyBody, shutdownBody, vmActionParams, vmParams, vmViewQuery, waitQuery } from "../schemas.js";
 
 type Lifecycle = z.output<typeof vmActionParams>["action"];
 
@@ -26,8 +27,15 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
   const r = app.withTypeProvider<ZodTypeProvider>();
   r.get(
     "/v1/vms",
-    { schema: { operationId: "listVms", summary: "every VM with its state", response: { 200: vmListSchema, ...problems(...errors.anyRequest) } } },
-    async () => ({ vms: registry.list().map((vm) => vm.view()) }),
+    {
+      schema: {
+        operationId: "listVms",
+        summary: "every VM with its state",
+        querystring: vmViewQuery,
+        response: { 200: vmListSchema, ...problems(...errors.anyRequest) },
+      },
+    },
+    async (req) => ({ vms: registry.list().map((vm) => withUserData(vm.view(), vm, req.query.include)) }),
   );
 
   r.post(
@@ -53,6 +61,7 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
         operationId: "getVm",
         summary: "one VM; its state is read from qemu first; in fleet mode its owner",
         params: vmParams,
+        querystring: vmViewQuery,
         response: { 200: vmSchema, ...problems(...errors.onVm) },
       },
     },
@@ -61,7 +70,7 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
       await vm.refresh();
       // Fleet mode: a VM owned by another host shows that host.
       const owner = await registry.ownerOf(vm);
-      const view = vm.view();
+      const view = withUserData(vm.view(), vm, req.query.include);
       return owner ? { ...view, owner } : view;
     },
   );
@@ -127,4 +136,9 @@ export function registerVmRoutes(app: FastifyInstance, registry: VmRegistry): vo
       throw new RouteNotFound(`no endpoint POST /v1/vms/${req.params.name}/${req.params.action}`);
     },
   );
+}
+
+/** The view, with the definition's cloud-init user-data when the client asked for it. */
+function withUserData(view: VmView, vm: Vm, include: "cloud-init" | undefined): VmView {
+  return include === "cloud-init" ? { ...view, definition: vm.definition } : view;
 }

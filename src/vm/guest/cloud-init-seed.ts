@@ -2,19 +2,16 @@
 // network-config in an ISO 9660 image labelled `cidata`, which cloud-init in a
 // stock cloud image finds on its own. Made from the definition at each start
 // when its content changed, attached as a read-only CD-ROM (see qemu-argv).
-import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { promisify } from "node:util";
 import { StorageFailed, VmStateConflict } from "../../errors.js";
+import { execChild } from "../../host/child-process.js";
 import { fsyncDir, writeFileAtomic } from "../../store/atomic-file.js";
 import type { VmPaths } from "../../store/vm-paths.js";
 import type { CloudInit, VmDefinition } from "../../definition/vm-definition.js";
 import type { HostContext } from "../host-context.js";
 import type { Vm } from "../vm.js";
-
-const run = promisify(execFile);
 
 /** Builds the ISO (Joliet and Rock Ridge, so every cloud-init reads the lower-case names). */
 export const XORRISO = "xorriso";
@@ -65,13 +62,14 @@ export async function ensureCloudInitSeed(def: VmDefinition, paths: VmPaths): Pr
   try {
     await mkdir(tree, { recursive: true, mode: 0o700 });
     await Promise.all(Object.entries(files).map(([name, text]) => writeFile(path.join(tree, name), text, { mode: 0o600 })));
-    await run(XORRISO, ["-as", "mkisofs", "-quiet", "-output", iso, "-volid", "cidata", "-joliet", "-rock", tree], { timeout: 30_000 }).catch(
+    await execChild(XORRISO, ["-as", "mkisofs", "-quiet", "-output", iso, "-volid", "cidata", "-joliet", "-rock", tree], { timeout: 30_000 }).catch(
       (err: Error & { stderr?: string }) => {
         throw new StorageFailed(`cannot make the cloud-init seed: ${(err.stderr || err.message).trim()}`, { vm: def.name });
       },
     );
     const fh = await open(iso, "r+");
-    await fh.sync().finally(() => fh.close());
+    // The user-data often holds secrets: the daemon's (and, once started, the VM's qemu's) only.
+    await fh.chmod(0o600).then(() => fh.sync()).finally(() => fh.close());
     await rename(iso, paths.cloudInitSeed);
     await fsyncDir(paths.dir);
     await writeFileAtomic(digestFile(paths), digest + "\n", 0o600);
