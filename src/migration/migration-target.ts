@@ -66,7 +66,7 @@ export class MigrationTarget {
     // Postcopy resumes the guest here before the commit, ahead of the owner key's handover.
     if (this.host.fleet && req.postcopy) throw new VmStateConflict(def.name, "in fleet mode", "migrate with postcopy");
     // Fleet mode: refused before any RAM moves if the source's hold on the key is not current.
-    const owner = this.host.fleet ? await this.host.fleet.owner(def.name) : undefined;
+    const owner = this.host.fleet ? await this.host.fleet.keys.owner(def.name) : undefined;
     if (owner && owner.host !== this.host.fleet!.hostId && (owner.host !== req.owner?.host || owner.revision !== req.owner?.revision)) {
       throw new VmOwnedElsewhere(def.name, owner.host, owner.revision);
     }
@@ -180,8 +180,8 @@ export class MigrationTarget {
       try {
         vm.holdOwner(
           entry.owner
-            ? await fleet.handover(name, entry.owner.host, entry.owner.revision, vm.definition.ha)
-            : await fleet.acquire(name, vm.definition.ha),
+            ? await fleet.keys.handover(name, entry.owner.host, entry.owner.revision, vm.definition.ha)
+            : await fleet.keys.acquire(name, vm.definition.ha),
         );
       } catch (err) {
         entry.committing = false;
