@@ -13,7 +13,8 @@ if [ "$mode" = "--test" ]; then
   # cpio builds the test guest's initramfs; iproute2 makes test network namespaces.
   # grub's two platforms, xorriso and mtools make the installer ISO; systemd brings systemd-analyze.
   # etcd-server: the fleet tests start their own etcd on loopback (never the packaged service).
-  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server)
+  # chromium: the console page tests drive it headless (puppeteer-core).
+  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server chromium)
 fi
 
 missing=()
