@@ -219,8 +219,10 @@ program
 program
   .command("screenshot <name> <file>")
   .description("save a PNG of the VM's display ('-' for stdout)")
-  .action(async (name: string, file: string) => {
-    const res = await client().request("GET", `/v1/vms/${encodeURIComponent(name)}/screenshot`);
+  .option("--width <px>", "a thumbnail at most this wide, the aspect kept")
+  .action(async (name: string, file: string, o: { width?: string }) => {
+    const query = o.width !== undefined ? `?width=${encodeURIComponent(o.width)}` : "";
+    const res = await client().request("GET", `/v1/vms/${encodeURIComponent(name)}/screenshot${query}`);
     if (res.status >= 400) {
       const p = JSON.parse(res.body.toString()) as { code: string; detail: string };
       throw new ApiError(res.status, p.code, p.detail);

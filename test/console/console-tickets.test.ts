@@ -12,6 +12,7 @@ import t from "tap";
 import { freePort } from "../../src/net/free-port.js";
 import { openConsole } from "../helpers/console-socket.js";
 import { httpGet, mintTicket, openTicketSocket, refusedSocket, rfb, rfbHandshake, type Minted } from "../helpers/console-ticket.js";
+import { decodePng, distinctPixels } from "../helpers/png.js";
 import { consoleFromDisk, defineShellVm, startDaemon, waitForBoot, waitForConsole } from "../helpers/daemon.js";
 
 const VM = "cust";
@@ -196,6 +197,20 @@ t.test("console tickets: the page in Chromium, one session per ticket, the attac
     await waitForBoot(d, VM, boots + 1, 60_000);
     t.pass("Ctrl-Alt-Del through a read-write ticket rebooted the guest");
     control.ws.close();
+  });
+
+  await t.test("thumbnails for the panel's VM list keep the screen's aspect", async (t) => {
+    const full = decodePng((await d.api.request("GET", `/v1/vms/${VM}/screenshot`)).body);
+    const res = await d.api.request("GET", `/v1/vms/${VM}/screenshot?width=320`);
+    t.equal(res.headers["content-type"], "image/png");
+    const thumb = decodePng(res.body);
+    t.equal(thumb.width, 320, `320 wide (the screen is ${full.width}x${full.height})`);
+    t.ok(Math.abs(thumb.height - (full.height * 320) / full.width) <= 1, `height ${thumb.height} in proportion`);
+    t.ok(distinctPixels(thumb) > 1, "not blank");
+    const big = decodePng((await d.api.request("GET", `/v1/vms/${VM}/screenshot?width=4096`)).body);
+    t.same([big.width, big.height], [full.width, full.height], "never scaled up");
+    const bad = await d.api.request("GET", `/v1/vms/${VM}/screenshot?width=0`);
+    t.match(JSON.parse(bad.body.toString()), { status: 400, code: "VMH_ERR_VALIDATION", field: "width" });
   });
 
   await t.test("the session ends when the VM stops, and the page says so", async (t) => {
