@@ -3,22 +3,25 @@
 // console (xterm.js); a ticket opens one session and nothing else; the attacker
 // reuses, outlives, borrows and forges tickets, writes through read-only ones,
 // comes from another origin, and floods the store.
+import { execFile } from "node:child_process";
 import { mkdtemp } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
 import puppeteer, { type Browser } from "puppeteer-core";
 import t from "tap";
 import { freePort } from "../../src/net/free-port.js";
 import { openConsole } from "../helpers/console-socket.js";
 import { httpGet, mintTicket, openTicketSocket, refusedSocket, rfb, rfbHandshake, type Minted } from "../helpers/console-ticket.js";
 import { decodePng, distinctPixels } from "../helpers/png.js";
-import { consoleFromDisk, defineShellVm, startDaemon, waitForBoot, waitForConsole } from "../helpers/daemon.js";
+import { consoleFromDisk, defineShellVm, startDaemon, vmctlJs, waitForBoot, waitForConsole } from "../helpers/daemon.js";
 
 const VM = "cust";
 const OTHER = "other";
 const TOKEN = "console-test-peer-token-0123456789";
 const PANEL = "https://panel.example";
+const run = promisify(execFile);
 const CHROMIUM = process.env.VMH_CHROMIUM ?? "/usr/bin/chromium";
 
 t.test("console tickets: the page in Chromium, one session per ticket, the attacker refused", async (t) => {
@@ -60,6 +63,9 @@ t.test("console tickets: the page in Chromium, one session per ticket, the attac
     t.equal(bad.status, 400, "at most 300 s");
     t.match(JSON.parse(bad.body.toString()), { code: "VMH_ERR_VALIDATION", field: "ttlSec" });
     t.equal((await d.api.request("POST", `/v1/vms/nope/console-tickets`, { kind: "vnc" })).status, 404);
+    const cli = await run(process.execPath, [vmctlJs, "--socket", d.socket, "console-ticket", VM, "--kind", "serial", "--mode", "ro", "--ttl", "60"]);
+    t.match(cli.stdout, new RegExp(`^${base}/console/[A-Za-z0-9_-]{43}\n$`), "vmctl console-ticket prints the URL");
+    minted.push({ ticket: cli.stdout.trim().split("/").pop()! } as Minted);
     const overTcp = await httpGet(`${base}/v1/vms/${VM}/console-tickets`, { authorization: `Bearer ${TOKEN}` }, "POST", { kind: "serial", mode: "ro" });
     t.equal(overTcp.status, 201, "a panel with the peer token mints over TCP");
     minted.push(JSON.parse(overTcp.body) as Minted);
