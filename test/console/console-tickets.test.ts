@@ -93,6 +93,15 @@ t.test("console tickets: the page in Chromium, one session per ticket, the attac
     t.comment(`screenshot of the VNC page: ${file}`);
     if (process.env.VMH_CONSOLE_DOC_SCREENSHOT) await page.screenshot({ path: process.env.VMH_CONSOLE_DOC_SCREENSHOT as `${string}.png` });
 
+    const roTicket = await mint(VM, { kind: "vnc", mode: "ro" });
+    const roPage = await browser.newPage();
+    t.teardown(() => roPage.close());
+    await roPage.goto(roTicket.url);
+    await roPage.waitForFunction(CANVAS_NOT_BLANK, { timeout: 15_000, polling: 200 });
+    t.equal(await roPage.$eval("#session-mode", (e) => e.textContent), "view only", "a read-only page says it is view only");
+    t.ok(await roPage.$eval("#ctrl-alt-del", (e) => e.hasAttribute("hidden")), "and offers no Ctrl-Alt-Del");
+    t.equal(await roPage.evaluate("window.vmhConsole.rfb.viewOnly"), true, "noVNC is view-only");
+
     const again = await httpGet(m.url);
     t.equal(again.status, 410, "the page of a used ticket: 410");
     t.match(again.body, /already used/, "saying it was used");
