@@ -260,9 +260,6 @@ export class InternalError extends defineError("VMH_ERR_INTERNAL", 500, "Interna
 
 /** Every error class, for the README check and the OpenAPI document. */
 export const errorCatalogue = [
-  ConsoleTicketRefused,
-  ConsoleTicketSpent,
-  ConsoleOriginRefused,
   ValidationFailed,
   PathOutsidePool,
   FileNotFound,
@@ -274,6 +271,9 @@ export const errorCatalogue = [
   VmStateConflict,
   VmBusy,
   ConsoleBusy,
+  ConsoleTicketRefused,
+  ConsoleTicketSpent,
+  ConsoleOriginRefused,
   JobNotFound,
   Unauthorized,
   MigrationFailed,
