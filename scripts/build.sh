@@ -17,3 +17,13 @@ if [ ! -f dist/src/main.js ] || [ ! -f "$stamp" ] || [ -n "$(find src test bench
   npx tsc -p tsconfig.json
   touch "$stamp"
 fi
+
+# The console page (web/console) with noVNC and xterm.js beside it, copied from
+# node_modules so that the page loads nothing from elsewhere and works offline;
+# the daemon serves dist/web/console at /console/assets/.
+assets=dist/web/console
+rm -rf "$assets"
+mkdir -p "$assets/novnc" "$assets/xterm"
+cp web/console/* "$assets/"
+cp -r node_modules/@novnc/novnc/core node_modules/@novnc/novnc/vendor node_modules/@novnc/novnc/LICENSE.txt "$assets/novnc/"
+cp node_modules/@xterm/xterm/lib/xterm.mjs node_modules/@xterm/xterm/css/xterm.css node_modules/@xterm/xterm/LICENSE "$assets/xterm/"

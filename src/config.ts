@@ -91,6 +91,15 @@ export const configSchema = z
       .optional()
       .describe("fleet mode: a watchdog device the fence process pets while the lease is valid; a real one reboots the host when petting stops"),
     watchdogTimeout: z.coerce.number().int().min(1).max(3600).default(2).describe("seconds: the watchdog device's own timeout, as set on the device"),
+    consoleOrigins: z
+      .array(z.string().regex(/^https?:\/\/[^\s/,]+$/, "expected an origin: http(s)://HOST[:PORT]"))
+      .default([])
+      .describe("origins (the control panel's) whose pages may open a console WebSocket, besides the console page's own"),
+    consoleUrl: z
+      .string()
+      .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*[^\s/?#])?$/, "expected http(s)://HOST[:PORT][/PATH], no trailing '/'")
+      .optional()
+      .describe("where browsers reach the TCP listener, for the URLs of console tickets; default http://<--listen>"),
     qmpPassthrough: z
       .enum(passthroughModes)
       .default("allowlist")
@@ -175,6 +184,8 @@ export const settings = [
   { key: "leaseTtl", flag: "lease-ttl", env: "VMHOSTD_LEASE_TTL", help: "host lease TTL in seconds, at least 5 (default 10)" },
   { key: "watchdog", flag: "watchdog", env: "VMHOSTD_WATCHDOG", help: "fleet mode: watchdog device the fence pets while the lease is valid (a real one REBOOTS the host)" },
   { key: "watchdogTimeout", flag: "watchdog-timeout", env: "VMHOSTD_WATCHDOG_TIMEOUT", help: "seconds: the watchdog device's timeout, at most half the lease TTL (default 2)" },
+  { key: "consoleOrigins", flag: "console-origin", env: "VMHOSTD_CONSOLE_ORIGINS", help: "origin allowed to open console WebSockets besides the page's own, repeatable (env: comma-separated)" },
+  { key: "consoleUrl", flag: "console-url", env: "VMHOSTD_CONSOLE_URL", help: "base of console ticket URLs as browsers reach the listener (default http(s)://<listen>)" },
   { key: "qmpPassthrough", flag: "qmp-passthrough", env: "VMHOSTD_QMP_PASSTHROUGH", help: "allowlist | all: which QMP commands POST .../qmp runs (default allowlist)" },
 ] as const;
 
@@ -215,7 +226,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   for (const s of settings) {
     const v = values[s.flag] ?? env[s.env];
     if (isList(s.key)) {
-      const list = Array.isArray(v) ? v : typeof v === "string" && v !== "" ? v.split(",") : [];
+      const list = Array.isArray(v) ? v.flatMap((x: string) => (s.key === "consoleOrigins" ? x.split(",") : [x])) : typeof v === "string" && v !== "" ? v.split(",") : [];
       if (list.length) raw[s.key] = list as string[];
     } else if (s.key === "insecureListen") {
       raw[s.key] = v === true || (typeof v === "string" && /^(1|true|yes)$/i.test(v));
@@ -244,7 +255,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
 }
 
 function isList(key: string): boolean {
-  return key === "pools" || key === "peerTokenFiles";
+  return key === "pools" || key === "peerTokenFiles" || key === "consoleOrigins";
 }
 
 /** Longest Unix socket path the daemon creates below run-dir: sun_path holds 107 bytes. */

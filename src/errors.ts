@@ -97,6 +97,32 @@ export class ConsoleBusy extends defineError("VMH_ERR_CONSOLE_BUSY", 409, "Conso
   }
 }
 
+/** A console ticket that opens nothing: never minted here, minted before a daemon restart, or not a ticket at all. */
+export class ConsoleTicketRefused extends defineError("VMH_ERR_CONSOLE_TICKET", 403, "Console ticket not valid") {
+  constructor() {
+    super("this console link is not valid (never issued, or issued before the daemon restarted): ask the control panel for a new one");
+  }
+}
+
+/** A console ticket that was valid once: already used to open its session, or expired before it was. */
+export class ConsoleTicketSpent extends defineError("VMH_ERR_CONSOLE_TICKET_SPENT", 410, "Console ticket used or expired") {
+  constructor(readonly reason: "used" | "expired") {
+    super(
+      reason === "used"
+        ? "this console link was already used to open a console; each link opens one session: ask the control panel for a new one"
+        : "this console link expired before it was opened: ask the control panel for a new one",
+      { reason },
+    );
+  }
+}
+
+/** A console WebSocket opened from a page whose Origin is neither the console page's own nor a --console-origin. */
+export class ConsoleOriginRefused extends defineError("VMH_ERR_CONSOLE_ORIGIN", 403, "Console origin not allowed") {
+  constructor(origin: string) {
+    super(`a console may not be opened from ${JSON.stringify(origin.slice(0, 200))}: not an origin allowed by --console-origin`, { field: "headers.origin" });
+  }
+}
+
 export class JobNotFound extends defineError("VMH_ERR_JOB_NOT_FOUND", 404, "Job not found") {
   constructor(job: string) {
     super(`no job with id "${job}"`, { job });
@@ -245,6 +271,9 @@ export const errorCatalogue = [
   VmStateConflict,
   VmBusy,
   ConsoleBusy,
+  ConsoleTicketRefused,
+  ConsoleTicketSpent,
+  ConsoleOriginRefused,
   JobNotFound,
   Unauthorized,
   MigrationFailed,

@@ -14,6 +14,7 @@ import { EventBus } from "./events/event-bus.js";
 import { HostInventory } from "./host/host-inventory.js";
 import { SystemdNotifier } from "./host/sd-notify.js";
 import { buildHttpApp } from "./http/http-app.js";
+import { ConsoleTicketStore } from "./vm/console/console-tickets.js";
 import { resolveAccel } from "./qemu/accel-probe.js";
 import { QemuUserError, QemuUsers } from "./qemu/qemu-user.js";
 import { checkReachable } from "./qemu/qemu-files.js";
@@ -211,7 +212,9 @@ async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Prom
   const inventory = new HostInventory(host, registry, () => maintenance.view());
   const storage = { pools };
   const streams = { total: config.maxStreams, perPeer: config.maxStreamsPerPeer };
-  const unixApp = buildHttpApp({ registry, inventory, migration, maintenance, storage, log, maxConnections: config.maxConnections, streams });
+  // One store for both listeners: a panel mints on either, the browser opens on TCP.
+  const consoles = { tickets: new ConsoleTicketStore(), origins: config.consoleOrigins, urlBase: config.consoleUrl ?? (config.listen ? `${tls ? "https" : "http"}://${config.listen}` : "") };
+  const unixApp = buildHttpApp({ registry, inventory, migration, maintenance, storage, log, maxConnections: config.maxConnections, streams, consoles });
   await rm(config.socket, { force: true });
   await mkdir(path.dirname(config.socket), { recursive: true });
   await unixApp.listen({ path: config.socket });
@@ -230,6 +233,7 @@ async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Prom
       ...(tls ? { tls } : {}),
       maxConnections: config.maxConnections,
       streams,
+      consoles,
       unauthenticated: { total: config.maxUnauthenticated, perPeer: config.maxUnauthenticatedPerPeer },
     });
     const sep = config.listen.lastIndexOf(":");

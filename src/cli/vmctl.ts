@@ -222,10 +222,24 @@ program
   });
 
 program
+  .command("console-ticket <name>")
+  .description("mint a one-time console ticket and print the URL of its page, to hand to a browser")
+  .addOption(new Option("--kind <kind>", "vnc (the screen) or serial").choices(["vnc", "serial"]).makeOptionMandatory())
+  .addOption(new Option("--mode <mode>", "rw: keys and mouse reach the VM; ro: watch only").choices(["ro", "rw"]).default("rw"))
+  .option("--ttl <seconds>", "seconds the ticket may be used to open its session (default 30, at most 300)")
+  .action(async (name: string, o: { kind: string; mode: string; ttl?: string }) => {
+    const body = { kind: o.kind, mode: o.mode, ...(o.ttl !== undefined ? { ttlSec: Number(o.ttl) } : {}) };
+    const minted = await client().json<{ url: string; expiresAt: string }>("POST", `/v1/vms/${encodeURIComponent(name)}/console-tickets`, body);
+    out(asJson() ? JSON.stringify(minted) : minted.url);
+  });
+
+program
   .command("screenshot <name> <file>")
   .description("save a PNG of the VM's display ('-' for stdout)")
-  .action(async (name: string, file: string) => {
-    const res = await client().request("GET", `/v1/vms/${encodeURIComponent(name)}/screenshot`);
+  .option("--width <px>", "a thumbnail at most this wide, the aspect kept")
+  .action(async (name: string, file: string, o: { width?: string }) => {
+    const query = o.width !== undefined ? `?width=${encodeURIComponent(o.width)}` : "";
+    const res = await client().request("GET", `/v1/vms/${encodeURIComponent(name)}/screenshot${query}`);
     if (res.status >= 400) {
       const p = JSON.parse(res.body.toString()) as { code: string; detail: string };
       throw new ApiError(res.status, p.code, p.detail);

@@ -79,7 +79,7 @@ function consoleRoute(app: FastifyInstance, registry: VmRegistry, streams: Clien
 /** A viewer whose peer vanished without closing (a TCP client whose network went away) must not keep the writer's place. */
 const PING_INTERVAL_MS = 30_000;
 
-function keepAlive(socket: WebSocket): NodeJS.Timeout {
+export function keepAlive(socket: WebSocket): NodeJS.Timeout {
   let answered = true;
   socket.on("pong", () => (answered = true));
   return setInterval(() => {
@@ -89,7 +89,7 @@ function keepAlive(socket: WebSocket): NodeJS.Timeout {
   }, PING_INTERVAL_MS);
 }
 
-function viewerOf(socket: WebSocket): ConsoleViewer {
+export function viewerOf(socket: WebSocket): ConsoleViewer {
   return {
     send: (data) => {
       if (socket.readyState === socket.OPEN) socket.send(data, { binary: true });
@@ -104,7 +104,7 @@ function viewerOf(socket: WebSocket): ConsoleViewer {
   };
 }
 
-function toBuffer(data: RawData): Buffer {
+export function toBuffer(data: RawData): Buffer {
   if (Buffer.isBuffer(data)) return data;
   if (Array.isArray(data)) return Buffer.concat(data);
   return Buffer.from(data);
