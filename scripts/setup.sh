@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=${1:---daemon}
-# ovmf: UEFI firmware for `firmware: "uefi"` VMs; xorriso makes cloud-init seed ISOs.
-packages=(qemu-system-x86 qemu-utils ovmf xorriso)
+# ovmf: UEFI firmware for `firmware: "uefi"` VMs; xorriso makes cloud-init seed ISOs;
+# nftables holds the bridged NICs' anti-spoofing rules.
+packages=(qemu-system-x86 qemu-utils ovmf xorriso nftables)
 if [ "$mode" = "--test" ]; then
   # cpio builds the test guest's initramfs; iproute2 makes test network namespaces.
   # grub's two platforms, xorriso and mtools make the installer ISO; systemd brings systemd-analyze.

@@ -105,8 +105,9 @@ t.test("guests on a bridge", async (t) => {
   });
 
   // Two vCPUs for a: its tap is multi-queue.
-  await defineGuestVm(daemon, "a", { vcpus: 2, nics: [bridgeNic()], boot: boot(IP.a, IP.b) });
-  await defineGuestVm(daemon, "b", { nics: [bridgeNic()], boot: boot(IP.b, IP.a) });
+  // Filtering is strict by default: each guest may send from its declared address only.
+  await defineGuestVm(daemon, "a", { vcpus: 2, nics: [{ ...bridgeNic(), addresses: [`${IP.a}/24`] }], boot: boot(IP.a, IP.b) });
+  await defineGuestVm(daemon, "b", { nics: [{ ...bridgeNic(), addresses: [`${IP.b}/24`] }], boot: boot(IP.b, IP.a) });
   const uuid = {
     a: (await daemon.api.json<VmJson>("GET", "/v1/vms/a")).uuid,
     b: (await daemon.api.json<VmJson>("GET", "/v1/vms/b")).uuid,
