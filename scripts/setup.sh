@@ -14,7 +14,8 @@ if [ "$mode" = "--test" ]; then
   # cpio builds the test guest's initramfs; iproute2 makes test network namespaces.
   # grub's two platforms, xorriso and mtools make the installer ISO; systemd brings systemd-analyze.
   # etcd-server: the fleet tests start their own etcd on loopback (never the packaged service).
-  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server)
+  # gcc and libc6-dev compile the guest's raw frame sender; tcpdump watches taps in the network isolation tests.
+  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server gcc libc6-dev tcpdump)
 fi
 
 missing=()
