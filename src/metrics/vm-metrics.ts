@@ -45,7 +45,9 @@ function counter<L extends string>(name: string, help: string, labelNames: L[]):
 
 /** Reads every VM's figures (a hung qemu costs at most the QMP deadline) and renders the text format. */
 export async function renderMetrics(vms: Vm[]): Promise<string> {
-  const [samples, dropped] = await Promise.all([sampler.sample(vms), droppedPackets()]);
+  // nft is asked only while some VM runs with a tap.
+  const tapped = vms.some((v) => v.session && vmTaps(v.definition).length > 0);
+  const [samples, dropped] = await Promise.all([sampler.sample(vms), tapped ? droppedPackets() : new Map<string, number>()]);
   // Reset and refilled without an await in between: a concurrent scrape sees one whole set or the other.
   for (const m of Object.values(vm)) m.reset();
   for (const v of vms) {

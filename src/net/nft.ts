@@ -19,6 +19,9 @@ export function nftFault(): "install" | "compare" | undefined {
   return v === "install" || v === "compare" ? v : undefined;
 }
 
+/** What a host without nftables is told: bridged NICs need it (scripts/setup.sh installs it). */
+export const NFT_MISSING = "nft is not installed (package nftables)";
+
 export async function nft(args: string[], stdin?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn("nft", args, { env: NFT_ENV, stdio: ["pipe", "pipe", "pipe"], timeout: NFT_TIMEOUT_MS });
@@ -26,7 +29,10 @@ export async function nft(args: string[], stdin?: string): Promise<string> {
     const err: Buffer[] = [];
     child.stdout.on("data", (c: Buffer) => out.push(c));
     child.stderr.on("data", (c: Buffer) => err.push(c));
-    child.on("error", (e) => reject(new NetworkFailed(`nft ${args.join(" ")} failed: ${e.message}`, { command: ["nft", ...args] })));
+    child.on("error", (e: NodeJS.ErrnoException) => {
+      const why = e.code === "ENOENT" ? NFT_MISSING : e.message;
+      reject(new NetworkFailed(`nft ${args.join(" ")} failed: ${why}`, { command: ["nft", ...args] }));
+    });
     child.on("close", (code, signal) => {
       if (code === 0) resolve(Buffer.concat(out).toString("utf8"));
       else {

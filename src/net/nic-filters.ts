@@ -4,7 +4,7 @@
 // NetworkFailed, and the tap stays down. Every change is one nft transaction.
 import type { Logger } from "pino";
 import { NetworkFailed } from "../errors.js";
-import { nft, nftApply, nftFault } from "./nft.js";
+import { nft, nftApply, nftFault, NFT_MISSING } from "./nft.js";
 import {
   chainRules,
   installScript,
@@ -41,7 +41,8 @@ export async function readFilterTable(): Promise<FilterTable | undefined> {
   try {
     [text, json] = await Promise.all([nft(["list", "table", NFT_FAMILY, NFT_TABLE]), nft(["-j", "list", "table", NFT_FAMILY, NFT_TABLE])]);
   } catch (err) {
-    if (/No such file or directory|does not exist/.test((err as Error).message)) return undefined;
+    // No table yet; or no nft at all, and so no rules (installing them will fail, closed).
+    if (/No such file or directory|does not exist/.test((err as Error).message) || (err as Error).message.includes(NFT_MISSING)) return undefined;
     throw err;
   }
   const chains = new Map<string, string[]>();
