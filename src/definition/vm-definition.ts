@@ -146,21 +146,21 @@ const nicAddress = z.string().refine((cidr) => {
   return isIPv6(addr) && !addr.includes(".") && Number(prefix) <= 128;
 }, "must be an IPv4 or IPv6 address with a prefix length, like 203.0.113.10/24 or 2001:db8::10/64");
 const vlanId = z.number().int().min(1).max(4094);
+export const nicAddressesSchema = z
+  .array(nicAddress)
+  .max(64)
+  .describe("bridged NICs: the IPv4 and IPv6 addresses (CIDR) the guest may send from; with strict filtering and none, only DHCP/SLAAC discovery and link-local");
+export const nicFilteringSchema = z
+  .enum(["strict", "mac", "off"])
+  .describe("bridged NICs: strict (default): MAC, addresses, ARP/ND and no DHCP server or router advertisement from the guest; mac: the MAC only; off: nothing (logged)");
 
 export const nicSchema = z
   .object({
     model: z.literal("virtio-net").default("virtio-net"),
     mac: z.string().regex(MAC_PATTERN, "must be six lower-case hex pairs like 52:54:00:12:34:56").optional(),
     network: networkSchema.default({ type: "user" }),
-    addresses: z
-      .array(nicAddress)
-      .max(64)
-      .optional()
-      .describe("bridged NICs: the IPv4 and IPv6 addresses (CIDR) the guest may send from; with strict filtering and none, only DHCP/SLAAC discovery and link-local"),
-    filtering: z
-      .enum(["strict", "mac", "off"])
-      .optional()
-      .describe("bridged NICs: strict (default): MAC, addresses, ARP/ND and no DHCP server or router advertisement from the guest; mac: the MAC only; off: nothing (logged)"),
+    addresses: nicAddressesSchema.optional(),
+    filtering: nicFilteringSchema.optional(),
     vlan: vlanId.optional().describe("bridged NICs: the access VLAN (the port's untagged PVID) on a VLAN-aware bridge"),
     trunk: z
       .array(vlanId)

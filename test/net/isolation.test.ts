@@ -250,6 +250,22 @@ t.test("network isolation", async (t) => {
     t.match(JSON.parse(vlan.body.toString()), { code: "VMH_ERR_VLAN_UNSUPPORTED", field: "vlan" });
   });
 
+  await t.test("addresses changed live take effect at once, in both directions", async (t) => {
+    await B.run("ip addr add 10.232.0.13/24 dev eth0");
+    const from13 = () => B.run(`ping -c 3 -W 1 -w 4 -I 10.232.0.13 ${IP.a} >/dev/null 2>&1`).then((r) => r.code === 0);
+    t.notOk(await from13(), "an undeclared second address is dropped");
+    const more = await daemon.api.request("PATCH", "/v1/vms/b/nics/0", { addresses: [`${IP.b}/24`, "10.232.0.13/24", `${IP6.b}/64`] });
+    t.equal(more.status, 200);
+    t.match(JSON.parse(more.body.toString()), { definition: { nics: [{ addresses: [`${IP.b}/24`, "10.232.0.13/24", `${IP6.b}/64`] }] } }, "recorded");
+    t.ok(await from13(), "declared, it works at once");
+    t.equal((await daemon.api.request("PATCH", "/v1/vms/b/nics/0", { addresses: [`${IP.b}/24`, `${IP6.b}/64`] })).status, 200);
+    t.notOk(await from13(), "taken back, it is dropped again");
+    t.ok(await B.reaches(IP.a), "B's own address still works");
+    const bad = await daemon.api.request("PATCH", "/v1/vms/b/nics/0", { addresses: ["10.232.0.13"] });
+    t.match(JSON.parse(bad.body.toString()), { code: "VMH_ERR_VALIDATION", field: "addresses.0" });
+    await B.run("ip addr del 10.232.0.13/24 dev eth0");
+  });
+
   await t.test("stopping the VMs removes their rules", async (t) => {
     await Promise.all(["a", "b"].map((n) => daemon.api.json<VmJson>("POST", `/v1/vms/${n}/stop`)));
     const table = inNs("nft", "list", "table", "bridge", "vmhostd");
