@@ -13,7 +13,7 @@ import type { VmJson } from "../../src/cli/vm-format.js";
 import { chainRules, filterSpec, normalizeRule } from "../../src/net/nic-filter-rules.js";
 import { tapName } from "../../src/net/vm-taps.js";
 import { openConsole, type ConsoleClient } from "../helpers/console-socket.js";
-import { defineGuestVm, startDaemon, waitForConsole, waitForVm, type TestDaemon } from "../helpers/daemon.js";
+import { defineGuestVm, runVmctl, startDaemon, waitForConsole, waitForVm, type TestDaemon } from "../helpers/daemon.js";
 import { arpReply, neighbourAdvert, routerAdvert } from "../helpers/frames.js";
 import { GUEST_CMDLINE } from "../helpers/guest.js";
 
@@ -258,7 +258,8 @@ t.test("network isolation", async (t) => {
     t.equal(more.status, 200);
     t.match(JSON.parse(more.body.toString()), { definition: { nics: [{ addresses: [`${IP.b}/24`, "10.232.0.13/24", `${IP6.b}/64`] }] } }, "recorded");
     t.ok(await from13(), "declared, it works at once");
-    t.equal((await daemon.api.request("PATCH", "/v1/vms/b/nics/0", { addresses: [`${IP.b}/24`, `${IP6.b}/64`] })).status, 200);
+    const back = await runVmctl(daemon, "nic-filter", "b", "0", "--address", `${IP.b}/24`, "--address", `${IP6.b}/64`);
+    t.equal(back.code, 0, `vmctl nic-filter: ${back.stderr}`);
     t.notOk(await from13(), "taken back, it is dropped again");
     t.ok(await B.reaches(IP.a), "B's own address still works");
     const bad = await daemon.api.request("PATCH", "/v1/vms/b/nics/0", { addresses: ["10.232.0.13"] });
