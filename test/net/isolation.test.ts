@@ -192,22 +192,41 @@ t.test("network isolation", async (t) => {
   });
 
   await t.test("the rules fail closed: a VM whose rules do not install, or read back different, does not start", async (t) => {
-    for (const fault of ["install", "compare"]) {
-      const other = await startDaemon({ netns: ns, env: { VMHOSTD_TEST_NFT_FAULT: fault } });
-      try {
-        await defineGuestVm(other, "c", { nics: [{ network: { type: "bridge", bridge: BRIDGE }, addresses: ["10.232.0.13/24"] }] });
-        const uuid = (await other.api.json<VmJson>("GET", "/v1/vms/c")).uuid;
-        const res = await other.api.request("POST", "/v1/vms/c/start");
-        t.equal(res.status, 500, `${fault}: the start fails`);
-        t.match(JSON.parse(res.body.toString()), { code: "VMH_ERR_NETWORK", detail: fault === "install" ? /nft -f - failed/ : /differ from those installed/ });
-        const c = await other.api.json<VmJson>("GET", "/v1/vms/c");
-        t.equal(c.state, "stopped", `${fault}: the VM is stopped`);
-        t.notOk(c.pid, "no qemu was spawned");
-        t.throws(() => inNs("ip", "link", "show", tapName(uuid, 0)), `${fault}: its tap is gone`);
-        t.notMatch(inNs("nft", "list", "table", "bridge", "vmhostd"), tapName(uuid, 0), "and no rule of it is left");
-      } finally {
-        await other.cleanup();
-      }
+    // Every change of every link in the namespace while the starts run: the taps must never be up.
+    const monitor = spawn("ip", ["netns", "exec", ns, "ip", "-o", "monitor", "link"], { stdio: ["ignore", "pipe", "ignore"] });
+    let events = "";
+    monitor.stdout.on("data", (c: Buffer) => (events += c.toString()));
+    const monitorEnded = new Promise((resolve) => monitor.on("close", resolve));
+    const taps: string[] = [];
+    try {
+      await Promise.all(
+        (["install", "compare"] as const).map(async (fault) => {
+          const other = await startDaemon({ netns: ns, env: { VMHOSTD_TEST_NFT_FAULT: fault } });
+          try {
+            await defineGuestVm(other, "c", { nics: [{ network: { type: "bridge", bridge: BRIDGE }, addresses: ["10.232.0.13/24"] }] });
+            const cTap = tapName((await other.api.json<VmJson>("GET", "/v1/vms/c")).uuid, 0);
+            taps.push(cTap);
+            const res = await other.api.request("POST", "/v1/vms/c/start");
+            t.equal(res.status, 500, `${fault}: the start fails`);
+            t.match(JSON.parse(res.body.toString()), { code: "VMH_ERR_NETWORK", detail: fault === "install" ? /nft -f - failed/ : /differ from those installed/ });
+            const c = await other.api.json<VmJson>("GET", "/v1/vms/c");
+            t.equal(c.state, "stopped", `${fault}: the VM is stopped`);
+            t.notOk(c.pid, `${fault}: no qemu was spawned`);
+            t.throws(() => inNs("ip", "link", "show", cTap), `${fault}: its tap is gone`);
+            t.notMatch(inNs("nft", "list", "table", "bridge", "vmhostd"), cTap, `${fault}: no rule of it is left`);
+          } finally {
+            await other.cleanup();
+          }
+        }),
+      );
+    } finally {
+      monitor.kill();
+      await monitorEnded;
+    }
+    for (const cTap of taps) {
+      const seen = events.split("\n").filter((l) => l.includes(`${cTap}:`));
+      t.ok(seen.length > 0, `ip monitor saw ${cTap} made`);
+      t.notOk(seen.some((l) => /<[^>]*\bUP\b[^>]*>/.test(l)), `${cTap} was never up: it carried no packet`);
     }
     t.ok(await A.reaches(IP.b), "the other VMs' rules were left alone");
   });
