@@ -119,8 +119,10 @@ export function chainRules(spec: NicFilterSpec): string[] {
   rules.push("arp operation request arp saddr ip 0.0.0.0 accept");
   rules.push(v4.length > 0 ? `arp saddr ip != ${set(v4)} ${drop}` : `ether type arp ${drop}`);
   rules.push("ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept");
-  // A DHCP server's answers, whatever address they come from.
+  // A DHCP server's answers, whatever address they come from; and anything sent to a
+  // DHCP client's port, which a client takes from any source port.
   rules.push(`udp sport 67 ${drop}`);
+  rules.push(`udp dport { 68, 546 } ${drop}`);
   rules.push(v4.length > 0 ? `ip saddr != ${set(v4)} ${drop}` : `ether type ip ${drop}`);
   rules.push(`udp sport 547 ${drop}`);
   rules.push(`icmpv6 type { nd-router-advert, nd-redirect } ${drop}`);

@@ -40,6 +40,7 @@ t.test("strict: MAC, ARP, IPv4, IPv6 and ND checked, DHCP and RA servers dropped
   t.ok(rules.includes(`icmpv6 type nd-neighbor-advert @th,64,128 != { 0x20010db8000000000000000000000010, 0xfe80000000000000505400fffe123456 } ${drop}`), "NA target");
   t.ok(rules.includes(`udp sport 67 ${drop}`), "DHCP server replies");
   t.ok(rules.includes(`udp sport 547 ${drop}`), "DHCPv6 server replies");
+  t.ok(rules.includes(`udp dport { 68, 546 } ${drop}`), "anything to a DHCP or DHCPv6 client's port, from any source port");
   t.ok(rules.includes(`icmpv6 type { nd-router-advert, nd-redirect } ${drop}`), "RA and redirects");
   t.ok(rules.includes(`ether type != { ip, arp, ip6 } ${drop}`), "VLAN-tagged and other frames");
   t.equal(rules.at(-1), "accept");
