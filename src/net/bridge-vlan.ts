@@ -43,10 +43,10 @@ export function vlanCommands(tap: string, v: PortVlans): string[][] {
 }
 
 /** Runs the commands in order; the first that fails is a NetworkFailed. */
-export async function applyPortVlans(tap: string, v: PortVlans, bridgeCmd = "bridge"): Promise<void> {
+export async function applyPortVlans(tap: string, v: PortVlans): Promise<void> {
   for (const args of vlanCommands(tap, v)) {
     try {
-      await run(bridgeCmd, args, { timeout: BRIDGE_TIMEOUT_MS, env: BRIDGE_ENV });
+      await run("bridge", args, { timeout: BRIDGE_TIMEOUT_MS, env: BRIDGE_ENV });
     } catch (err) {
       const e = err as { stderr?: string; message: string };
       throw new NetworkFailed(`bridge ${args.join(" ")} failed: ${(e.stderr || e.message).trim()}`, { command: ["bridge", ...args] });
