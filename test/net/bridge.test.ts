@@ -100,7 +100,7 @@ t.test("guests on a bridge", async (t) => {
     vmctl("create", "v", "--nic", "user", "--nic", `bridge:${BRIDGE}`);
     const shown = vmctl("show", "v");
     t.match(shown, /nic 0\s+52:54:00(:[0-9a-f]{2}){3} user\n/);
-    t.match(shown, new RegExp(`nic 1\\s+52:54:00(:[0-9a-f]{2}){3} bridge ${BRIDGE}\\n`));
+    t.match(shown, new RegExp(`nic 1\\s+52:54:00(:[0-9a-f]{2}){3} bridge ${BRIDGE}  filtering strict\\n`), "a bridged NIC shows its filtering");
     vmctl("delete", "v");
   });
 

@@ -276,6 +276,7 @@ t.test("network isolation", async (t) => {
     const more = await daemon.api.request("PATCH", "/v1/vms/b/nics/0", { addresses: [`${IP.b}/24`, "10.232.0.13/24", `${IP6.b}/64`] });
     t.equal(more.status, 200);
     t.match(JSON.parse(more.body.toString()), { definition: { nics: [{ addresses: [`${IP.b}/24`, "10.232.0.13/24", `${IP6.b}/64`] }] } }, "recorded");
+    t.match((await runVmctl(daemon, "show", "b")).stdout, /nic 0 .* filtering strict {2}10\.232\.0\.12\/24 10\.232\.0\.13\/24 fd00:232::12\/64\n/, "vmctl show lists them");
     t.ok(await from13(), "declared, it works at once");
     const back = await runVmctl(daemon, "nic-filter", "b", "0", "--address", `${IP.b}/24`, "--address", `${IP6.b}/64`);
     t.equal(back.code, 0, `vmctl nic-filter: ${back.stderr}`);
