@@ -196,8 +196,11 @@ export class StorageFailed extends defineError("VMH_ERR_STORAGE", 500, "Storage 
 /** A NIC names a Linux bridge that does not exist on this host (or is not a bridge). */
 export class BridgeNotFound extends defineError("VMH_ERR_BRIDGE_NOT_FOUND", 400, "Bridge not found") {}
 
-/** A tap device could not be created, attached or removed (`ip` failed, or the name is taken). */
+/** A tap device could not be created, attached or removed (`ip` failed, or the name is taken), or its filter rules could not be installed and verified. */
 export class NetworkFailed extends defineError("VMH_ERR_NETWORK", 500, "Network set-up failed") {}
+
+/** A NIC asks for a VLAN (`vlan`, `trunk`) on a host whose kernel has no bridge VLAN filtering. */
+export class VlanUnsupported extends defineError("VMH_ERR_VLAN_UNSUPPORTED", 400, "VLANs unsupported on this host") {}
 
 /** UEFI firmware (OVMF) is missing, or its CODE and VARS files do not belong together. */
 export class FirmwareUnavailable extends defineError("VMH_ERR_FIRMWARE", 500, "Firmware unavailable") {}
@@ -291,6 +294,7 @@ export const errorCatalogue = [
   FirmwareUnavailable,
   BridgeNotFound,
   NetworkFailed,
+  VlanUnsupported,
   DeviceNotFound,
   DeviceExists,
   NoFreeHotplugPort,

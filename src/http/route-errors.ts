@@ -89,6 +89,7 @@ export const vmStart = [
 export const definitionFiles = [PathOutsidePool, FileNotFound, FileNotAccessible, UnsafeImage, StorageFailed] as const;
 export const create = [...withBody, ...definitionFiles, VmExists, UuidInUse, FirmwareUnavailable, ShuttingDown, StateWriteFailed, StateDiskFull] as const;
 export const deviceAdd = [...vmChange, ...qemuCommand, ...definitionFiles, DeviceExists, NoFreeHotplugPort, BridgeNotFound, NetworkFailed] as const;
+export const nicFilter = [...vmChange, DeviceNotFound, NetworkFailed] as const;
 export const deviceRemove = [...vmChange, ...qemuCommand, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeout, NetworkFailed, StorageFailed] as const;
 export const stream = [...withInput, TooManyClients] as const;
 export const consoleSocket = [...stream, VmNotFound, VmStateConflict, ConsoleBusy] as const;

@@ -47,6 +47,9 @@ export const journalRules = {
   "remove-disk": deviceRule,
   "add-nic": deviceRule,
   "remove-nic": deviceRule,
+  // The rules change in one transaction; a daemon that died before recording the definition
+  // re-installs the recorded one's rules at adoption.
+  "set-nic-filter": "none",
   "set-balloon": "none",
   "set-cloud-init": "none",
   backup: "none",

@@ -74,6 +74,7 @@ export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntr
     case "resume":
     case "set-balloon":
     case "set-cloud-init":
+    case "set-nic-filter":
     case "backup":
     case "takeover":
     case "resolve-migration":

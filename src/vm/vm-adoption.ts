@@ -11,7 +11,7 @@ import { isSameProcess, readProcCmdline, readProcStartTicks, signalProcess } fro
 import { waitForProcessGone } from "../qemu/qemu-launcher.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import { readLastExit, readRuntimeRecord, removeRuntimeRecord, writeLastExit, type LastExit, type RuntimeRecord } from "../store/runtime-store.js";
-import { removeVmTaps } from "../net/tap-devices.js";
+import { recheckVmTaps, removeVmTaps } from "../net/tap-devices.js";
 import { readExeIdentity } from "../qemu/qemu-identity.js";
 import { QemuSession } from "./qemu-session.js";
 import { fencedDetail, takeFencedRecord } from "./vm-exit.js";
@@ -34,6 +34,7 @@ export async function adoptVm(vm: Vm): Promise<JournalEntry | undefined> {
 
   if (alive) {
     await attach(vm, record);
+    await recheckVmTaps(vm.definition, vm.log);
     // -action shutdown=pause: a guest that powered off while we were away waits for us to end it.
     if (vm.session?.status === "shutdown") await vm.endAfterGuestShutdown();
   }

@@ -28,6 +28,7 @@ const operationKinds: Record<VmActionKind, "adopt" | "migration" | "start" | "st
   "remove-nic": "other",
   "set-balloon": "other",
   "set-cloud-init": "other",
+  "set-nic-filter": "other",
   "release-owner": "other",
   backup: "other",
   takeover: "other",

@@ -176,7 +176,8 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
 /** The bridge must exist (and be a Linux bridge); the error names the request's field. */
 async function checkBridge(def: Pick<VmDefinition, "nics">, index: number): Promise<void> {
   await checkBridges({ nics: def.nics.slice(index) }).catch((err: Error & { fields?: { field?: string } }) => {
-    if (err.fields?.field) err.fields.field = "network.bridge";
+    // The request's fields are the NIC's own: `nics.0.network.bridge` → `network.bridge`.
+    if (err.fields?.field) err.fields.field = err.fields.field.replace(/^nics\.\d+\./, "");
     throw err;
   });
 }
