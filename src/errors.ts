@@ -173,6 +173,9 @@ export class BridgeNotFound extends defineError("VMH_ERR_BRIDGE_NOT_FOUND", 400,
 /** A tap device could not be created, attached or removed (`ip` failed, or the name is taken). */
 export class NetworkFailed extends defineError("VMH_ERR_NETWORK", 500, "Network set-up failed") {}
 
+/** A limit could not be applied to the running VM (cgroup, qemu's throttle group or tc refused it); the definition keeps the limits it had. */
+export class LimitsFailed extends defineError("VMH_ERR_LIMITS", 409, "Limits not applied") {}
+
 /** UEFI firmware (OVMF) is missing, or its CODE and VARS files do not belong together. */
 export class FirmwareUnavailable extends defineError("VMH_ERR_FIRMWARE", 500, "Firmware unavailable") {}
 
@@ -262,6 +265,7 @@ export const errorCatalogue = [
   FirmwareUnavailable,
   BridgeNotFound,
   NetworkFailed,
+  LimitsFailed,
   DeviceNotFound,
   DeviceExists,
   NoFreeHotplugPort,

@@ -7,6 +7,7 @@ import { vmStates } from "../vm/vm-state.js";
 import type { Vm } from "../vm/vm.js";
 import { registry } from "./metric-hooks.js";
 import { VmSampler, type VmSample } from "./vm-sampler.js";
+import { fillLimits, readLimitSamples } from "./limit-metrics.js";
 
 const sampler = new VmSampler();
 
@@ -42,10 +43,11 @@ function counter<L extends string>(name: string, help: string, labelNames: L[]):
 
 /** Reads every VM's figures (a hung qemu costs at most the QMP deadline) and renders the text format. */
 export async function renderMetrics(vms: Vm[]): Promise<string> {
-  const samples = await sampler.sample(vms);
+  const [samples, limits] = await Promise.all([sampler.sample(vms), readLimitSamples(vms)]);
   // Reset and refilled without an await in between: a concurrent scrape sees one whole set or the other.
   for (const m of Object.values(vm)) m.reset();
   for (const v of vms) fillVm(v, samples.get(v.name));
+  fillLimits(limits);
   return registry.metrics();
 }
 

@@ -74,6 +74,7 @@ export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntr
     case "resume":
     case "set-balloon":
     case "set-cloud-init":
+    case "set-limits":
     case "backup":
     case "takeover":
     case "resolve-migration":

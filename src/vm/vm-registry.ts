@@ -290,6 +290,7 @@ export class VmRegistry {
       case "eject-cdrom":
       case "resize-disk":
       case "set-cloud-init":
+      case "set-limits":
         await this.underLock(vm, action, (run) => performDeviceAction(this.context, vm, action, run));
         break;
       default:

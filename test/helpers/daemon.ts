@@ -51,6 +51,12 @@ export interface DaemonOptions {
    * Unix socket stays reachable, as the filesystem is shared.
    */
   netns?: string;
+  /**
+   * Enter `netns` with `nsenter --net` instead: only the network namespace changes.
+   * `ip netns exec` mounts a sysfs of the namespace over /sys, which hides the cgroup
+   * mounts below it (and shows the namespace's /sys/class/net, which this does not).
+   */
+  netnsKeepSys?: boolean;
 }
 
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
@@ -98,9 +104,14 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
   };
   const launch = async (args: string[]): Promise<ChildProcess> => {
     const daemonArgv = [...daemonNodeFlags, mainJs, "--state-dir", stateDir, "--run-dir", runDir, "--accel", "tcg", "--log-level", "debug", ...args];
+    const viaNetns = opts.netns === undefined
+      ? []
+      : opts.netnsKeepSys
+        ? ["nsenter", `--net=/run/netns/${opts.netns}`, "--"]
+        : ["ip", "netns", "exec", opts.netns];
     const proc = spawn(
-      opts.netns ? "ip" : process.execPath,
-      opts.netns ? ["netns", "exec", opts.netns, process.execPath, ...daemonArgv] : daemonArgv,
+      viaNetns[0] ?? process.execPath,
+      viaNetns.length > 0 ? [...viaNetns.slice(1), process.execPath, ...daemonArgv] : daemonArgv,
       { env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"], detached: opts.detached ?? false },
     );
     proc.stdout!.on("data", (c: Buffer) => output.push(c.toString()));

@@ -9,6 +9,7 @@ import { DeviceExists, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeou
 import type { JournalEntry } from "../../store/operation-journal.js";
 import { diskPath } from "../../store/vm-paths.js";
 import { checkBridges, createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
+import { applyTapShaping, removeTapShaping } from "../../limits/tap-shaping.js";
 import { generateMac, type DiskDefinition, type NicDefinition, type VmDefinition } from "../../definition/vm-definition.js";
 import {
   deviceExists,
@@ -153,8 +154,11 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
         }
         const [tap] = nic.network.type === "bridge" ? await createVmTaps(taps, vm.log, c.session.identity) : [];
         try {
+          // The VM's network limits are on the tap before the guest can use it.
+          if (tap) await applyTapShaping(tap.name, vm.definition.limits?.network);
           await plugNic(c.session, vm.definition.machine, { index, nic, tap, accel: host.accel });
         } catch (err) {
+          if (tap) await removeTapShaping(tap.name);
           await removeVmTaps(taps, vm.log);
           throw err;
         }

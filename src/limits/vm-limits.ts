@@ -1,0 +1,92 @@
+// A running VM's limits as one whole: placed (its qemu into its cgroup, before
+// the guest runs), applied (cgroup, throttle group, taps), read back from the
+// kernel and qemu (what the view and the metrics show), and released after qemu
+// ends. The definition's `limits` is what is wanted; this is what is so.
+import type { Logger } from "pino";
+import type { VmDefinition } from "../definition/vm-definition.js";
+import { LimitsFailed } from "../errors.js";
+import { vmTaps } from "../net/vm-taps.js";
+import type { QemuSession } from "../vm/qemu-session.js";
+import { diskLimitsFromThrottle, THROTTLE_GROUP_PATH, throttleSetCommand, type ThrottleLimits } from "./disk-throttle.js";
+import type { VmLimits } from "./limits-schema.js";
+import { applyTapShaping, readTapShaping, removeTapShaping } from "./tap-shaping.js";
+import { applyCgroupLimits, findVmCgroup, isVmCgroup, placeInCgroup, readCgroupLimits, removeVmCgroup, vmCgroupLeaf } from "./vm-cgroup.js";
+
+/** What of a VM its limits need. */
+export interface LimitedVm {
+  name: string;
+  definition: VmDefinition;
+  paths: { runDir: string };
+  session: QemuSession | undefined;
+  log: Logger;
+}
+
+const leafOf = (vm: LimitedVm): string => vmCgroupLeaf(vm.name, vm.paths.runDir);
+
+/**
+ * At spawn, before `cont` (or before an incoming migration's stream): qemu
+ * into its cgroup, with the definition's cpu, memory and pids limits. The
+ * throttle group has its limits from the command line; the taps get theirs here.
+ */
+export async function placeQemu(vm: Pick<LimitedVm, "name" | "definition" | "paths" | "log">, pid: number): Promise<void> {
+  const ref = await placeInCgroup(leafOf(vm as LimitedVm), pid);
+  if (!ref) vm.log.warn("no usable cgroup hierarchy with cpu, memory and pids: cpu, memory and pids limits are not applied");
+  else await applyCgroupLimits(ref, vm.definition.limits);
+  for (const tap of vmTaps(vm.definition)) await applyTapShaping(tap.name, vm.definition.limits?.network);
+}
+
+/**
+ * After a daemon restart: the qemu is found in its cgroup again (or, started
+ * by a daemon that made none, put into one now) and every limit is written
+ * again, so what is applied is what the definition says.
+ */
+export async function readoptLimits(vm: LimitedVm): Promise<void> {
+  const session = vm.session;
+  if (!session) return;
+  const ref = await findVmCgroup(session.pid);
+  if (ref && !isVmCgroup(ref, leafOf(vm))) {
+    vm.log.warn({ cgroup: ref.dirs.cpu }, "adopted qemu is not in its own cgroup; moving it there");
+    await placeInCgroup(leafOf(vm), session.pid);
+  }
+  await applyLimits(vm, vm.definition.limits);
+}
+
+/** Makes the running VM hold `limits` at once: cgroup, throttle group, each tap. */
+export async function applyLimits(vm: LimitedVm, limits: VmLimits | undefined): Promise<void> {
+  const session = vm.session;
+  if (!session) return;
+  const ref = await findVmCgroup(session.pid);
+  if (ref && isVmCgroup(ref, leafOf(vm))) await applyCgroupLimits(ref, limits);
+  else if (ref && (limits?.cpu || limits?.memory || limits?.pids !== undefined)) {
+    throw new LimitsFailed(`qemu (pid ${session.pid}) is not in the VM's own cgroup`);
+  }
+  const { command, args } = throttleSetCommand(limits?.disk);
+  await session.execute(command, args).catch((err: Error) => {
+    throw new LimitsFailed(`qemu refused the disk limits: ${err.message}`);
+  });
+  for (const tap of vmTaps(vm.definition)) await applyTapShaping(tap.name, limits?.network);
+}
+
+/** The limits the running VM holds, read from its cgroup, qemu's throttle group and its taps. */
+export async function readAppliedLimits(vm: LimitedVm): Promise<VmLimits | undefined> {
+  const session = vm.session;
+  if (!session?.connected) return undefined;
+  const ref = await findVmCgroup(session.pid);
+  const fromCgroup = ref && isVmCgroup(ref, leafOf(vm)) ? await readCgroupLimits(ref) : {};
+  const throttle = (await session.execute("qom-get", { path: THROTTLE_GROUP_PATH, property: "limits" }, 2000).catch(() => undefined)) as ThrottleLimits | undefined;
+  const disk = throttle ? diskLimitsFromThrottle(throttle) : undefined;
+  // Each bridged NIC's tap carries the same limits; the first one's are shown.
+  const tap = vmTaps(vm.definition)[0];
+  const network = tap ? await readTapShaping(tap.name).catch(() => ({})) : {};
+  return {
+    ...fromCgroup,
+    ...(disk ? { disk } : {}),
+    ...(Object.keys(network).length > 0 ? { network } : {}),
+  };
+}
+
+/** After qemu ended: its cgroup (empty now) and its taps' ifb devices. */
+export async function releaseLimits(vm: Pick<LimitedVm, "name" | "definition" | "paths">): Promise<void> {
+  await removeVmCgroup(leafOf(vm as LimitedVm));
+  for (const tap of vmTaps(vm.definition)) await removeTapShaping(tap.name);
+}
