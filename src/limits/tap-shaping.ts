@@ -104,3 +104,8 @@ export async function readTapShaping(tap: string): Promise<Pick<NetworkLimits, "
   const ingressKbps = redirect ? tbfKbps(await exec({ argv: ["tc", "-j", "qdisc", "show", "dev", ifbName(tap)] }).catch(() => "[]")) : undefined;
   return { ...(ingressKbps !== undefined ? { ingressKbps } : {}), ...(egressKbps !== undefined ? { egressKbps } : {}) };
 }
+
+/** The ifb devices of these taps (a NIC removed, a hot-plug undone). */
+export async function removeShapingOf(taps: { name: string }[]): Promise<void> {
+  for (const t of taps) await removeTapShaping(t.name);
+}

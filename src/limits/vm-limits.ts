@@ -67,13 +67,24 @@ export async function applyLimits(vm: LimitedVm, limits: VmLimits | undefined): 
   for (const tap of vmTaps(vm.definition)) await applyTapShaping(tap.name, limits?.network);
 }
 
-/** The limits the running VM holds, read from its cgroup, qemu's throttle group and its taps. */
-export async function readAppliedLimits(vm: LimitedVm): Promise<VmLimits | undefined> {
+/**
+ * The limits the running VM holds, read from its cgroup, qemu's throttle group and
+ * its taps. qemu is given `qmpTimeoutMs` to answer (a hung one is not waited on:
+ * the disk limits are then left out).
+ */
+export async function readAppliedLimits(vm: LimitedVm, qmpTimeoutMs = 1000): Promise<VmLimits | undefined> {
   const session = vm.session;
   if (!session?.connected) return undefined;
   const ref = await findVmCgroup(session.pid);
   const fromCgroup = ref && isVmCgroup(ref, leafOf(vm)) ? await readCgroupLimits(ref) : {};
-  const throttle = (await session.execute("qom-get", { path: THROTTLE_GROUP_PATH, property: "limits" }, 2000).catch(() => undefined)) as ThrottleLimits | undefined;
+  // Raced rather than given a short command timeout: a slow answer is not a hung qemu.
+  let timer: NodeJS.Timeout | undefined;
+  const throttle = session.unresponsive
+    ? undefined
+    : ((await Promise.race([
+        session.execute("qom-get", { path: THROTTLE_GROUP_PATH, property: "limits" }).catch(() => undefined),
+        new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), qmpTimeoutMs))),
+      ]).finally(() => clearTimeout(timer))) as ThrottleLimits | undefined);
   const disk = throttle ? diskLimitsFromThrottle(throttle) : undefined;
   // Each bridged NIC's tap carries the same limits; the first one's are shown.
   const tap = vmTaps(vm.definition)[0];

@@ -5,6 +5,7 @@ import type { VmLimits } from "../limits/limits-schema.js";
 import { readAppliedLimits } from "../limits/vm-limits.js";
 import type { Vm } from "../vm/vm.js";
 import { registry } from "./metric-hooks.js";
+import { QMP_SAMPLE_DEADLINE_MS } from "./vm-sampler.js";
 
 const limitGauge = new Gauge({
   name: "vmhostd_vm_limit",
@@ -39,7 +40,7 @@ export async function readLimitSamples(vms: Vm[]): Promise<Map<string, VmLimits>
   const out = new Map<string, VmLimits>();
   await Promise.all(
     vms.map(async (v) => {
-      const l = await readAppliedLimits(v).catch(() => undefined);
+      const l = await readAppliedLimits(v, QMP_SAMPLE_DEADLINE_MS).catch(() => undefined);
       if (l) out.set(v.name, l);
     }),
   );

@@ -212,7 +212,7 @@ export class Vm {
   async refresh(timeoutMs = 1000): Promise<void> {
     if (!this.session?.connected) return;
     await this.session.refreshStatus(timeoutMs).catch(() => {});
-    this.appliedLimits = await readAppliedLimits(this).catch((err: unknown) => {
+    this.appliedLimits = await readAppliedLimits(this, timeoutMs).catch((err: unknown) => {
       this.log.warn({ err }, "cannot read the VM's limits back");
       return undefined;
     });

@@ -130,7 +130,7 @@ t.test("limits on a running guest", async (t) => {
     t.same(vm.limits, { memory: { hardMiB: 1024 }, pids: 512, disk: { writeBps } }, "GET shows the limits read back");
   });
 
-  await t.test("disk: O_DIRECT writes are held at writeBps; raising it live raises the rate; two disks share one budget", async (t) => {
+  await t.test("disk: O_DIRECT writes are held at writeBps; raising it live raises the rate; two disks, and a hot-plugged one, share one budget", async (t) => {
     // 4 MiB at 1 MiB/s. The guest's first write loop, as fast as it can.
     const one = await timed(con, "dd if=/dev/zero of=/dev/vda bs=64k count=64 oflag=direct 2>/dev/null");
     within(t, one, 4, "4 MiB to one disk at 1 MiB/s");
@@ -142,6 +142,12 @@ t.test("limits on a running guest", async (t) => {
     const raised = await timed(con, "dd if=/dev/zero of=/dev/vda bs=64k count=128 oflag=direct 2>/dev/null");
     within(t, raised, 2, "8 MiB at 4 MiB/s, same qemu");
     t.equal((await daemon.api.json<VmJson>("GET", "/v1/vms/lim")).pid, pid, "no restart");
+    // A disk hot-plugged now joins the same group: 4 MiB on each of two disks at once, still 4 MiB/s in all.
+    const added = await daemon.api.request("POST", "/v1/vms/lim/disks", { name: "c", sizeGiB: 0.0625, format: "raw" });
+    t.equal(added.status, 201);
+    await timed(con, "while [ ! -b /dev/vdc ]; do sleep 0.2; done", 30_000);
+    const plugged = await timed(con, "dd if=/dev/zero of=/dev/vda bs=64k count=64 oflag=direct 2>/dev/null & dd if=/dev/zero of=/dev/vdc bs=64k count=64 oflag=direct 2>/dev/null; wait");
+    within(t, plugged, 2, "4 MiB to an old and 4 MiB to a hot-plugged disk at once, one 4 MiB/s budget");
   });
 
   await t.test("network: a download from the namespace is held at egressKbps", async (t) => {
@@ -157,9 +163,12 @@ t.test("limits on a running guest", async (t) => {
   });
 
   await t.test("cpu: a spinning guest under maxPercent 25 gets 20-30% of a core", async (t) => {
-    const vm = await daemon.api.json<VmJson>("PATCH", "/v1/vms/lim/limits", { cpu: { maxPercent: 25 } });
-    t.same(vm.limits?.cpu, { maxPercent: 25 });
-    t.equal((await readFile(`${await v1Dir(pid, "cpu")}/cpu.cfs_quota_us`, "utf8")).trim(), "25000");
+    // The highest weight too: on a host busy with other work the cap, not the competition, must be what holds it.
+    const vm = await daemon.api.json<VmJson>("PATCH", "/v1/vms/lim/limits", { cpu: { maxPercent: 25, weight: 10_000 } });
+    t.same(vm.limits?.cpu, { maxPercent: 25, weight: 10_000 });
+    const cpuDir = await v1Dir(pid, "cpu");
+    t.equal((await readFile(`${cpuDir}/cpu.cfs_quota_us`, "utf8")).trim(), "25000");
+    t.equal((await readFile(`${cpuDir}/cpu.shares`, "utf8")).trim(), "102400");
     con.type("while :; do :; done &\n");
     await sleep(1000);
     const c0 = await cpuSeconds(pid);
@@ -187,7 +196,7 @@ t.test("limits on a running guest", async (t) => {
     const vm = await waitForVm<VmJson>(daemon, "lim", (v) => v.state === "running" && v.limits?.cpu !== undefined);
     t.equal(vm.pid, pid, "the same qemu");
     t.equal((await readFile(`${cpuDir}/cpu.cfs_quota_us`, "utf8")).trim(), "25000", "the cap is back");
-    t.same(vm.limits, { cpu: { maxPercent: 25 }, memory: { hardMiB: 1024 }, pids: 512, disk: { writeBps: 4 * MiB }, network: { ingressKbps: 4000, egressKbps: 8000 } });
+    t.same(vm.limits, { cpu: { maxPercent: 25, weight: 10_000 }, memory: { hardMiB: 1024 }, pids: 512, disk: { writeBps: 4 * MiB }, network: { ingressKbps: 4000, egressKbps: 8000 } });
   });
 
   await t.test("after qemu ends its cgroup is gone; the definition keeps the limits", async (t) => {

@@ -9,7 +9,8 @@ import { DeviceExists, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeou
 import type { JournalEntry } from "../../store/operation-journal.js";
 import { diskPath } from "../../store/vm-paths.js";
 import { checkBridges, createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
-import { applyTapShaping, removeTapShaping } from "../../limits/tap-shaping.js";
+import { applyTapShaping, removeShapingOf, removeTapShaping } from "../../limits/tap-shaping.js";
+import { vmTaps } from "../../net/vm-taps.js";
 import { generateMac, type DiskDefinition, type NicDefinition, type VmDefinition } from "../../definition/vm-definition.js";
 import {
   deviceExists,
@@ -167,6 +168,7 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
         if (!c.session) return;
         await unplugDevice(c.session, nicDeviceId(index), 10_000);
         await releaseNicBackend(c.session, index);
+        await removeShapingOf(vmTaps(taps));
         await removeVmTaps(taps, vm.log);
       },
     },
@@ -212,6 +214,7 @@ export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutS
         if (!c.session) return;
         await unplugOrLeavePending(vm, c.session, id, timeoutSec, finishLater);
         await releaseNicBackend(c.session, index);
+        await removeShapingOf(vmTaps(taps));
         await removeVmTaps(taps, vm.log);
       },
     },
@@ -312,6 +315,7 @@ async function settle(vm: Vm, host: HostContext, { action, facts }: JournalEntry
         return;
       }
       if (session) await releaseNicBackend(session, index);
+      await removeShapingOf(vmTaps(oneNic(vm.definition, index, nic)));
       await removeVmTaps(oneNic(vm.definition, index, nic), vm.log);
       if (inDef) await recordDefinition(ctx, (d) => ({ ...d, nics: d.nics.filter((n) => n.mac !== nic.mac) }));
       return;
