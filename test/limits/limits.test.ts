@@ -12,6 +12,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import { installGuest, startDaemon, waitForVm, runVmctl, type TestDaemon } from "../helpers/daemon.js";
 import { openConsole, type ConsoleClient } from "../helpers/console-socket.js";
+import { tapName } from "../../src/net/vm-taps.js";
 
 const ns = `vmh-lim-${randomBytes(4).toString("hex")}`;
 const BRIDGE = "vmhbr0";
@@ -160,6 +161,14 @@ t.test("limits on a running guest", async (t) => {
     // 6 MB at 8000 kbit/s (1 MB/s): 6 s.
     const secs = await timed(con, `wget -q -O /dev/null http://${HOST_IP}:8080/6000000`);
     within(t, secs, 6, "6 MB to the guest at 8000 kbit/s");
+    // A NIC hot-plugged now gets the same limits on its tap before the guest can use it.
+    const added = await daemon.api.request("POST", "/v1/vms/lim/nics", { network: { type: "bridge", bridge: BRIDGE } });
+    t.equal(added.status, 201, "NIC hot-plugged");
+    const taps = await tapsOf(daemon);
+    t.equal(taps.length, 2);
+    const qdiscs = JSON.parse(inNs("tc", "-j", "qdisc", "show", "dev", taps[1]!)) as { kind: string; root?: boolean; options?: { rate?: number } }[];
+    t.equal(qdiscs.find((q) => q.kind === "tbf" && q.root)?.options?.rate, 1_000_000, "the new tap shapes to 8000 kbit/s");
+    t.match(inNs("tc", "filter", "show", "dev", taps[1]!, "parent", "ffff:"), /[Rr]edirect to device vmi/, "and sends what the guest sends through its ifb");
   });
 
   await t.test("cpu: a spinning guest under maxPercent 25 gets 20-30% of a core", async (t) => {
@@ -204,7 +213,7 @@ t.test("limits on a running guest", async (t) => {
 
   await t.test("a daemon restart: the limits hold, and one lifted behind its back is put back at adoption", async (t) => {
     const cpuDir = await v1Dir(pid, "cpu");
-    const tap = await tapOf(daemon);
+    const tap = (await tapsOf(daemon))[0]!;
     await daemon.kill();
     await writeFile(`${cpuDir}/cpu.cfs_quota_us`, "-1");
     inNs("tc", "qdisc", "del", "dev", tap, "root");
@@ -222,11 +231,13 @@ t.test("limits on a running guest", async (t) => {
     const vm = await daemon.api.json<VmJson>("GET", "/v1/vms/lim");
     t.equal(vm.limits, undefined, "nothing applied while stopped");
     t.match(vm.definition.limits, { cpu: { maxPercent: 25 }, network: { egressKbps: 8000, ingressKbps: 4000 } });
+    const stopped = await daemon.api.json<VmJson>("PATCH", "/v1/vms/lim/limits", { cpu: null, pids: 300 });
+    t.same(stopped.definition.limits, { memory: { hardMiB: 1024 }, disk: { writeBps: 4 * MiB }, network: { egressKbps: 8000, ingressKbps: 4000 }, pids: 300 }, "a stopped VM's limits are recorded for its next start");
   });
 });
 
-async function tapOf(d: TestDaemon): Promise<string> {
-  const vm = await d.api.json<{ argv?: string[] }>("GET", "/v1/vms/lim");
-  const netdev = vm.argv!.find((a) => a.includes('"type":"tap"'))!;
-  return (JSON.parse(netdev) as { ifname: string }).ifname;
+/** The VM's taps, in NIC order, from the netdevs of its qemu's argv and those hot-plugged since (tap names derive from the uuid). */
+async function tapsOf(d: TestDaemon): Promise<string[]> {
+  const vm = await d.api.json<{ uuid: string; definition: { nics: unknown[] } }>("GET", "/v1/vms/lim");
+  return vm.definition.nics.map((_, i) => tapName(vm.uuid, i));
 }
