@@ -23,6 +23,10 @@ export interface LimitedVm {
 
 const leafOf = (vm: LimitedVm): string => vmCgroupLeaf(vm.name, vm.paths.runDir);
 
+const NO_CGROUP = "this host has no cgroup hierarchy with the cpu, memory and pids controllers: cpu, memory and pids limits cannot be applied";
+
+const hasCgroupLimits = (l: VmLimits | undefined): boolean => l?.cpu !== undefined || l?.memory !== undefined || l?.pids !== undefined;
+
 /**
  * At spawn, before `cont` (or before an incoming migration's stream): qemu
  * into its cgroup, with the definition's cpu, memory and pids limits. The
@@ -30,8 +34,10 @@ const leafOf = (vm: LimitedVm): string => vmCgroupLeaf(vm.name, vm.paths.runDir)
  */
 export async function placeQemu(vm: Pick<LimitedVm, "name" | "definition" | "paths" | "log">, pid: number): Promise<void> {
   const ref = await placeInCgroup(leafOf(vm as LimitedVm), pid);
-  if (!ref) vm.log.warn("no usable cgroup hierarchy with cpu, memory and pids: cpu, memory and pids limits are not applied");
-  else await applyCgroupLimits(ref, vm.definition.limits);
+  if (ref) await applyCgroupLimits(ref, vm.definition.limits);
+  // A VM whose limits cannot be applied does not start: it would run without them.
+  else if (hasCgroupLimits(vm.definition.limits)) throw new LimitsFailed(NO_CGROUP);
+  else vm.log.debug("no usable cgroup hierarchy with cpu, memory and pids: qemu stays in the daemon's cgroup");
   for (const tap of vmTaps(vm.definition)) await applyTapShaping(tap.name, vm.definition.limits?.network);
 }
 
@@ -57,8 +63,8 @@ export async function applyLimits(vm: LimitedVm, limits: VmLimits | undefined): 
   if (!session) return;
   const ref = await findVmCgroup(session.pid);
   if (ref && isVmCgroup(ref, leafOf(vm))) await applyCgroupLimits(ref, limits);
-  else if (ref && (limits?.cpu || limits?.memory || limits?.pids !== undefined)) {
-    throw new LimitsFailed(`qemu (pid ${session.pid}) is not in the VM's own cgroup`);
+  else if (hasCgroupLimits(limits)) {
+    throw new LimitsFailed(ref ? `qemu (pid ${session.pid}) is not in the VM's own cgroup` : NO_CGROUP);
   }
   const { command, args } = throttleSetCommand(limits?.disk);
   await session.execute(command, args).catch((err: Error) => {
