@@ -21,7 +21,7 @@ export interface LimitedVm {
   log: Logger;
 }
 
-const leafOf = (vm: LimitedVm): string => vmCgroupLeaf(vm.name, vm.paths.runDir);
+const leafOf = (vm: Pick<LimitedVm, "name" | "paths">): string => vmCgroupLeaf(vm.name, vm.paths.runDir);
 
 const NO_CGROUP = "this host has no cgroup hierarchy with the cpu, memory and pids controllers: cpu, memory and pids limits cannot be applied";
 
@@ -33,12 +33,20 @@ const hasCgroupLimits = (l: VmLimits | undefined): boolean => l?.cpu !== undefin
  * throttle group has its limits from the command line; the taps get theirs here.
  */
 export async function placeQemu(vm: Pick<LimitedVm, "name" | "definition" | "paths" | "log">, pid: number): Promise<void> {
-  const ref = await placeInCgroup(leafOf(vm as LimitedVm), pid);
+  const limited = hasCgroupLimits(vm.definition.limits);
+  const ref = await placeInCgroup(leafOf(vm), pid).catch((err: unknown) => {
+    // A host whose cgroup tree the daemon may not write (a read-only /sys/fs/cgroup) still runs VMs without such limits.
+    if (limited) throw err;
+    vm.log.warn({ err }, "cannot give qemu a cgroup of its own; it stays in the daemon's");
+    return undefined;
+  });
   if (ref) await applyCgroupLimits(ref, vm.definition.limits);
   // A VM whose limits cannot be applied does not start: it would run without them.
-  else if (hasCgroupLimits(vm.definition.limits)) throw new LimitsFailed(NO_CGROUP);
+  else if (limited) throw new LimitsFailed(NO_CGROUP);
   else vm.log.debug("no usable cgroup hierarchy with cpu, memory and pids: qemu stays in the daemon's cgroup");
-  for (const tap of vmTaps(vm.definition)) await applyTapShaping(tap.name, vm.definition.limits?.network);
+  // A tap made for this start carries no qdisc yet: only limits need tc.
+  const network = vm.definition.limits?.network;
+  if (network) for (const tap of vmTaps(vm.definition)) await applyTapShaping(tap.name, network);
 }
 
 /**
@@ -104,6 +112,6 @@ export async function readAppliedLimits(vm: LimitedVm, qmpTimeoutMs = 1000): Pro
 
 /** After qemu ended: its cgroup (empty now) and its taps' ifb devices. */
 export async function releaseLimits(vm: Pick<LimitedVm, "name" | "definition" | "paths">): Promise<void> {
-  await removeVmCgroup(leafOf(vm as LimitedVm));
+  await removeVmCgroup(leafOf(vm));
   for (const tap of vmTaps(vm.definition)) await removeTapShaping(tap.name);
 }
