@@ -76,7 +76,9 @@ export async function applyLimits(vm: LimitedVm, limits: VmLimits | undefined): 
   }
   const { command, args } = throttleSetCommand(limits?.disk);
   await session.execute(command, args).catch((err: Error) => {
-    throw new LimitsFailed(`qemu refused the disk limits: ${err.message}`);
+    // A qemu started by a vmhostd before throttle groups has none: only disk limits need it.
+    if (limits?.disk === undefined) return;
+    throw new LimitsFailed(`qemu refused the disk limits (a qemu started before throttle groups needs a restart): ${err.message}`);
   });
   for (const tap of vmTaps(vm.definition)) await applyTapShaping(tap.name, limits?.network);
 }

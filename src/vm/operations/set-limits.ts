@@ -45,4 +45,5 @@ export async function setLimits(vm: Vm, host: HostContext, patch: LimitsPatch): 
     throw err;
   }
   vm.log.info({ limits }, "limits set");
+  vm.publish("vm.limits", { limits, live: vm.session !== undefined });
 }
