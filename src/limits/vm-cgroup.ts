@@ -120,12 +120,21 @@ export async function readCgroupLimits(ref: VmCgroupRef): Promise<Pick<VmLimits,
   return limitsFromCgroup(files, ref.host.version);
 }
 
-/** Removes the VM's cgroup once qemu is gone (a systemd scope goes by itself once empty). */
-export async function removeVmCgroup(leaf: string): Promise<void> {
+/**
+ * Removes the VM's cgroup once qemu is gone (a systemd scope goes by itself once
+ * empty). True when none is left: removed now, or there was none.
+ */
+export async function removeVmCgroup(leaf: string): Promise<boolean> {
   const host = await cgroupHost();
-  if (!host || host.systemd) return;
+  if (!host || host.systemd) return true;
   const dirs = await ownedDirs(host, leaf).catch(() => undefined);
-  if (!dirs) return;
+  if (!dirs) return true;
+  let gone = true;
   // rmdir, never rm -r: a cgroup is removed by rmdir only, and only once it is empty.
-  for (const c of CGROUP_CONTROLLERS) await rmdir(dirs[c]).catch(() => {});
+  for (const c of CGROUP_CONTROLLERS) {
+    await rmdir(dirs[c]).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "ENOENT") gone = false;
+    });
+  }
+  return gone;
 }

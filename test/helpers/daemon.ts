@@ -94,6 +94,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
         await new Promise((r) => d.proc.once("exit", r));
       }
       await killQemusUnder(root);
+      await removeVmCgroups(runDir);
       await stopFenceProcess(runDir);
       if (opts.stateTmpfsMiB) {
         await sleep(200);
@@ -149,6 +150,21 @@ async function stopFenceProcess(runDir: string): Promise<void> {
     return;
   }
   for (let i = 0; i < 40 && (await readFile(`/proc/${pid}/stat`, "utf8").then((s) => !/\) Z /.test(s), () => false)); i++) await sleep(25);
+}
+
+/**
+ * The cgroups of this daemon's VMs (src/limits/vm-cgroup.ts): a qemu killed after
+ * its daemon has no daemon left to remove its cgroup. Each is empty once its
+ * qemu has gone, which takes a moment after the SIGKILL.
+ */
+async function removeVmCgroups(runDir: string): Promise<void> {
+  const { readdir } = await import("node:fs/promises");
+  const { removeVmCgroup, vmCgroupLeaf } = await import("../../src/limits/vm-cgroup.js");
+  const names = await readdir(path.join(runDir, "vms")).catch(() => [] as string[]);
+  for (const name of names) {
+    const leaf = vmCgroupLeaf(name, path.join(runDir, "vms", name));
+    for (let i = 0; i < 20 && !(await removeVmCgroup(leaf)); i++) await sleep(50);
+  }
 }
 
 /** Kills every qemu whose command line mentions this test's directory. */
