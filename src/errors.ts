@@ -201,6 +201,8 @@ export class NetworkFailed extends defineError("VMH_ERR_NETWORK", 500, "Network 
 
 /** A NIC asks for a VLAN (`vlan`, `trunk`) on a host whose kernel has no bridge VLAN filtering. */
 export class VlanUnsupported extends defineError("VMH_ERR_VLAN_UNSUPPORTED", 400, "VLANs unsupported on this host") {}
+/** A limit could not be applied to the running VM (cgroup, qemu's throttle group or tc refused it); the definition keeps the limits it had. */
+export class LimitsFailed extends defineError("VMH_ERR_LIMITS", 409, "Limits not applied") {}
 
 /** UEFI firmware (OVMF) is missing, or its CODE and VARS files do not belong together. */
 export class FirmwareUnavailable extends defineError("VMH_ERR_FIRMWARE", 500, "Firmware unavailable") {}
@@ -295,6 +297,7 @@ export const errorCatalogue = [
   BridgeNotFound,
   NetworkFailed,
   VlanUnsupported,
+  LimitsFailed,
   DeviceNotFound,
   DeviceExists,
   NoFreeHotplugPort,

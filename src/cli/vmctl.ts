@@ -14,6 +14,7 @@ import { registerDeviceCommands } from "./device-commands.js";
 import { registerEventsCommand } from "./events-command.js";
 import { registerFleetCommands } from "./fleet-commands.js";
 import { registerMaintenanceCommands } from "./maintenance-commands.js";
+import { registerLimitsCommand } from "./limits-command.js";
 import { formatCdrom, formatTable, formatVm, type CdromJson, type VmJson } from "./vm-format.js";
 
 const DEFAULT_SOCKET = process.env.VMHOSTD_SOCKET ?? "/run/vmhostd/vmhostd.sock";
@@ -321,6 +322,7 @@ registerDeviceCommands(program, { client, json: asJson, out, table: formatTable 
 registerEventsCommand(program, { target, json: asJson, out });
 registerFleetCommands(program, { client, json: asJson, out, table: formatTable });
 registerMaintenanceCommands(program, { client, json: asJson, out, table: formatTable }, toInt);
+registerLimitsCommand(program, { client, json: asJson, out, table: formatTable });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ApiError) process.stderr.write(`vmctl: ${err.message} (${err.code}, HTTP ${err.status})\n`);

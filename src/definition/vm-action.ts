@@ -8,6 +8,7 @@
 // may name an action without reaching up into the VM domain.
 import { z } from "zod";
 import { cloudInitSchema, diskSchema, nicAddressesSchema, nicFilteringSchema, nicSchema, vmCreateSchema } from "./vm-definition.js";
+import { limitsPatchSchema } from "../limits/limits-schema.js";
 
 const timeoutSec = z.number().positive().optional();
 const storage = z.enum(["shared", "copy"]);
@@ -37,6 +38,8 @@ export const vmActionSchema = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("set-balloon"), targetMiB: z.number().int().positive() }),
   /** Replace (or with undefined remove) the cloud-init seed's content; the next start attaches it. */
   z.strictObject({ kind: z.literal("set-cloud-init"), cloudInit: cloudInitSchema.optional() }),
+  /** Merge this patch into the VM's limits (under its lock), applied at once if it runs. */
+  z.strictObject({ kind: z.literal("set-limits"), patch: limitsPatchSchema }),
   /** Copy one disk of a running VM to a file in a pool, as a job. */
   z.strictObject({
     kind: z.literal("backup"),

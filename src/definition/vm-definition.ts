@@ -4,6 +4,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { isIPv4, isIPv6 } from "node:net";
 import { z } from "zod";
+import { limitsIssues, vmLimitsSchema } from "../limits/limits-schema.js";
 
 export const VM_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 // Disk names become qemu node names (`d-<name>`, 31 characters at most, a letter first).
@@ -217,6 +218,7 @@ const vmFields = {
     .boolean()
     .default(false)
     .describe("fleet mode: the owner key is bound to the host's lease, so the VM may be restarted elsewhere once this host is gone (and has fenced itself)"),
+  limits: vmLimitsSchema.optional(),
 };
 
 export const vmCreateSchema = z
@@ -226,6 +228,9 @@ export const vmCreateSchema = z
   .refine((v) => v.firmware !== "uefi" || isQ35(v.machine), {
     message: "uefi needs a q35 machine",
     path: ["firmware"],
+  })
+  .superRefine((v, ctx) => {
+    for (const issue of limitsIssues(v.limits, v.memoryMiB)) ctx.addIssue({ code: "custom", ...issue });
   });
 export type VmCreateRequest = z.input<typeof vmCreateSchema>;
 

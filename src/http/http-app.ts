@@ -27,6 +27,7 @@ import { UnauthenticatedConnections } from "./unauthenticated-connections.js";
 import { registerMetricsRoutes } from "./routes/metrics-routes.js";
 import { registerQmpRoutes } from "./routes/qmp-routes.js";
 import { registerCloudInitRoutes } from "./routes/cloud-init-routes.js";
+import { registerLimitsRoutes } from "./routes/limits-routes.js";
 import { registerFleetRoutes } from "./routes/fleet-routes.js";
 import { registerMaintenanceRoutes } from "./routes/maintenance-routes.js";
 import type { HostMaintenance } from "../host/maintenance/host-maintenance.js";
@@ -179,6 +180,7 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     registerMetricsRoutes(scope, registry);
     registerQmpRoutes(scope, registry);
     registerCloudInitRoutes(scope, registry);
+    registerLimitsRoutes(scope, registry);
     registerFleetRoutes(scope, registry);
     registerMaintenanceRoutes(scope, deps.maintenance);
   };

@@ -9,6 +9,7 @@ import { registry } from "./metric-hooks.js";
 import { droppedPackets } from "../net/nic-filters.js";
 import { vmTaps } from "../net/vm-taps.js";
 import { VmSampler, type VmSample } from "./vm-sampler.js";
+import { fillLimits, readLimitSamples } from "./limit-metrics.js";
 
 const sampler = new VmSampler();
 
@@ -47,7 +48,11 @@ function counter<L extends string>(name: string, help: string, labelNames: L[]):
 export async function renderMetrics(vms: Vm[]): Promise<string> {
   // nft is asked only while some VM runs with a tap.
   const tapped = vms.some((v) => v.session && vmTaps(v.definition).length > 0);
-  const [samples, dropped] = await Promise.all([sampler.sample(vms), tapped ? droppedPackets() : new Map<string, number>()]);
+  const [samples, dropped, limits] = await Promise.all([
+    sampler.sample(vms),
+    tapped ? droppedPackets() : new Map<string, number>(),
+    readLimitSamples(vms),
+  ]);
   // Reset and refilled without an await in between: a concurrent scrape sees one whole set or the other.
   for (const m of Object.values(vm)) m.reset();
   for (const v of vms) {
@@ -58,6 +63,7 @@ export async function renderMetrics(vms: Vm[]): Promise<string> {
       if (n !== undefined) vm.filterDropped.inc({ vm: v.name, nic: String(tap.nic) }, n);
     }
   }
+  fillLimits(limits);
   return registry.metrics();
 }
 

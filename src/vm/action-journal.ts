@@ -52,6 +52,8 @@ export const journalRules = {
   "set-nic-filter": "none",
   "set-balloon": "none",
   "set-cloud-init": "none",
+  // Applied, then recorded: a restart in between re-applies the definition at adoption, old or new.
+  "set-limits": "none",
   backup: "none",
   migrate: migrationRule,
   "migrate-in": migrationRule,

@@ -75,6 +75,7 @@ export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntr
     case "set-balloon":
     case "set-cloud-init":
     case "set-nic-filter":
+    case "set-limits":
     case "backup":
     case "takeover":
     case "resolve-migration":

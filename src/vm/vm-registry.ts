@@ -292,6 +292,7 @@ export class VmRegistry {
       case "resize-disk":
       case "set-cloud-init":
       case "set-nic-filter":
+      case "set-limits":
         await this.underLock(vm, action, (run) => performDeviceAction(this.context, vm, action, run));
         break;
       default:

@@ -21,6 +21,7 @@ const operationKinds: Record<VmActionKind, "adopt" | "migration" | "start" | "st
   resume: "other",
   "change-cdrom": "other",
   "eject-cdrom": "other",
+  "set-limits": "other",
   "resize-disk": "other",
   "add-disk": "other",
   "remove-disk": "other",

@@ -11,9 +11,20 @@ import { changeCdrom } from "./change-cdrom.js";
 import { addDisk, addNic, DEFAULT_RELEASE_TIMEOUT_SEC, findNic, removeDisk, removeNic } from "./hotplug.js";
 import { resizeDisk } from "./resize-disk.js";
 import { setNicFilter } from "./nic-filter-change.js";
+import { setLimits } from "./set-limits.js";
 
 export type DeviceAction = ActionOf<
-  "add-disk" | "remove-disk" | "add-nic" | "remove-nic" | "set-balloon" | "change-cdrom" | "eject-cdrom" | "resize-disk" | "set-cloud-init" | "set-nic-filter"
+  | "add-disk"
+  | "remove-disk"
+  | "add-nic"
+  | "remove-nic"
+  | "set-balloon"
+  | "change-cdrom"
+  | "eject-cdrom"
+  | "resize-disk"
+  | "set-cloud-init"
+  | "set-nic-filter"
+  | "set-limits"
 >;
 
 export async function performDeviceAction(c: ActionContext, vm: Vm, action: DeviceAction, run: ActionRun): Promise<void> {
@@ -47,6 +58,8 @@ export async function performDeviceAction(c: ActionContext, vm: Vm, action: Devi
       return await setCloudInit(vm, host, action.cloudInit);
     case "set-nic-filter":
       return await setNicFilter(vm, host, findNic(vm, action.nic), { addresses: action.addresses, filtering: action.filtering });
+    case "set-limits":
+      return await setLimits(vm, host, action.patch);
     default:
       assertNever(action);
   }

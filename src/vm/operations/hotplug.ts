@@ -9,6 +9,8 @@ import { DeviceExists, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeou
 import type { JournalEntry } from "../../store/operation-journal.js";
 import { diskPath } from "../../store/vm-paths.js";
 import { checkBridges, createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
+import { applyTapShaping, removeShapingOf, removeTapShaping } from "../../limits/tap-shaping.js";
+import { vmTaps } from "../../net/vm-taps.js";
 import { generateMac, type DiskDefinition, type NicDefinition, type VmDefinition } from "../../definition/vm-definition.js";
 import {
   deviceExists,
@@ -153,8 +155,11 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
         }
         const [tap] = nic.network.type === "bridge" ? await createVmTaps(taps, vm.log, c.session.identity) : [];
         try {
+          // The VM's network limits are on the tap before the guest can use it.
+          if (tap) await applyTapShaping(tap.name, vm.definition.limits?.network);
           await plugNic(c.session, vm.definition.machine, { index, nic, tap, accel: host.accel });
         } catch (err) {
+          if (tap) await removeTapShaping(tap.name);
           await removeVmTaps(taps, vm.log);
           throw err;
         }
@@ -163,6 +168,7 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
         if (!c.session) return;
         await unplugDevice(c.session, nicDeviceId(index), 10_000);
         await releaseNicBackend(c.session, index);
+        await removeShapingOf(vmTaps(taps));
         await removeVmTaps(taps, vm.log);
       },
     },
@@ -209,6 +215,7 @@ export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutS
         if (!c.session) return;
         await unplugOrLeavePending(vm, c.session, id, timeoutSec, finishLater);
         await releaseNicBackend(c.session, index);
+        await removeShapingOf(vmTaps(taps));
         await removeVmTaps(taps, vm.log);
       },
     },
@@ -309,6 +316,7 @@ async function settle(vm: Vm, host: HostContext, { action, facts }: JournalEntry
         return;
       }
       if (session) await releaseNicBackend(session, index);
+      await removeShapingOf(vmTaps(oneNic(vm.definition, index, nic)));
       await removeVmTaps(oneNic(vm.definition, index, nic), vm.log);
       if (inDef) await recordDefinition(ctx, (d) => ({ ...d, nics: d.nics.filter((n) => n.mac !== nic.mac) }));
       return;
