@@ -3,13 +3,11 @@
 // cgroup it did not make. Made over D-Bus with busctl (argv array, minimal
 // environment), delegated, so the daemon writes the limits into the scope's own
 // files as it does without systemd.
-import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { LimitsFailed } from "../errors.js";
+import { execChild } from "../host/child-process.js";
 
-const run = promisify(execFile);
 export const VM_SLICE = "vmhostd.slice";
 
 export const vmScopeName = (leaf: string): string => `vmhostd-${leaf}.scope`;
@@ -32,7 +30,7 @@ export function startScopeArgv(scope: string, pid: number): string[] {
 
 export async function startVmScope(scope: string, pid: number): Promise<void> {
   try {
-    await run("busctl", startScopeArgv(scope, pid), { timeout: 10_000, env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" } });
+    await execChild("busctl", startScopeArgv(scope, pid), { timeout: 10_000 });
   } catch (err) {
     const e = err as { stderr?: string; message: string };
     throw new LimitsFailed(`cannot start systemd scope ${scope}: ${(e.stderr || e.message).trim()}`);

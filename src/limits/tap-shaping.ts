@@ -5,13 +5,10 @@
 // way; the kernels this runs on lack tc's police action, and a shaper is kinder
 // to TCP than a policer's drops. The ifb is named from the tap (vmh… → vmi…).
 // Every command is an argv array run without a shell and with a minimal environment.
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { LimitsFailed } from "../errors.js";
 import type { NetworkLimits } from "./limits-schema.js";
+import { execChild } from "../host/child-process.js";
 
-const run = promisify(execFile);
-const TOOL_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" };
 const TC_TIMEOUT_MS = 10_000;
 /** The queue a shaper may hold before it drops: a bound on the delay it adds. */
 const TBF_LATENCY = "50ms";
@@ -62,7 +59,7 @@ export function tapShapingCommands(tap: string, limits: NetworkLimits | undefine
 async function exec(c: ShapingCommand): Promise<string> {
   const [tool, ...args] = c.argv;
   try {
-    return (await run(tool, args, { timeout: TC_TIMEOUT_MS, env: TOOL_ENV })).stdout;
+    return (await execChild(tool, args, { timeout: TC_TIMEOUT_MS })).stdout;
   } catch (err) {
     const e = err as { stderr?: string; message: string };
     const text = (e.stderr || e.message).trim();
@@ -72,7 +69,7 @@ async function exec(c: ShapingCommand): Promise<string> {
 }
 
 async function linkExists(name: string): Promise<boolean> {
-  return await run("ip", ["link", "show", "dev", name], { timeout: TC_TIMEOUT_MS, env: TOOL_ENV }).then(() => true, () => false);
+  return await execChild("ip", ["link", "show", "dev", name], { timeout: TC_TIMEOUT_MS }).then(() => true, () => false);
 }
 
 export async function applyTapShaping(tap: string, limits: NetworkLimits | undefined): Promise<void> {
