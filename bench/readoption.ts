@@ -8,44 +8,39 @@ import { fileURLToPath } from "node:url";
 import { ensureGuest } from "./guest-files.js";
 import { formatTable } from "./latency-stats.js";
 import { defineGuests, readoptionRounds, startGuests, waitGuestsReady } from "./readoption-rounds.js";
+import { BenchRun, numberArg, smokeMode } from "./bench-run.js";
 import { BenchDaemon } from "./vmhostd-daemon.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const mainJs = path.join(repoRoot, "dist/src/main.js");
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-}
+const bench = new BenchRun("readoption");
 
 async function main(): Promise<void> {
-  const runs = arg("runs", 7);
-  const count = arg("vms", 20);
+  // Smoke: one restart with 2 VMs.
+  const smoke = smokeMode();
+  const runs = smoke ? 1 : numberArg("runs", 7);
+  const count = smoke ? 2 : numberArg("vms", 20);
   const guest = ensureGuest(repoRoot);
   let daemon = await BenchDaemon.launch(mainJs);
   const names = Array.from({ length: count }, (_, i) => `ra${String(i).padStart(2, "0")}`);
   const pids: number[] = [];
-  try {
-    await daemon.waitReady();
-    await defineGuests(daemon, guest, names);
-    pids.push(...(await startGuests(daemon, names)));
-    await waitGuestsReady(daemon, names, 180_000);
-    const rounds = await readoptionRounds(daemon, mainJs, pids, { restarts: runs, vms: count, running: count });
-    daemon = rounds.daemon;
-    const { wall, own } = rounds;
-    console.log(`re-adoption after SIGKILL: ${count} running VMs (TCG guests), ${runs} restarts`);
-    console.log(
-      formatTable([
-        { label: "spawn daemon -> all VMs running via API", samples: wall },
-        { label: "daemon's own: start-up to all adopted", samples: own },
-      ]),
-    );
-  } finally {
-    await daemon.shutdown(names);
-  }
+  // The daemon running at the end (each restart replaces it) stops the VMs.
+  bench.defer(() => daemon.shutdown(names));
+  await daemon.waitReady();
+  await defineGuests(daemon, guest, names);
+  pids.push(...(await startGuests(daemon, names)));
+  await waitGuestsReady(daemon, names, 180_000);
+  const rounds = await readoptionRounds(daemon, mainJs, pids, { restarts: runs, vms: count, running: count });
+  daemon = rounds.daemon;
+  const { wall, own } = rounds;
+  console.log(`re-adoption after SIGKILL: ${count} running VMs (TCG guests), ${runs} restarts`);
+  console.log(
+    formatTable([
+      { label: "spawn daemon -> all VMs running via API", samples: wall },
+      { label: "daemon's own: start-up to all adopted", samples: own },
+    ]),
+  );
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+await bench.run(main);

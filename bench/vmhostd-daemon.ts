@@ -130,8 +130,9 @@ export class BenchDaemon {
       await gone;
       clearTimeout(late);
     }
-    for (const pid of this.qemuPids) await killIfOurs(pid, this.root);
-    await rm(this.root, { recursive: true, force: true });
+    await Promise.all([...this.qemuPids].map((pid) => killIfOurs(pid, this.root)));
+    // A qemu that was SIGKILLed a moment ago may still be removing its sockets: retry on ENOTEMPTY.
+    await rm(this.root, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }
 
   /** SIGKILL, as a crash would; the VMs are left running. */
@@ -174,13 +175,18 @@ async function daemonNodeFlags(mainJs: string): Promise<string[]> {
   return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
 }
 
-/** SIGKILLs pid only while its command line still names our directory (the pid may have been reused). */
+/**
+ * SIGKILLs pid only while its command line still names our directory (the pid may
+ * have been reused), then waits (up to 10 s) until it has gone, so its directories
+ * can be removed.
+ */
 async function killIfOurs(pid: number, root: string): Promise<void> {
-  const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-  if (!cmdline.includes(root)) return;
+  const ours = async (): Promise<boolean> => (await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).includes(root);
+  if (!(await ours())) return;
   try {
     process.kill(pid, "SIGKILL");
   } catch {
-    // gone meanwhile
+    return; // gone meanwhile
   }
+  for (let i = 0; i < 200 && (await ours()); i++) await sleep(50);
 }
