@@ -13,6 +13,7 @@ import { registerStorageCommands } from "./storage-commands.js";
 import { registerDeviceCommands } from "./device-commands.js";
 import { registerEventsCommand } from "./events-command.js";
 import { registerFleetCommands } from "./fleet-commands.js";
+import { registerHostCommand } from "./host-command.js";
 import { registerMaintenanceCommands } from "./maintenance-commands.js";
 import { formatCdrom, formatTable, formatVm, type CdromJson, type VmJson } from "./vm-format.js";
 
@@ -306,6 +307,7 @@ registerStorageCommands(program, { client, json: asJson, out, table: formatTable
 registerDeviceCommands(program, { client, json: asJson, out, table: formatTable });
 registerEventsCommand(program, { target, json: asJson, out });
 registerFleetCommands(program, { client, json: asJson, out, table: formatTable });
+registerHostCommand(program, { client, json: asJson, out, table: formatTable });
 registerMaintenanceCommands(program, { client, json: asJson, out, table: formatTable }, toInt);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
