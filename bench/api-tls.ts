@@ -14,11 +14,11 @@ import { fileURLToPath } from "node:url";
 import { freePort } from "../src/net/free-port.js";
 import { formatTable } from "./latency-stats.js";
 import { BenchRun, numberArg, smokeMode } from "./bench-run.js";
-import { BenchDaemon } from "./vmhostd-daemon.js";
+import { BenchDaemon, daemonEntry } from "./vmhostd-daemon.js";
 
 // Smoke: 5 rounds.
 const runs = smokeMode() ? 5 : numberArg("runs", 400) || 400;
-const mainJs = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../src/main.js");
+const mainJs = daemonEntry(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../.."));
 const TOKEN = "bench-token-0123456789abcdef";
 
 const bench = new BenchRun("api-tls");

@@ -18,6 +18,7 @@ import { reportMigration } from "./migration-report.js";
 import { runCase } from "./migration-rounds.js";
 import { BenchRun } from "./bench-run.js";
 import { killRawQemus } from "./raw-qemu.js";
+import { daemonEntry } from "./vmhostd-daemon.js";
 import { launchDaemonPair } from "./vmhostd-migration.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -75,7 +76,7 @@ async function main(): Promise<void> {
   for (const dir of handDirs) await mkdir(dir);
 
   const vmNames = opts.cases.map((c) => `mig-${c.slug}`);
-  const mainJs = path.join(repoRoot, "dist", "src", "main.js");
+  const mainJs = daemonEntry(repoRoot);
   const peers = await launchDaemonPair(mainJs, poolDir, guest, (d) => bench.defer(() => d.shutdown(vmNames)));
 
   const results: CaseResult[] = [];

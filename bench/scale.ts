@@ -10,10 +10,10 @@ import { ensureGuest } from "./guest-files.js";
 import { formatTable, summarize } from "./latency-stats.js";
 import { defineGuests, readoptionRounds, startGuests, waitGuestsReady } from "./readoption-rounds.js";
 import { BenchRun, numberArg, smokeMode } from "./bench-run.js";
-import { BenchDaemon } from "./vmhostd-daemon.js";
+import { BenchDaemon, daemonEntry } from "./vmhostd-daemon.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const mainJs = path.join(repoRoot, "dist/src/main.js");
+const mainJs = daemonEntry(repoRoot);
 
 const bench = new BenchRun("scale");
 

@@ -18,7 +18,7 @@ import { defineDomain, timeLibvirtStart } from "./libvirt-domain.js";
 import { ensureLibvirtInstalled, ensureQemuAccounts, PrivateLibvirt } from "./private-libvirt.js";
 import { identityOfVm, killRawQemus, prepareRawDir, qmpSocketOf, relocateArgv, timeRawStart } from "./raw-qemu.js";
 import { BenchRun } from "./bench-run.js";
-import { BenchDaemon } from "./vmhostd-daemon.js";
+import { BenchDaemon, daemonEntry } from "./vmhostd-daemon.js";
 
 const VM = "benchvm";
 const VCPUS = 1;
@@ -92,7 +92,7 @@ function argvOf(vm: Record<string, unknown>): string[] {
 }
 
 async function startDaemon(guest: GuestFiles): Promise<BenchDaemon> {
-  const mainJs = path.join(repoRoot, "dist", "src", "main.js");
+  const mainJs = daemonEntry(repoRoot);
   const d = await BenchDaemon.launch(mainJs);
   bench.defer(() => d.shutdown([VM]));
   await d.waitReady();

@@ -8,6 +8,15 @@ import http from "node:http";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
+/**
+ * The daemon a bench runs: the bundle `npm start` and the systemd unit run
+ * (dist/bundle/vmhostd.js, scripts/bundle.mjs), so the figures are what operators
+ * get; `BENCH_DAEMON=tsc` runs tsc's dist/src/main.js instead, to compare.
+ */
+export function daemonEntry(repoRoot: string): string {
+  return process.env.BENCH_DAEMON === "tsc" ? path.join(repoRoot, "dist/src/main.js") : path.join(repoRoot, "dist/bundle/vmhostd.js");
+}
+
 export interface ApiReply {
   status: number;
   body: unknown;

@@ -8,7 +8,6 @@ import { Command, Option } from "commander";
 import { ApiClient, ApiError, type ApiTarget } from "./api-client.js";
 import { migrateCommand, type MigrateFlags } from "./migrate-command.js";
 import { autostartAll, formatOutcome, shutdownAll, type VmOutcome } from "./host-power.js";
-import { runConsole } from "./console-client.js";
 import { registerStorageCommands } from "./storage-commands.js";
 import { registerDeviceCommands } from "./device-commands.js";
 import { registerEventsCommand } from "./events-command.js";
@@ -219,6 +218,8 @@ program
     const g = program.opts<{ socket: string; url?: string }>();
     const target = g.url ? { url: g.url } : { socketPath: g.socket };
     const { stdin, stdout, stderr } = process;
+    // Loaded here: the WebSocket client is needed by this command only, and every other one starts faster without it.
+    const { runConsole } = await import("./console-client.js");
     process.exitCode = await runConsole({ target, vm: name, readOnly: o.readOnly === true, stdin, stdout, stderr });
   });
 
