@@ -17,7 +17,7 @@ const BENCH_TIMEOUT_MS = 150_000;
 const expected: Record<string, RegExp> = {
   "start-latency.js": /^raw qemu: same argv, QMP cont\s+1\s/m,
   "start-up.js": /^vmctl list, bundle, no daemon\s+1\s/m,
-  "readoption.js": /^spawn daemon -> all VMs running via API\s+1\s/m,
+  "readoption.js": /^spawn daemon -> all VMs paused via API\s+1\s/m,
   "scale.js": /^GET \/metrics \(new connection\)\s+1\s/m,
   // Both sides measured: a case that stopped prints "not measured" instead.
   "migration.js": /^256 MiB idle\s+by hand: spawn dest -> dest cont\s+1\s/m,
