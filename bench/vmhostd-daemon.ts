@@ -53,15 +53,26 @@ export class BenchDaemon {
     // Short on purpose: QMP and console socket paths below it must fit in 107 bytes.
     // An existing root starts a daemon on the state an earlier one left (re-adoption).
     const root = existingRoot ?? (await mkdtemp("/tmp/vb-"));
+    try {
+      return await BenchDaemon.spawnOn(root, mainJs, logLevel, extraArgs);
+    } catch (err) {
+      // Not yet handed to the caller, who could not clean it up.
+      if (!existingRoot) await rm(root, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  private static async spawnOn(root: string, mainJs: string, logLevel: string, extraArgs: readonly string[]): Promise<BenchDaemon> {
     // mkdtemp makes it 0700; qemu runs unprivileged and must pass through to its files.
     await chmod(root, 0o711);
     await mkdir(path.join(root, "state", "images"), { recursive: true });
     await mkdir(path.join(root, "run"), { recursive: true });
+    const flags = await daemonNodeFlags(mainJs);
     const logFile = path.join(root, "vmhostd.log");
     const log = openSync(logFile, "a");
     const args = [mainJs, "--state-dir", path.join(root, "state"), "--run-dir", path.join(root, "run")];
     // Own process group: a Ctrl-C at the terminal reaches only the bench, which then stops the VMs first.
-    const proc = spawn(process.execPath, [...(await daemonNodeFlags(mainJs)), ...args, "--accel", "tcg", "--log-level", logLevel, ...extraArgs], {
+    const proc = spawn(process.execPath, [...flags, ...args, "--accel", "tcg", "--log-level", logLevel, ...extraArgs], {
       stdio: ["ignore", log, log],
       detached: true,
     });
