@@ -22,6 +22,22 @@ const common = {
 // The dependencies are CommonJS modules that require node's own modules: an ES module bundle needs a require.
 const esmRequire = 'import { createRequire as __vmhCreateRequire } from "node:module"; const require = __vmhCreateRequire(import.meta.url);';
 
+/**
+ * Fleet mode's etcd client reads its gRPC .proto files beside its own code at run time,
+ * so it stays in node_modules. Its `await import("etcd3")` becomes a module of the bundle
+ * that requires it from there (with --etcd only): a dynamic import() left in a script
+ * that V8's code cache runs would need node's experimental vm loader.
+ */
+const etcd3FromNodeModules = {
+  name: "etcd3-from-node-modules",
+  setup(b) {
+    b.onResolve({ filter: /^etcd3$/ }, (args) =>
+      args.namespace === "etcd3-shim" ? { path: "etcd3", external: true } : { path: "etcd3", namespace: "etcd3-shim" },
+    );
+    b.onLoad({ filter: /.*/, namespace: "etcd3-shim" }, () => ({ contents: 'module.exports = require("etcd3");', loader: "js" }));
+  },
+};
+
 await Promise.all([
   build({
     ...common,
@@ -32,6 +48,7 @@ await Promise.all([
     // fence-supervisor.ts finds fence-main.js beside its own file: the bundle's
     // URL, handed in by the launcher (a banner would come before "use strict").
     define: { "import.meta.url": "__vmhImportMetaUrl" },
+    plugins: [etcd3FromNodeModules],
   }),
   build({ ...common, entryPoints: { vmhostd: "src/launch/vmhostd-launcher.ts" }, outdir: "dist/bundle", format: "esm", sourcemap: false }),
   build({ ...common, entryPoints: { "fence-main": "src/fleet/fence/fence-main.ts" }, outdir: "dist/bundle", format: "esm", banner: { js: esmRequire } }),

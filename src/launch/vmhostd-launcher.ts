@@ -30,6 +30,7 @@ const source = readFileSync(bundle, "utf8").replace(/^#!.*\n/, "");
 const script = new vm.Script(`(function (exports, require, module, __filename, __dirname, __vmhImportMetaUrl) {${source}\n})`, {
   filename: bundle,
   ...(cachedData ? { cachedData } : {}),
+  // What the bundle leaves in node_modules (etcd3, fleet mode only) it imports at run time.
 });
 if (!cachedData || script.cachedDataRejected) {
   setTimeout(() => {
