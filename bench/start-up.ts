@@ -5,8 +5,10 @@
 // daemon at all). Bare `node -e 0` with the same flags is the floor. Runs are
 // interleaved, one of each per round, after one untimed warm-up each (which
 // also fills the daemon's probe cache, as any start after the first finds it).
+// Last, --defined VMs (none running) are defined and the bundled daemon is
+// restarted on them --runs times, timed until GET /v1/vms lists them all.
 //
-//   node dist/bench/start-up.js [--runs N] [--vms N] [--smoke]
+//   node dist/bench/start-up.js [--runs N] [--vms N] [--defined N] [--smoke]
 import { spawn } from "node:child_process";
 import { chmod, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import http from "node:http";
@@ -32,19 +34,27 @@ async function nodeFlags(): Promise<string[]> {
   return /^#!\S*env -S node(.*)$/.exec(first)?.[1]?.trim().split(/\s+/) ?? [];
 }
 
-function get(socket: string, urlPath: string): Promise<number> {
+function getBody(socket: string, urlPath: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
     const req = http.request({ socketPath: socket, path: urlPath, agent: false }, (res) => {
-      res.resume();
-      res.on("end", () => resolve(res.statusCode ?? 0));
+      let body = "";
+      res.on("data", (c: Buffer) => (body += c.toString()));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
     });
-    req.on("error", () => resolve(0)); // not listening yet
+    req.on("error", () => resolve({ status: 0, body: "" })); // not listening yet
     req.end();
   });
 }
+const get = async (socket: string, urlPath: string): Promise<number> => (await getBody(socket, urlPath)).status;
 
-/** Spawns the daemon on `root` and times it until /healthz and /v1/vms both answer 200; then SIGKILLs it. */
-async function timeStart(daemon: string, root: string, flags: string[]): Promise<number> {
+/** Whether GET /v1/vms answers 200 with `count` VMs. */
+async function lists(socket: string, count: number): Promise<boolean> {
+  const r = await getBody(socket, "/v1/vms");
+  return r.status === 200 && (JSON.parse(r.body) as { vms: unknown[] }).vms.length === count;
+}
+
+/** Spawns the daemon on `root` and times it until /healthz and /v1/vms (with `vms` VMs) both answer 200; then SIGKILLs it. */
+async function timeStart(daemon: string, root: string, flags: string[], vms = 0): Promise<number> {
   const socket = path.join(root, "run", "vmhostd.sock");
   const args = [...flags, daemon, "--state-dir", path.join(root, "state"), "--run-dir", path.join(root, "run"), "--accel", "tcg", "--log-level", "warn"];
   const t0 = performance.now();
@@ -54,7 +64,7 @@ async function timeStart(daemon: string, root: string, flags: string[]): Promise
   try {
     for (;;) {
       if (child.exitCode !== null) throw new Error(`${daemon} exited at start (${child.exitCode}): ${stderr}`);
-      if ((await get(socket, "/healthz")) === 200 && (await get(socket, "/v1/vms")) === 200) return performance.now() - t0;
+      if ((await get(socket, "/healthz")) === 200 && (await lists(socket, vms))) return performance.now() - t0;
       if (performance.now() - t0 > START_DEADLINE_MS) throw new Error(`${daemon}: no answer in ${START_DEADLINE_MS} ms: ${stderr}`);
       await sleep(2);
     }
@@ -80,6 +90,8 @@ async function main(): Promise<void> {
   const smoke = smokeMode();
   const runs = smoke ? 1 : numberArg("runs", 20);
   const vms = smoke ? 3 : numberArg("vms", 200);
+  // The issue's second figure: a restart listing this many defined (not running) VMs.
+  const defined = smoke ? 5 : numberArg("defined", 500);
   const flags = await nodeFlags();
 
   const roots: Record<string, string> = {};
@@ -105,6 +117,7 @@ async function main(): Promise<void> {
     listBundle: [] as number[],
     listTsc: [] as number[],
     listAbsent: [] as number[],
+    startDefined: [] as number[],
   };
   const round = async (keep: boolean): Promise<void> => {
     const put = (a: number[], v: number): void => void (keep && a.push(v));
@@ -120,6 +133,17 @@ async function main(): Promise<void> {
     await round(true);
     process.stderr.write(`run ${i}/${runs}: bundle ${rows.startBundle.at(-1)!.toFixed(0)} ms, tsc ${rows.startTsc.at(-1)!.toFixed(0)} ms\n`);
   }
+  // A daemon with `defined` VMs (none running) restarted on the same state, until GET /v1/vms lists them all.
+  await daemon.shutdown();
+  const many = await BenchDaemon.launch(entries.bundle.daemon);
+  bench.defer(() => many.shutdown());
+  await many.waitReady();
+  for (let i = 0; i < defined; i++) await many.expect(201, "POST", "/v1/vms", { name: `sd${String(i).padStart(3, "0")}`, memoryMiB: 64 });
+  await many.kill();
+  for (let i = 0; i <= runs; i++) {
+    const ms = await timeStart(entries.bundle.daemon, many.root, flags, defined);
+    if (i > 0) rows.startDefined.push(ms); // the first is the warm-up
+  }
   const out = [
     `start-up: spawn -> GET /healthz and GET /v1/vms answer 200 (empty host); vmctl list spawn -> exit (${vms} VMs defined); ${runs} runs each, interleaved`,
     `host: ${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}; node ${process.version} ${flags.join(" ")}`,
@@ -131,6 +155,7 @@ async function main(): Promise<void> {
       { label: `vmctl list, bundle (${vms} VMs)`, samples: rows.listBundle },
       { label: `vmctl list, tsc dist (${vms} VMs)`, samples: rows.listTsc },
       { label: "vmctl list, bundle, no daemon", samples: rows.listAbsent },
+      { label: `vmhostd bundle: spawn -> ${defined} defined listed`, samples: rows.startDefined },
     ]),
     "",
     `median ratios: daemon bundle/tsc ${medianRatio(rows.startBundle, rows.startTsc)}   vmctl bundle/tsc ${medianRatio(rows.listBundle, rows.listTsc)}`,
