@@ -5,9 +5,9 @@
 // round, order alternating) and only the guest being migrated runs: the other one
 // is paused, so on a small host the two do not compete for CPUs.
 //
-//   node dist/bench/migration.js [--runs N] [--case SLUG]...
+//   node dist/bench/migration.js [--runs N] [--case SLUG]... [--smoke]
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -16,11 +16,13 @@ import { ensureGuest, type GuestFiles } from "./guest-files.js";
 import { migrationCases, type CaseResult, type MigrationCase } from "./migration-case.js";
 import { reportMigration } from "./migration-report.js";
 import { runCase } from "./migration-rounds.js";
+import { BenchRun } from "./bench-run.js";
 import { killRawQemus } from "./raw-qemu.js";
+import { daemonEntry } from "./vmhostd-daemon.js";
 import { launchDaemonPair } from "./vmhostd-migration.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const cleanups: Array<() => Promise<unknown>> = [];
+const bench = new BenchRun("migration");
 
 interface Options {
   runs: number;
@@ -30,12 +32,19 @@ interface Options {
 function parseOptions(): Options {
   const all = migrationCases();
   const { values } = parseArgs({
-    options: { runs: { type: "string", default: "5" }, case: { type: "string", multiple: true }, help: { type: "boolean" } },
+    options: {
+      runs: { type: "string", default: "5" },
+      case: { type: "string", multiple: true },
+      smoke: { type: "boolean", default: false },
+      help: { type: "boolean" },
+    },
   });
   if (values.help) {
-    process.stdout.write(`usage: node dist/bench/migration.js [--runs N] [--case ${all.map((c) => c.slug).join("|")}]...\n`);
+    process.stdout.write(`usage: node dist/bench/migration.js [--runs N] [--case ${all.map((c) => c.slug).join("|")}]... [--smoke]\n`);
     process.exit(0);
   }
+  // Smoke: one round of the smallest case, both sides.
+  if (values.smoke) return { runs: 1, cases: all.filter((c) => c.slug === "256m-idle") };
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1 || runs > 50) throw new Error(`--runs must be an integer 1-50, not ${values.runs}`);
   const wanted = values.case ?? [];
@@ -57,16 +66,18 @@ async function main(): Promise<void> {
   const guest = ensureGuest(repoRoot);
   if (opts.cases.some((c) => c.dirtyMiB > 0)) await checkDirtySupport(guest);
   const poolDir = await mkdtemp("/tmp/vmhb-pool-");
-  cleanups.push(() => rm(poolDir, { recursive: true, force: true }));
+  bench.defer(() => rm(poolDir, { recursive: true, force: true }));
   const handRoot = await mkdtemp("/tmp/vmhb-hand-");
-  cleanups.push(() => rm(handRoot, { recursive: true, force: true }));
-  cleanups.push(async () => killRawQemus());
+  bench.defer(() => rm(handRoot, { recursive: true, force: true }));
+  bench.defer(async () => killRawQemus());
+  // mkdtemp makes it 0700: the by-hand qemus run as the VM's uid and must pass through.
+  await chmod(handRoot, 0o711);
   const handDirs: [string, string] = [path.join(handRoot, "a"), path.join(handRoot, "b")];
   for (const dir of handDirs) await mkdir(dir);
 
   const vmNames = opts.cases.map((c) => `mig-${c.slug}`);
-  const mainJs = path.join(repoRoot, "dist", "src", "main.js");
-  const peers = await launchDaemonPair(mainJs, poolDir, guest, (d) => cleanups.push(() => d.shutdown(vmNames)));
+  const mainJs = daemonEntry(repoRoot);
+  const peers = await launchDaemonPair(mainJs, poolDir, guest, (d) => bench.defer(() => d.shutdown(vmNames)));
 
   const results: CaseResult[] = [];
   for (const c of opts.cases) results.push(await runCase(c, peers, handDirs, opts.runs));
@@ -74,25 +85,4 @@ async function main(): Promise<void> {
   process.stdout.write(reportMigration({ runs: opts.runs, results, qemu }) + "\n");
 }
 
-async function cleanUp(): Promise<void> {
-  for (const c of cleanups.splice(0).reverse()) await c().catch((err: Error) => process.stderr.write(`cleanup: ${err.message}\n`));
-}
-
-let interrupted = false;
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.once(sig, () => {
-    interrupted = true;
-    process.stderr.write(`migration: ${sig}, cleaning up\n`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
-
-try {
-  await main();
-} catch (err) {
-  // After an interrupt main fails on the things cleanUp removed under it: not worth reporting.
-  if (!interrupted) process.stderr.write(`migration: ${(err as Error).stack ?? String(err)}\n`);
-  process.exitCode = 1;
-} finally {
-  await cleanUp();
-}
+await bench.run(main);

@@ -2,7 +2,7 @@
 // `images` pool (the guest's kernel and initrd), and a guest moved between them
 // with POST /v1/vms/NAME/migrate, each run to the daemon it is not on.
 import { randomBytes } from "node:crypto";
-import { copyFile } from "node:fs/promises";
+import { chmod, copyFile, writeFile } from "node:fs/promises";
 import { freePort as freePortOn } from "../src/net/free-port.js";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -36,13 +36,17 @@ export const freePort = (host = "127.0.0.1"): Promise<number> => freePortOn(host
  * spawn, before anything else is awaited.
  */
 export async function launchDaemonPair(mainJs: string, poolDir: string, guest: GuestFiles, own: (d: BenchDaemon) => void): Promise<[DaemonPeer, DaemonPeer]> {
+  // mkdtemp makes it 0700: qemu runs as a VM's uid and must pass through to the kernel and initrd.
+  await chmod(poolDir, 0o711);
   await copyFile(guest.kernel, path.join(poolDir, "vmlinuz"));
   await copyFile(guest.initrd, path.join(poolDir, "initrd.img"));
-  const token = randomBytes(24).toString("hex");
+  // In a file, as the daemon wants it (a token on the command line is visible to local users).
+  const tokenFile = path.join(poolDir, ".peer-token");
+  await writeFile(tokenFile, randomBytes(24).toString("hex"), { mode: 0o600 });
   const peers: DaemonPeer[] = [];
   for (let i = 0; i < 2; i++) {
     const port = await freePort();
-    const extra = ["--listen", `127.0.0.1:${port}`, "--peer-token", token, "--pool", `images=${poolDir}`];
+    const extra = ["--listen", `127.0.0.1:${port}`, "--peer-token-file", tokenFile, "--pool", `images=${poolDir}`];
     const daemon = await BenchDaemon.launch(mainJs, undefined, "warn", extra);
     own(daemon);
     peers.push({ daemon, url: `http://127.0.0.1:${port}` });

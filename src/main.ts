@@ -12,17 +12,15 @@ import { pino, type Logger } from "pino";
 import { checkSocketPathRoom, ConfigError, isLoopback, loadConfig, type Config } from "./config.js";
 import { EventBus } from "./events/event-bus.js";
 import { HostInventory } from "./host/host-inventory.js";
+import { readHostProbes } from "./host/host-probes.js";
 import { SystemdNotifier } from "./host/sd-notify.js";
 import { buildHttpApp } from "./http/http-app.js";
 import { ConsoleTicketStore } from "./vm/console/console-tickets.js";
-import { resolveAccel } from "./qemu/accel-probe.js";
 import { QemuUserError, QemuUsers } from "./qemu/qemu-user.js";
 import { checkReachable } from "./qemu/qemu-files.js";
-import { readQemuVersion } from "./qemu/qemu-binary.js";
 import { DefinitionStore } from "./store/definition-store.js";
 import { QemuImg } from "./storage/qemu-img.js";
 import { StoragePools } from "./storage/storage-pools.js";
-import { probeIoUring } from "./storage/io-uring-probe.js";
 import { DiskBackups } from "./vm/operations/disk-backup.js";
 import type { HostContext } from "./vm/host-context.js";
 import { VmRegistry } from "./vm/vm-registry.js";
@@ -130,8 +128,8 @@ async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Prom
   if (config.qmpPassthrough === "all") {
     log.warn("--qmp-passthrough=all: POST /v1/vms/{name}/qmp runs any QMP command, including ones that open files and listeners on this host");
   }
-  const qemuVersion = await readQemuVersion(config.qemu);
-  const accel = await resolveAccel(config.accel, config.qemu, log);
+  // From the state directory's probe cache when qemu and the kernel are unchanged: no child process at start.
+  const { qemuVersion, accel, ioUring } = await readHostProbes(config, log);
   const pools = new StoragePools(config.pools);
   await pools.init();
   await checkQemuCanReach(config, pools, qemuUsers, log);
@@ -141,7 +139,7 @@ async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Prom
   const host: HostContext = {
     config,
     accel,
-    ioUring: await probeIoUring(config.qemuImg),
+    ioUring,
     qemuVersion,
     qemuUsers,
     pools,

@@ -8,11 +8,11 @@ import { Command, Option } from "commander";
 import { ApiClient, ApiError, type ApiTarget } from "./api-client.js";
 import { migrateCommand, type MigrateFlags } from "./migrate-command.js";
 import { autostartAll, formatOutcome, shutdownAll, type VmOutcome } from "./host-power.js";
-import { runConsole } from "./console-client.js";
 import { registerStorageCommands } from "./storage-commands.js";
 import { registerDeviceCommands } from "./device-commands.js";
 import { registerEventsCommand } from "./events-command.js";
 import { registerFleetCommands } from "./fleet-commands.js";
+import { registerHostCommand } from "./host-command.js";
 import { registerMaintenanceCommands } from "./maintenance-commands.js";
 import { registerLimitsCommand } from "./limits-command.js";
 import { formatCdrom, formatTable, formatVm, type CdromJson, type VmJson } from "./vm-format.js";
@@ -219,6 +219,8 @@ program
     const g = program.opts<{ socket: string; url?: string }>();
     const target = g.url ? { url: g.url } : { socketPath: g.socket };
     const { stdin, stdout, stderr } = process;
+    // Loaded here: the WebSocket client is needed by this command only, and every other one starts faster without it.
+    const { runConsole } = await import("./console-client.js");
     process.exitCode = await runConsole({ target, vm: name, readOnly: o.readOnly === true, stdin, stdout, stderr });
   });
 
@@ -321,6 +323,7 @@ registerStorageCommands(program, { client, json: asJson, out, table: formatTable
 registerDeviceCommands(program, { client, json: asJson, out, table: formatTable });
 registerEventsCommand(program, { target, json: asJson, out });
 registerFleetCommands(program, { client, json: asJson, out, table: formatTable });
+registerHostCommand(program, { client, json: asJson, out, table: formatTable });
 registerMaintenanceCommands(program, { client, json: asJson, out, table: formatTable }, toInt);
 registerLimitsCommand(program, { client, json: asJson, out, table: formatTable });
 

@@ -1,7 +1,7 @@
 // The fastify application: routes, input limits and error mapping. It knows
 // nothing of VMs beyond calling the registry.
 import type { Server as TlsServer } from "node:tls";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from "fastify";
 import websocket from "@fastify/websocket";
 import { validatorCompiler } from "fastify-type-provider-zod";
 import type { Logger } from "pino";
@@ -97,7 +97,8 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
   // fastify types its instance by the logger and server; the routes take the base types.
   const app = Fastify({
     loggerInstance: log.child({ component: "http" }) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Requests are logged by the onResponse hook below, at debug (the top-level option is deprecated).
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: HTTP_LIMITS.bodyBytes,
     // fastify hands an https server only its `https` options: the HTTP limits go there too.
     ...(tls ? { https: { ...serverOptions, ...tls.serverOptions() } } : { http: serverOptions }),
