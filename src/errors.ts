@@ -265,6 +265,8 @@ export const errorCatalogue = [
   JobNotFound,
   Unauthorized,
   MigrationFailed,
+  InsecureMigrationRefused,
+  MigrationAddressRefused,
   InsufficientResources,
   RouteNotFound,
   MethodNotAllowed,
