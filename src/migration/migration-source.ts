@@ -132,7 +132,12 @@ export class MigrationSource {
       await session.execute("migrate", { uri: reply.uri });
       const info = await this.watchRam(vm, session, peer, job, req);
       await vm.journal.stepDone("ram-completed");
-      job.update({ downtimeMs: info.downtime ?? null, totalTimeMs: info["total-time"] ?? null });
+      job.update({
+        downtimeMs: info.downtime ?? null,
+        totalTimeMs: info["total-time"] ?? null,
+        // The final count: the last poll before completion missed the end of the transfer.
+        ...(info.ram ? { bytesTransferred: info.ram.transferred } : {}),
+      });
     } catch (err) {
       await this.rollBack(vm, session, peer, mirrors, ramStarted);
       await removeQemuTls(session);
