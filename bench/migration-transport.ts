@@ -83,6 +83,8 @@ export interface TransportRun {
   poolDir: string;
   certDir: string;
   guest: GuestFiles;
+  /** The guest moved (transportCase, or one of migrationCases chosen with --case). */
+  c: MigrationCase;
   runs: number;
   channels: number;
   smoke: boolean;
@@ -90,7 +92,7 @@ export interface TransportRun {
 }
 
 export async function runTransportBench(o: TransportRun): Promise<string> {
-  const c = transportCase(o.smoke);
+  const c = o.c;
   const creds = await makeCredentials(o.certDir);
   const log = (msg: string): boolean => process.stderr.write(`transport: ${msg}\n`);
   const sides: { r: VariantResult; peers: [DaemonPeer, DaemonPeer]; guest?: VmhostdGuest }[] = [];

@@ -34,6 +34,8 @@ interface Options {
   tls: boolean;
   channels: number;
   smoke: boolean;
+  /** --case given: the transport mode moves that guest instead of its own. */
+  chosen: boolean;
 }
 
 function parseOptions(): Options {
@@ -61,7 +63,7 @@ function parseOptions(): Options {
   const unknown = wanted.filter((w) => !all.some((c) => c.slug === w));
   if (unknown.length) throw new Error(`unknown --case ${unknown.join(", ")}; known: ${all.map((c) => c.slug).join(", ")}`);
   const cases = smoke ? all.filter((c) => c.slug === "256m-idle") : wanted.length ? all.filter((c) => wanted.includes(c.slug)) : all;
-  return { runs, cases, tls: values.tls === true, channels, smoke };
+  return { runs, cases, tls: values.tls === true, channels, smoke, chosen: wanted.length > 0 };
 }
 
 /** A guest built from an init without vmh.dirty would only time out waiting for VMH-DIRTY: say so at once. */
@@ -75,7 +77,7 @@ async function checkDirtySupport(guest: GuestFiles): Promise<void> {
 async function main(): Promise<void> {
   const opts = parseOptions();
   const guest = ensureGuest(repoRoot);
-  if (opts.cases.some((c) => c.dirtyMiB > 0) || (opts.tls && !opts.smoke)) await checkDirtySupport(guest);
+  if (opts.cases.some((c) => c.dirtyMiB > 0) || (opts.tls && !opts.smoke && !opts.chosen)) await checkDirtySupport(guest);
   const poolDir = await mkdtemp("/tmp/vmhb-pool-");
   cleanups.push(() => rm(poolDir, { recursive: true, force: true }));
   // mkdtemp makes it 0700; the daemons' unprivileged qemus read the kernel and initrd in it.
@@ -84,8 +86,9 @@ async function main(): Promise<void> {
   if (opts.tls) {
     const certDir = await mkdtemp("/tmp/vmhb-tls-");
     cleanups.push(() => rm(certDir, { recursive: true, force: true }));
-    const own = (d: BenchDaemon) => cleanups.push(() => d.shutdown(["mig-" + transportCase(opts.smoke).slug]));
-    const report = await runTransportBench({ mainJs, poolDir, certDir, guest, runs: opts.runs, channels: opts.channels, smoke: opts.smoke, own });
+    const c = opts.chosen && !opts.smoke ? opts.cases[0]! : transportCase(opts.smoke);
+    const own = (d: BenchDaemon) => cleanups.push(() => d.shutdown([`mig-${c.slug}`]));
+    const report = await runTransportBench({ mainJs, poolDir, certDir, guest, c, runs: opts.runs, channels: opts.channels, smoke: opts.smoke, own });
     const qemu = execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0]!;
     process.stdout.write(`${report}\n\n${qemu}\n`);
     return;
