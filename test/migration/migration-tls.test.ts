@@ -4,8 +4,8 @@
 // without TLS does. In clear off loopback needs --insecure-migration on both
 // hosts, and a destination that names an address other than its own is not
 // sent anything.
-import { execFileSync, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -140,6 +140,35 @@ t.test("migration over TLS", { timeout: 280_000 }, async (t) => {
     await waitForVm<VmJson>(b, "tlsonly", (v) => v.state === "running" && !v.operation);
   });
 
+  t.test("the destination's NBD server admits only the host that prepared the migration", async (t) => {
+    // Host A prepares an incoming VM on B, as a source does, with its certificate and the token.
+    const prepared = peerCall(hosts.a.ns, url(hosts.b.ip, PORT_TLS, "https"), "POST", "/v1/incoming", certA, ca.cert, {
+      definition: {
+        name: "target",
+        uuid: randomUUID(),
+        createdAt: new Date().toISOString(),
+        memoryMiB: 64,
+        nics: [],
+        disks: [{ name: "data", sizeGiB: 1, format: "raw" }],
+      },
+      storage: "copy",
+      files: {},
+      diskSizes: { data: 1024 ** 3 },
+      tls: true,
+    });
+    t.equal(prepared.status, 201, `prepared: ${JSON.stringify(prepared.body)}`);
+    const nbd = (prepared.body as { nbd: { host: string; port: number } }).nbd;
+    // Another host of the same CA: a valid certificate, not the one that asked.
+    const intruder = await ca.issue("intruder", { ips: [hosts.a.ip] });
+    const write = (who: { cert: string; key: string }) => nbdWrite(hosts.a.ns, nbd, who, ca.cert, path.join(certs.dir, `nbd-${path.basename(who.cert)}`));
+    const refused = await write(intruder);
+    t.not(refused.code, 0, "a certificate of the fleet's CA with another name cannot write to the exported disk");
+    t.match(refused.out, /authoriz|denied|not allowed|Connection reset|failed/i, `qemu-io: ${refused.out.trim().split("\n").at(-1)}`);
+    const admitted = await write(certA);
+    t.equal(admitted.code, 0, `the preparing host's certificate can (the refusal above is the authz's): ${admitted.out.trim()}`);
+    t.equal(peerCall(hosts.a.ns, url(hosts.b.ip, PORT_TLS, "https"), "DELETE", "/v1/incoming/target", certA, ca.cert).status, 204, "aborted");
+  });
+
   t.test("a destination that answers with another host's address is sent nothing", async (t) => {
     // A host that is not the destination, listening: it must see no connection.
     const decoy = hosts.a.ip.replace(/\.1$/, ".3");
@@ -164,6 +193,43 @@ t.test("migration over TLS", { timeout: 280_000 }, async (t) => {
     t.notMatch(seen, /decoy connection/, "nothing connected to the address the destination named");
   });
 });
+
+/** A request from inside namespace `ns` with a host's certificate and the token (the test process is outside it). */
+function peerCall(ns: string, base: string, method: string, urlPath: string, who: { cert: string; key: string }, caFile: string, body?: unknown): { status: number; body: unknown } {
+  const script = `
+const https = require("https"), fs = require("fs");
+const payload = ${JSON.stringify(body === undefined ? "" : JSON.stringify(body))};
+const u = new URL(${JSON.stringify(base + urlPath)});
+const req = https.request({ host: u.hostname, port: u.port, path: u.pathname, method: ${JSON.stringify(method)}, agent: false,
+  ca: fs.readFileSync(${JSON.stringify(caFile)}), cert: fs.readFileSync(${JSON.stringify(who.cert)}), key: fs.readFileSync(${JSON.stringify(who.key)}),
+  headers: { authorization: "Bearer ${TOKEN}", ...(payload ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } : {}) } },
+  (res) => { let b = ""; res.on("data", (c) => (b += c)); res.on("end", () => console.log(JSON.stringify({ status: res.statusCode, body: b }))); });
+req.on("error", (e) => console.log(JSON.stringify({ status: 0, body: e.message })));
+req.end(payload || undefined);`;
+  const out = JSON.parse(execFileSync("ip", ["netns", "exec", ns, process.execPath, "-e", script], { encoding: "utf8", timeout: 30_000 })) as { status: number; body: string };
+  let parsed: unknown = out.body;
+  try {
+    parsed = JSON.parse(out.body);
+  } catch {
+    // not JSON
+  }
+  return { status: out.status, body: parsed };
+}
+
+/** qemu-io inside `ns` writing 4 KiB to the NBD export over TLS with `who`'s certificate as the client's. */
+async function nbdWrite(ns: string, nbd: { host: string; port: number }, who: { cert: string; key: string }, caFile: string, dir: string): Promise<{ code: number | null; out: string }> {
+  const { copyFile, mkdir } = await import("node:fs/promises");
+  await mkdir(dir, { recursive: true });
+  await copyFile(caFile, path.join(dir, "ca-cert.pem"));
+  await copyFile(who.cert, path.join(dir, "client-cert.pem"));
+  await copyFile(who.key, path.join(dir, "client-key.pem"));
+  const image = `driver=nbd,server.type=inet,server.host=${nbd.host},server.port=${nbd.port},export=data,tls-creds=tls0,tls-hostname=${nbd.host}`;
+  const r = spawnSync("ip", ["netns", "exec", ns, "qemu-io", "--object", `tls-creds-x509,id=tls0,dir=${dir},endpoint=client`, "--image-opts", image, "-c", "write -P 0x41 0 4k"], {
+    encoding: "utf8",
+    timeout: 30_000,
+  });
+  return { code: r.status, out: `${r.stdout}${r.stderr}` };
+}
 
 async function stillRunning(t: Test, d: TestDaemon, name: string, bootId: string): Promise<void> {
   const vm = await waitForVm<VmJson>(d, name, (v) => v.state === "running" && !v.operation, 30_000);
