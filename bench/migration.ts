@@ -5,7 +5,11 @@
 // round, order alternating) and only the guest being migrated runs: the other one
 // is paused, so on a small host the two do not compete for CPUs.
 //
-//   node dist/bench/migration.js [--runs N] [--case SLUG]... [--smoke]
+// With --tls, the transport mode instead (migration-transport.ts): in clear
+// against TLS against TLS with --channels RAM connections. --smoke: one short
+// run of the chosen mode, to check the bench still works (npm test runs it).
+//
+//   node dist/bench/migration.js [--runs N] [--case SLUG]... [--tls [--channels N]] [--smoke]
 import { execFileSync } from "node:child_process";
 import { chmod, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import path from "node:path";
@@ -20,6 +24,8 @@ import { BenchRun } from "./bench-run.js";
 import { killRawQemus } from "./raw-qemu.js";
 import { daemonEntry } from "./vmhostd-daemon.js";
 import { launchDaemonPair } from "./vmhostd-migration.js";
+import { runTransportBench, transportCase } from "./migration-transport.js";
+import type { BenchDaemon } from "./vmhostd-daemon.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const bench = new BenchRun("migration");
@@ -27,6 +33,11 @@ const bench = new BenchRun("migration");
 interface Options {
   runs: number;
   cases: MigrationCase[];
+  tls: boolean;
+  channels: number;
+  smoke: boolean;
+  /** --case given: the transport mode moves that guest instead of its own. */
+  chosen: boolean;
 }
 
 function parseOptions(): Options {
@@ -35,22 +46,26 @@ function parseOptions(): Options {
     options: {
       runs: { type: "string", default: "5" },
       case: { type: "string", multiple: true },
+      tls: { type: "boolean", default: false },
+      channels: { type: "string", default: "4" },
       smoke: { type: "boolean", default: false },
       help: { type: "boolean" },
     },
   });
   if (values.help) {
-    process.stdout.write(`usage: node dist/bench/migration.js [--runs N] [--case ${all.map((c) => c.slug).join("|")}]... [--smoke]\n`);
+    process.stdout.write(`usage: node dist/bench/migration.js [--runs N] [--case ${all.map((c) => c.slug).join("|")}]... [--tls [--channels N]] [--smoke]\n`);
     process.exit(0);
   }
-  // Smoke: one round of the smallest case, both sides.
-  if (values.smoke) return { runs: 1, cases: all.filter((c) => c.slug === "256m-idle") };
-  const runs = Number(values.runs);
+  const smoke = values.smoke === true;
+  const channels = Number(values.channels);
+  if (!Number.isInteger(channels) || channels < 2 || channels > 16) throw new Error(`--channels must be an integer 2-16, not ${values.channels}`);
+  const runs = smoke ? 1 : Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1 || runs > 50) throw new Error(`--runs must be an integer 1-50, not ${values.runs}`);
   const wanted = values.case ?? [];
   const unknown = wanted.filter((w) => !all.some((c) => c.slug === w));
   if (unknown.length) throw new Error(`unknown --case ${unknown.join(", ")}; known: ${all.map((c) => c.slug).join(", ")}`);
-  return { runs, cases: wanted.length ? all.filter((c) => wanted.includes(c.slug)) : all };
+  const cases = smoke ? all.filter((c) => c.slug === "256m-idle") : wanted.length ? all.filter((c) => wanted.includes(c.slug)) : all;
+  return { runs, cases, tls: values.tls === true, channels, smoke, chosen: wanted.length > 0 };
 }
 
 /** A guest built from an init without vmh.dirty would only time out waiting for VMH-DIRTY: say so at once. */
@@ -64,9 +79,20 @@ async function checkDirtySupport(guest: GuestFiles): Promise<void> {
 async function main(): Promise<void> {
   const opts = parseOptions();
   const guest = ensureGuest(repoRoot);
-  if (opts.cases.some((c) => c.dirtyMiB > 0)) await checkDirtySupport(guest);
+  if (opts.cases.some((c) => c.dirtyMiB > 0) || (opts.tls && !opts.smoke && !opts.chosen)) await checkDirtySupport(guest);
   const poolDir = await mkdtemp("/tmp/vmhb-pool-");
   bench.defer(() => rm(poolDir, { recursive: true, force: true }));
+  const mainJs = daemonEntry(repoRoot);
+  if (opts.tls) {
+    const certDir = await mkdtemp("/tmp/vmhb-tls-");
+    bench.defer(() => rm(certDir, { recursive: true, force: true }));
+    const c = opts.chosen && !opts.smoke ? opts.cases[0]! : transportCase(opts.smoke);
+    const own = (d: BenchDaemon) => bench.defer(() => d.shutdown([`mig-${c.slug}`]));
+    const report = await runTransportBench({ mainJs, poolDir, certDir, guest, c, runs: opts.runs, channels: opts.channels, smoke: opts.smoke, own });
+    const qemu = execFileSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).split("\n")[0]!;
+    process.stdout.write(`${report}\n\n${qemu}\n`);
+    return;
+  }
   const handRoot = await mkdtemp("/tmp/vmhb-hand-");
   bench.defer(() => rm(handRoot, { recursive: true, force: true }));
   bench.defer(async () => killRawQemus());
@@ -76,7 +102,6 @@ async function main(): Promise<void> {
   for (const dir of handDirs) await mkdir(dir);
 
   const vmNames = opts.cases.map((c) => `mig-${c.slug}`);
-  const mainJs = daemonEntry(repoRoot);
   const peers = await launchDaemonPair(mainJs, poolDir, guest, (d) => bench.defer(() => d.shutdown(vmNames)));
 
   const results: CaseResult[] = [];

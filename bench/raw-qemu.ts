@@ -89,6 +89,10 @@ function staleFiles(argv: string[], dir: string): string[] {
 /** Removes the sockets an earlier qemu left in `dir`, before a new one is spawned there. */
 export async function clearStaleFiles(argv: string[], dir: string): Promise<void> {
   await Promise.all(staleFiles(argv, dir).map((f) => rm(f, { force: true })));
+  // The daemon's qemu keeps its sockets and pidfile in a directory of its own (<vm run dir>/qemu): made here too.
+  const escaped = dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const files = argv.flatMap((a) => [...a.matchAll(new RegExp(`${escaped}/[^,]+`, "g"))].map((m) => m[0]));
+  await Promise.all([...new Set(files.map((f) => path.dirname(f)))].map((d) => mkdir(d, { recursive: true })));
 }
 
 /** The hand-started qemus still running, for killRawQemus on an interrupted bench. */

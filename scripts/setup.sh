@@ -16,7 +16,8 @@ if [ "$mode" = "--test" ]; then
   # etcd-server: the fleet tests start their own etcd on loopback (never the packaged service).
   # openssl: the TLS tests make throw-away CAs and host certificates.
   # chromium: the console page tests drive it headless (puppeteer-core).
-  # gcc and libc6-dev compile the guest's raw frame sender; tcpdump watches taps in the network isolation tests.
+  # gcc and libc6-dev compile the guest's raw frame sender; tcpdump watches taps in the network isolation tests and
+  # captures what crosses the migration TLS test's link.
   packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server openssl chromium gcc libc6-dev tcpdump)
 fi
 

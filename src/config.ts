@@ -66,6 +66,14 @@ export const configSchema = z
     tlsKey: absolutePath.optional(),
     tlsCa: absolutePath.optional().describe("PEM bundle of one or more CAs: a TCP client must present a certificate one of them signed"),
     insecureListen: z.boolean().default(false),
+    insecureMigration: z.boolean().default(false),
+    migrationChannels: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(16)
+      .default(1)
+      .describe("RAM is sent over this many connections (qemu's multifd) when more than 1; the destination opens as many"),
     migrationHost: z
       .string()
       .regex(/^[A-Za-z0-9.:-]+$/, "must be an IP address or host name")
@@ -172,6 +180,8 @@ export const settings = [
   { key: "tlsKey", flag: "tls-key", env: "VMHOSTD_TLS_KEY", help: "the private key of --tls-cert (PEM)" },
   { key: "tlsCa", flag: "tls-ca", env: "VMHOSTD_TLS_CA", help: "CA bundle (PEM): TCP clients must present a certificate one of them signed; peers are verified against it" },
   { key: "insecureListen", flag: "insecure-listen", env: "VMHOSTD_INSECURE_LISTEN", help: "allow --listen on a non-loopback address without TLS (logs a warning)" },
+  { key: "insecureMigration", flag: "insecure-migration", env: "VMHOSTD_INSECURE_MIGRATION", help: "allow migrations in clear (no --tls-ca) to or from a non-loopback address (logs a warning)" },
+  { key: "migrationChannels", flag: "migration-channels", env: "VMHOSTD_MIGRATION_CHANNELS", help: "connections a migration out sends RAM over (multifd), 1-16 (default 1)" },
   { key: "migrationHost", flag: "migration-host", env: "VMHOSTD_MIGRATION_HOST", help: "address incoming migrations listen on" },
   { key: "ovmfCode", flag: "ovmf-code", env: "VMHOSTD_OVMF_CODE", help: "UEFI firmware code file (OVMF)" },
   { key: "ovmfVars", flag: "ovmf-vars", env: "VMHOSTD_OVMF_VARS", help: "UEFI variable store template (default: found beside the code by size)" },
@@ -211,7 +221,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     values = parseArgs({
       args: argv,
       options: Object.fromEntries([
-        ...settings.map((s) => [s.flag, s.key === "insecureListen" ? { type: "boolean" as const } : { type: "string" as const, multiple: isList(s.key) }]),
+        ...settings.map((s) => [s.flag, isFlag(s.key) ? { type: "boolean" as const } : { type: "string" as const, multiple: isList(s.key) }]),
         ["help", { type: "boolean" as const, short: "h" }],
       ]),
       strict: true,
@@ -228,7 +238,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     if (isList(s.key)) {
       const list = Array.isArray(v) ? v.flatMap((x: string) => (s.key === "consoleOrigins" ? x.split(",") : [x])) : typeof v === "string" && v !== "" ? v.split(",") : [];
       if (list.length) raw[s.key] = list as string[];
-    } else if (s.key === "insecureListen") {
+    } else if (isFlag(s.key)) {
       raw[s.key] = v === true || (typeof v === "string" && /^(1|true|yes)$/i.test(v));
     } else if (typeof v === "string" && v !== "") raw[s.key] = v;
   }
@@ -252,6 +262,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     throw new ConfigError("--peer-token-file (VMHOSTD_PEER_TOKEN_FILE)", "is required with --listen (or a peer-token credential: systemd LoadCredential=)");
   }
   return { ...c, peerTokens, peerTokenInClear: peerToken !== undefined };
+}
+
+/** Settings given as a bare flag (`--insecure-listen`), or in the environment as 1/true/yes. */
+function isFlag(key: string): boolean {
+  return key === "insecureListen" || key === "insecureMigration";
 }
 
 function isList(key: string): boolean {

@@ -136,6 +136,23 @@ export class Unauthorized extends defineError("VMH_ERR_UNAUTHORIZED", 401, "Unau
 export class MigrationFailed extends defineError("VMH_ERR_MIGRATION", 502, "Migration failed") {}
 
 /**
+ * A migration whose guest RAM and disks would cross the network in clear: no
+ * --tls-ca on this host (or the other one), an address that is not loopback, and
+ * no --insecure-migration. `setting` names what would allow it.
+ */
+export class InsecureMigrationRefused extends defineError("VMH_ERR_INSECURE_MIGRATION", 409, "Migration in clear refused") {
+  constructor(message: string) {
+    super(message, { setting: "--insecure-migration", field: "destination" });
+  }
+}
+
+/**
+ * The destination answered with a migration or NBD address that is not its own
+ * (the host of the URL the source called): nothing is sent, the guest runs on here.
+ */
+export class MigrationAddressRefused extends defineError("VMH_ERR_MIGRATION_ADDRESS", 502, "Destination answered with another address") {}
+
+/**
  * The VM's migration out sent all its RAM and its outcome is not known: the copy
  * here stays paused until the destination answers or an operator resolves it.
  */
@@ -282,6 +299,8 @@ export const errorCatalogue = [
   JobNotFound,
   Unauthorized,
   MigrationFailed,
+  InsecureMigrationRefused,
+  MigrationAddressRefused,
   InsufficientResources,
   RouteNotFound,
   MethodNotAllowed,

@@ -69,6 +69,9 @@ async function main(): Promise<void> {
   if (config.listen && !tls && config.insecureListen && !isLoopback(config.listen)) {
     log.warn({ listen: config.listen }, "--insecure-listen: the API and its token cross the network in clear (no --tls-cert)");
   }
+  if (config.insecureMigration && !tls?.verifiesClients) {
+    log.warn("--insecure-migration: migrations to and from other hosts send guest RAM and disks in clear (no --tls-ca)");
+  }
   // SIGHUP (systemctl reload): new certificates for new connections; guests and open connections untouched.
   // Handled from here on: node's default for it would end the daemon.
   const reloading = tls;

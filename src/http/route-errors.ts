@@ -19,6 +19,7 @@ import {
   JobNotFound,
   LimitsFailed,
   MigrationFailed,
+  InsecureMigrationRefused,
   NetworkFailed,
   NoFreeHotplugPort,
   NotInFleetMode,
@@ -97,8 +98,8 @@ export const stream = [...withInput, TooManyClients] as const;
 export const consoleSocket = [...stream, VmNotFound, VmStateConflict, ConsoleBusy] as const;
 export const qmpPassthrough = [...vmChange, ...qemuCommand, QmpNotAllowed, QmpCommandRefused] as const;
 export const job = [...withInput, JobNotFound] as const;
-export const migration = [...vmChange, ...qemuCommand, MigrationFailed, InsufficientResources, StorageFailed] as const;
-export const incoming = [...withBody, LimitsFailed, HostInMaintenance, VmExists, UuidInUse, VmStateConflict, VmOwnedElsewhere, EtcdUnreachable, InsufficientResources, InsufficientMemory, ...definitionFiles, StateWriteFailed, StateDiskFull, ShuttingDown, ...qemuCommand] as const;
+export const migration = [...vmChange, ...qemuCommand, MigrationFailed, InsecureMigrationRefused, InsufficientResources, StorageFailed] as const;
+export const incoming = [...withBody, LimitsFailed, InsecureMigrationRefused, HostInMaintenance, VmExists, UuidInUse, VmStateConflict, VmOwnedElsewhere, EtcdUnreachable, InsufficientResources, InsufficientMemory, ...definitionFiles, StateWriteFailed, StateDiskFull, ShuttingDown, ...qemuCommand] as const;
 export const backup = [...vmChange, ...qemuCommand, DeviceNotFound, PathOutsidePool, FileExists, StorageFailed] as const;
 export const fleet = [...anyRequest, NotInFleetMode, EtcdUnreachable] as const;
 /** Host maintenance: entering it and the evacuation's plan (destinations asked, the record written). */

@@ -124,7 +124,11 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     );
     proc.stdout!.on("data", (c: Buffer) => output.push(c.toString()));
     proc.stderr!.on("data", (c: Buffer) => output.push(c.toString()));
-    await waitReady(d.api, proc, output);
+    // One that never got ready is not left running: no teardown has a handle on it.
+    await waitReady(d.api, proc, output).catch((err: unknown) => {
+      proc.kill("SIGKILL");
+      throw err;
+    });
     return proc;
   };
   d.proc = await launch(opts.args ?? []);
