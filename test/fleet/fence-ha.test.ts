@@ -10,61 +10,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import t, { type Test } from "tap";
 import { findQemuProcesses } from "../../src/qemu/qemu-process.js";
 import { startDaemon, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
-import { ensureGuest } from "../helpers/guest.js";
+import { defineHa, startWhenAllowed, watchCopies } from "../helpers/fence-watch.js";
 import { startEtcd } from "../helpers/etcd.js";
 import { sharedGuestPool } from "../helpers/migration.js";
 import { makeTwoHosts } from "../helpers/two-hosts.js";
 
 const TTL = 5;
-
-/** Watches both hosts' qemus for `vm` every 50 ms: the most that ran at once, and when each host's last one vanished or appeared. */
-function watch(vm: string, hosts: Record<string, TestDaemon>) {
-  let most = 0;
-  let stopped = false;
-  const seen: Record<string, { present: boolean; changedAt: number }> = {};
-  const loop = (async () => {
-    while (!stopped) {
-      let count = 0;
-      for (const [id, d] of Object.entries(hosts)) {
-        const present = (await findQemuProcesses(d.runDir)).some((p) => p.name === vm);
-        if (present) count++;
-        if (seen[id]?.present !== present) seen[id] = { present, changedAt: Date.now() };
-      }
-      most = Math.max(most, count);
-      await sleep(50);
-    }
-  })();
-  return {
-    seen,
-    get most() {
-      return most;
-    },
-    async stop() {
-      stopped = true;
-      await loop;
-    },
-  };
-}
-
-/** Tries to start `vm` on `d` until it succeeds; returns when (ms since epoch). */
-async function startWhenAllowed(d: TestDaemon, vm: string, timeoutMs: number): Promise<{ at: number; refusals: string[] }> {
-  const refusals: string[] = [];
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    const r = await d.api.request("POST", `/v1/vms/${vm}/start`);
-    if (r.status === 200) return { at: Date.now(), refusals };
-    const code = (JSON.parse(r.body.toString()) as { code?: string }).code ?? String(r.status);
-    if (refusals[refusals.length - 1] !== code) refusals.push(code);
-    await sleep(250);
-  }
-  throw new Error(`${vm} could not be started within ${timeoutMs} ms: ${refusals.join(", ")}`);
-}
-
-
-async function defineHa(d: TestDaemon, vm: string): Promise<void> {
-  const guest = await ensureGuest();
-  await d.api.json("POST", "/v1/vms", { name: vm, memoryMiB: 128, ha: true, boot: { kernel: "vmlinuz", initrd: "initrd.img", cmdline: guest.cmdline } });
-}
 
 async function fenced(d: TestDaemon): Promise<string> {
   return readFile(path.join(d.runDir, "fence", "fenced.jsonl"), "utf8").catch(() => "");
@@ -76,10 +27,10 @@ async function fenced(d: TestDaemon): Promise<string> {
  * and the two never run at once.
  */
 async function fencedThenMoved(t: Test, vm: string, a: TestDaemon, b: TestDaemon, what: string, cutOff: () => void): Promise<{ at: number; refusals: string[] }> {
-  const w = watch(vm, { a, b });
+  const w = watchCopies(vm, { a, b });
   const cutAt = Date.now();
   cutOff();
-  const onB = await startWhenAllowed(b, vm, 60_000);
+  const onB = await startWhenAllowed(b, vm, 60_000, 250);
   await sleep(1000);
   await w.stop();
   const killedAt = w.seen.a?.present === false ? w.seen.a.changedAt : undefined;
