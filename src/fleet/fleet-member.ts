@@ -67,6 +67,7 @@ export class FleetMember extends EventEmitter {
     this.ttlSec = config.leaseTtl;
     this.prefix = config.etcdPrefix;
     this.keys = new OwnerKeys(client, this.prefix, this.hostId, this.log, {
+      ttlSec: this.ttlSec,
       requireLease: () => this.requireLease(),
       current: () => this.leaseIdValue,
       call: (fn) => this.call(fn),

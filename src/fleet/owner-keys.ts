@@ -4,6 +4,7 @@
 // vanishes with the host; an ordinary VM's key stays until released or taken over.
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "pino";
+import { setTimeout as sleep } from "node:timers/promises";
 import { VmOwnedElsewhere } from "../errors.js";
 
 /** Who owns a VM: the owner key's value plus its revision (the fencing token). */
@@ -15,6 +16,17 @@ export interface Ownership {
   ha: boolean;
 }
 
+/**
+ * `vms/<name>/ha-holder`, bound to no lease: the last host that took the VM's key
+ * as an `ha` key, and its lease TTL. It outlives the owner key when a lease is
+ * revoked or expires, so the next host to take the key knows whose fence may
+ * still have to act, and for how long at most.
+ */
+interface HaHolder {
+  host: string;
+  ttlSec: number;
+}
+
 /** What the key holds: the revision is etcd's, not part of the value. */
 interface OwnerValue {
   host: string;
@@ -24,6 +36,8 @@ interface OwnerValue {
 
 /** What the keys need of the host lease: the lease an `ha` key is bound to, and etcd calls that mark it unreachable. */
 export interface HostLease {
+  /** This host's lease TTL, recorded with each `ha` key it takes. */
+  readonly ttlSec: number;
   /** The lease now; throws EtcdUnreachable without one. */
   requireLease(): string;
   current(): string | undefined;
@@ -61,6 +75,40 @@ export class OwnerKeys {
 
   private ownerKey(vm: string): string {
     return `${this.prefix}vms/${vm}/owner`;
+  }
+
+  private holderKey(vm: string): string {
+    return `${this.prefix}vms/${vm}/ha-holder`;
+  }
+
+  private async haHolder(vm: string): Promise<HaHolder | undefined> {
+    const raw = await this.lease.call(() => this.client.get(this.holderKey(vm)).string());
+    if (!raw) return undefined;
+    try {
+      const v = JSON.parse(raw) as Partial<HaHolder>;
+      return typeof v.host === "string" && typeof v.ttlSec === "number" ? { host: v.host, ttlSec: v.ttlSec } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The holder record as a take of the key leaves it: this host for an `ha` key, none for an ordinary one. */
+  private holderOp(vm: string, ha: boolean) {
+    return ha
+      ? this.client.put(this.holderKey(vm)).value(JSON.stringify({ host: this.hostId, ttlSec: this.lease.ttlSec } satisfies HaHolder))
+      : this.client.delete().key(this.holderKey(vm));
+  }
+
+  /**
+   * The key was last an `ha` key of another host, and is free now: its lease
+   * expired or was revoked. etcd deletes a revoked lease's keys at once, before
+   * that host's fence can have acted, so its copy may still run. That fence kills
+   * by the last renewal it saw plus its TTL, which is before now plus its TTL:
+   * waiting one TTL of that host before this host's qemu starts closes the window.
+   */
+  private async outwaitFence(vm: string, holder: HaHolder): Promise<void> {
+    this.log.warn({ vm, previous: holder.host, waitSec: holder.ttlSec }, "the VM last ran as ha on another host: waiting its lease TTL for its fence before starting");
+    await sleep(holder.ttlSec * 1000);
   }
 
   /** A lease of this host is gone at etcd: the `ha` keys bound to it went with it. */
@@ -105,11 +153,13 @@ export class OwnerKeys {
     const lease = ha ? this.lease.requireLease() : undefined;
     const put = this.client.put(key).value(JSON.stringify(value));
     if (lease) put.lease(lease);
-    const res = await this.lease.call(() => this.client.if(key, "Create", "==", 0).then(put).else(this.client.get(key)).commit());
+    const holder = await this.haHolder(vm);
+    const res = await this.lease.call(() => this.client.if(key, "Create", "==", 0).then(put, this.holderOp(vm, ha)).else(this.client.get(key)).commit());
     if (res.succeeded) {
       const ownership = { ...value, revision: String(res.header.revision) };
       this.log.info({ vm, ...ownership }, "owner key taken");
       await this.heldUnder(vm, lease);
+      if (holder && holder.host !== this.hostId) await this.outwaitFence(vm, holder);
       return ownership;
     }
     const kv = res.responses[0]?.response_range?.kvs[0];
@@ -150,7 +200,7 @@ export class OwnerKeys {
     const kv = res.kvs[0];
     if (!kv || parseOwner(kv.value.toString())?.host !== this.hostId) return false;
     const del = await this.lease.call(() =>
-      this.client.if(key, "Mod", "==", Number(kv.mod_revision)).then(this.client.delete().key(key)).commit(),
+      this.client.if(key, "Mod", "==", Number(kv.mod_revision)).then(this.client.delete().key(key), this.client.delete().key(this.holderKey(vm))).commit(),
     );
     if (del.succeeded) {
       this.log.info({ vm }, "owner key released");
@@ -167,6 +217,8 @@ export class OwnerKeys {
     const lease = ha ? this.lease.requireLease() : undefined;
     if (lease) put.lease(lease);
     const res = await this.lease.call(() => put.exec());
+    // The operator's statement that the previous owner is down: nobody's fence is waited for.
+    await this.lease.call(async () => void (await this.holderOp(vm, ha).exec()));
     await this.heldUnder(vm, lease);
     return { ownership: { ...value, revision: String(res.header.revision) }, ...(previous ? { previous } : {}) };
   }
@@ -193,7 +245,7 @@ export class OwnerKeys {
     const put = this.client.put(key).value(JSON.stringify(value));
     const lease = ha ? this.lease.requireLease() : undefined;
     if (lease) put.lease(lease);
-    const swap = await this.lease.call(() => this.client.if(key, "Mod", "==", Number(kv.mod_revision)).then(put).commit());
+    const swap = await this.lease.call(() => this.client.if(key, "Mod", "==", Number(kv.mod_revision)).then(put, this.holderOp(vm, ha)).commit());
     if (!swap.succeeded) throw new VmOwnedElsewhere(vm, "changed during switch-over", String(kv.mod_revision));
     await this.heldUnder(vm, lease);
     this.log.info({ vm, from: fromHost, revision: String(swap.header.revision) }, "owner key handed over by migration");

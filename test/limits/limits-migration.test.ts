@@ -28,7 +28,7 @@ t.test("a migrated VM holds its limits on the destination", { timeout: 180_000 }
   const shared = await sharedGuestPool(t);
   const guest = await ensureGuest();
   const daemon = (ns: string, ip: string) =>
-    startDaemon({ netns: ns, netnsKeepSys: true, args: ["--listen", `${ip}:${PORT}`, "--pool", `images=${shared}`, "--peer-token", TOKEN] });
+    startDaemon({ netns: ns, netnsKeepSys: true, args: ["--listen", `${ip}:${PORT}`, "--pool", `images=${shared}`, "--peer-token", TOKEN, "--insecure-migration"] });
   const [a, b] = await allStarted([daemon(hosts.a.ns, hosts.a.ip), daemon(hosts.b.ns, hosts.b.ip)]);
   t.teardown(async () => {
     await a.cleanup();

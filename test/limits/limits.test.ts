@@ -31,14 +31,20 @@ interface VmJson {
 
 const inNs = (...args: string[]): string => execFileSync("ip", ["netns", "exec", ns, ...args], { encoding: "utf8" });
 
-/** Runs `cmd` in the guest's shell and resolves with the host's wall time until its end marker appears. */
+/**
+ * Runs `cmd` in the guest's shell and resolves with the host's wall time until its
+ * end marker appears; a command that fails throws (a failed transfer is fast, not limited).
+ */
 async function timed(con: ConsoleClient, cmd: string, timeoutMs = 60_000): Promise<number> {
   const marker = `END-${randomBytes(3).toString("hex")}`;
   const from = con.text().length;
   const t0 = performance.now();
-  con.type(`${cmd}; echo ${marker.slice(0, 4)}""${marker.slice(4)}\n`);
-  await con.waitFor(new RegExp(`${marker}\\r?\\n`), timeoutMs, from);
-  return (performance.now() - t0) / 1000;
+  con.type(`${cmd}; echo ${marker.slice(0, 4)}""${marker.slice(4)} $?\n`);
+  const line = await con.waitFor(new RegExp(`${marker} (\\d+)\\r?\\n`), timeoutMs, from);
+  const secs = (performance.now() - t0) / 1000;
+  const status = new RegExp(`${marker} (\\d+)`).exec(typeof line === "string" ? line : con.text().slice(from))?.[1];
+  if (status !== "0") throw new Error(`\`${cmd}\` failed in the guest (exit ${status})`);
+  return secs;
 }
 
 /** qemu's CPU time (user + system) in seconds. */
@@ -92,7 +98,7 @@ t.test("limits on a running guest", async (t) => {
       { name: "a", sizeGiB: 0.0625, format: "raw" },
       { name: "b", sizeGiB: 0.0625, format: "raw" },
     ],
-    nics: [{ network: { type: "bridge", bridge: BRIDGE } }],
+    nics: [{ network: { type: "bridge", bridge: BRIDGE }, addresses: [`${GUEST_IP}/24`] }],
     limits: { disk: { writeBps }, memory: { hardMiB: 1024 }, pids: 512 },
   });
 
