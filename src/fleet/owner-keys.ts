@@ -86,7 +86,8 @@ export class OwnerKeys {
     if (!raw) return undefined;
     try {
       const v = JSON.parse(raw) as Partial<HaHolder>;
-      return typeof v.host === "string" && typeof v.ttlSec === "number" ? { host: v.host, ttlSec: v.ttlSec } : undefined;
+      // Bounded as --lease-ttl is: a damaged record must not hold a start for ever, nor shorten the wait below a TTL.
+      return typeof v.host === "string" && typeof v.ttlSec === "number" ? { host: v.host, ttlSec: Math.min(Math.max(v.ttlSec || 0, 5), 3600) } : undefined;
     } catch {
       return undefined;
     }

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import fastifyStatic from "@fastify/static";
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
-import type { WebSocket, RawData } from "ws";
+import type { WebSocket } from "ws";
 import { z } from "zod";
 import {
   ConsoleBusy,
@@ -31,7 +31,7 @@ import { peerAddress, type ClientSlots } from "../client-slots.js";
 import { CONSOLE_ASSETS_PREFIX, CONSOLE_PAGE_ROUTE, CONSOLE_SOCKET_ROUTE, checkConsoleOrigin } from "../console-ticket-auth.js";
 import { consolePageHeaders, renderConsolePage, renderTicketProblemPage } from "../console-page.js";
 import { content, noContent, problems } from "../response-schemas.js";
-import { keepAlive, toBuffer, viewerOf } from "./console-socket-routes.js";
+import { pipeConsole, viewerOf } from "./console-socket-routes.js";
 
 export interface ConsolePageDeps {
   registry: VmRegistry;
@@ -163,24 +163,10 @@ function socketRoute(app: FastifyInstance, deps: ConsolePageDeps): void {
 }
 
 function attachSerial(socket: WebSocket, registry: VmRegistry, grant: ConsoleTicketGrant, release: () => void): void {
-  const attachment = registry.get(grant.vm).console.join(viewerOf(socket), grant.mode);
   // A read-only viewer's frames reach the hub, which passes on the writer's only.
-  socket.on("message", (data: RawData) => attachment.input(toBuffer(data)));
-  const heartbeat = keepAlive(socket);
-  socket.on("close", () => {
-    clearInterval(heartbeat);
-    attachment.leave();
-    release();
-  });
+  pipeConsole(socket, registry.get(grant.vm).console.join(viewerOf(socket), grant.mode), release);
 }
 
 function attachVnc(socket: WebSocket, registry: VmRegistry, grant: ConsoleTicketGrant, release: () => void): void {
-  const session = openVncSession(registry.get(grant.vm), grant.mode, viewerOf(socket));
-  socket.on("message", (data: RawData) => session.input(toBuffer(data)));
-  const heartbeat = keepAlive(socket);
-  socket.on("close", () => {
-    clearInterval(heartbeat);
-    session.leave();
-    release();
-  });
+  pipeConsole(socket, openVncSession(registry.get(grant.vm), grant.mode, viewerOf(socket)), release);
 }

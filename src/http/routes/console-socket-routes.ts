@@ -65,19 +65,27 @@ function consoleRoute(app: FastifyInstance, registry: VmRegistry, streams: Clien
         socket.close(why.code, err instanceof VmhError ? err.message.slice(0, 120) : why.reason);
         return;
       }
-      socket.on("message", (data: RawData) => attachment.input(toBuffer(data)));
-      const heartbeat = keepAlive(socket);
-      socket.on("close", () => {
-        clearInterval(heartbeat);
-        attachment.leave();
-        release();
-      });
+      pipeConsole(socket, attachment, release);
     },
   });
 }
 
 /** A viewer whose peer vanished without closing (a TCP client whose network went away) must not keep the writer's place. */
 const PING_INTERVAL_MS = 30_000;
+
+/**
+ * Feeds the socket's frames to a console attachment (the serial hub, or a VNC
+ * session) and, once the socket closes, leaves it and frees the client's slot.
+ */
+export function pipeConsole(socket: WebSocket, attachment: { input(data: Buffer): void; leave(): void }, release: () => void): void {
+  socket.on("message", (data: RawData) => attachment.input(toBuffer(data)));
+  const heartbeat = keepAlive(socket);
+  socket.on("close", () => {
+    clearInterval(heartbeat);
+    attachment.leave();
+    release();
+  });
+}
 
 export function keepAlive(socket: WebSocket): NodeJS.Timeout {
   let answered = true;
