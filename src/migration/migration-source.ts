@@ -6,7 +6,7 @@
 // on a guess: it asks the destination, and keeps the guest paused until it knows.
 import { endEntry } from "../vm/action-journal.js";
 import { setTimeout as sleep } from "node:timers/promises";
-import { MigrationFailed, ValidationFailed, VmStateConflict, VmhError } from "../errors.js";
+import { MigrationFailed, SnapshotUnsupported, ValidationFailed, VmStateConflict, VmhError } from "../errors.js";
 import { devicesChangedSinceStart } from "../vm/devices/device-hotplug.js";
 import type { Job, JobRegistry } from "../jobs/job-registry.js";
 import type { MigrationInfo } from "../qmp/migration-commands.js";
@@ -27,6 +27,7 @@ import type { PreparedJob } from "../vm/operations/job-actions.js";
 import { randomUUID } from "node:crypto";
 import { crashPoint } from "./crash-point.js";
 import { settleOutcome, type Settlement } from "./outcome-settlement.js";
+import { readSnapshotRecord } from "../vm/snapshots/snapshot-record.js";
 
 /** Mirror jobs a restarted daemon finds: completed (after RAM) or abandoned (before). */
 async function cancelLeftoverMirrors(session: QemuSession, force = true): Promise<void> {
@@ -73,6 +74,10 @@ export class MigrationSource {
           { field: "storage", message: `disk ${vm.definition.disks[own]!.name} is not on shared storage` },
         ]);
       }
+    }
+    // The destination would get each disk's merged content, not its chain: the snapshots would be lost.
+    if ((await readSnapshotRecord(vm.paths)).snapshots.length > 0) {
+      throw new SnapshotUnsupported(`VM "${name}" has snapshots; delete them before migrating it`, { vm: name });
     }
     const job = this.jobs.create("migrate", name);
     // The destination records the outcome under this id; the journal keeps it to ask after a restart.

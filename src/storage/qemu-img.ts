@@ -72,6 +72,21 @@ export class QemuImg {
     await this.run("resize", ["resize", "-q", node, String(sizeBytes)], file, 60_000, as ? { as } : {});
   }
 
+  /**
+   * Merges a qcow2 layer into the one under it (its backing file), offline. Run
+   * as the VM's uid: the chain's headers are the guest's writing, and that uid
+   * can open only the VM's own files. -d: the layer is removed afterwards, so
+   * emptying it would be wasted work.
+   */
+  async commit(file: string, as?: RunAs): Promise<void> {
+    await this.run("commit", ["commit", "-q", "-d", "-f", "qcow2", file], file, 60 * 60_000, as ? { as } : {});
+  }
+
+  /** Rewrites which file a qcow2 layer names as its backing (-u: the content is the same, nothing is copied). */
+  async rebaseUnsafe(file: string, backing: string, backingFormat: ImageFormat, as?: RunAs): Promise<void> {
+    await this.run("rebase", ["rebase", "-q", "-u", "-f", "qcow2", "-b", backing, "-F", backingFormat, file], file, 60_000, as ? { as } : {});
+  }
+
   private run(what: string, args: string[], file: string, timeout: number, opts: { fd?: number; as?: RunAs } = {}): Promise<string> {
     return new Promise((resolve, reject) => {
       const child = spawnChild(this.binary, args, {

@@ -22,6 +22,7 @@ import type { QemuSession } from "../qemu-session.js";
 import type { Vm } from "../vm.js";
 import type { ActionOf } from "../../definition/vm-action.js";
 import type { PreparedJob } from "./job-actions.js";
+import { activeNode } from "../snapshots/block-graph.js";
 
 const POLL_MS = 200;
 const QMP_TIMEOUT_MS = 30_000;
@@ -119,7 +120,7 @@ export class DiskBackups {
         "blockdev-backup",
         {
           "job-id": jobId,
-          device: `d-${b.disk}`,
+          device: (await activeNode(session, b.disk)).node,
           target: node,
           sync: "full",
           ...(b.speedMiBps ? { speed: b.speedMiBps * 1024 * 1024 } : {}),
