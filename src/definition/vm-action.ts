@@ -41,6 +41,9 @@ export const vmActionSchema = z.discriminatedUnion("kind", [
     disk: z.string(),
     target: z.string(),
     format: z.enum(["qcow2", "raw"]),
+    /** Incremental: only what the disk's dirty bitmap marks since `since` (the latest backup); full when it cannot be. */
+    mode: z.enum(["full", "incremental"]).optional(),
+    since: z.string().optional(),
     /** Bandwidth limit, so a backup does not starve the guest's own I/O. */
     speedMiBps: z.number().positive().optional(),
   }),

@@ -38,6 +38,11 @@ export class QemuImg {
     await this.run("create", createArgs("/dev/fd/3", format, sizeBytes), label, 60_000, { fd });
   }
 
+  /** An empty qcow2 overlay made through an open descriptor, naming `backing` (a qcow2) without opening it (-u). */
+  async createOverlayOnFd(fd: number, label: string, backing: string, sizeBytes: number): Promise<void> {
+    await this.run("create", ["create", "-q", "-u", "-f", "qcow2", "-b", backing, "-F", "qcow2", "/dev/fd/3", String(sizeBytes)], label, 60_000, { fd });
+  }
+
   /** The virtual size, read with the declared format. -U: a running qemu may hold the image's lock. */
   async info(file: string, format: ImageFormat, as?: RunAs): Promise<{ virtualSize: number }> {
     const out = await this.run("info", ["info", "-U", "-f", format, "--output=json", file], file, 30_000, as ? { as } : {});
