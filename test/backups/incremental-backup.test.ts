@@ -139,4 +139,15 @@ t.test("incremental backups with a persistent dirty bitmap", async (t) => {
   );
   t.equal(listed.backups[1]!.parent, first.backupId);
   t.equal((await problem(d, "GET", `/v1/vms/${VM}/disks/nope/backups`)).code, "VMH_ERR_DEVICE_NOT_FOUND");
+
+  // A new VM from the chain inc4 → after-crash: its own disk is the chain flattened, the same bytes as the guest's disk now.
+  await d.api.json("POST", "/v1/vms", { name: "restored", memoryMiB: 64, disks: [{ name: "data", restoreFrom: "inc4.qcow2" }] });
+  const restored = path.join(d.stateDir, "vms", "restored", "disks/data.qcow2");
+  const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", "-f", "qcow2", restored], { encoding: "utf8" })) as { "backing-filename"?: string };
+  t.notOk(info["backing-filename"], "the restored disk depends on no backup");
+  await d.api.json("POST", `/v1/vms/${VM}/pause`);
+  const same = execFileSync("qemu-img", ["compare", "-U", "-f", "qcow2", "-F", "qcow2", restored, path.join(d.stateDir, "vms", VM, "disks/data.qcow2")], { encoding: "utf8" });
+  await d.api.json("POST", `/v1/vms/${VM}/resume`);
+  t.match(same, /Images are identical/, "the restored disk is the backed-up disk byte for byte");
+  t.equal((await problem(d, "POST", "/v1/vms", { name: "r2", memoryMiB: 64, disks: [{ name: "data", restoreFrom: "/etc/passwd" }] })).code, "VMH_ERR_PATH_OUTSIDE_POOL", "a restore only from a pool");
 });

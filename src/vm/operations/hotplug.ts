@@ -53,9 +53,10 @@ function liveSession(vm: Vm, wanted: string): QemuSession | undefined {
 // ---- disks ----
 
 export async function addDisk(vm: Vm, host: HostContext, disk: DiskDefinition, run: ActionRun): Promise<void> {
-  if (disk.backingImage !== undefined || disk.importImage !== undefined) {
+  if (disk.backingImage !== undefined || disk.importImage !== undefined || disk.restoreFrom !== undefined) {
     const message = "a disk added to an existing VM is a blank one (sizeGiB) or an existing image (image)";
-    throw new ValidationFailed(message, [{ field: disk.backingImage !== undefined ? "backingImage" : "importImage", message }]);
+    const field = disk.backingImage !== undefined ? "backingImage" : disk.importImage !== undefined ? "importImage" : "restoreFrom";
+    throw new ValidationFailed(message, [{ field, message }]);
   }
   if (vm.definition.disks.some((d) => d.name === disk.name)) {
     throw new DeviceExists(`VM "${vm.name}" already has a disk named "${disk.name}"`, { field: "name", disk: disk.name });
