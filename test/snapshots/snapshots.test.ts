@@ -87,6 +87,8 @@ t.test("snapshots: live, killed daemon, live merges, revert, stopped merge, limi
   t.same(afterCrash.map((s) => s.name), ["s1"], "the restarted daemon finished the snapshot qemu had already switched to");
   t.same(await chain(d), ["disks/data.qcow2", "snapshots/data.1.qcow2"], "the record names the overlay");
   t.equal(await qemuTop(d), "snapshots/data.1.qcow2", "qemu writes the overlay");
+  const unplug = await problem(d, "DELETE", `/v1/vms/${VM}/disks/data`);
+  t.same([unplug.status, unplug.code], [409, "VMH_ERR_SNAPSHOT_UNSUPPORTED"], "a disk with snapshots is not hot-removed");
 
   await writeSector(d, VM, 2000, "MARK-B");
   await d.api.json("POST", `/v1/vms/${VM}/snapshots`, { name: "s2" });
