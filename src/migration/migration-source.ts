@@ -28,6 +28,7 @@ import { randomUUID } from "node:crypto";
 import { crashPoint } from "./crash-point.js";
 import { settleOutcome, type Settlement } from "./outcome-settlement.js";
 import { readSnapshotRecord } from "../vm/snapshots/snapshot-record.js";
+import { readBackupRecord } from "../vm/backups/backup-record.js";
 
 /** Mirror jobs a restarted daemon finds: completed (after RAM) or abandoned (before). */
 async function cancelLeftoverMirrors(session: QemuSession, force = true): Promise<void> {
@@ -162,6 +163,7 @@ export class MigrationSource {
         storage: req.storage,
         files,
         diskSizes,
+        backups: await readBackupRecord(vm.paths),
         postcopy: req.postcopy ?? false,
         migration,
         ...(vm.owner ? { owner: { host: vm.owner.host, revision: vm.owner.revision } } : {}),
@@ -178,6 +180,8 @@ export class MigrationSource {
         { capability: "events", state: true },
         { capability: "auto-converge", state: req.autoConverge ?? false },
         { capability: "postcopy-ram", state: req.postcopy ?? false },
+        // The disks' dirty bitmaps go along, so the next backup on the destination can be incremental.
+        { capability: "dirty-bitmaps", state: true },
       ],
     });
     await session.execute("migrate-set-parameters", {

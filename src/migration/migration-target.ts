@@ -27,6 +27,7 @@ import type { OutcomeStore } from "./outcome-store.js";
 import type { OutcomeRecord } from "./outcome-record.js";
 import { crashPoint } from "./crash-point.js";
 import { recoverIncoming, settlePreparedRecords } from "./incoming-recovery.js";
+import { writeBackupRecord } from "../vm/backups/backup-record.js";
 
 /** An incoming VM whose source has not been heard from for this long is aborted. */
 const SOURCE_SILENCE_MS = 15_000;
@@ -94,6 +95,7 @@ export class MigrationTarget {
     await this.checkMemory(def.memoryMiB);
     const localDef = withFilePaths(def, await this.localPaths(req));
     await this.host.store.create(localDef, async (staging) => {
+      if (req.backups) await writeBackupRecord(staging, req.backups);
       if (req.storage !== "copy") return;
       for (const [i, disk] of localDef.disks.entries()) {
         const size = req.diskSizes[disk.name];
@@ -115,6 +117,8 @@ export class MigrationTarget {
     if (req.postcopy) {
       await session.execute("migrate-set-capabilities", { capabilities: [{ capability: "postcopy-ram", state: true }] });
     }
+    // The source sends the disks' dirty bitmaps: the stream has a section for them only this takes.
+    await session.executeUntyped("migrate-set-capabilities", { capabilities: [{ capability: "dirty-bitmaps", state: true }] }, 10_000);
     let nbd: IncomingReply["nbd"];
     if (req.storage === "copy") {
       const port = await freePort(hostAddr);

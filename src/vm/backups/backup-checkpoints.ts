@@ -26,7 +26,17 @@ export interface Checkpoint extends ModeDecision {
   bitmap: BitmapState;
 }
 
-export async function planCheckpoint(vm: Vm, session: QemuSession, disk: string, asked: { mode: "full" | "incremental"; since?: string }): Promise<Checkpoint> {
+/**
+ * `locate` finds a backup's image on this host by its pool path: after a
+ * migration the record came from another host, whose pools may sit elsewhere.
+ */
+export async function planCheckpoint(
+  vm: Vm,
+  session: QemuSession,
+  disk: string,
+  asked: { mode: "full" | "incremental"; since?: string },
+  locate: (poolPath: string) => Promise<string | undefined>,
+): Promise<Checkpoint> {
   const top = await activeNode(session, disk);
   const nodes = (await session.executeUntyped("query-named-block-nodes", { flat: true }, QMP_MS)) as NodeBitmaps[];
   const b = nodes.find((n) => n["node-name"] === top.node)?.["dirty-bitmaps"]?.find((x) => x.name === BACKUP_BITMAP);
@@ -34,10 +44,14 @@ export async function planCheckpoint(vm: Vm, session: QemuSession, disk: string,
   const rel = path.relative(vm.paths.dir, top.file);
   const image = rel.startsWith("..") ? top.file : rel;
   const record = await readBackupRecord(vm.paths);
-  const exists = new Map<string, boolean>();
-  for (const e of record.backups) exists.set(e.id, await stat(e.file).then((s) => s.isFile(), () => false));
-  const decision = decideMode(asked, record, disk, { bitmap, topImage: image, parentExists: (e) => exists.get(e.id) === true });
-  return { ...decision, node: top.node, image, bitmap };
+  const here = new Map<string, string>();
+  for (const e of record.backups.filter((b) => b.disk === disk)) {
+    const file = await locate(e.target);
+    if (file && (await stat(file).then((s) => s.isFile(), () => false))) here.set(e.id, file);
+  }
+  const decision = decideMode(asked, record, disk, { bitmap, topImage: image, parentExists: (e) => here.has(e.id) });
+  const parent = decision.parent ? { ...decision.parent, file: here.get(decision.parent.id)! } : undefined;
+  return { ...decision, ...(parent ? { parent } : {}), node: top.node, image, bitmap };
 }
 
 /**

@@ -63,7 +63,7 @@ export class DiskBackups {
     const target = (await this.host.pools.resolveNewFile(req.target, "target")).absolute;
     // A qcow2 disk carries the dirty bitmap; full or incremental is decided by what it and the record show.
     const asked = { mode: req.mode ?? "full", ...(req.since !== undefined ? { since: req.since } : {}) };
-    const cp = disk.format === "qcow2" ? await planCheckpoint(vm, session, diskName, asked) : undefined;
+    const cp = disk.format === "qcow2" ? await planCheckpoint(vm, session, diskName, asked, (p) => this.host.pools.resolveFile(p, "since").then((r) => r.absolute, () => undefined)) : undefined;
     const reason = cp?.reason ?? (asked.mode === "incremental" && !cp ? "a raw disk has no dirty bitmap" : undefined);
     if (cp?.mode === "incremental" && req.format !== "qcow2") {
       throw new ValidationFailed("format: an incremental backup is a qcow2 overlay of the previous one", [{ field: "format", message: "must be qcow2 for an incremental backup" }]);
