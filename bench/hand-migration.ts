@@ -16,7 +16,18 @@ import {
   type MigrationOutcome,
 } from "./migration-case.js";
 import { MiniQmp } from "./mini-qmp.js";
-import { clearStaleFiles, qmpSocketOf, quitRawQemu, relocateArgv, spawnRawQemu, type RawQemu, type VmDirs } from "./raw-qemu.js";
+import {
+  clearStaleFiles,
+  identityOfVm,
+  prepareRawDir,
+  qmpSocketOf,
+  quitRawQemu,
+  relocateArgv,
+  spawnRawQemu,
+  type RawIdentity,
+  type RawQemu,
+  type VmDirs,
+} from "./raw-qemu.js";
 import { freePort } from "./vmhostd-migration.js";
 
 /** How often query-migrate is asked; the daemon asks every 250 ms. */
@@ -33,6 +44,8 @@ interface QueryMigrate {
 interface Side {
   dir: string;
   argv: string[];
+  /** The uid the daemon ran this VM's qemu as: the by-hand qemu runs as it too. */
+  identity: RawIdentity | undefined;
 }
 
 /** The qemu the guest runs in now, on side `side`. */
@@ -53,14 +66,15 @@ function consoleLogOf(argv: string[]): string {
 
 /** Readies a side's directory for a new qemu (no old sockets, an empty console log); untimed. */
 async function prepare(side: Side): Promise<FileHandle> {
+  await prepareRawDir(side.argv, side.dir, side.identity);
   await clearStaleFiles(side.argv, side.dir);
   await rm(consoleLogOf(side.argv), { force: true });
   return open(path.join(side.dir, "qemu.log"), "a");
 }
 
 /** Spawns qemu with its stdio to `log`, which the child keeps: the parent's copy is closed. */
-async function spawnWithLog(argv: string[], log: FileHandle): Promise<RawQemu> {
-  const qemu = spawnRawQemu(argv, log.fd);
+async function spawnWithLog(argv: string[], log: FileHandle, identity: RawIdentity | undefined): Promise<RawQemu> {
+  const qemu = spawnRawQemu(argv, log.fd, identity);
   await log.close();
   return qemu;
 }
@@ -100,9 +114,10 @@ export class HandGuest implements MigratingGuest {
 
   /** Starts the source qemu in `dirs[0]` from vmhostd's argv, `cont`s it and waits until the guest is up. */
   static async boot(daemonArgv: string[], from: VmDirs, dirs: [string, string], c: MigrationCase): Promise<HandGuest> {
-    const sides = dirs.map((dir) => ({ dir, argv: relocateArgv(daemonArgv, from, dir) })) as [Side, Side];
+    const identity = await identityOfVm(from.runDir);
+    const sides = dirs.map((dir) => ({ dir, argv: relocateArgv(daemonArgv, from, dir), identity })) as [Side, Side];
     if (!qmpSocketOf(sides[0].argv).startsWith(dirs[0])) throw new Error(`QMP socket not under ${from.runDir}: cannot relocate argv`);
-    const qemu = await spawnWithLog(sides[0].argv, await prepare(sides[0]));
+    const qemu = await spawnWithLog(sides[0].argv, await prepare(sides[0]), identity);
     try {
       const qmp = await MiniQmp.connect(qmpSocketOf(sides[0].argv), 30_000, () => !qemu.exited());
       const g = new HandGuest(sides, c, { side: 0, qemu, qmp });
@@ -138,7 +153,7 @@ export class HandGuest implements MigratingGuest {
     const log = await prepare(side);
     const s = this.c.settings;
     const t0 = performance.now();
-    const qemu = await spawnWithLog(argv, log);
+    const qemu = await spawnWithLog(argv, log, side.identity);
     let qmp: MiniQmp | undefined;
     try {
       qmp = await MiniQmp.connect(qmpSocketOf(argv), 30_000, () => !qemu.exited());

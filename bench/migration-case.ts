@@ -60,6 +60,8 @@ export interface MigrationSample {
   downtimeMs: number;
   /** qemu's `total-time` from query-migrate on the source. */
   qemuTotalMs: number;
+  /** vmhostd only: RAM bytes qemu sent (query-migrate's ram.transferred once completed). */
+  ramBytes?: number;
   /** vmhostd only: the job's result.totalTimeMs (the daemon's own clock). */
   daemonTotalMs?: number;
   /**

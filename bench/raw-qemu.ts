@@ -3,7 +3,7 @@
 // is its own overhead. The launcher (spawnRawQemu, quitRawQemu) is shared with
 // the migration bench's by-hand side.
 import { spawn, type ChildProcess } from "node:child_process";
-import { open, rm } from "node:fs/promises";
+import { chmod, chown, mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { MiniQmp } from "./mini-qmp.js";
 
@@ -20,6 +20,53 @@ export interface VmDirs {
 export function relocateArgv(argv: string[], from: VmDirs, dir: string): string[] {
   const prefixes = [from.runDir, from.stateDir].map((d) => d.replace(/\/?$/, "/"));
   return argv.map((arg) => prefixes.reduce((a, p) => a.split(p).join(dir + "/"), arg));
+}
+
+/** The uid and gid a qemu runs as; undefined means root. */
+export interface RawIdentity {
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Who the daemon ran this VM's qemu as: the owner of the VM's qemu run directory
+ * (qemu-files.ts gives it to the VM's uid). The hand-started qemu runs as the same
+ * uid, so both sides pay for the same sandbox and neither can use root's rights.
+ */
+export async function identityOfVm(vmRunDir: string): Promise<RawIdentity | undefined> {
+  const st = await stat(path.join(vmRunDir, "qemu"));
+  return st.uid === 0 ? undefined : { uid: st.uid, gid: st.gid };
+}
+
+/** Every file path the argv names (socket, log, pidfile, VNC socket). */
+function pathsIn(argv: string[]): string[] {
+  const out: string[] = [];
+  argv.forEach((a, i) => {
+    for (const m of a.matchAll(/(?:^|,)(?:path|logfile)=([^,]+)/g)) out.push(m[1]!);
+    if (a.startsWith("unix:")) out.push(a.slice("unix:".length));
+    if (argv[i - 1] === "-pidfile") out.push(a);
+  });
+  return out;
+}
+
+/**
+ * Makes the directories the relocated argv names below `dir` (the daemon keeps its
+ * sockets in a `qemu/` subdirectory), owned by `identity` as the daemon's are, so an
+ * unprivileged qemu can create its sockets, pidfile and console log there.
+ */
+export async function prepareRawDir(argv: string[], dir: string, identity: RawIdentity | undefined): Promise<void> {
+  const dirs = new Set([dir, ...pathsIn(argv).filter((p) => p.startsWith(dir + "/")).map((p) => path.dirname(p))]);
+  for (const d of [...dirs].sort()) {
+    await mkdir(d, { recursive: true, mode: 0o700 });
+    if (identity) await chown(d, identity.uid, identity.gid);
+    await chmod(d, 0o700);
+  }
+}
+
+/** The last lines qemu wrote to its log, for an error message. */
+export async function logTail(file: string, lines = 5): Promise<string> {
+  const text = await readFile(file, "utf8").catch(() => "");
+  return text.trim().split("\n").slice(-lines).join("\n");
 }
 
 /** The QMP socket path from `-chardev socket,id=qmp,path=...`. */
@@ -42,6 +89,10 @@ function staleFiles(argv: string[], dir: string): string[] {
 /** Removes the sockets an earlier qemu left in `dir`, before a new one is spawned there. */
 export async function clearStaleFiles(argv: string[], dir: string): Promise<void> {
   await Promise.all(staleFiles(argv, dir).map((f) => rm(f, { force: true })));
+  // The daemon's qemu keeps its sockets and pidfile in a directory of its own (<vm run dir>/qemu): made here too.
+  const escaped = dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const files = argv.flatMap((a) => [...a.matchAll(new RegExp(`${escaped}/[^,]+`, "g"))].map((m) => m[0]));
+  await Promise.all([...new Set(files.map((f) => path.dirname(f)))].map((d) => mkdir(d, { recursive: true })));
 }
 
 /** The hand-started qemus still running, for killRawQemus on an interrupted bench. */
@@ -62,8 +113,8 @@ export interface RawQemu {
  * Spawns qemu with the same launch shape as the daemon: own session, stdio to
  * `logFd`, argv array. It is killed by killRawQemus until it exits.
  */
-export function spawnRawQemu(argv: string[], logFd: number): RawQemu {
-  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", logFd, logFd] });
+export function spawnRawQemu(argv: string[], logFd: number, identity?: RawIdentity): RawQemu {
+  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", logFd, logFd], ...(identity ?? {}) });
   live.add(child);
   let exited = false;
   const exit = new Promise<void>((resolve) => {
@@ -84,11 +135,12 @@ export async function quitRawQemu(q: RawQemu, qmp: MiniQmp, ms = 10_000): Promis
  * One timed start: spawn → QMP up → cont → query-status says running.
  * Returns milliseconds; qemu is told to quit (untimed) before returning.
  */
-export async function timeRawStart(argv: string[], dir: string): Promise<number> {
+export async function timeRawStart(argv: string[], dir: string, identity?: RawIdentity): Promise<number> {
   await clearStaleFiles(argv, dir);
-  const log = await open(path.join(dir, "qemu.log"), "a");
+  const logFile = path.join(dir, "qemu.log");
+  const log = await open(logFile, "a");
   const t0 = performance.now();
-  const q = spawnRawQemu(argv, log.fd);
+  const q = spawnRawQemu(argv, log.fd, identity);
   let qmp: MiniQmp | undefined;
   try {
     qmp = await MiniQmp.connect(qmpSocketOf(argv), 30_000, () => !q.exited());
@@ -103,7 +155,8 @@ export async function timeRawStart(argv: string[], dir: string): Promise<number>
     qmp?.close();
     q.child.kill("SIGKILL");
     await q.exit;
-    throw err;
+    const tail = await logTail(logFile);
+    throw tail ? new Error(`${(err as Error).message}; qemu's log ends:\n${tail}`, { cause: err }) : err;
   } finally {
     await log.close();
   }

@@ -20,11 +20,12 @@ export async function readoptionRounds(
   first: BenchDaemon,
   mainJs: string,
   qemuPids: number[],
-  opts: { restarts: number; vms: number; running: number },
+  opts: { restarts: number; vms: number; running: number; state?: "running" | "paused" },
 ): Promise<ReadoptionFigures> {
   let daemon = first;
   const wall: number[] = [];
   const own: number[] = [];
+  const wanted = opts.state ?? "running";
   for (let run = 0; run < opts.restarts; run++) {
     await daemon.kill();
     const logStart = (await readFile(daemon.logFile, "utf8")).length;
@@ -35,7 +36,7 @@ export async function readoptionRounds(
     for (;;) {
       const r = await daemon.request("GET", "/v1/vms");
       const vms = (r.body as { vms: { state: string; pid?: number }[] }).vms;
-      if (vms.length === opts.vms && vms.filter((v) => v.state === "running" && v.pid).length === opts.running) break;
+      if (vms.length === opts.vms && vms.filter((v) => v.state === wanted && v.pid).length === opts.running) break;
       await sleep(5);
     }
     wall.push(performance.now() - t0);
@@ -61,6 +62,18 @@ export async function startGuests(daemon: BenchDaemon, names: string[]): Promise
     pids.push(vm.pid);
   }
   return pids;
+}
+
+/**
+ * Pauses each VM: a paused qemu costs the machine no CPU but the daemon the same
+ * adoption work (process checks, QMP connect, query-status), so a 2-core machine
+ * can hold 100 of them.
+ */
+export async function pauseGuests(daemon: BenchDaemon, names: string[]): Promise<void> {
+  for (const name of names) {
+    const vm = (await daemon.expect(200, "POST", `/v1/vms/${name}/pause`)) as { state: string };
+    if (vm.state !== "paused") throw new Error(`${name}: pause answered state ${vm.state}`);
+  }
 }
 
 /** Waits until every guest has printed VMH-READY: figures are of idle guests, not of TCG boots fighting over the CPUs. */

@@ -9,15 +9,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { ensureGuest } from "./guest-files.js";
 import { formatTable, summarize } from "./latency-stats.js";
 import { defineGuests, readoptionRounds, startGuests, waitGuestsReady } from "./readoption-rounds.js";
-import { BenchDaemon } from "./vmhostd-daemon.js";
+import { BenchRun, numberArg, smokeMode } from "./bench-run.js";
+import { BenchDaemon, daemonEntry } from "./vmhostd-daemon.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const mainJs = path.join(repoRoot, "dist/src/main.js");
+const mainJs = daemonEntry(repoRoot);
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-}
+const bench = new BenchRun("scale");
 
 /** Nearest-rank percentile of unsorted samples. */
 function pct(samples: number[], p: number): number {
@@ -53,72 +51,69 @@ async function settledRssMiB(daemon: BenchDaemon): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const defined = arg("defined", 200);
-  const running = arg("running", 20);
-  const requests = arg("requests", 1000);
-  const restarts = arg("restarts", 5);
+  // Smoke: 5 defined, 2 running, 20 requests per row, one restart.
+  const smoke = smokeMode();
+  const defined = smoke ? 5 : numberArg("defined", 200);
+  const running = smoke ? 2 : numberArg("running", 20);
+  const requests = smoke ? 20 : numberArg("requests", 1000);
+  const restarts = smoke ? 1 : numberArg("restarts", 5);
   const guest = ensureGuest(repoRoot);
   let daemon = await BenchDaemon.launch(mainJs);
   const names = Array.from({ length: defined }, (_, i) => `sc${String(i).padStart(3, "0")}`);
   const runningNames = names.slice(0, running);
   const pids: number[] = [];
   const rss: { label: string; mib: number }[] = [];
-  try {
-    await daemon.waitReady();
-    rss.push({ label: "idle, no VMs", mib: await settledRssMiB(daemon) });
-    await defineGuests(daemon, guest, names, { disks: [{ name: "root", sizeGiB: 1 }] });
-    rss.push({ label: `${defined} defined, none running`, mib: await settledRssMiB(daemon) });
-    pids.push(...(await startGuests(daemon, runningNames)));
-    await waitGuestsReady(daemon, runningNames, 240_000);
-    await sleep(2000);
-    rss.push({ label: `${defined} defined, ${running} running`, mib: await settledRssMiB(daemon) });
+  // The daemon running at the end (each restart replaces it) stops the VMs.
+  bench.defer(() => daemon.shutdown(runningNames));
+  await daemon.waitReady();
+  rss.push({ label: "idle, no VMs", mib: await settledRssMiB(daemon) });
+  await defineGuests(daemon, guest, names, { disks: [{ name: "root", sizeGiB: 1 }] });
+  rss.push({ label: `${defined} defined, none running`, mib: await settledRssMiB(daemon) });
+  pids.push(...(await startGuests(daemon, runningNames)));
+  await waitGuestsReady(daemon, runningNames, 240_000);
+  await sleep(2000);
+  rss.push({ label: `${defined} defined, ${running} running`, mib: await settledRssMiB(daemon) });
 
-    let next = 0;
-    const oneVm = (): string => `/v1/vms/${names[next++ % names.length]}`;
-    const runningVm = (): string => `/v1/vms/${runningNames[next++ % runningNames.length]}`;
-    const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    const rows = [
-      { label: "GET /v1/vms (new connection)", samples: await sampleGets(daemon, () => "/v1/vms", requests, false) },
-      { label: "GET /v1/vms/{name} (new connection)", samples: await sampleGets(daemon, oneVm, requests, false) },
-      ...(running > 0 ? [{ label: "GET /v1/vms/{running} (new connection)", samples: await sampleGets(daemon, runningVm, requests, false) }] : []),
-      { label: "GET /v1/vms (keep-alive)", samples: await sampleGets(daemon, () => "/v1/vms", requests, keepAlive) },
-      { label: "GET /v1/vms/{name} (keep-alive)", samples: await sampleGets(daemon, oneVm, requests, keepAlive) },
-      { label: "GET /metrics (new connection)", samples: await sampleGets(daemon, () => "/metrics", Math.ceil(requests / 20), false) },
-    ];
-    keepAlive.destroy();
-    rss.push({ label: "after the GET loops", mib: await settledRssMiB(daemon) });
+  let next = 0;
+  const oneVm = (): string => `/v1/vms/${names[next++ % names.length]}`;
+  const runningVm = (): string => `/v1/vms/${runningNames[next++ % runningNames.length]}`;
+  const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const rows = [
+    { label: "GET /v1/vms (new connection)", samples: await sampleGets(daemon, () => "/v1/vms", requests, false) },
+    { label: "GET /v1/vms/{name} (new connection)", samples: await sampleGets(daemon, oneVm, requests, false) },
+    ...(running > 0 ? [{ label: "GET /v1/vms/{running} (new connection)", samples: await sampleGets(daemon, runningVm, requests, false) }] : []),
+    { label: "GET /v1/vms (keep-alive)", samples: await sampleGets(daemon, () => "/v1/vms", requests, keepAlive) },
+    { label: "GET /v1/vms/{name} (keep-alive)", samples: await sampleGets(daemon, oneVm, requests, keepAlive) },
+    { label: "GET /metrics (new connection)", samples: await sampleGets(daemon, () => "/metrics", Math.ceil(requests / 20), false) },
+  ];
+  keepAlive.destroy();
+  rss.push({ label: "after the GET loops", mib: await settledRssMiB(daemon) });
 
-    const rounds = await readoptionRounds(daemon, mainJs, pids, { restarts, vms: defined, running });
-    daemon = rounds.daemon;
-    const { wall, own } = rounds;
-    rss.push({ label: "after re-adoption", mib: await settledRssMiB(daemon) });
+  const rounds = await readoptionRounds(daemon, mainJs, pids, { restarts, vms: defined, running });
+  daemon = rounds.daemon;
+  const { wall, own } = rounds;
+  rss.push({ label: "after re-adoption", mib: await settledRssMiB(daemon) });
 
-    console.log(`scale: ${defined} VMs defined, ${running} running (TCG guests, 96 MiB), ${requests} requests per GET row`);
-    console.log(formatTable(rows));
-    console.log("");
-    console.log("p50 / p99 (ms)");
-    for (const r of rows) console.log(`  ${r.label.padEnd(40)} ${pct(r.samples, 50).toFixed(2).padStart(7)} ${pct(r.samples, 99).toFixed(2).padStart(7)}`);
-    console.log("");
-    console.log(`re-adoption after SIGKILL, ${restarts} restarts`);
-    console.log(
-      formatTable([
-        { label: "spawn daemon -> all VMs running via API", samples: wall },
-        { label: "daemon's own: start-up to all adopted", samples: own },
-      ]),
-    );
-    console.log("");
-    const budget = (vms: number): number => 60 + 0.5 * vms;
-    console.log("daemon RSS (MiB)   [goal 60 + 0.5 per VM]");
-    for (const r of rss) console.log(`  ${r.label.padEnd(40)} ${r.mib.toFixed(1).padStart(7)}`);
-    console.log(`  goal with ${defined} VMs: ${budget(defined).toFixed(1)}; counting only the ${running} running: ${budget(running).toFixed(1)}`);
-    const s = summarize(wall);
-    if (s) console.log(`re-adoption median ${s.median.toFixed(0)} ms (goal < 1000 ms)`);
-  } finally {
-    await daemon.shutdown(runningNames);
-  }
+  console.log(`scale: ${defined} VMs defined, ${running} running (TCG guests, 96 MiB), ${requests} requests per GET row`);
+  console.log(formatTable(rows));
+  console.log("");
+  console.log("p50 / p99 (ms)");
+  for (const r of rows) console.log(`  ${r.label.padEnd(40)} ${pct(r.samples, 50).toFixed(2).padStart(7)} ${pct(r.samples, 99).toFixed(2).padStart(7)}`);
+  console.log("");
+  console.log(`re-adoption after SIGKILL, ${restarts} restarts`);
+  console.log(
+    formatTable([
+      { label: "spawn daemon -> all VMs running via API", samples: wall },
+      { label: "daemon's own: start-up to all adopted", samples: own },
+    ]),
+  );
+  console.log("");
+  const budget = (vms: number): number => 60 + 0.5 * vms;
+  console.log("daemon RSS (MiB)   [goal 60 + 0.5 per VM]");
+  for (const r of rss) console.log(`  ${r.label.padEnd(40)} ${r.mib.toFixed(1).padStart(7)}`);
+  console.log(`  goal with ${defined} VMs: ${budget(defined).toFixed(1)}; counting only the ${running} running: ${budget(running).toFixed(1)}`);
+  const s = summarize(wall);
+  if (s) console.log(`re-adoption median ${s.median.toFixed(0)} ms (goal < 1000 ms)`);
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+await bench.run(main);

@@ -3,7 +3,7 @@
 // (the floor), and through libvirt. Runs are interleaved (one of each per round)
 // so a slow spell on the host hits all three alike. Also prints vmhostd's RSS.
 //
-//   node dist/bench/start-latency.js [--runs N] [--skip-libvirt]
+//   node dist/bench/start-latency.js [--runs N] [--skip-libvirt] [--smoke]
 import { execFileSync } from "node:child_process";
 import { constants } from "node:fs";
 import { access, copyFile, mkdtemp, rm } from "node:fs/promises";
@@ -16,48 +16,58 @@ import { ensureGuest, type GuestFiles } from "./guest-files.js";
 import { formatTable, medianRatio } from "./latency-stats.js";
 import { defineDomain, timeLibvirtStart } from "./libvirt-domain.js";
 import { ensureLibvirtInstalled, ensureQemuAccounts, PrivateLibvirt } from "./private-libvirt.js";
-import { killRawQemus, qmpSocketOf, relocateArgv, timeRawStart } from "./raw-qemu.js";
-import { BenchDaemon } from "./vmhostd-daemon.js";
+import { identityOfVm, killRawQemus, prepareRawDir, qmpSocketOf, relocateArgv, timeRawStart } from "./raw-qemu.js";
+import { BenchRun } from "./bench-run.js";
+import { BenchDaemon, daemonEntry } from "./vmhostd-daemon.js";
 
 const VM = "benchvm";
 const VCPUS = 1;
 const MEMORY_MIB = 512;
-const RSS_VMS = 20;
+const RSS_VMS_FULL = 20;
 /** RSS is read after this pause so the figure is not a transient of the requests just served. */
 const RSS_SETTLE_MS = 1000;
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const cleanups: Array<() => Promise<unknown>> = [];
+const bench = new BenchRun("start-latency");
 
 interface Options {
   runs: number;
   libvirt: boolean;
+  /** VMs defined for the second RSS figure. */
+  rssVms: number;
 }
 
 function parseOptions(): Options {
   const { values } = parseArgs({
-    options: { runs: { type: "string", default: "20" }, "skip-libvirt": { type: "boolean", default: false }, help: { type: "boolean" } },
+    options: {
+      runs: { type: "string", default: "20" },
+      "skip-libvirt": { type: "boolean", default: false },
+      smoke: { type: "boolean", default: false },
+      help: { type: "boolean" },
+    },
   });
   if (values.help) {
-    process.stdout.write("usage: node dist/bench/start-latency.js [--runs N] [--skip-libvirt]\n");
+    process.stdout.write("usage: node dist/bench/start-latency.js [--runs N] [--skip-libvirt] [--smoke]\n");
     process.exit(0);
   }
+  // Smoke: every step once, no libvirt (npm test must not install it), 2 VMs for the RSS figure.
+  if (values.smoke) return { runs: 1, libvirt: false, rssVms: 2 };
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, not ${values.runs}`);
-  return { runs, libvirt: !values["skip-libvirt"] };
+  return { runs, libvirt: !values["skip-libvirt"], rssVms: RSS_VMS_FULL };
 }
 
 function createRequest(name: string, guest: GuestFiles): unknown {
   return { name, vcpus: VCPUS, memoryMiB: MEMORY_MIB, boot: { kernel: "vmlinuz", initrd: "initrd.img", cmdline: guest.cmdline } };
 }
 
-async function measureRss(d: BenchDaemon, guest: GuestFiles): Promise<{ idle: number; defined: number }> {
+async function measureRss(d: BenchDaemon, guest: GuestFiles, vms: number): Promise<{ idle: number; defined: number }> {
   await sleep(RSS_SETTLE_MS);
   const idle = await d.rssKiB();
-  for (let i = 0; i < RSS_VMS; i++) await d.expect(201, "POST", "/v1/vms", createRequest(`rss-${i}`, guest));
+  for (let i = 0; i < vms; i++) await d.expect(201, "POST", "/v1/vms", createRequest(`rss-${i}`, guest));
   await sleep(RSS_SETTLE_MS);
   const defined = await d.rssKiB();
-  for (let i = 0; i < RSS_VMS; i++) await d.expect(204, "DELETE", `/v1/vms/rss-${i}`);
+  for (let i = 0; i < vms; i++) await d.expect(204, "DELETE", `/v1/vms/rss-${i}`);
   return { idle, defined };
 }
 
@@ -82,9 +92,9 @@ function argvOf(vm: Record<string, unknown>): string[] {
 }
 
 async function startDaemon(guest: GuestFiles): Promise<BenchDaemon> {
-  const mainJs = path.join(repoRoot, "dist", "src", "main.js");
+  const mainJs = daemonEntry(repoRoot);
   const d = await BenchDaemon.launch(mainJs);
-  cleanups.push(() => d.shutdown([VM]));
+  bench.defer(() => d.shutdown([VM]));
   await d.waitReady();
   await copyFile(guest.kernel, path.join(d.stateDir, "images", "vmlinuz"));
   await copyFile(guest.initrd, path.join(d.stateDir, "images", "initrd.img"));
@@ -108,10 +118,10 @@ async function setUpLibvirt(guest: GuestFiles, qemuBinary: string): Promise<Priv
     const made = ensureQemuAccounts();
     if (made.length) process.stderr.write(`created ${made.join(", ")} (libvirt's qemu driver needs them to exist)\n`);
     const lv = await PrivateLibvirt.launch();
-    cleanups.push(() => lv.shutdown());
+    bench.defer(() => lv.shutdown());
     await lv.waitReady();
     const dir = await mkdtemp("/tmp/vmhb-dom-");
-    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    bench.defer(() => rm(dir, { recursive: true, force: true }));
     await defineDomain(lv, { name: VM, vcpus: VCPUS, memoryMiB: MEMORY_MIB, guest, qemuBinary, dir });
     await timeLibvirtStart(lv, VM); // warm-up: first start fills libvirt's caches
     return lv;
@@ -125,18 +135,21 @@ async function main(): Promise<void> {
   const opts = parseOptions();
   const guest = ensureGuest(repoRoot);
   const d = await startDaemon(guest);
-  const rss = await measureRss(d, guest);
+  const rss = await measureRss(d, guest, opts.rssVms);
 
   await d.expect(201, "POST", "/v1/vms", createRequest(VM, guest));
   // Warm-up (untimed), and the argv the raw side replays.
   const daemonArgv = argvOf((await timeVmhostdStart(d)).vm);
   const rawDir = await mkdtemp("/tmp/vmhb-raw-");
-  cleanups.push(() => rm(rawDir, { recursive: true, force: true }));
-  cleanups.push(async () => killRawQemus());
+  bench.defer(() => rm(rawDir, { recursive: true, force: true }));
+  bench.defer(async () => killRawQemus());
   const vmDirs = { runDir: path.join(d.runDir, "vms", VM), stateDir: path.join(d.stateDir, "vms", VM) };
   const rawArgv = relocateArgv(daemonArgv, vmDirs, rawDir);
   if (!qmpSocketOf(rawArgv).startsWith(rawDir)) throw new Error(`QMP socket not under ${vmDirs.runDir}: cannot relocate argv`);
-  await timeRawStart(rawArgv, rawDir); // warm-up
+  // Run as the VM's own uid, in a directory of that uid's, as the daemon runs it.
+  const identity = await identityOfVm(vmDirs.runDir);
+  await prepareRawDir(rawArgv, rawDir, identity);
+  await timeRawStart(rawArgv, rawDir, identity); // warm-up
 
   const qemuBinary = await onPath(rawArgv[0]!);
   const libvirt = opts.libvirt ? await setUpLibvirt(guest, qemuBinary) : "skipped (--skip-libvirt)";
@@ -145,7 +158,7 @@ async function main(): Promise<void> {
   const samples: Samples = { vmhostd: [], raw: [], lvReturned: [], lvRunning: [] };
   for (let i = 1; i <= opts.runs; i++) {
     samples.vmhostd.push((await timeVmhostdStart(d)).ms);
-    samples.raw.push(await timeRawStart(rawArgv, rawDir));
+    samples.raw.push(await timeRawStart(rawArgv, rawDir, identity));
     if (typeof libvirt !== "string" && !libvirtNote) {
       try {
         const t = await timeLibvirtStart(libvirt, VM);
@@ -198,10 +211,10 @@ function report({ opts, guest, qemuBinary, samples, rss, libvirtNote, libvirtVer
     ]),
     "",
     `median ratios: vmhostd/raw ${medianRatio(samples.vmhostd, samples.raw)}   libvirt/raw ${medianRatio(samples.lvRunning, samples.raw)}  (libvirt = "${lvLabel}")`,
-    `vmhostd RSS (VmRSS): idle, 0 VMs ${mib(rss.idle)};  ${RSS_VMS} VMs defined, none running ${mib(rss.defined)}`,
+    `vmhostd RSS (VmRSS): idle, 0 VMs ${mib(rss.idle)};  ${opts.rssVms} VMs defined, none running ${mib(rss.defined)}`,
     "",
     "vmhostd:  from sending POST /v1/vms/NAME/start (fresh Unix-socket connection) to its 200 reply with state running.",
-    "raw qemu: vmhostd's argv (per-VM socket/pidfile/log paths moved to a temp dir), spawned detached with stdio to a file;",
+    "raw qemu: vmhostd's argv (per-VM socket/pidfile/log paths moved to a temp dir of the VM's uid), spawned as that uid, detached, stdio to a file;",
     "          QMP socket polled every 2 ms until it accepts, qmp_capabilities, cont, query-status until running.",
     "libvirt:  `virsh start` (a new virsh process, as an operator would run it) then `virsh domstate` until it prints running;",
     `          private libvirtd in its own mount namespace, qemu as root. ${libvirtNote ? `LIBVIRT: ${libvirtNote}` : daemonVersion}`,
@@ -209,25 +222,4 @@ function report({ opts, guest, qemuBinary, samples, rss, libvirtNote, libvirtVer
   process.stdout.write(out.join("\n") + "\n");
 }
 
-async function cleanUp(): Promise<void> {
-  for (const c of cleanups.splice(0).reverse()) await c().catch((err: Error) => process.stderr.write(`cleanup: ${err.message}\n`));
-}
-
-let interrupted = false;
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.once(sig, () => {
-    interrupted = true;
-    process.stderr.write(`start-latency: ${sig}, cleaning up\n`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
-
-try {
-  await main();
-} catch (err) {
-  // After an interrupt main fails on the things cleanUp removed under it: not worth reporting.
-  if (!interrupted) process.stderr.write(`start-latency: ${(err as Error).stack ?? String(err)}\n`);
-  process.exitCode = 1;
-} finally {
-  await cleanUp();
-}
+await bench.run(main);

@@ -8,6 +8,15 @@ import http from "node:http";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
+/**
+ * The daemon a bench runs: the bundle `npm start` and the systemd unit run
+ * (dist/bundle/vmhostd.js, scripts/bundle.mjs), so the figures are what operators
+ * get; `BENCH_DAEMON=tsc` runs tsc's dist/src/main.js instead, to compare.
+ */
+export function daemonEntry(repoRoot: string): string {
+  return process.env.BENCH_DAEMON === "tsc" ? path.join(repoRoot, "dist/src/main.js") : path.join(repoRoot, "dist/bundle/vmhostd.js");
+}
+
 export interface ApiReply {
   status: number;
   body: unknown;
@@ -44,15 +53,26 @@ export class BenchDaemon {
     // Short on purpose: QMP and console socket paths below it must fit in 107 bytes.
     // An existing root starts a daemon on the state an earlier one left (re-adoption).
     const root = existingRoot ?? (await mkdtemp("/tmp/vb-"));
+    try {
+      return await BenchDaemon.spawnOn(root, mainJs, logLevel, extraArgs);
+    } catch (err) {
+      // Not yet handed to the caller, who could not clean it up.
+      if (!existingRoot) await rm(root, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  private static async spawnOn(root: string, mainJs: string, logLevel: string, extraArgs: readonly string[]): Promise<BenchDaemon> {
     // mkdtemp makes it 0700; qemu runs unprivileged and must pass through to its files.
     await chmod(root, 0o711);
     await mkdir(path.join(root, "state", "images"), { recursive: true });
     await mkdir(path.join(root, "run"), { recursive: true });
+    const flags = await daemonNodeFlags(mainJs);
     const logFile = path.join(root, "vmhostd.log");
     const log = openSync(logFile, "a");
     const args = [mainJs, "--state-dir", path.join(root, "state"), "--run-dir", path.join(root, "run")];
     // Own process group: a Ctrl-C at the terminal reaches only the bench, which then stops the VMs first.
-    const proc = spawn(process.execPath, [...(await daemonNodeFlags(mainJs)), ...args, "--accel", "tcg", "--log-level", logLevel, ...extraArgs], {
+    const proc = spawn(process.execPath, [...flags, ...args, "--accel", "tcg", "--log-level", logLevel, ...extraArgs], {
       stdio: ["ignore", log, log],
       detached: true,
     });
@@ -130,8 +150,9 @@ export class BenchDaemon {
       await gone;
       clearTimeout(late);
     }
-    for (const pid of this.qemuPids) await killIfOurs(pid, this.root);
-    await rm(this.root, { recursive: true, force: true });
+    await Promise.all([...this.qemuPids].map((pid) => killIfOurs(pid, this.root)));
+    // A qemu that was SIGKILLed a moment ago may still be removing its sockets: retry on ENOTEMPTY.
+    await rm(this.root, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }
 
   /** SIGKILL, as a crash would; the VMs are left running. */
@@ -174,13 +195,18 @@ async function daemonNodeFlags(mainJs: string): Promise<string[]> {
   return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
 }
 
-/** SIGKILLs pid only while its command line still names our directory (the pid may have been reused). */
+/**
+ * SIGKILLs pid only while its command line still names our directory (the pid may
+ * have been reused), then waits (up to 10 s) until it has gone, so its directories
+ * can be removed.
+ */
 async function killIfOurs(pid: number, root: string): Promise<void> {
-  const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-  if (!cmdline.includes(root)) return;
+  const ours = async (): Promise<boolean> => (await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).includes(root);
+  if (!(await ours())) return;
   try {
     process.kill(pid, "SIGKILL");
   } catch {
-    // gone meanwhile
+    return; // gone meanwhile
   }
+  for (let i = 0; i < 200 && (await ours()); i++) await sleep(50);
 }

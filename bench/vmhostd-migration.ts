@@ -2,7 +2,7 @@
 // `images` pool (the guest's kernel and initrd), and a guest moved between them
 // with POST /v1/vms/NAME/migrate, each run to the daemon it is not on.
 import { randomBytes } from "node:crypto";
-import { copyFile } from "node:fs/promises";
+import { chmod, copyFile, writeFile } from "node:fs/promises";
 import { freePort as freePortOn } from "../src/net/free-port.js";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -35,17 +35,28 @@ export const freePort = (host = "127.0.0.1"): Promise<number> => freePortOn(host
  * Launches the two daemons; each is handed to `own` (for cleanup) right after its
  * spawn, before anything else is awaited.
  */
-export async function launchDaemonPair(mainJs: string, poolDir: string, guest: GuestFiles, own: (d: BenchDaemon) => void): Promise<[DaemonPeer, DaemonPeer]> {
+export async function launchDaemonPair(
+  mainJs: string,
+  poolDir: string,
+  guest: GuestFiles,
+  own: (d: BenchDaemon) => void,
+  /** Settings of daemon 0 or 1 beyond the pair's own (TLS files, --migration-channels); https: the peers call each other over TLS. */
+  more: { args?: (i: number) => string[]; https?: boolean } = {},
+): Promise<[DaemonPeer, DaemonPeer]> {
+  // mkdtemp makes it 0700: qemu runs as a VM's uid and must pass through to the kernel and initrd.
+  await chmod(poolDir, 0o711);
   await copyFile(guest.kernel, path.join(poolDir, "vmlinuz"));
   await copyFile(guest.initrd, path.join(poolDir, "initrd.img"));
-  const token = randomBytes(24).toString("hex");
+  // In a file, as the daemon wants it (a token on the command line is visible to local users).
+  const tokenFile = path.join(poolDir, ".peer-token");
+  await writeFile(tokenFile, randomBytes(24).toString("hex"), { mode: 0o600 });
   const peers: DaemonPeer[] = [];
   for (let i = 0; i < 2; i++) {
     const port = await freePort();
-    const extra = ["--listen", `127.0.0.1:${port}`, "--peer-token", token, "--pool", `images=${poolDir}`];
+    const extra = ["--listen", `127.0.0.1:${port}`, "--peer-token-file", tokenFile, "--pool", `images=${poolDir}`, ...(more.args?.(i) ?? [])];
     const daemon = await BenchDaemon.launch(mainJs, undefined, "warn", extra);
     own(daemon);
-    peers.push({ daemon, url: `http://127.0.0.1:${port}` });
+    peers.push({ daemon, url: `${more.https ? "https" : "http"}://127.0.0.1:${port}` });
   }
   for (const p of peers) await p.daemon.waitReady();
   return [peers[0]!, peers[1]!];
@@ -158,6 +169,7 @@ export class VmhostdGuest implements MigratingGuest {
         downtimeMs,
         qemuTotalMs: typeof qemuTotal === "number" ? qemuTotal : NaN,
         ...(typeof end.result?.totalTimeMs === "number" ? { daemonTotalMs: end.result.totalTimeMs } : {}),
+        ...(typeof end.progress?.bytesTransferred === "number" ? { ramBytes: end.progress.bytesTransferred } : {}),
         ...(qemuTotal === 0 ? { figuresUnset: true } : {}),
         ...(end.phases.has("outcome-unknown") ? { outcomeUnknown: true } : {}),
       },

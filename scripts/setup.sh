@@ -7,14 +7,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=${1:---daemon}
-# ovmf: UEFI firmware for `firmware: "uefi"` VMs; xorriso makes cloud-init seed ISOs.
-packages=(qemu-system-x86 qemu-utils ovmf xorriso)
+# ovmf: UEFI firmware for `firmware: "uefi"` VMs; xorriso makes cloud-init seed ISOs;
+# nftables holds the bridged NICs' anti-spoofing rules.
+packages=(qemu-system-x86 qemu-utils ovmf xorriso nftables)
 if [ "$mode" = "--test" ]; then
   # cpio builds the test guest's initramfs; iproute2 makes test network namespaces.
   # grub's two platforms, xorriso and mtools make the installer ISO; systemd brings systemd-analyze.
   # etcd-server: the fleet tests start their own etcd on loopback (never the packaged service).
   # openssl: the TLS tests make throw-away CAs and host certificates.
-  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server openssl)
+  # chromium: the console page tests drive it headless (puppeteer-core).
+  # gcc and libc6-dev compile the guest's raw frame sender; tcpdump watches taps in the network isolation tests and
+  # captures what crosses the migration TLS test's link.
+  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server openssl chromium gcc libc6-dev tcpdump)
 fi
 
 missing=()

@@ -67,6 +67,14 @@ export const configSchema = z
     tlsKey: absolutePath.optional(),
     tlsCa: absolutePath.optional().describe("PEM bundle of one or more CAs: a TCP client must present a certificate one of them signed"),
     insecureListen: z.boolean().default(false),
+    insecureMigration: z.boolean().default(false),
+    migrationChannels: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(16)
+      .default(1)
+      .describe("RAM is sent over this many connections (qemu's multifd) when more than 1; the destination opens as many"),
     migrationHost: z
       .string()
       .regex(/^[A-Za-z0-9.:-]+$/, "must be an IP address or host name")
@@ -92,6 +100,15 @@ export const configSchema = z
       .optional()
       .describe("fleet mode: a watchdog device the fence process pets while the lease is valid; a real one reboots the host when petting stops"),
     watchdogTimeout: z.coerce.number().int().min(1).max(3600).default(2).describe("seconds: the watchdog device's own timeout, as set on the device"),
+    consoleOrigins: z
+      .array(z.string().regex(/^https?:\/\/[^\s/,]+$/, "expected an origin: http(s)://HOST[:PORT]"))
+      .default([])
+      .describe("origins (the control panel's) whose pages may open a console WebSocket, besides the console page's own"),
+    consoleUrl: z
+      .string()
+      .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*[^\s/?#])?$/, "expected http(s)://HOST[:PORT][/PATH], no trailing '/'")
+      .optional()
+      .describe("where browsers reach the TCP listener, for the URLs of console tickets; default http://<--listen>"),
     qmpPassthrough: z
       .enum(passthroughModes)
       .default("allowlist")
@@ -165,6 +182,8 @@ export const settings = [
   { key: "tlsKey", flag: "tls-key", env: "VMHOSTD_TLS_KEY", help: "the private key of --tls-cert (PEM)" },
   { key: "tlsCa", flag: "tls-ca", env: "VMHOSTD_TLS_CA", help: "CA bundle (PEM): TCP clients must present a certificate one of them signed; peers are verified against it" },
   { key: "insecureListen", flag: "insecure-listen", env: "VMHOSTD_INSECURE_LISTEN", help: "allow --listen on a non-loopback address without TLS (logs a warning)" },
+  { key: "insecureMigration", flag: "insecure-migration", env: "VMHOSTD_INSECURE_MIGRATION", help: "allow migrations in clear (no --tls-ca) to or from a non-loopback address (logs a warning)" },
+  { key: "migrationChannels", flag: "migration-channels", env: "VMHOSTD_MIGRATION_CHANNELS", help: "connections a migration out sends RAM over (multifd), 1-16 (default 1)" },
   { key: "migrationHost", flag: "migration-host", env: "VMHOSTD_MIGRATION_HOST", help: "address incoming migrations listen on" },
   { key: "ovmfCode", flag: "ovmf-code", env: "VMHOSTD_OVMF_CODE", help: "UEFI firmware code file (OVMF)" },
   { key: "ovmfVars", flag: "ovmf-vars", env: "VMHOSTD_OVMF_VARS", help: "UEFI variable store template (default: found beside the code by size)" },
@@ -177,6 +196,8 @@ export const settings = [
   { key: "leaseTtl", flag: "lease-ttl", env: "VMHOSTD_LEASE_TTL", help: "host lease TTL in seconds, at least 5 (default 10)" },
   { key: "watchdog", flag: "watchdog", env: "VMHOSTD_WATCHDOG", help: "fleet mode: watchdog device the fence pets while the lease is valid (a real one REBOOTS the host)" },
   { key: "watchdogTimeout", flag: "watchdog-timeout", env: "VMHOSTD_WATCHDOG_TIMEOUT", help: "seconds: the watchdog device's timeout, at most half the lease TTL (default 2)" },
+  { key: "consoleOrigins", flag: "console-origin", env: "VMHOSTD_CONSOLE_ORIGINS", help: "origin allowed to open console WebSockets besides the page's own, repeatable (env: comma-separated)" },
+  { key: "consoleUrl", flag: "console-url", env: "VMHOSTD_CONSOLE_URL", help: "base of console ticket URLs as browsers reach the listener (default http(s)://<listen>)" },
   { key: "qmpPassthrough", flag: "qmp-passthrough", env: "VMHOSTD_QMP_PASSTHROUGH", help: "allowlist | all: which QMP commands POST .../qmp runs (default allowlist)" },
 ] as const;
 
@@ -202,7 +223,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     values = parseArgs({
       args: argv,
       options: Object.fromEntries([
-        ...settings.map((s) => [s.flag, s.key === "insecureListen" ? { type: "boolean" as const } : { type: "string" as const, multiple: isList(s.key) }]),
+        ...settings.map((s) => [s.flag, isFlag(s.key) ? { type: "boolean" as const } : { type: "string" as const, multiple: isList(s.key) }]),
         ["help", { type: "boolean" as const, short: "h" }],
       ]),
       strict: true,
@@ -217,9 +238,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   for (const s of settings) {
     const v = values[s.flag] ?? env[s.env];
     if (isList(s.key)) {
-      const list = Array.isArray(v) ? v : typeof v === "string" && v !== "" ? v.split(",") : [];
+      const list = Array.isArray(v) ? v.flatMap((x: string) => (s.key === "consoleOrigins" ? x.split(",") : [x])) : typeof v === "string" && v !== "" ? v.split(",") : [];
       if (list.length) raw[s.key] = list as string[];
-    } else if (s.key === "insecureListen") {
+    } else if (isFlag(s.key)) {
       raw[s.key] = v === true || (typeof v === "string" && /^(1|true|yes)$/i.test(v));
     } else if (typeof v === "string" && v !== "") raw[s.key] = v;
   }
@@ -245,8 +266,13 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   return { ...c, peerTokens, peerTokenInClear: peerToken !== undefined };
 }
 
+/** Settings given as a bare flag (`--insecure-listen`), or in the environment as 1/true/yes. */
+function isFlag(key: string): boolean {
+  return key === "insecureListen" || key === "insecureMigration";
+}
+
 function isList(key: string): boolean {
-  return key === "pools" || key === "peerTokenFiles";
+  return key === "pools" || key === "peerTokenFiles" || key === "consoleOrigins";
 }
 
 /** Longest Unix socket path the daemon creates below run-dir: sun_path holds 107 bytes. */

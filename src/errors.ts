@@ -97,6 +97,32 @@ export class ConsoleBusy extends defineError("VMH_ERR_CONSOLE_BUSY", 409, "Conso
   }
 }
 
+/** A console ticket that opens nothing: never minted here, minted before a daemon restart, or not a ticket at all. */
+export class ConsoleTicketRefused extends defineError("VMH_ERR_CONSOLE_TICKET", 403, "Console ticket not valid") {
+  constructor() {
+    super("this console link is not valid (never issued, or issued before the daemon restarted): ask the control panel for a new one");
+  }
+}
+
+/** A console ticket that was valid once: already used to open its session, or expired before it was. */
+export class ConsoleTicketSpent extends defineError("VMH_ERR_CONSOLE_TICKET_SPENT", 410, "Console ticket used or expired") {
+  constructor(readonly reason: "used" | "expired") {
+    super(
+      reason === "used"
+        ? "this console link was already used to open a console; each link opens one session: ask the control panel for a new one"
+        : "this console link expired before it was opened: ask the control panel for a new one",
+      { reason },
+    );
+  }
+}
+
+/** A console WebSocket opened from a page whose Origin is neither the console page's own nor a --console-origin. */
+export class ConsoleOriginRefused extends defineError("VMH_ERR_CONSOLE_ORIGIN", 403, "Console origin not allowed") {
+  constructor(origin: string) {
+    super(`a console may not be opened from ${JSON.stringify(origin.slice(0, 200))}: not an origin allowed by --console-origin`, { field: "headers.origin" });
+  }
+}
+
 export class JobNotFound extends defineError("VMH_ERR_JOB_NOT_FOUND", 404, "Job not found") {
   constructor(job: string) {
     super(`no job with id "${job}"`, { job });
@@ -108,6 +134,23 @@ export class Unauthorized extends defineError("VMH_ERR_UNAUTHORIZED", 401, "Unau
 
 /** The destination of a migration refused it or could not be reached. */
 export class MigrationFailed extends defineError("VMH_ERR_MIGRATION", 502, "Migration failed") {}
+
+/**
+ * A migration whose guest RAM and disks would cross the network in clear: no
+ * --tls-ca on this host (or the other one), an address that is not loopback, and
+ * no --insecure-migration. `setting` names what would allow it.
+ */
+export class InsecureMigrationRefused extends defineError("VMH_ERR_INSECURE_MIGRATION", 409, "Migration in clear refused") {
+  constructor(message: string) {
+    super(message, { setting: "--insecure-migration", field: "destination" });
+  }
+}
+
+/**
+ * The destination answered with a migration or NBD address that is not its own
+ * (the host of the URL the source called): nothing is sent, the guest runs on here.
+ */
+export class MigrationAddressRefused extends defineError("VMH_ERR_MIGRATION_ADDRESS", 502, "Destination answered with another address") {}
 
 /**
  * The VM's migration out sent all its RAM and its outcome is not known: the copy
@@ -170,8 +213,13 @@ export class StorageFailed extends defineError("VMH_ERR_STORAGE", 500, "Storage 
 /** A NIC names a Linux bridge that does not exist on this host (or is not a bridge). */
 export class BridgeNotFound extends defineError("VMH_ERR_BRIDGE_NOT_FOUND", 400, "Bridge not found") {}
 
-/** A tap device could not be created, attached or removed (`ip` failed, or the name is taken). */
+/** A tap device could not be created, attached or removed (`ip` failed, or the name is taken), or its filter rules could not be installed and verified. */
 export class NetworkFailed extends defineError("VMH_ERR_NETWORK", 500, "Network set-up failed") {}
+
+/** A NIC asks for a VLAN (`vlan`, `trunk`) on a host whose kernel has no bridge VLAN filtering. */
+export class VlanUnsupported extends defineError("VMH_ERR_VLAN_UNSUPPORTED", 400, "VLANs unsupported on this host") {}
+/** A limit could not be applied to the running VM (cgroup, qemu's throttle group or tc refused it); the definition keeps the limits it had. */
+export class LimitsFailed extends defineError("VMH_ERR_LIMITS", 409, "Limits not applied") {}
 
 /** UEFI firmware (OVMF) is missing, or its CODE and VARS files do not belong together. */
 export class FirmwareUnavailable extends defineError("VMH_ERR_FIRMWARE", 500, "Firmware unavailable") {}
@@ -269,9 +317,14 @@ export const errorCatalogue = [
   VmStateConflict,
   VmBusy,
   ConsoleBusy,
+  ConsoleTicketRefused,
+  ConsoleTicketSpent,
+  ConsoleOriginRefused,
   JobNotFound,
   Unauthorized,
   MigrationFailed,
+  InsecureMigrationRefused,
+  MigrationAddressRefused,
   InsufficientResources,
   RouteNotFound,
   MethodNotAllowed,
@@ -286,6 +339,8 @@ export const errorCatalogue = [
   FirmwareUnavailable,
   BridgeNotFound,
   NetworkFailed,
+  VlanUnsupported,
+  LimitsFailed,
   DeviceNotFound,
   DeviceExists,
   NoFreeHotplugPort,

@@ -12,16 +12,15 @@ import { pino, type Logger } from "pino";
 import { checkSocketPathRoom, ConfigError, isLoopback, loadConfig, type Config } from "./config.js";
 import { EventBus } from "./events/event-bus.js";
 import { HostInventory } from "./host/host-inventory.js";
+import { readHostProbes } from "./host/host-probes.js";
 import { SystemdNotifier } from "./host/sd-notify.js";
 import { buildHttpApp } from "./http/http-app.js";
-import { resolveAccel } from "./qemu/accel-probe.js";
+import { ConsoleTicketStore } from "./vm/console/console-tickets.js";
 import { QemuUserError, QemuUsers } from "./qemu/qemu-user.js";
 import { checkReachable } from "./qemu/qemu-files.js";
-import { readQemuVersion } from "./qemu/qemu-binary.js";
 import { DefinitionStore } from "./store/definition-store.js";
 import { QemuImg } from "./storage/qemu-img.js";
 import { StoragePools } from "./storage/storage-pools.js";
-import { probeIoUring } from "./storage/io-uring-probe.js";
 import { DiskBackups } from "./vm/operations/disk-backup.js";
 import { VmSnapshots } from "./vm/snapshots/vm-snapshots.js";
 import type { HostContext } from "./vm/host-context.js";
@@ -70,6 +69,9 @@ async function main(): Promise<void> {
   }
   if (config.listen && !tls && config.insecureListen && !isLoopback(config.listen)) {
     log.warn({ listen: config.listen }, "--insecure-listen: the API and its token cross the network in clear (no --tls-cert)");
+  }
+  if (config.insecureMigration && !tls?.verifiesClients) {
+    log.warn("--insecure-migration: migrations to and from other hosts send guest RAM and disks in clear (no --tls-ca)");
   }
   // SIGHUP (systemctl reload): new certificates for new connections; guests and open connections untouched.
   // Handled from here on: node's default for it would end the daemon.
@@ -130,8 +132,8 @@ async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Prom
   if (config.qmpPassthrough === "all") {
     log.warn("--qmp-passthrough=all: POST /v1/vms/{name}/qmp runs any QMP command, including ones that open files and listeners on this host");
   }
-  const qemuVersion = await readQemuVersion(config.qemu);
-  const accel = await resolveAccel(config.accel, config.qemu, log);
+  // From the state directory's probe cache when qemu and the kernel are unchanged: no child process at start.
+  const { qemuVersion, accel, ioUring } = await readHostProbes(config, log);
   const pools = new StoragePools(config.pools);
   await pools.init();
   await checkQemuCanReach(config, pools, qemuUsers, log);
@@ -141,7 +143,7 @@ async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Prom
   const host: HostContext = {
     config,
     accel,
-    ioUring: await probeIoUring(config.qemuImg),
+    ioUring,
     qemuVersion,
     qemuUsers,
     pools,
@@ -218,7 +220,9 @@ async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Prom
   const inventory = new HostInventory(host, registry, () => maintenance.view());
   const storage = { pools };
   const streams = { total: config.maxStreams, perPeer: config.maxStreamsPerPeer };
-  const unixApp = buildHttpApp({ registry, inventory, migration, maintenance, storage, log, maxConnections: config.maxConnections, streams });
+  // One store for both listeners: a panel mints on either, the browser opens on TCP.
+  const consoles = { tickets: new ConsoleTicketStore(), origins: config.consoleOrigins, urlBase: config.consoleUrl ?? (config.listen ? `${tls ? "https" : "http"}://${config.listen}` : "") };
+  const unixApp = buildHttpApp({ registry, inventory, migration, maintenance, storage, log, maxConnections: config.maxConnections, streams, consoles });
   await rm(config.socket, { force: true });
   await mkdir(path.dirname(config.socket), { recursive: true });
   await unixApp.listen({ path: config.socket });
@@ -237,6 +241,7 @@ async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Prom
       ...(tls ? { tls } : {}),
       maxConnections: config.maxConnections,
       streams,
+      consoles,
       unauthenticated: { total: config.maxUnauthenticated, perPeer: config.maxUnauthenticatedPerPeer },
     });
     const sep = config.listen.lastIndexOf(":");

@@ -76,3 +76,14 @@ t.test("limits and memory reserve", async (t) => {
   t.throws(() => loadConfig(["--max-streams", "0"], {}), /--max-streams \(VMHOSTD_MAX_STREAMS\)/, "a cap of 0 would lock everyone out");
   t.throws(() => loadConfig(["--reserve-memory", "-1"], {}), /--reserve-memory/);
 });
+
+t.test("console origins and the console URL", async (t) => {
+  t.same(loadConfig([], {}).consoleOrigins, []);
+  const flags = loadConfig(["--console-origin", "https://panel.example", "--console-origin", "https://a.example:8443,http://b.example"], {});
+  t.same(flags.consoleOrigins, ["https://panel.example", "https://a.example:8443", "http://b.example"], "repeatable, each a comma list");
+  t.same(loadConfig([], { VMHOSTD_CONSOLE_ORIGINS: "https://p.example,https://q.example" }).consoleOrigins, ["https://p.example", "https://q.example"]);
+  t.throws(() => loadConfig(["--console-origin", "https://panel.example/path"], {}), /--console-origin \(VMHOSTD_CONSOLE_ORIGINS\)/, "an origin has no path");
+  t.throws(() => loadConfig(["--console-origin", "*"], {}), /--console-origin/, "no wildcard");
+  t.equal(loadConfig(["--console-url", "https://host7.example/vmh"], {}).consoleUrl, "https://host7.example/vmh");
+  t.throws(() => loadConfig(["--console-url", "https://host7.example/"], {}), /--console-url/, "no trailing slash");
+});

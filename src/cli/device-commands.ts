@@ -22,6 +22,10 @@ function devices(vm: VmDevicesJson): string {
   return lines.join("\n");
 }
 
+function collectFlag(v: string, all: string[]): string[] {
+  return [...all, v];
+}
+
 function split(flag: string, v: string): [string, string] {
   const i = v.indexOf(":");
   if (i <= 0) throw new Error(`${flag} expects NAME:VALUE, got "${v}"`);
@@ -63,10 +67,28 @@ export function registerDeviceCommands(program: Command, io: CliIo): void {
     .description("add a NIC: hot-plugged at once if the VM runs")
     .requiredOption("--nic <net>", "user, or bridge:BRIDGE")
     .option("--mac <mac>", "default: generated")
-    .action(async (name: string, o: { nic: string; mac?: string }) => {
+    .option("--address <cidr>", "bridged NIC: an address the guest may use, e.g. 203.0.113.10/24 (repeatable)", collectFlag, [])
+    .option("--filtering <mode>", "bridged NIC: strict (default), mac or off")
+    .action(async (name: string, o: { nic: string; mac?: string; address: string[]; filtering?: string }) => {
       const network = o.nic === "user" ? { type: "user" } : { type: "bridge", bridge: split("--nic", o.nic)[1] };
       if (o.nic !== "user" && !o.nic.startsWith("bridge:")) throw new Error(`--nic expects user or bridge:BRIDGE, got "${o.nic}"`);
-      show(await io.client().json<VmDevicesJson>("POST", `${vmUrl(name)}/nics`, { network, ...(o.mac ? { mac: o.mac } : {}) }));
+      const filter = { ...(o.address.length ? { addresses: o.address } : {}), ...(o.filtering ? { filtering: o.filtering } : {}) };
+      show(await io.client().json<VmDevicesJson>("POST", `${vmUrl(name)}/nics`, { network, ...(o.mac ? { mac: o.mac } : {}), ...filter }));
+    });
+
+  program
+    .command("nic-filter <name> <nic>")
+    .description("change a bridged NIC's addresses (the list given replaces the old one) or filtering; at once if the VM runs")
+    .option("--address <cidr>", "an address the guest may use (repeatable)", collectFlag, [])
+    .option("--no-addresses", "declare no address at all (strict: DHCP/SLAAC discovery and link-local only)")
+    .option("--filtering <mode>", "strict, mac or off")
+    .action(async (name: string, nic: string, o: { address: string[]; addresses: boolean; filtering?: string }) => {
+      const body = {
+        ...(o.address.length || !o.addresses ? { addresses: o.addresses ? o.address : [] } : {}),
+        ...(o.filtering ? { filtering: o.filtering } : {}),
+      };
+      if (Object.keys(body).length === 0) throw new Error("give --address, --no-addresses or --filtering");
+      show(await io.client().json<VmDevicesJson>("PATCH", `${vmUrl(name)}/nics/${encodeURIComponent(nic)}`, body));
     });
 
   program

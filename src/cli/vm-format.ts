@@ -13,7 +13,7 @@ export interface VmJson {
   lastExit?: { at: string; reason: string; exitCode: number | null; signal: string | null; detail?: string };
   /** Fleet mode: the host holding the owner key and its revision (the fencing token). */
   owner?: { host: string; revision: string; since: string; ha: boolean };
-  definition: { vcpus: number; memoryMiB: number; machine: string; firmware?: string; cdrom?: { image?: string }; autostart?: boolean; disks: { name: string; sizeGiB?: number; image?: string; format: string }[]; nics: { mac: string; network: { type: string; bridge?: string } }[] };
+  definition: { vcpus: number; memoryMiB: number; machine: string; firmware?: string; cdrom?: { image?: string }; autostart?: boolean; disks: { name: string; sizeGiB?: number; image?: string; format: string }[]; nics: { mac: string; network: { type: string; bridge?: string }; addresses?: string[]; filtering?: "strict" | "mac" | "off"; vlan?: number; trunk?: number[] }[] };
 }
 
 /** GET/POST/DELETE /v1/vms/{name}/cdrom. */
@@ -54,7 +54,7 @@ export function formatVm(vm: VmJson): string {
   if (vm.startedAt) lines.push(["started", vm.startedAt]);
   if (vm.operation) lines.push(["operation", `${vm.operation.name} since ${vm.operation.startedAt}`]);
   for (const disk of d.disks) lines.push([`disk ${disk.name}`, disk.image ?? `${disk.sizeGiB} GiB ${disk.format}`]);
-  d.nics.forEach((n, i) => lines.push([`nic ${i}`, `${n.mac} ${n.network.type}${n.network.bridge ? ` ${n.network.bridge}` : ""}`]));
+  d.nics.forEach((n, i) => lines.push([`nic ${i}`, `${n.mac} ${n.network.type}${n.network.bridge ? ` ${n.network.bridge}` : ""}${nicFilterText(n)}`]));
   if (vm.lastExit) {
     const e = vm.lastExit;
     lines.push(["last exit", `${e.reason} at ${e.at}${e.signal ? ` (signal ${e.signal})` : e.exitCode !== null ? ` (code ${e.exitCode})` : ""}`]);
@@ -71,4 +71,14 @@ export interface JobJson {
   progress: Record<string, number | string | null>;
   result?: Record<string, unknown>;
   error?: { code: string; detail: string };
+}
+
+/** A bridged NIC's filtering, addresses and VLANs, when it has any to show. */
+function nicFilterText(n: VmJson["definition"]["nics"][number]): string {
+  if (n.network.type !== "bridge") return "";
+  const parts = [`filtering ${n.filtering ?? "strict"}`];
+  if (n.addresses?.length) parts.push(n.addresses.join(" "));
+  if (n.vlan !== undefined) parts.push(`vlan ${n.vlan}`);
+  if (n.trunk?.length) parts.push(`trunk ${n.trunk.join(",")}`);
+  return `  ${parts.join("  ")}`;
 }

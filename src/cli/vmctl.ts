@@ -8,12 +8,13 @@ import { Command, Option } from "commander";
 import { ApiClient, ApiError, type ApiTarget } from "./api-client.js";
 import { migrateCommand, type MigrateFlags } from "./migrate-command.js";
 import { autostartAll, formatOutcome, shutdownAll, type VmOutcome } from "./host-power.js";
-import { runConsole } from "./console-client.js";
 import { registerStorageCommands } from "./storage-commands.js";
 import { registerDeviceCommands } from "./device-commands.js";
 import { registerEventsCommand } from "./events-command.js";
 import { registerFleetCommands } from "./fleet-commands.js";
+import { registerHostCommand } from "./host-command.js";
 import { registerMaintenanceCommands } from "./maintenance-commands.js";
+import { registerLimitsCommand } from "./limits-command.js";
 import { formatCdrom, formatTable, formatVm, type CdromJson, type VmJson } from "./vm-format.js";
 
 const DEFAULT_SOCKET = process.env.VMHOSTD_SOCKET ?? "/run/vmhostd/vmhostd.sock";
@@ -218,14 +219,30 @@ program
     const g = program.opts<{ socket: string; url?: string }>();
     const target = g.url ? { url: g.url } : { socketPath: g.socket };
     const { stdin, stdout, stderr } = process;
+    // Loaded here: the WebSocket client is needed by this command only, and every other one starts faster without it.
+    const { runConsole } = await import("./console-client.js");
     process.exitCode = await runConsole({ target, vm: name, readOnly: o.readOnly === true, stdin, stdout, stderr });
+  });
+
+program
+  .command("console-ticket <name>")
+  .description("mint a one-time console ticket and print the URL of its page, to hand to a browser")
+  .addOption(new Option("--kind <kind>", "vnc (the screen) or serial").choices(["vnc", "serial"]).makeOptionMandatory())
+  .addOption(new Option("--mode <mode>", "rw: keys and mouse reach the VM; ro: watch only").choices(["ro", "rw"]).default("rw"))
+  .option("--ttl <seconds>", "seconds the ticket may be used to open its session (default 30, at most 300)")
+  .action(async (name: string, o: { kind: string; mode: string; ttl?: string }) => {
+    const body = { kind: o.kind, mode: o.mode, ...(o.ttl !== undefined ? { ttlSec: Number(o.ttl) } : {}) };
+    const minted = await client().json<{ url: string; expiresAt: string }>("POST", `/v1/vms/${encodeURIComponent(name)}/console-tickets`, body);
+    out(asJson() ? JSON.stringify(minted) : minted.url);
   });
 
 program
   .command("screenshot <name> <file>")
   .description("save a PNG of the VM's display ('-' for stdout)")
-  .action(async (name: string, file: string) => {
-    const res = await client().request("GET", `/v1/vms/${encodeURIComponent(name)}/screenshot`);
+  .option("--width <px>", "a thumbnail at most this wide, the aspect kept")
+  .action(async (name: string, file: string, o: { width?: string }) => {
+    const query = o.width !== undefined ? `?width=${encodeURIComponent(o.width)}` : "";
+    const res = await client().request("GET", `/v1/vms/${encodeURIComponent(name)}/screenshot${query}`);
     if (res.status >= 400) {
       const p = JSON.parse(res.body.toString()) as { code: string; detail: string };
       throw new ApiError(res.status, p.code, p.detail);
@@ -306,7 +323,9 @@ registerStorageCommands(program, { client, json: asJson, out, table: formatTable
 registerDeviceCommands(program, { client, json: asJson, out, table: formatTable });
 registerEventsCommand(program, { target, json: asJson, out });
 registerFleetCommands(program, { client, json: asJson, out, table: formatTable });
+registerHostCommand(program, { client, json: asJson, out, table: formatTable });
 registerMaintenanceCommands(program, { client, json: asJson, out, table: formatTable }, toInt);
+registerLimitsCommand(program, { client, json: asJson, out, table: formatTable });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ApiError) process.stderr.write(`vmctl: ${err.message} (${err.code}, HTTP ${err.status})\n`);

@@ -7,7 +7,8 @@
 // definition so that every layer (the journal in store/, the event catalogue)
 // may name an action without reaching up into the VM domain.
 import { z } from "zod";
-import { cloudInitSchema, diskSchema, nicSchema, vmCreateSchema } from "./vm-definition.js";
+import { cloudInitSchema, diskSchema, nicAddressesSchema, nicFilteringSchema, nicSchema, vmCreateSchema } from "./vm-definition.js";
+import { limitsPatchSchema } from "../limits/limits-schema.js";
 
 const timeoutSec = z.number().positive().optional();
 const storage = z.enum(["shared", "copy"]);
@@ -32,9 +33,13 @@ export const vmActionSchema = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("add-nic"), nic: nicSchema }),
   /** `nic`: its index in the definition or its MAC. */
   z.strictObject({ kind: z.literal("remove-nic"), nic: z.string(), timeoutSec }),
+  /** A bridged NIC's addresses and filtering, changed in one nft transaction while the VM runs. */
+  z.strictObject({ kind: z.literal("set-nic-filter"), nic: z.string(), addresses: nicAddressesSchema.optional(), filtering: nicFilteringSchema.optional() }),
   z.strictObject({ kind: z.literal("set-balloon"), targetMiB: z.number().int().positive() }),
   /** Replace (or with undefined remove) the cloud-init seed's content; the next start attaches it. */
   z.strictObject({ kind: z.literal("set-cloud-init"), cloudInit: cloudInitSchema.optional() }),
+  /** Merge this patch into the VM's limits (under its lock), applied at once if it runs. */
+  z.strictObject({ kind: z.literal("set-limits"), patch: limitsPatchSchema }),
   /** Copy one disk of a running VM to a file in a pool, as a job. */
   z.strictObject({
     kind: z.literal("backup"),

@@ -2,7 +2,9 @@
 // writes the OpenAPI document. `vmCreateSchema` is what a client sends;
 // `vmDefinitionSchema` is what is stored, with the uuid and MACs filled in once.
 import { randomBytes, randomUUID } from "node:crypto";
+import { isIPv4, isIPv6 } from "node:net";
 import { z } from "zod";
+import { limitsIssues, vmLimitsSchema } from "../limits/limits-schema.js";
 
 export const VM_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 // Disk names become qemu node names (`d-<name>`, 31 characters at most, a letter first).
@@ -140,13 +142,50 @@ const networkSchema = z.discriminatedUnion("type", [
     .strict(),
 ]);
 
+/** An address the guest may use, with its prefix: `203.0.113.10/24`, `2001:db8::10/64` (no dotted IPv4 inside IPv6). */
+const nicAddress = z.string().refine((cidr) => {
+  const [addr, prefix, extra] = cidr.split("/");
+  if (addr === undefined || prefix === undefined || extra !== undefined || !/^\d{1,3}$/.test(prefix)) return false;
+  if (isIPv4(addr)) return Number(prefix) <= 32;
+  return isIPv6(addr) && !addr.includes(".") && Number(prefix) <= 128;
+}, "must be an IPv4 or IPv6 address with a prefix length, like 203.0.113.10/24 or 2001:db8::10/64");
+const vlanId = z.number().int().min(1).max(4094);
+export const nicAddressesSchema = z
+  .array(nicAddress)
+  .max(64)
+  .describe("bridged NICs: the IPv4 and IPv6 addresses (CIDR) the guest may send from; with strict filtering and none, only DHCP/SLAAC discovery and link-local");
+export const nicFilteringSchema = z
+  .enum(["strict", "mac", "off"])
+  .describe("bridged NICs: strict (default): MAC, addresses, ARP/ND and no DHCP server or router advertisement from the guest; mac: the MAC only; off: nothing (logged)");
+
 export const nicSchema = z
   .object({
     model: z.literal("virtio-net").default("virtio-net"),
     mac: z.string().regex(MAC_PATTERN, "must be six lower-case hex pairs like 52:54:00:12:34:56").optional(),
     network: networkSchema.default({ type: "user" }),
+    addresses: nicAddressesSchema.optional(),
+    filtering: nicFilteringSchema.optional(),
+    vlan: vlanId.optional().describe("bridged NICs: the access VLAN (the port's untagged PVID) on a VLAN-aware bridge"),
+    trunk: z
+      .array(vlanId)
+      .min(1)
+      .max(4094)
+      .refine((v) => new Set(v).size === v.length, "must not repeat a VLAN")
+      .optional()
+      .describe("bridged NICs: the VLANs the guest may send and receive tagged, on a VLAN-aware bridge"),
   })
-  .strict();
+  .strict()
+  .superRefine((n, ctx) => {
+    if (n.network.type !== "bridge") {
+      for (const k of ["addresses", "filtering", "vlan", "trunk"] as const) {
+        if (n[k] !== undefined) ctx.addIssue({ code: "custom", path: [k], message: "is for bridged NICs only" });
+      }
+    }
+    // Strict filtering drops tagged frames: the VLAN header would hide the addresses from it.
+    if (n.trunk !== undefined && (n.filtering ?? "strict") === "strict") {
+      ctx.addIssue({ code: "custom", path: ["trunk"], message: "a trunk needs filtering mac or off: strict filtering drops tagged frames" });
+    }
+  });
 
 const vmFields = {
   name: vmNameSchema,
@@ -182,6 +221,7 @@ const vmFields = {
     .boolean()
     .default(false)
     .describe("fleet mode: the owner key is bound to the host's lease, so the VM may be restarted elsewhere once this host is gone (and has fenced itself)"),
+  limits: vmLimitsSchema.optional(),
 };
 
 export const vmCreateSchema = z
@@ -191,6 +231,9 @@ export const vmCreateSchema = z
   .refine((v) => v.firmware !== "uefi" || isQ35(v.machine), {
     message: "uefi needs a q35 machine",
     path: ["firmware"],
+  })
+  .superRefine((v, ctx) => {
+    for (const issue of limitsIssues(v.limits, v.memoryMiB)) ctx.addIssue({ code: "custom", ...issue });
   });
 export type VmCreateRequest = z.input<typeof vmCreateSchema>;
 

@@ -159,6 +159,11 @@ export const eventCatalogue = {
     payload: z.strictObject({ targetMiB: z.number() }),
     description: "the memory balloon's target was set",
   },
+  "vm.limits": {
+    subject: "vm",
+    payload: z.strictObject({ limits: z.record(z.string(), z.unknown()), live: z.boolean() }),
+    description: "the VM's limits were changed (all of them, as now defined), held at once if live",
+  },
   "qmp.passthrough": {
     subject: "vm",
     payload: z.strictObject({ command: z.string(), arguments: z.record(z.string(), z.unknown()).optional() }),

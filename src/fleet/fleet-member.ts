@@ -1,33 +1,17 @@
 // This host as a member of a fleet coordinated through etcd: one lease per host,
-// kept alive here; `hosts/<id>` (the registry entry) lives under it; each VM this
-// host runs has `vms/<name>/owner`, taken with a create-if-absent transaction, whose
-// revision is the fencing token. An `ha` VM's key is bound to the host lease, so it
-// vanishes with the host; an ordinary VM's key stays until released or taken over.
-// etcd3 is loaded only here, and this file only when --etcd is set.
+// kept alive here, and `hosts/<id>` (the registry entry) under it. The VMs' owner
+// keys are in owner-keys.ts; an `ha` VM's key is bound to this lease, so it
+// vanishes with the host. etcd3 is loaded only here, and this file only when --etcd is set.
 import { EventEmitter } from "node:events";
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { Etcd3, IOptions, Watcher } from "etcd3";
 import type { Config } from "../config.js";
 import { EtcdUnreachable, VmOwnedElsewhere } from "../errors.js";
+import { OwnerKeys } from "./owner-keys.js";
+export type { Ownership } from "./owner-keys.js";
 import { boottimeNs } from "./boottime.js";
 import type { FenceReport } from "./fence/fence-supervisor.js";
-
-/** Who owns a VM: the owner key's value plus its revision (the fencing token). */
-export interface Ownership {
-  host: string;
-  /** The owner key's mod revision when it was last written for this host (decimal string, etcd's int64). */
-  revision: string;
-  since: string;
-  ha: boolean;
-}
-
-/** What the key holds: the revision is etcd's, not part of the value. */
-interface OwnerValue {
-  host: string;
-  since: string;
-  ha: boolean;
-}
 
 export interface FleetStatus {
   hostId: string;
@@ -64,10 +48,8 @@ export class FleetMember extends EventEmitter {
   private closed = false;
   /** Watches this host's registry entry: its deletion (a revoked lease) is noticed at once. */
   private entryWatcher: Watcher | undefined;
-  /** The lease each `ha` owner key this host holds is bound to, as etcd confirmed it. */
-  private readonly keyLeases = new Map<string, string>();
-  /** Called (and awaited) once an `ha` owner key is taken, before its qemu may start. */
-  onHaKey: (() => Promise<void>) | undefined;
+  /** The VMs' owner keys (src/fleet/owner-keys.ts). */
+  readonly keys: OwnerKeys;
   /** The fence process's own word on what it protects, for status() and the registry entry. */
   fenceReport: (() => FenceReport) | undefined;
   /** Builds this host's registry entry; set by main once the inventory exists. */
@@ -84,6 +66,12 @@ export class FleetMember extends EventEmitter {
     this.hostId = config.hostId;
     this.ttlSec = config.leaseTtl;
     this.prefix = config.etcdPrefix;
+    this.keys = new OwnerKeys(client, this.prefix, this.hostId, this.log, {
+      ttlSec: this.ttlSec,
+      requireLease: () => this.requireLease(),
+      current: () => this.leaseIdValue,
+      call: (fn) => this.call(fn),
+    });
   }
 
   static async connect(config: Config, log: Logger): Promise<FleetMember> {
@@ -122,27 +110,8 @@ export class FleetMember extends EventEmitter {
     return this.lastRenewal;
   }
 
-  /** The lease this host's `ha` owner key for `vm` is bound to, if it holds one. */
-  keyLease(vm: string): string | undefined {
-    return this.keyLeases.get(vm);
-  }
-
-  /** Records which lease an owner key just taken is bound to; an `ha` key is announced to the fence first. */
-  private async heldUnder(vm: string, lease: string | undefined): Promise<void> {
-    if (!lease) {
-      this.keyLeases.delete(vm);
-      return;
-    }
-    this.keyLeases.set(vm, lease);
-    await this.onHaKey?.();
-  }
-
   private key(rel: string): string {
     return this.prefix + rel;
-  }
-
-  private ownerKey(vm: string): string {
-    return this.key(`vms/${vm}/owner`);
   }
 
   /**
@@ -204,7 +173,7 @@ export class FleetMember extends EventEmitter {
     this.leaseIdValue = String(res.ID);
     this.confirmed({ leaseId: this.leaseIdValue, sentAtBootNs, ttlSec: Number(res.TTL) });
     this.log.info({ lease: this.leaseIdValue, ttlSec: this.ttlSec }, "granted a new host lease");
-    await this.rebindHaKeys();
+    await this.keys.rebindHa(this.ownedHa(), this.leaseIdValue!);
     await this.publishHost();
   }
 
@@ -302,26 +271,8 @@ export class FleetMember extends EventEmitter {
   private leaseGone(leaseId: string, reason: string): void {
     this.lostLease = leaseId;
     this.log.error({ lease: leaseId, reason }, "host lease gone; its ha owner keys are gone");
-    for (const [vm, lease] of this.keyLeases) if (lease === leaseId) this.keyLeases.delete(vm);
+    this.keys.leaseGone(leaseId);
     this.emit("lease-lost", leaseId, reason);
-  }
-
-  /**
-   * After a new lease: the `ha` keys this host still holds (value names this host)
-   * are moved onto it, each in one transaction guarded by its value.
-   */
-  private async rebindHaKeys(): Promise<void> {
-    for (const name of this.ownedHa()) {
-      const key = this.ownerKey(name);
-      const raw = await this.client.get(key).string();
-      const v = raw ? parseOwner(raw) : undefined;
-      if (!v || v.host !== this.hostId) continue;
-      const res = await this.client.if(key, "Value", "==", raw!).then(this.client.put(key).value(raw!).lease(this.leaseIdValue!)).commit();
-      if (res.succeeded) {
-        this.log.info({ vm: name, lease: this.leaseIdValue }, "ha owner key bound to the new lease");
-        await this.heldUnder(name, this.leaseIdValue);
-      }
-    }
   }
 
   async publishHost(): Promise<void> {
@@ -347,120 +298,6 @@ export class FleetMember extends EventEmitter {
         }
       })
       .sort((a, b) => String(a.id).localeCompare(String(b.id)));
-  }
-
-  /** The VM's owner as etcd has it, or undefined if nobody holds the key. */
-  async owner(vm: string): Promise<Ownership | undefined> {
-    const res = await this.call(() => this.client.get(this.ownerKey(vm)).exec());
-    const kv = res.kvs[0];
-    if (!kv) return undefined;
-    const v = parseOwner(kv.value.toString());
-    return v ? { ...v, revision: String(kv.mod_revision) } : undefined;
-  }
-
-  /**
-   * Takes the VM's owner key for this host, or finds it already ours (a restart, a
-   * second start). Throws VmOwnedElsewhere naming the holder, or EtcdUnreachable.
-   */
-  async acquire(vm: string, ha: boolean): Promise<Ownership> {
-    const key = this.ownerKey(vm);
-    const value: OwnerValue = { host: this.hostId, since: new Date().toISOString(), ha };
-    const lease = ha ? this.requireLease() : undefined;
-    const put = this.client.put(key).value(JSON.stringify(value));
-    if (lease) put.lease(lease);
-    const res = await this.call(() => this.client.if(key, "Create", "==", 0).then(put).else(this.client.get(key)).commit());
-    if (res.succeeded) {
-      const ownership = { ...value, revision: String(res.header.revision) };
-      this.log.info({ vm, ...ownership }, "owner key taken");
-      await this.heldUnder(vm, lease);
-      return ownership;
-    }
-    const kv = res.responses[0]?.response_range?.kvs[0];
-    const current = kv ? parseOwner(kv.value.toString()) : undefined;
-    if (!kv || !current) throw new VmOwnedElsewhere(vm, "unknown", kv ? String(kv.mod_revision) : "0");
-    if (current.host !== this.hostId) throw new VmOwnedElsewhere(vm, current.host, String(kv.mod_revision));
-    // Ours already. Its lease binding must match the VM's `ha` setting now.
-    const boundLease = String(kv.lease ?? "0");
-    const wantLease = lease ?? "0";
-    if (boundLease !== wantLease || current.ha !== ha) {
-      const raw = kv.value.toString();
-      const next = { ...current, ha };
-      const rebind = this.client.put(key).value(JSON.stringify(next));
-      if (lease) rebind.lease(lease);
-      const r = await this.call(() => this.client.if(key, "Value", "==", raw).then(rebind).commit());
-      if (!r.succeeded) return await this.acquire(vm, ha);
-      await this.heldUnder(vm, lease);
-      return { ...next, revision: String(r.header.revision) };
-    }
-    await this.heldUnder(vm, lease);
-    return { ...current, revision: String(kv.mod_revision) };
-  }
-
-  /** The names of the VMs whose owner key names this host, read in one range request. */
-  async ownedVms(): Promise<string[]> {
-    const prefix = this.key("vms/");
-    const all = await this.call(() => this.client.getAll().prefix(prefix).strings());
-    return Object.entries(all).flatMap(([key, raw]) => {
-      if (!key.endsWith("/owner")) return [];
-      return parseOwner(raw)?.host === this.hostId ? [key.slice(prefix.length, -"/owner".length)] : [];
-    });
-  }
-
-  /** Releases the key if it still names this host (a takeover elsewhere must not be undone). */
-  async release(vm: string): Promise<boolean> {
-    const key = this.ownerKey(vm);
-    const res = await this.call(() => this.client.get(key).exec());
-    const kv = res.kvs[0];
-    if (!kv || parseOwner(kv.value.toString())?.host !== this.hostId) return false;
-    const del = await this.call(() =>
-      this.client.if(key, "Mod", "==", Number(kv.mod_revision)).then(this.client.delete().key(key)).commit(),
-    );
-    if (del.succeeded) {
-      this.log.info({ vm }, "owner key released");
-      this.keyLeases.delete(vm);
-    }
-    return del.succeeded;
-  }
-
-  /** Operator's override: the key is written for this host whoever holds it. */
-  async takeover(vm: string, ha: boolean): Promise<{ ownership: Ownership; previous?: Ownership }> {
-    const previous = await this.owner(vm);
-    const value: OwnerValue = { host: this.hostId, since: new Date().toISOString(), ha };
-    const put = this.client.put(this.ownerKey(vm)).value(JSON.stringify(value));
-    const lease = ha ? this.requireLease() : undefined;
-    if (lease) put.lease(lease);
-    const res = await this.call(() => put.exec());
-    await this.heldUnder(vm, lease);
-    return { ownership: { ...value, revision: String(res.header.revision) }, ...(previous ? { previous } : {}) };
-  }
-
-  /**
-   * Migration switch-over, run by the destination before its `cont`: the key moves
-   * from `fromHost` to this host in one compare-and-swap on the key's revision.
-   * Throws (and leaves the key with the source) if the source no longer holds it.
-   */
-  async handover(vm: string, fromHost: string, fromRevision: string, ha: boolean): Promise<Ownership> {
-    const key = this.ownerKey(vm);
-    const res = await this.call(() => this.client.get(key).exec());
-    const kv = res.kvs[0];
-    const current = kv ? parseOwner(kv.value.toString()) : undefined;
-    if (current?.host === this.hostId) {
-      await this.heldUnder(vm, ha && String(kv!.lease ?? "0") === this.leaseIdValue ? this.leaseIdValue : undefined);
-      return { ...current, revision: String(kv!.mod_revision) };
-    }
-    // The source's fencing token must still be the key's revision: nobody took it meanwhile.
-    if (!kv || !current || current.host !== fromHost || String(kv.mod_revision) !== fromRevision) {
-      throw new VmOwnedElsewhere(vm, current?.host ?? "nobody", kv ? String(kv.mod_revision) : "0");
-    }
-    const value: OwnerValue = { host: this.hostId, since: new Date().toISOString(), ha };
-    const put = this.client.put(key).value(JSON.stringify(value));
-    const lease = ha ? this.requireLease() : undefined;
-    if (lease) put.lease(lease);
-    const swap = await this.call(() => this.client.if(key, "Mod", "==", Number(kv.mod_revision)).then(put).commit());
-    if (!swap.succeeded) throw new VmOwnedElsewhere(vm, "changed during switch-over", String(kv.mod_revision));
-    await this.heldUnder(vm, lease);
-    this.log.info({ vm, from: fromHost, revision: String(swap.header.revision) }, "owner key handed over by migration");
-    return { ...value, revision: String(swap.header.revision) };
   }
 
   private requireLease(): string {
@@ -512,13 +349,3 @@ export class FleetMember extends EventEmitter {
 const passThrough = {
   execute: <T>(fn: () => T | PromiseLike<T>): Promise<T> => Promise.resolve().then(fn),
 } as unknown as ReturnType<NonNullable<NonNullable<IOptions["faultHandling"]>["host"]>>;
-
-function parseOwner(raw: string): OwnerValue | undefined {
-  try {
-    const v = JSON.parse(raw) as Partial<OwnerValue>;
-    if (typeof v.host !== "string") return undefined;
-    return { host: v.host, since: String(v.since ?? ""), ha: v.ha === true };
-  } catch {
-    return undefined;
-  }
-}

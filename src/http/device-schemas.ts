@@ -1,10 +1,14 @@
 // Request shapes of the device endpoints (disks and NICs added and removed, the
 // balloon). Shared by the routes (validation) and the OpenAPI document.
 import { z } from "zod";
-import { diskSchema, DISK_NAME_PATTERN, MAC_PATTERN, nicSchema, vmNameSchema } from "../definition/vm-definition.js";
+import { diskSchema, DISK_NAME_PATTERN, MAC_PATTERN, nicAddressesSchema, nicFilteringSchema, nicSchema, vmNameSchema } from "../definition/vm-definition.js";
 
 export const diskAddBody = diskSchema.describe("a disk entry as in the definition: {name, sizeGiB} (a new blank disk) or {name, image}");
 export const nicAddBody = nicSchema.describe("a NIC entry as in the definition; the MAC is generated when absent");
+export const nicFilterBody = z
+  .object({ addresses: nicAddressesSchema.optional(), filtering: nicFilteringSchema.optional() })
+  .strict()
+  .describe("a bridged NIC's addresses and/or filtering; what is absent stays as it is");
 export const diskRefParams = z.object({ name: vmNameSchema, disk: z.string().regex(DISK_NAME_PATTERN, "must be a disk name") }).strict();
 export const nicRefParams = z
   .object({

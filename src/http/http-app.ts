@@ -1,7 +1,7 @@
 // The fastify application: routes, input limits and error mapping. It knows
 // nothing of VMs beyond calling the registry.
 import type { Server as TlsServer } from "node:tls";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from "fastify";
 import websocket from "@fastify/websocket";
 import { validatorCompiler } from "fastify-type-provider-zod";
 import type { Logger } from "pino";
@@ -29,11 +29,16 @@ import { UnauthenticatedConnections } from "./unauthenticated-connections.js";
 import { registerMetricsRoutes } from "./routes/metrics-routes.js";
 import { registerQmpRoutes } from "./routes/qmp-routes.js";
 import { registerCloudInitRoutes } from "./routes/cloud-init-routes.js";
+import { registerLimitsRoutes } from "./routes/limits-routes.js";
 import { registerFleetRoutes } from "./routes/fleet-routes.js";
 import { registerMaintenanceRoutes } from "./routes/maintenance-routes.js";
 import type { HostMaintenance } from "../host/maintenance/host-maintenance.js";
 import { observeHttpRequest } from "../metrics/metric-hooks.js";
 import type { TlsFiles } from "../tls/tls-files.js";
+import { ConsoleTicketStore } from "../vm/console/console-tickets.js";
+import { redactConsoleTicket } from "./console-ticket-auth.js";
+import { registerConsolePageRoutes } from "./routes/console-page-routes.js";
+import { registerConsoleTicketRoutes } from "./routes/console-ticket-routes.js";
 
 export interface HttpDeps {
   registry: VmRegistry;
@@ -54,6 +59,16 @@ export interface HttpDeps {
   streams?: SlotLimits;
   /** TCP listener: connections that have not yet shown the token, in all and per peer. */
   unauthenticated?: SlotLimits;
+  /** Console tickets, shared by the listeners (minted on either, opened on TCP), and where browsers reach the page. */
+  consoles?: ConsoleDeps;
+}
+
+export interface ConsoleDeps {
+  tickets: ConsoleTicketStore;
+  /** --console-origin */
+  origins: readonly string[];
+  /** The TCP listener's address as browsers reach it (http://HOST:PORT); empty: ticket URLs are paths. */
+  urlBase: string;
 }
 
 /** What one client may ask of a listener; README "Security" lists them. */
@@ -84,7 +99,8 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
   // fastify types its instance by the logger and server; the routes take the base types.
   const app = Fastify({
     loggerInstance: log.child({ component: "http" }) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Requests are logged by the onResponse hook below, at debug (the top-level option is deprecated).
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: HTTP_LIMITS.bodyBytes,
     // fastify hands an https server only its `https` options: the HTTP limits go there too.
     ...(tls ? { https: { ...serverOptions, ...tls.serverOptions() } } : { http: serverOptions }),
@@ -100,7 +116,7 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
   app.addHook("onResponse", async (req, reply) => {
     // By route pattern, not raw URL, so VM names do not multiply the series; unmatched requests share one.
     observeHttpRequest(req.method, req.routeOptions.url ?? "(unmatched)", reply.statusCode, reply.elapsedTime / 1000);
-    req.log.debug({ method: req.method, url: req.url, status: reply.statusCode, ms: reply.elapsedTime }, "request");
+    req.log.debug({ method: req.method, url: redactConsoleTicket(req.url), status: reply.statusCode, ms: reply.elapsedTime }, "request");
   });
   app.server.headersTimeout = HTTP_LIMITS.headersMs;
   app.server.maxConnections = maxConnections ?? HTTP_LIMITS.connections;
@@ -121,17 +137,18 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     total: deps.streams?.total ?? HTTP_LIMITS.streams,
     ...(peerTokens ? { perPeer: deps.streams?.perPeer ?? HTTP_LIMITS.streamsPerPeer } : {}),
   });
+  let unauthenticated: UnauthenticatedConnections | undefined;
   if (peerTokens) {
-    const unauthenticated = new UnauthenticatedConnections(
+    unauthenticated = new UnauthenticatedConnections(
       deps.unauthenticated ?? { total: HTTP_LIMITS.unauthenticated, perPeer: HTTP_LIMITS.unauthenticatedPerPeer },
       HTTP_LIMITS.headersMs,
       log.child({ component: "http" }),
     );
     unauthenticated.watch(app.server, tls !== undefined);
-    requirePeerToken(app, peerTokens, unauthenticated);
+    requirePeerToken(app, peerTokens, unauthenticated, tls?.verifiesClients === true);
   }
   app.setNotFoundHandler((req, reply) => {
-    sendProblem(reply, new RouteNotFound(`no endpoint ${req.method} ${req.url.split("?")[0]}`));
+    sendProblem(reply, new RouteNotFound(`no endpoint ${req.method} ${redactConsoleTicket(req.url.split("?")[0]!)}`));
   });
 
   // Before the routes, so it sees them (the serial console is a WebSocket). A
@@ -147,6 +164,7 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
   registerApiDocument(app);
   // Added once the document's collector has loaded (fastify loads plugins in order), so it
   // sees every route; in the root context (skip-override), as if declared at the top level.
+  const consoles = deps.consoles ?? { tickets: new ConsoleTicketStore(), origins: [], urlBase: "" };
   const routes: FastifyPluginAsync = async (scope) => {
     registerApiDocumentRoute(scope);
     registerHostRoutes(scope, inventory);
@@ -154,6 +172,8 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     registerConsoleRoutes(scope, registry);
     registerConsoleSocketRoutes(scope, registry, streams);
     registerDisplayRoutes(scope, registry);
+    registerConsoleTicketRoutes(scope, { registry, tickets: consoles.tickets, consoleUrlBase: consoles.urlBase });
+    registerConsolePageRoutes(scope, { registry, tickets: consoles.tickets, origins: consoles.origins, streams, authenticated: (s) => unauthenticated?.authenticated(s) });
     registerMigrationRoutes(scope, registry, migration);
     registerJobRoutes(scope, migration.jobs);
     registerCdromRoutes(scope, registry);
@@ -165,6 +185,7 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     registerMetricsRoutes(scope, registry);
     registerQmpRoutes(scope, registry);
     registerCloudInitRoutes(scope, registry);
+    registerLimitsRoutes(scope, registry);
     registerFleetRoutes(scope, registry);
     registerMaintenanceRoutes(scope, deps.maintenance);
   };

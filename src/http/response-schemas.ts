@@ -9,6 +9,7 @@ import { z } from "zod";
 import { errorCatalogue } from "../errors.js";
 import { lastExitSchema } from "../store/runtime-store.js";
 import { cloudInitSchema, vmDefinitionSchema } from "../definition/vm-definition.js";
+import { vmLimitsSchema } from "../limits/limits-schema.js";
 import { vmStates } from "../vm/vm-state.js";
 
 /** Names a schema in the document (components.schemas), keeping what it already says about itself. */
@@ -81,6 +82,9 @@ export const vmSchema = named(
     lastExit: lastExitSchema.optional().describe("how the last run ended"),
     removalPending: z.array(z.string()).optional().describe("devices the guest was asked to release and has not yet"),
     balloon: z.object({ actualMiB: z.number().int() }).optional(),
+    limits: vmLimitsSchema
+      .optional()
+      .describe("while qemu runs: the limits it holds, read back from its cgroup, qemu's throttle group and tc on its taps (GET /v1/vms/{name})"),
     error: z.string().optional().describe("why the VM is in state error"),
     stateWriteError: z.string().optional(),
     owner: z.object({ host: z.string(), revision: z.string(), since: z.string(), ha: z.boolean() }).optional().describe("fleet mode: the host holding the VM's owner key"),

@@ -17,7 +17,9 @@ import {
   InsufficientResources,
   InternalError,
   JobNotFound,
+  LimitsFailed,
   MigrationFailed,
+  InsecureMigrationRefused,
   NetworkFailed,
   NoFreeHotplugPort,
   NotInFleetMode,
@@ -83,20 +85,22 @@ export const vmStart = [
   FirmwareUnavailable,
   BridgeNotFound,
   NetworkFailed,
+  LimitsFailed,
   StorageFailed,
   HostInMaintenance,
 ] as const;
 /** A definition (create, or a disk, NIC or ISO added to one): its files are checked. */
 export const definitionFiles = [PathOutsidePool, FileNotFound, FileNotAccessible, UnsafeImage, StorageFailed] as const;
 export const create = [...withBody, ...definitionFiles, VmExists, UuidInUse, FirmwareUnavailable, ShuttingDown, StateWriteFailed, StateDiskFull] as const;
-export const deviceAdd = [...vmChange, ...qemuCommand, ...definitionFiles, DeviceExists, NoFreeHotplugPort, BridgeNotFound, NetworkFailed] as const;
+export const deviceAdd = [...vmChange, ...qemuCommand, ...definitionFiles, DeviceExists, NoFreeHotplugPort, BridgeNotFound, NetworkFailed, LimitsFailed] as const;
+export const nicFilter = [...vmChange, DeviceNotFound, NetworkFailed] as const;
 export const deviceRemove = [...vmChange, ...qemuCommand, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeout, NetworkFailed, StorageFailed, SnapshotUnsupported] as const;
 export const stream = [...withInput, TooManyClients] as const;
 export const consoleSocket = [...stream, VmNotFound, VmStateConflict, ConsoleBusy] as const;
 export const qmpPassthrough = [...vmChange, ...qemuCommand, QmpNotAllowed, QmpCommandRefused] as const;
 export const job = [...withInput, JobNotFound] as const;
-export const migration = [...vmChange, ...qemuCommand, MigrationFailed, InsufficientResources, StorageFailed, SnapshotUnsupported] as const;
-export const incoming = [...withBody, HostInMaintenance, VmExists, UuidInUse, VmStateConflict, VmOwnedElsewhere, EtcdUnreachable, InsufficientResources, InsufficientMemory, ...definitionFiles, StateWriteFailed, StateDiskFull, ShuttingDown, ...qemuCommand] as const;
+export const migration = [...vmChange, ...qemuCommand, MigrationFailed, InsecureMigrationRefused, InsufficientResources, StorageFailed, SnapshotUnsupported] as const;
+export const incoming = [...withBody, LimitsFailed, InsecureMigrationRefused, HostInMaintenance, VmExists, UuidInUse, VmStateConflict, VmOwnedElsewhere, EtcdUnreachable, InsufficientResources, InsufficientMemory, ...definitionFiles, StateWriteFailed, StateDiskFull, ShuttingDown, ...qemuCommand] as const;
 export const backup = [...vmChange, ...qemuCommand, DeviceNotFound, PathOutsidePool, FileExists, StorageFailed] as const;
 export const fleet = [...anyRequest, NotInFleetMode, EtcdUnreachable] as const;
 /** Host maintenance: entering it and the evacuation's plan (destinations asked, the record written). */

@@ -6,7 +6,10 @@ import { Counter, Gauge } from "prom-client";
 import { vmStates } from "../vm/vm-state.js";
 import type { Vm } from "../vm/vm.js";
 import { registry } from "./metric-hooks.js";
+import { droppedPackets } from "../net/nic-filters.js";
+import { vmTaps } from "../net/vm-taps.js";
 import { VmSampler, type VmSample } from "./vm-sampler.js";
+import { fillLimits, readLimitSamples } from "./limit-metrics.js";
 
 const sampler = new VmSampler();
 
@@ -29,6 +32,7 @@ const vm = {
   txBytes: counter("vmhostd_vm_nic_transmit_bytes_total", "Bytes the guest sent on a bridged NIC", ["vm", "nic"]),
   rxPackets: counter("vmhostd_vm_nic_receive_packets_total", "Packets the guest received on a bridged NIC", ["vm", "nic"]),
   txPackets: counter("vmhostd_vm_nic_transmit_packets_total", "Packets the guest sent on a bridged NIC", ["vm", "nic"]),
+  filterDropped: counter("vmhostd_vm_nic_filter_dropped_packets_total", "Packets from the guest that the NIC's filter rules dropped (nft counter named after the tap)", ["vm", "nic"]),
 };
 
 function gauge<L extends string>(name: string, help: string, labelNames: L[]): Gauge<L> {
@@ -42,10 +46,24 @@ function counter<L extends string>(name: string, help: string, labelNames: L[]):
 
 /** Reads every VM's figures (a hung qemu costs at most the QMP deadline) and renders the text format. */
 export async function renderMetrics(vms: Vm[]): Promise<string> {
-  const samples = await sampler.sample(vms);
+  // nft is asked only while some VM runs with a tap.
+  const tapped = vms.some((v) => v.session && vmTaps(v.definition).length > 0);
+  const [samples, dropped, limits] = await Promise.all([
+    sampler.sample(vms),
+    tapped ? droppedPackets() : new Map<string, number>(),
+    readLimitSamples(vms),
+  ]);
   // Reset and refilled without an await in between: a concurrent scrape sees one whole set or the other.
   for (const m of Object.values(vm)) m.reset();
-  for (const v of vms) fillVm(v, samples.get(v.name));
+  for (const v of vms) {
+    fillVm(v, samples.get(v.name));
+    if (!v.session) continue;
+    for (const tap of vmTaps(v.definition)) {
+      const n = dropped.get(tap.name);
+      if (n !== undefined) vm.filterDropped.inc({ vm: v.name, nic: String(tap.nic) }, n);
+    }
+  }
+  fillLimits(limits);
   return registry.metrics();
 }
 

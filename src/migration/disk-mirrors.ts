@@ -24,6 +24,8 @@ export class DiskMirrors {
     progress: (p: Record<string, number>) => void,
     signal: AbortSignal,
     keepAlive: () => Promise<void>,
+    /** The client credentials object, and the name the destination's certificate must carry. */
+    tls?: { creds: string; hostname: string },
   ): Promise<void> {
     for (const disk of this.disks) {
       const exportName = nbd.exports[disk];
@@ -33,6 +35,7 @@ export class DiskMirrors {
         "node-name": `mig-${disk}`,
         server: { type: "inet", host: nbd.host, port: String(nbd.port) },
         export: exportName,
+        ...(tls ? { "tls-creds": tls.creds, "tls-hostname": tls.hostname } : {}),
       });
       this.started.push(disk);
       await this.session.execute("blockdev-mirror", {

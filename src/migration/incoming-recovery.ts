@@ -38,7 +38,7 @@ async function keyTakenHere(host: HostContext, vm: Vm): Promise<boolean> {
   const fleet = host.fleet;
   if (!fleet || !vm.session) return false;
   // etcd unreachable throws: nothing is removed on a guess, and the record stays `prepared`.
-  const owner = await fleet.owner(vm.name);
+  const owner = await fleet.keys.owner(vm.name);
   if (owner?.host !== fleet.hostId) return false;
   vm.holdOwner(owner);
   return true;

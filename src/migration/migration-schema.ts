@@ -39,6 +39,10 @@ export const incomingRequestSchema = z
     owner: z.object({ host: z.string().min(1), revision: z.string().regex(/^\d+$/) }).strict().optional(),
     /** The migration's id, made by the source: the destination records the outcome under it. */
     migration: migrationIdSchema.optional(),
+    /** The source sends RAM and disks over TLS (its --tls-ca is set); a destination takes them as the source sends or refuses. */
+    tls: z.boolean().default(false),
+    /** RAM connections (qemu's multifd when more than 1): the destination must expect as many. */
+    channels: z.number().int().min(1).max(16).default(1),
   })
   .strict();
 export type IncomingRequest = z.output<typeof incomingRequestSchema>;

@@ -26,6 +26,8 @@ import type { ActionOf } from "../definition/vm-action.js";
 import type { PreparedJob } from "../vm/operations/job-actions.js";
 import { randomUUID } from "node:crypto";
 import { crashPoint } from "./crash-point.js";
+import { installQemuTls, migratesOverTls, removeQemuTls, TLS_CREDS_ID } from "./migration-tls.js";
+import { checkAnsweredAddresses, checkClearMigration } from "./migration-transport.js";
 import { settleOutcome, type Settlement } from "./outcome-settlement.js";
 import { readSnapshotRecord } from "../vm/snapshots/snapshot-record.js";
 import { readBackupRecord } from "../vm/backups/backup-record.js";
@@ -41,6 +43,16 @@ async function cancelLeftoverMirrors(session: QemuSession, force = true): Promis
     if (left.length === 0) break;
     await sleep(100);
   }
+}
+
+/** tlsHostname: set when RAM and disks go over TLS, the name the destination's certificate must carry. */
+interface SourceTransport {
+  tlsHostname?: string;
+  channels: number;
+}
+
+function destinationHost(req: Pick<MigrateRequest, "destination">): string {
+  return new URL(req.destination).hostname.replace(/^\[|\]$/g, "");
 }
 
 const PROGRESS_EVERY_MS = 250;
@@ -80,6 +92,10 @@ export class MigrationSource {
     if ((await readSnapshotRecord(vm.paths)).snapshots.length > 0) {
       throw new SnapshotUnsupported(`VM "${name}" has snapshots; delete them before migrating it`, { vm: name });
     }
+    // Refused here, before the destination is asked anything, when RAM would cross the network in clear unallowed.
+    if (checkClearMigration({ tls: migratesOverTls(this.host), insecureMigration: this.host.config.insecureMigration }, destinationHost(req), "source")) {
+      vm.log.warn({ destination: req.destination }, "--insecure-migration: sending guest RAM and disks in clear");
+    }
     const job = this.jobs.create("migrate", name);
     // The destination records the outcome under this id; the journal keeps it to ask after a restart.
     const migration = randomUUID();
@@ -102,25 +118,35 @@ export class MigrationSource {
     vm.publish("migration.started", { job: job.id, destination: req.destination, storage: req.storage });
 
     job.setPhase("preparing-destination");
-    const reply = await this.prepareDestination(vm, peer, req, migration);
+    const transport = this.transport(req);
+    const reply = await this.prepareDestination(vm, peer, req, migration, transport);
     await vm.journal.stepDone("destination-prepared");
     const mirrors = new DiskMirrors(session, vm.definition.disks.map((d) => d.name));
     let ramStarted = false;
     try {
+      await checkAnsweredAddresses(req.destination, reply);
+      if (transport.tlsHostname) await installQemuTls(vm, session, this.host, { endpoint: "client" });
+      const tls = transport.tlsHostname ? { creds: TLS_CREDS_ID, hostname: transport.tlsHostname } : undefined;
       if (req.storage === "copy") {
         job.setPhase("copying-disks");
-        await mirrors.start(reply.nbd!, (p) => job.update(p), job.signal, () => this.keepAlive(peer, vm));
+        await mirrors.start(reply.nbd!, (p) => job.update(p), job.signal, () => this.keepAlive(peer, vm), tls);
         await vm.journal.stepDone("disks-in-sync");
       }
       job.setPhase("migrating-ram");
-      await this.configure(session, req);
+      await this.configure(session, req, transport);
       ramStarted = true;
       await session.execute("migrate", { uri: reply.uri });
       const info = await this.watchRam(vm, session, peer, job, req);
       await vm.journal.stepDone("ram-completed");
-      job.update({ downtimeMs: info.downtime ?? null, totalTimeMs: info["total-time"] ?? null });
+      job.update({
+        downtimeMs: info.downtime ?? null,
+        totalTimeMs: info["total-time"] ?? null,
+        // The final count: the last poll before completion missed the end of the transfer.
+        ...(info.ram ? { bytesTransferred: info.ram.transferred } : {}),
+      });
     } catch (err) {
       await this.rollBack(vm, session, peer, mirrors, ramStarted);
+      await removeQemuTls(session);
       throw err;
     }
 
@@ -138,10 +164,19 @@ export class MigrationSource {
       destination: peer.url,
       downtimeMs: job.progress.downtimeMs ?? null,
       totalTimeMs: Date.now() - started,
+      tls: transport.tlsHostname !== undefined,
+      channels: transport.channels,
     });
   }
 
-  private async prepareDestination(vm: Vm, peer: PeerClient, req: MigrateRequest, migration: string): Promise<IncomingReply> {
+  /** TLS when this host has it (the destination must then too), and how many RAM connections. */
+  private transport(req: MigrateRequest): SourceTransport {
+    // qemu 7.2 runs postcopy over one connection only.
+    const channels = req.postcopy ? 1 : this.host.config.migrationChannels;
+    return migratesOverTls(this.host) ? { tlsHostname: destinationHost(req), channels } : { channels };
+  }
+
+  private async prepareDestination(vm: Vm, peer: PeerClient, req: MigrateRequest, migration: string, transport: SourceTransport): Promise<IncomingReply> {
     const files: Record<string, { pool: string; relative: string }> = {};
     for (const f of definitionFiles(vm.definition)) {
       const r = await this.host.pools.resolveFile(f.path, f.field);
@@ -166,6 +201,8 @@ export class MigrationSource {
         backups: await readBackupRecord(vm.paths),
         postcopy: req.postcopy ?? false,
         migration,
+        tls: transport.tlsHostname !== undefined,
+        channels: transport.channels,
         ...(vm.owner ? { owner: { host: vm.owner.host, revision: vm.owner.revision } } : {}),
       });
     } catch (err) {
@@ -174,7 +211,7 @@ export class MigrationSource {
     }
   }
 
-  private async configure(session: QemuSession, req: MigrateRequest): Promise<void> {
+  private async configure(session: QemuSession, req: MigrateRequest, transport: SourceTransport): Promise<void> {
     await session.execute("migrate-set-capabilities", {
       capabilities: [
         { capability: "events", state: true },
@@ -182,12 +219,17 @@ export class MigrationSource {
         { capability: "postcopy-ram", state: req.postcopy ?? false },
         // The disks' dirty bitmaps go along, so the next backup on the destination can be incremental.
         { capability: "dirty-bitmaps", state: true },
+        { capability: "multifd", state: transport.channels > 1 },
       ],
     });
     await session.execute("migrate-set-parameters", {
       ...(req.maxDowntimeMs ? { "downtime-limit": req.maxDowntimeMs } : {}),
       // 0 would mean "no limit" to some versions: a large value instead.
       "max-bandwidth": (req.bandwidthMiBps ?? 100_000) * 1024 * 1024,
+      // Set every time: this qemu may have migrated before, with other settings.
+      "tls-creds": transport.tlsHostname ? TLS_CREDS_ID : "",
+      "tls-hostname": transport.tlsHostname ?? "",
+      ...(transport.channels > 1 ? { "multifd-channels": transport.channels } : {}),
     });
   }
 

@@ -7,7 +7,10 @@
 // its id before it takes effect, and answered after any restart (outcome-store.ts).
 import { endEntry } from "../vm/action-journal.js";
 import os from "node:os";
-import { FileNotFound, InsufficientResources, MigrationRecordNotFound, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
+import type { X509Certificate } from "node:crypto";
+import { checkClearMigration } from "./migration-transport.js";
+import { distinguishedName, installQemuTls, migratesOverTls, removeQemuTls, TLS_AUTHZ_ID, TLS_CREDS_ID } from "./migration-tls.js";
+import { FileNotFound, InsecureMigrationRefused, InsufficientResources, MigrationRecordNotFound, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
 import type { HostContext } from "../vm/host-context.js";
 import { launchIncomingQemu } from "../vm/operations/start-vm.js";
 import { killQemu } from "../vm/operations/stop-vm.js";
@@ -31,6 +34,11 @@ import { writeBackupRecord } from "../vm/backups/backup-record.js";
 
 /** An incoming VM whose source has not been heard from for this long is aborted. */
 const SOURCE_SILENCE_MS = 15_000;
+
+/** How the source's qemu is admitted: by the distinguished name of its certificate, or (no TLS) by anyone reaching the port. */
+interface IncomingTransport {
+  peerDn?: string;
+}
 
 interface Incoming {
   vm: Vm;
@@ -62,12 +70,14 @@ export class MigrationTarget {
     this.images = new IncomingImages(host.pools, host.qemuImg);
   }
 
-  async prepare(req: IncomingRequest): Promise<IncomingReply> {
+  /** `caller`: the certificate the source presented on this request (mutual TLS), whose name alone may send the migration. */
+  async prepare(req: IncomingRequest, caller?: X509Certificate): Promise<IncomingReply> {
     const def = req.definition;
+    const transport = this.transport(req, caller);
     // Postcopy resumes the guest here before the commit, ahead of the owner key's handover.
     if (this.host.fleet && req.postcopy) throw new VmStateConflict(def.name, "in fleet mode", "migrate with postcopy");
     // Fleet mode: refused before any RAM moves if the source's hold on the key is not current.
-    const owner = this.host.fleet ? await this.host.fleet.owner(def.name) : undefined;
+    const owner = this.host.fleet ? await this.host.fleet.keys.owner(def.name) : undefined;
     if (owner && owner.host !== this.host.fleet!.hostId && (owner.host !== req.owner?.host || owner.revision !== req.owner?.revision)) {
       throw new VmOwnedElsewhere(def.name, owner.host, owner.revision);
     }
@@ -80,7 +90,7 @@ export class MigrationTarget {
         definition: def,
         make: () => this.makeDirectory(req),
         facts: (vm) => ({ createdImages: this.images.list(vm.name), migration }),
-        receive: (vm, answer) => this.receive(vm, req, migration, answer),
+        receive: (vm, answer) => this.receive(vm, req, migration, transport, answer),
         undo: async (vm) => {
           if (vm) await this.removeAll(vm, migration);
           else await this.images.remove(def.name);
@@ -108,21 +118,36 @@ export class MigrationTarget {
   }
 
   /** Runs qemu -incoming (under the VM's migrate-in operation) and answers the source; settles at commit or abort. */
-  private async receive(vm: Vm, req: IncomingRequest, migration: string, answer: (reply: IncomingReply) => void): Promise<void> {
+  private async receive(
+    vm: Vm,
+    req: IncomingRequest,
+    migration: string,
+    transport: IncomingTransport,
+    answer: (reply: IncomingReply) => void,
+  ): Promise<void> {
     // Before anything listens: a restarted daemon then knows this migration was here.
     await this.outcomes.record(migration, vm.definition, "prepared");
     await launchIncomingQemu(vm, this.host);
     const session = vm.session!;
     const hostAddr = this.migrationHost();
-    if (req.postcopy) {
-      await session.execute("migrate-set-capabilities", { capabilities: [{ capability: "postcopy-ram", state: true }] });
+    // Nothing listens before TLS is required of what connects.
+    const tls = transport.peerDn ? { "tls-creds": TLS_CREDS_ID, "tls-authz": TLS_AUTHZ_ID } : {};
+    if (transport.peerDn) {
+      await installQemuTls(vm, session, this.host, { endpoint: "server", peerDn: transport.peerDn });
+      await session.execute("migrate-set-parameters", tls);
     }
-    // The source sends the disks' dirty bitmaps: the stream has a section for them only this takes.
-    await session.executeUntyped("migrate-set-capabilities", { capabilities: [{ capability: "dirty-bitmaps", state: true }] }, 10_000);
+    const capabilities = [
+      // The source sends the disks' dirty bitmaps: the stream has a section for them only this takes.
+      { capability: "dirty-bitmaps", state: true },
+      ...(req.postcopy ? [{ capability: "postcopy-ram", state: true }] : []),
+      ...(req.channels > 1 ? [{ capability: "multifd", state: true }] : []),
+    ];
+    if (capabilities.length) await session.execute("migrate-set-capabilities", { capabilities });
+    if (req.channels > 1) await session.execute("migrate-set-parameters", { "multifd-channels": req.channels });
     let nbd: IncomingReply["nbd"];
     if (req.storage === "copy") {
       const port = await freePort(hostAddr);
-      await session.execute("nbd-server-start", { addr: { type: "inet", data: { host: hostAddr, port: String(port) } } });
+      await session.execute("nbd-server-start", { addr: { type: "inet", data: { host: hostAddr, port: String(port) } }, ...tls });
       const exports: Record<string, string> = {};
       for (const disk of vm.definition.disks) {
         await session.execute("block-export-add", {
@@ -184,8 +209,8 @@ export class MigrationTarget {
       try {
         vm.holdOwner(
           entry.owner
-            ? await fleet.handover(name, entry.owner.host, entry.owner.revision, vm.definition.ha)
-            : await fleet.acquire(name, vm.definition.ha),
+            ? await fleet.keys.handover(name, entry.owner.host, entry.owner.revision, vm.definition.ha)
+            : await fleet.keys.acquire(name, vm.definition.ha),
         );
       } catch (err) {
         entry.committing = false;
@@ -209,6 +234,7 @@ export class MigrationTarget {
     // The guest's disks now: no abort removes them from here on.
     this.images.keep(name);
     if (entry.storage === "copy") await session.execute("nbd-server-stop").catch(() => {});
+    await removeQemuTls(session);
     await session.execute("cont");
     crashPoint("incoming-committed");
     if (session.status !== "running") await session.refreshStatus();
@@ -327,6 +353,29 @@ export class MigrationTarget {
       out[field] = p;
     }
     return out;
+  }
+
+  /**
+   * How this migration's RAM and disks arrive: as the source sends them (over TLS
+   * or in clear) if this host takes them so, else refused before anything is made.
+   */
+  private transport(req: IncomingRequest, caller: X509Certificate | undefined): IncomingTransport {
+    const tls = migratesOverTls(this.host);
+    if (req.tls && !tls) {
+      throw new InsecureMigrationRefused("the source sends over TLS but this host has no TLS for migrations: give it --tls-cert, --tls-key and --tls-ca");
+    }
+    if (!req.tls && tls) {
+      throw new InsecureMigrationRefused("this host takes migrations over TLS only (it has --tls-ca): the source needs --tls-cert, --tls-key and --tls-ca too");
+    }
+    if (!tls) {
+      if (checkClearMigration({ tls: false, insecureMigration: this.host.config.insecureMigration }, this.migrationHost(), "destination")) {
+        this.host.log.warn({ vm: req.definition.name, address: this.migrationHost() }, "--insecure-migration: receiving guest RAM and disks in clear");
+      }
+      return {};
+    }
+    // Over the Unix socket there is no certificate to admit the source's qemu by.
+    if (!caller) throw new InsecureMigrationRefused("a migration over TLS is prepared by the source host itself, over the TCP API with its certificate");
+    return { peerDn: distinguishedName(caller) };
   }
 
   private migrationHost(): string {

@@ -127,9 +127,9 @@ async function ownerCheck(host: HostContext, vm: Vm): Promise<OwnerCheck> {
   const fleet = host.fleet;
   if (!fleet) return "not-fleet";
   try {
-    const owner = await fleet.owner(vm.name);
+    const owner = await fleet.keys.owner(vm.name);
     if (owner && owner.host !== fleet.hostId) return "elsewhere";
-    vm.holdOwner(owner ?? (await fleet.acquire(vm.name, vm.definition.ha)));
+    vm.holdOwner(owner ?? (await fleet.keys.acquire(vm.name, vm.definition.ha)));
     return "ours";
   } catch (err) {
     return err instanceof VmOwnedElsewhere ? "elsewhere" : "unreachable";
@@ -137,6 +137,6 @@ async function ownerCheck(host: HostContext, vm: Vm): Promise<OwnerCheck> {
 }
 
 async function ownedElsewhere(host: HostContext, vm: Vm): Promise<VmOwnedElsewhere> {
-  const owner = await host.fleet?.owner(vm.name).catch(() => undefined);
+  const owner = await host.fleet?.keys.owner(vm.name).catch(() => undefined);
   return new VmOwnedElsewhere(vm.name, owner?.host ?? "unknown", owner?.revision ?? "0");
 }

@@ -80,9 +80,16 @@ export async function addTap(name: string, multiQueue: boolean, owner?: QemuIden
   await ip(["tuntap", "add", "dev", name, "mode", "tap", ...own, ...(multiQueue ? ["multi_queue"] : [])]);
 }
 
-/** Enslaves a link to a bridge, names its owner in its alias and brings it up, in one command. */
+/**
+ * Enslaves a link to a bridge and names its owner in its alias, in one command.
+ * The link stays down: a port that is down forwards nothing until setLinkUp.
+ */
 export async function attachToBridge(name: string, bridge: string, alias: string): Promise<void> {
-  await ip(["link", "set", "dev", name, "master", bridge, "alias", alias, "up"]);
+  await ip(["link", "set", "dev", name, "master", bridge, "alias", alias]);
+}
+
+export async function setLinkUp(name: string): Promise<void> {
+  await ip(["link", "set", "dev", name, "up"]);
 }
 
 /** Deletes a link; one that is already gone counts as deleted. */

@@ -3,11 +3,16 @@
 // privilege of its own), removed once qemu has gone. A tap is removed only if it
 // carries the daemon's alias and no process has it open, so a tap that a live
 // qemu still uses, or an interface of someone else's, is never taken away.
+// A tap is brought up only once its VLANs are set and its filter rules are
+// installed and read back equal (nic-filters.ts): until then it forwards nothing.
 import type { Logger } from "pino";
 import { BridgeNotFound, NetworkFailed } from "../errors.js";
 import type { VmDefinition } from "../definition/vm-definition.js";
 import type { QemuIdentity } from "../qemu/qemu-user.js";
-import { addTap, attachToBridge, deleteLink, showLink, type LinkInfo } from "./ip-link.js";
+import { addTap, attachToBridge, deleteLink, setLinkUp, showLink, type LinkInfo } from "./ip-link.js";
+import { applyPortVlans, bridgeVlanFiltering, checkVlans } from "./bridge-vlan.js";
+import { filterSpec } from "./nic-filter-rules.js";
+import { installNicFilters, pruneNicFilters, removeNicFilters, repairNicFilters } from "./nic-filters.js";
 import { TAP_ALIAS_PREFIX, vmTaps, type VmTap } from "./vm-taps.js";
 
 type NetDefinition = Pick<VmDefinition, "name" | "uuid" | "vcpus" | "nics">;
@@ -27,6 +32,12 @@ export async function checkBridges(def: Pick<VmDefinition, "nics">): Promise<voi
       }
     }),
   );
+  await checkVlans(def);
+}
+
+/** The filter rules each tap of the VM is meant to have. */
+export function vmFilterSpecs(def: NetDefinition, taps = vmTaps(def)) {
+  return taps.map((t) => filterSpec(t.name, def.nics[t.nic]!));
 }
 
 /**
@@ -45,10 +56,20 @@ export async function createVmTaps(def: NetDefinition, log: Logger, owner?: Qemu
       await attachToBridge(tap.name, tap.bridge, tap.alias);
     }),
   );
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  let failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (!failed) {
+    try {
+      for (const tap of taps) await applyPortVlans(tap.name, def.nics[tap.nic]!);
+      await installNicFilters(vmFilterSpecs(def, taps), log);
+      await Promise.all(taps.map((t) => setLinkUp(t.name)));
+    } catch (err) {
+      failed = { status: "rejected", reason: err };
+    }
+  }
   if (failed) {
     // Made a moment ago and not yet given to qemu: deleted outright, alias or not.
     await Promise.all(made.map((t) => deleteLink(t.name).catch((err) => log.error({ err, tap: t.name }, "cannot remove tap"))));
+    await removeNicFilters(made.map((t) => t.name)).catch((err) => log.error({ err }, "cannot remove the filter rules of the taps"));
     throw failed.reason;
   }
   log.info({ taps: taps.map((t) => ({ name: t.name, bridge: t.bridge, queues: t.queues })) }, "taps created");
@@ -90,7 +111,10 @@ async function removeTaps(taps: VmTap[], log: Logger): Promise<void> {
     taps.map(async (tap) => {
       try {
         const link = await showLink(tap.name);
-        if (!link) return;
+        if (!link) {
+          await removeNicFilters([tap.name]);
+          return;
+        }
         if (!isDaemonTap(link)) {
           log.warn({ tap: tap.name, kind: link.kind, alias: link.alias }, "an interface of the tap's name is not vmhostd's; left alone");
           return;
@@ -100,6 +124,8 @@ async function removeTaps(taps: VmTap[], log: Logger): Promise<void> {
           return;
         }
         await deleteLink(tap.name);
+        // After the tap: a tap without its rules would be dropped anyway, never let through.
+        await removeNicFilters([tap.name]);
         log.info({ tap: tap.name }, "tap removed");
       } catch (err) {
         log.error({ err, tap: tap.name }, "cannot remove tap");
@@ -115,4 +141,36 @@ async function removeTaps(taps: VmTap[], log: Logger): Promise<void> {
  */
 function isDaemonTap(link: LinkInfo): boolean {
   return link.kind === "tun" && link.tunType === "tap" && (link.alias === undefined || link.alias.startsWith(TAP_ALIAS_PREFIX));
+}
+
+/**
+ * Adoption of a running VM: the rules of its taps (those that exist) are read back
+ * and re-installed where they differ from the definition, and its ports' VLANs set
+ * again. A failure is logged: the guest already runs, and cutting it off because
+ * the daemon restarted would do more harm than the rules it lacks.
+ */
+export async function recheckVmTaps(def: NetDefinition, log: Logger): Promise<void> {
+  const present: VmTap[] = [];
+  for (const tap of vmTaps(def)) if (await showLink(tap.name)) present.push(tap);
+  try {
+    const repaired = await repairNicFilters(vmFilterSpecs(def, present), log);
+    if (repaired.length > 0) log.warn({ taps: repaired }, "NIC filters repaired at adoption");
+  } catch (err) {
+    log.error({ err }, "cannot repair the NIC filters at adoption");
+  }
+  for (const tap of present) {
+    const nic = def.nics[tap.nic]!;
+    if (nic.vlan === undefined && nic.trunk === undefined) continue;
+    if ((await bridgeVlanFiltering(tap.bridge)) !== "on") {
+      log.error({ tap: tap.name, bridge: tap.bridge }, "the tap's bridge no longer filters VLANs");
+      continue;
+    }
+    // `bridge vlan del vid 1` fails once it is gone: the adds that follow are what counts.
+    await applyPortVlans(tap.name, { ...nic }).catch((err) => log.warn({ err, tap: tap.name }, "re-setting the port's VLANs"));
+  }
+}
+
+/** Removes the rules of taps that no longer exist (after every VM was adopted). Never throws. */
+export async function pruneTapFilters(log: Logger): Promise<void> {
+  await pruneNicFilters(async (tap) => (await showLink(tap)) !== undefined, log).catch((err) => log.error({ err }, "cannot prune NIC filters"));
 }

@@ -10,6 +10,7 @@ import type { VmPaths } from "../store/vm-paths.js";
 import { vmTaps } from "../net/vm-taps.js";
 import { cdromEntries, cloudInitEntries, firmwareEntries, FW_CODE_NODE, FW_VARS_NODE } from "./cdrom-firmware-plan.js";
 import { diskBootIndex, displayEntries, guestChannelEntries, planDisk, planNic, planRng } from "./plan-devices.js";
+import { THROTTLE_GROUP_ID, throttleLimitsSet } from "../limits/disk-throttle.js";
 import type { Accel, DevicePlan, MachineFiles, MachinePlan, PlanEntry } from "./plan-types.js";
 
 export interface PlanInputs {
@@ -37,6 +38,8 @@ export function buildMachinePlan({ def, paths, accel, files, incoming, vhostNet,
     entries.push({ kind: "device", device: bus ? { ...part.device, bus } : part.device });
   };
 
+  // Before any disk: each disk's throttle node joins this group.
+  entries.push({ kind: "object", object: { "qom-type": "throttle-group", id: THROTTLE_GROUP_ID, limits: throttleLimitsSet(def.limits?.disk) } });
   const taps = vmTaps(def);
   def.nics.forEach((nic, i) => plug(planNic(nic, i, taps.find((t) => t.nic === i), accel === "kvm" && vhostNet === true)));
   def.disks.forEach((disk, i) => {

@@ -6,14 +6,18 @@ import type { DiskDefinition, NicDefinition, VmDefinition } from "../definition/
 import type { VmPaths } from "../store/vm-paths.js";
 import type { VmTap } from "../net/vm-taps.js";
 import type { DevicePlan, NetdevOptions, PlanEntry } from "./plan-types.js";
+import { THROTTLE_GROUP_ID, throttleNodeName } from "../limits/disk-throttle.js";
 
 export const diskDeviceId = (disk: string): string => `disk-${disk}`;
 export const nicDeviceId = (index: number): string => `nic${index}`;
 export const netdevId = (index: number): string => `net${index}`;
 
-/** A disk's iothread and its two block nodes: the file, and the format on top of it (what QMP block commands name). */
-export function diskBackendIds(disk: string): { iothread: string; fileNode: string; formatNode: string } {
-  return { iothread: `io-${disk}`, fileNode: `f-${disk}`, formatNode: `d-${disk}` };
+/**
+ * A disk's iothread and its three block nodes: the file, the VM's throttle filter
+ * over it, and the format on top (what QMP block commands name).
+ */
+export function diskBackendIds(disk: string): { iothread: string; fileNode: string; throttleNode: string; formatNode: string } {
+  return { iothread: `io-${disk}`, fileNode: `f-${disk}`, throttleNode: throttleNodeName(disk), formatNode: `d-${disk}` };
 }
 
 /** The iothread a disk's virtio-blk device runs its I/O in: one per disk, so a busy disk stalls no other. */
@@ -28,7 +32,9 @@ export interface DiskHostSupport {
 }
 
 /**
- * A disk: its iothread, its two block nodes and its virtio-blk device. cache
+ * A disk: its iothread, its block nodes and its virtio-blk device. Its I/O
+ * passes the VM's throttle group (disk-throttle.ts), which a VM's qemu always
+ * has, so limits can be set live and a hot-plugged disk joins the budget. cache
  * none is O_DIRECT: the guest has its own page cache, so the host's would only
  * hold a second copy and hide write errors until it flushes. `aio` defaults to
  * io_uring where the host has it, else a thread pool (native needs O_DIRECT).
@@ -54,7 +60,8 @@ export function planDisk(disk: DiskDefinition, image: string, host: DiskHostSupp
           discard: "unmap",
         },
       },
-      { kind: "blockdev", node: { driver: disk.format, "node-name": ids.formatNode, file: ids.fileNode, "read-only": false, discard: "unmap" } },
+      { kind: "blockdev", node: { driver: "throttle", "node-name": ids.throttleNode, "throttle-group": THROTTLE_GROUP_ID, file: ids.fileNode } },
+      { kind: "blockdev", node: { driver: disk.format, "node-name": ids.formatNode, file: ids.throttleNode, "read-only": false, discard: "unmap" } },
     ],
     device: {
       driver: "virtio-blk-pci",

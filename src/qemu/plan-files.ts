@@ -16,7 +16,7 @@ export interface OpenedFile {
 }
 
 export function blockdevOpens(node: BlockdevNode, readOnlyAbove = false): OpenedFile[] {
-  const readOnly = readOnlyAbove || node["read-only"] === true;
+  const readOnly = readOnlyAbove || ("read-only" in node && node["read-only"] === true);
   if (node.driver === "file") return [{ filename: node.filename, readOnly }];
   // A file named by node name is a node of its own, listed where it is made.
   return typeof node.file === "string" ? [] : blockdevOpens(node.file, readOnly);

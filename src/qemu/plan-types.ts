@@ -3,6 +3,7 @@
 // netdev_add), so the command line's JSON options and QMP both take them as
 // they are. Built by machine-plan.ts, rendered by qemu-argv.ts, plan-qmp.ts,
 // plan-files.ts and plan-layout.ts.
+import type { ThrottleLimits } from "../limits/disk-throttle.js";
 
 export type Accel = "kvm" | "tcg";
 
@@ -27,7 +28,15 @@ export type FormatNode = {
   discard?: "unmap";
 };
 
-export type BlockdevNode = FileNode | FormatNode;
+/** A filter node that counts the I/O through it against a throttle group (disk-throttle.ts). */
+export type ThrottleNode = {
+  driver: "throttle";
+  "node-name": string;
+  "throttle-group": string;
+  file: string;
+};
+
+export type BlockdevNode = FileNode | FormatNode | ThrottleNode;
 
 /** Where a PCI device sits: a root port's id on q35; absent on pc's root bus (or to let qemu choose). */
 type OnBus = { bus?: string };
@@ -51,7 +60,8 @@ export type DeviceOptions =
 
 export type ObjectOptions =
   | { "qom-type": "iothread"; id: string }
-  | { "qom-type": "rng-random"; id: string; filename: string };
+  | { "qom-type": "rng-random"; id: string; filename: string }
+  | { "qom-type": "throttle-group"; id: string; limits: ThrottleLimits };
 
 export type NetdevOptions =
   | { type: "user"; id: string }

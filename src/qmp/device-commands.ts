@@ -39,6 +39,9 @@ export interface DeviceCommands {
   "query-pci": { args: Empty; result: PciInfo[] };
   /** Lists the children of a QOM path: `/machine/peripheral` holds every device with an id. */
   "qom-list": { args: { path: string }; result: ObjectPropertyInfo[] };
+  /** One property of a QOM object: a throttle group's `limits` (ThrottleLimits) is set and read so. */
+  "qom-set": { args: { path: string; property: string; value: unknown }; result: Empty };
+  "qom-get": { args: { path: string; property: string }; result: unknown };
   /** The guest's memory target, in bytes; the guest's balloon driver gets there in its own time. */
   balloon: { args: { value: number }; result: Empty };
   /** What the guest has given back so far: `actual` is the memory it has left, in bytes. */

@@ -52,7 +52,18 @@ export type InetAddress = { host: string; port: string };
 export interface MigrationCommands {
   "migrate-set-capabilities": { args: { capabilities: { capability: string; state: boolean }[] }; result: Empty };
   "migrate-set-parameters": {
-    args: { "downtime-limit"?: number; "max-bandwidth"?: number; "max-postcopy-bandwidth"?: number };
+    args: {
+      "downtime-limit"?: number;
+      "max-bandwidth"?: number;
+      "max-postcopy-bandwidth"?: number;
+      /** The id of a tls-creds-x509 object; "" turns TLS off. */
+      "tls-creds"?: string;
+      /** The name the destination's certificate must carry (source side). */
+      "tls-hostname"?: string;
+      /** The id of an authz object the source's certificate must satisfy (destination side). */
+      "tls-authz"?: string;
+      "multifd-channels"?: number;
+    };
     result: Empty;
   };
   migrate: { args: { uri: string }; result: Empty };
@@ -60,7 +71,7 @@ export interface MigrationCommands {
   "migrate-start-postcopy": { args: Record<string, never>; result: Empty };
   migrate_cancel: { args: Record<string, never>; result: Empty };
   "query-migrate": { args: Record<string, never>; result: MigrationInfo };
-  "nbd-server-start": { args: { addr: { type: "inet"; data: InetAddress } }; result: Empty };
+  "nbd-server-start": { args: { addr: { type: "inet"; data: InetAddress }; "tls-creds"?: string; "tls-authz"?: string }; result: Empty };
   "nbd-server-stop": { args: Record<string, never>; result: Empty };
   "block-export-add": {
     args: { type: "nbd"; id: string; "node-name": string; name: string; writable: boolean };

@@ -55,9 +55,15 @@ export class TlsFiles {
     return this.material.ca !== undefined;
   }
 
-  /** Options for https.createServer: the credentials and, with a CA, client certificates required. */
+  /**
+   * Options for https.createServer: the credentials and, with a CA, a client
+   * certificate asked for. The handshake does not refuse a connection without
+   * one: a customer's browser opening a console ticket has none. Every other
+   * request is refused at the HTTP layer unless the certificate verified
+   * (src/http/peer-auth.ts), before its token is even looked at.
+   */
   serverOptions(): SecureContextOptions & { requestCert: boolean; rejectUnauthorized: boolean } {
-    return { ...this.material, requestCert: this.verifiesClients, rejectUnauthorized: this.verifiesClients };
+    return { ...this.material, requestCert: this.verifiesClients, rejectUnauthorized: false };
   }
 
   /** What this daemon presents to and expects of a peer it calls. */

@@ -49,8 +49,13 @@ export const journalRules = {
   "remove-disk": deviceRule,
   "add-nic": deviceRule,
   "remove-nic": deviceRule,
+  // The rules change in one transaction; a daemon that died before recording the definition
+  // re-installs the recorded one's rules at adoption.
+  "set-nic-filter": "none",
   "set-balloon": "none",
   "set-cloud-init": "none",
+  // Applied, then recorded: a restart in between re-applies the definition at adoption, old or new.
+  "set-limits": "none",
   backup: "none",
   "snapshot-create": snapshotRule,
   "snapshot-revert": snapshotRule,

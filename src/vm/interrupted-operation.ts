@@ -85,6 +85,8 @@ export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntr
     case "resume":
     case "set-balloon":
     case "set-cloud-init":
+    case "set-nic-filter":
+    case "set-limits":
     case "backup":
     case "takeover":
     case "resolve-migration":

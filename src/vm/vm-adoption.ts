@@ -11,9 +11,10 @@ import { isSameProcess, readProcCmdline, readProcStartTicks, signalProcess } fro
 import { waitForProcessGone } from "../qemu/qemu-launcher.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import { readLastExit, readRuntimeRecord, removeRuntimeRecord, writeLastExit, type LastExit, type RuntimeRecord } from "../store/runtime-store.js";
-import { removeVmTaps } from "../net/tap-devices.js";
+import { recheckVmTaps, removeVmTaps } from "../net/tap-devices.js";
 import { readExeIdentity } from "../qemu/qemu-identity.js";
 import { QemuSession } from "./qemu-session.js";
+import { readoptLimits, releaseLimits } from "../limits/vm-limits.js";
 import { fencedDetail, takeFencedRecord } from "./vm-exit.js";
 import type { Vm } from "./vm.js";
 
@@ -34,6 +35,7 @@ export async function adoptVm(vm: Vm): Promise<JournalEntry | undefined> {
 
   if (alive) {
     await attach(vm, record);
+    await recheckVmTaps(vm.definition, vm.log);
     // -action shutdown=pause: a guest that powered off while we were away waits for us to end it.
     if (vm.session?.status === "shutdown") await vm.endAfterGuestShutdown();
   }
@@ -41,6 +43,10 @@ export async function adoptVm(vm: Vm): Promise<JournalEntry | undefined> {
   // No qemu of this VM lives: taps it left (its qemu ended while the daemon was down,
   // or a start was cut short before its spawn) are removed. A running VM's are its own.
   if (!alive) await removeVmTaps(vm.definition, vm.log);
+  // A live qemu keeps the limits the definition gives (its cgroup found again, each
+  // limit written again); a gone one's cgroup and ifb devices are removed.
+  if (alive && vm.session?.connected) await readoptLimits(vm).catch((err: unknown) => vm.log.error({ err }, "cannot apply the VM's limits again"));
+  if (!alive) await releaseLimits(vm).catch(() => {});
   // After the termination note was read: a qemu that logged without pause while the
   // daemon was down has filled its files past their caps. A live one's log watcher,
   // started when its session was attached, does this itself.

@@ -29,7 +29,7 @@ export class VmOwnership {
     const fleet = this.host.fleet;
     if (!fleet) return await run();
     const held = vm.owner;
-    vm.holdOwner(await fleet.acquire(vm.name, vm.definition.ha));
+    vm.holdOwner(await fleet.keys.acquire(vm.name, vm.definition.ha));
     try {
       await run();
     } catch (err) {
@@ -43,7 +43,7 @@ export class VmOwnership {
     const fleet = this.host.fleet;
     if (!fleet || vm.session) return;
     try {
-      await fleet.release(vm.name);
+      await fleet.keys.release(vm.name);
       vm.holdOwner(undefined);
     } catch (err) {
       vm.log.warn({ err }, "owner key not released; it stays with this host");
@@ -59,7 +59,7 @@ export class VmOwnership {
     if (!fleet) return;
     for (let delay = 500; !this.closing() && vm.session; delay = Math.min(delay * 2, 5_000)) {
       try {
-        vm.holdOwner(await fleet.acquire(vm.name, vm.definition.ha));
+        vm.holdOwner(await fleet.keys.acquire(vm.name, vm.definition.ha));
         return;
       } catch (err) {
         if (err instanceof VmOwnedElsewhere) {
@@ -79,7 +79,7 @@ export class VmOwnership {
   async takeover(vm: Vm): Promise<void> {
     const fleet = this.host.fleet;
     if (!fleet) throw new NotInFleetMode();
-    const { ownership, previous } = await fleet.takeover(vm.name, vm.definition.ha);
+    const { ownership, previous } = await fleet.keys.takeover(vm.name, vm.definition.ha);
     vm.holdOwner(ownership);
     vm.log.warn({ previous, revision: ownership.revision }, "owner key taken over by the operator");
     vm.publish("vm.taken-over", { previous: previous?.host, revision: ownership.revision });
@@ -98,7 +98,7 @@ export class VmOwnership {
     if (!fleet) return;
     for (let delay = 1_000; !this.closing(); delay = Math.min(delay * 2, 10_000)) {
       try {
-        for (const name of await fleet.ownedVms()) {
+        for (const name of await fleet.keys.ownedVms()) {
           const vm = vms.find(name);
           if (vm) {
             if (!vm.session && !vm.broken && vm.lastExit?.reason !== "crashed") await vms.release(vm.name);
@@ -108,7 +108,7 @@ export class VmOwnership {
           const unreserve = vms.reserve(name);
           if (!unreserve) continue;
           try {
-            if (await fleet.release(name)) this.host.log.info({ vm: name }, "owner key of a VM no longer defined here given back");
+            if (await fleet.keys.release(name)) this.host.log.info({ vm: name }, "owner key of a VM no longer defined here given back");
           } finally {
             unreserve();
           }
@@ -140,6 +140,6 @@ export class VmOwnership {
   async ownerOf(vm: Vm): Promise<VmView["owner"]> {
     const fleet = this.host.fleet;
     if (vm.owner || !fleet?.reachable) return vm.owner;
-    return await fleet.owner(vm.name).catch(() => undefined);
+    return await fleet.keys.owner(vm.name).catch(() => undefined);
   }
 }

@@ -9,6 +9,7 @@ import { CrashPolicy } from "./crash-policy.js";
 import { MemoryAdmission } from "../host/memory-admission.js";
 import { Vm, type VmView } from "./vm.js";
 import { adoptVm } from "./vm-adoption.js";
+import { pruneTapFilters } from "../net/tap-devices.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import { findQemuProcesses, type QemuProcessInfo } from "../qemu/qemu-process.js";
 import { assertNever, type ActionOf, type VmAction } from "../definition/vm-action.js";
@@ -75,7 +76,7 @@ export class VmRegistry {
       }
       this.vms.set(stored.name, this.newVm(stored.definition));
     }
-    this.adopted = Promise.all([...this.vms.values()].map((vm) => this.adopt(vm))).then(() => undefined);
+    this.adopted = Promise.all([...this.vms.values()].map((vm) => this.adopt(vm))).then(() => pruneTapFilters(this.host.log));
     void this.adopted.then(() =>
       this.ownership.settleKeys({
         find: (name) => this.vms.get(name),
@@ -302,6 +303,8 @@ export class VmRegistry {
       case "eject-cdrom":
       case "resize-disk":
       case "set-cloud-init":
+      case "set-nic-filter":
+      case "set-limits":
         await this.underLock(vm, action, (run) => performDeviceAction(this.context, vm, action, run));
         break;
       default:

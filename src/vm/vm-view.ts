@@ -6,6 +6,7 @@
 import type { JobView } from "../jobs/job-registry.js";
 import type { LastExit } from "../store/runtime-store.js";
 import type { CloudInit, VmDefinition } from "../definition/vm-definition.js";
+import type { VmLimits } from "../limits/limits-schema.js";
 import type { Ownership } from "../fleet/fleet-member.js";
 import type { VmActionKind } from "../definition/vm-action.js";
 import type { QemuSession } from "./qemu-session.js";
@@ -33,6 +34,8 @@ export interface VmView {
   removalPending?: string[];
   /** The memory balloon as qemu last reported it, while qemu runs. */
   balloon?: { actualMiB: number };
+  /** The limits the running VM holds, read back from its cgroup, qemu and its taps (refresh). */
+  limits?: VmLimits;
   /** Why the VM is in state `error`. */
   error?: string;
   stateWriteError?: string;
@@ -73,6 +76,7 @@ export interface ViewFacts {
   qmpDebugSocket: string;
   /** The guest's memory as the balloon last reported it, in bytes. */
   balloonBytes: number | undefined;
+  appliedLimits: VmLimits | undefined;
   removalPending: string[];
   operation: { name: VmActionKind; startedAt: string } | undefined;
   outcomeUnknown: OutcomeUnknown | undefined;
@@ -101,6 +105,7 @@ export function renderView(f: ViewFacts): VmView {
           qmpDebugSocket: f.qmpDebugSocket,
           qemuUid: s.record.uid ?? 0,
           ...(f.balloonBytes !== undefined ? { balloon: { actualMiB: Math.round(f.balloonBytes / 2 ** 20) } } : {}),
+          ...(f.appliedLimits !== undefined ? { limits: f.appliedLimits } : {}),
         }
       : {}),
     ...(f.removalPending.length > 0 ? { removalPending: f.removalPending } : {}),

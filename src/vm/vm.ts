@@ -25,6 +25,8 @@ import { countQemuCrash } from "../metrics/metric-hooks.js";
 import type { QemuSession, SessionExit } from "./qemu-session.js";
 import { deriveState, type VmState } from "./vm-state.js";
 import { MigrationOutcome } from "./migration-outcome.js";
+import { readAppliedLimits, releaseLimits } from "../limits/vm-limits.js";
+import type { VmLimits } from "../limits/limits-schema.js";
 
 export type { VmView };
 
@@ -56,6 +58,8 @@ export class Vm {
   private currentOwner: Ownership | undefined;
   /** The guest's memory as the balloon last reported it (query-balloon or BALLOON_CHANGE), in bytes. */
   private balloonBytes: number | undefined;
+  /** The limits qemu held when last read back (refresh); undefined while no qemu runs. */
+  private appliedLimits: VmLimits | undefined;
   private readonly exitWaiters = new Set<() => void>();
   /** The state the last `vm.state` event announced. */
   private publishedState: VmState | undefined;
@@ -192,6 +196,7 @@ export class Vm {
       session: this.session,
       qmpDebugSocket: this.paths.qmpDebugSocket,
       balloonBytes: this.balloonBytes,
+      appliedLimits: this.appliedLimits,
       removalPending: this.removals.list(),
       operation: op ? { name: op.name, startedAt: op.startedAt } : undefined,
       outcomeUnknown: this.migrationOutcome.unknown,
@@ -207,6 +212,10 @@ export class Vm {
   async refresh(timeoutMs = 1000): Promise<void> {
     if (!this.session?.connected) return;
     await this.session.refreshStatus(timeoutMs).catch(() => {});
+    this.appliedLimits = await readAppliedLimits(this, timeoutMs).catch((err: unknown) => {
+      this.log.warn({ err }, "cannot read the VM's limits back");
+      return undefined;
+    });
     // A guest without the balloon driver makes qemu refuse; the view then shows no balloon.
     if (this.definition.balloon && !this.session.unresponsive) {
       this.balloonBytes = await this.session.execute("query-balloon", undefined, timeoutMs).then((b) => b.actual, () => undefined);
@@ -253,6 +262,7 @@ export class Vm {
     this.logs.qemuEnded();
     this.expectedExit = undefined;
     this.balloonBytes = undefined;
+    this.appliedLimits = undefined;
     this.removals.abortAll();
     this.log.info({ lastExit }, "qemu exited");
     await Promise.all([
@@ -260,6 +270,7 @@ export class Vm {
       // Before anyone waiting for the exit hears of it: a stop answers with the taps gone,
       // and a restart (the crash policy, or the next start) makes them afresh.
       removeVmTaps(this.definition, this.log),
+      releaseLimits(this).catch((err: unknown) => this.log.warn({ err }, "cannot remove the VM's cgroup")),
     ]);
     this.publishState(reason, { lastExit });
     if (reason === "fenced") this.publish("vm.fenced", { pid: session.record.pid, detail: lastExit.detail ?? "the host lease was lost" });

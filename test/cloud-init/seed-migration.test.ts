@@ -29,7 +29,7 @@ t.test("a VM's cloud-init seed follows it in a migration", { timeout: 240_000 },
   const shared = await sharedGuestPool(t);
   const guest = await ensureGuest();
   const daemon = (ns: string, ip: string) =>
-    startDaemon({ netns: ns, args: ["--listen", `${ip}:${PORT}`, "--pool", `images=${shared}`, "--peer-token", TOKEN] });
+    startDaemon({ netns: ns, args: ["--listen", `${ip}:${PORT}`, "--pool", `images=${shared}`, "--peer-token", TOKEN, "--insecure-migration"] });
   const a = await daemon(hosts.a.ns, hosts.a.ip);
   const b = await daemon(hosts.b.ns, hosts.b.ip);
   t.teardown(async () => {

@@ -34,7 +34,7 @@ t.test("migration hands the owner key over", { timeout: 280_000 }, async (t) => 
   const daemon = (id: string, ns: string, ip: string) =>
     startDaemon({
       netns: ns,
-      args: ["--listen", `${ip}:${PORT}`, "--pool", `images=${shared}`, "--peer-token", TOKEN, "--etcd", etcd.url, "--host-id", id, "--lease-ttl", "5"],
+      args: ["--listen", `${ip}:${PORT}`, "--pool", `images=${shared}`, "--peer-token", TOKEN, "--etcd", etcd.url, "--host-id", id, "--lease-ttl", "5", "--insecure-migration"],
     });
   const a = await daemon("host-a", hosts.a.ns, hosts.a.ip);
   t.teardown(() => a.cleanup());

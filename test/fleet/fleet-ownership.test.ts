@@ -140,9 +140,10 @@ t.test("one owner per VM: 409 naming the owner, start after stop, takeover after
 t.test("a restarted daemon finds its own keys again", async (t) => {
   const etcd = await startEtcd();
   t.teardown(() => etcd.cleanup());
-  // The restart must land inside the ha VM's grace period (TTL less the fence's margin):
-  // TTL 3 leaves about 1.5 s, which a daemon start on a loaded machine can miss.
-  const a = await fleetDaemon(etcd, "host-a", 10);
+  // The restart must land inside the ha VM's grace period (TTL less the fence's margin and
+  // the age of the last renewal): 5.5 s at TTL 10, which a daemon start on a heavily loaded
+  // machine has missed; 20 leaves 11 s. This test is about finding keys again, not timing.
+  const a = await fleetDaemon(etcd, "host-a", 20);
   t.teardown(() => a.cleanup());
   await defineGuestVm(a, "kept");
   await defineGuestVm(a, "kept-ha", { ha: true });

@@ -56,6 +56,12 @@ export interface DaemonOptions {
    * needs one or the other); set this to start the daemon exactly as given.
    */
   exactArgs?: boolean;
+  /**
+   * Enter `netns` with `nsenter --net` instead: only the network namespace changes.
+   * `ip netns exec` mounts a sysfs of the namespace over /sys, which hides the cgroup
+   * mounts below it (and shows the namespace's /sys/class/net, which this does not).
+   */
+  netnsKeepSys?: boolean;
 }
 
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
@@ -93,6 +99,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
         await new Promise((r) => d.proc.once("exit", r));
       }
       await killQemusUnder(root);
+      await removeVmCgroups(runDir);
       await stopFenceProcess(runDir);
       if (opts.stateTmpfsMiB) {
         await sleep(200);
@@ -105,14 +112,23 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     const plainTcp = given.includes("--listen") && !given.includes("--tls-cert") && !given.includes("--insecure-listen");
     const args = plainTcp && !opts.exactArgs ? [...given, "--insecure-listen"] : given;
     const daemonArgv = [...daemonNodeFlags, mainJs, "--state-dir", stateDir, "--run-dir", runDir, "--accel", "tcg", "--log-level", "debug", ...args];
+    const viaNetns = opts.netns === undefined
+      ? []
+      : opts.netnsKeepSys
+        ? ["nsenter", `--net=/run/netns/${opts.netns}`, "--"]
+        : ["ip", "netns", "exec", opts.netns];
     const proc = spawn(
-      opts.netns ? "ip" : process.execPath,
-      opts.netns ? ["netns", "exec", opts.netns, process.execPath, ...daemonArgv] : daemonArgv,
+      viaNetns[0] ?? process.execPath,
+      viaNetns.length > 0 ? [...viaNetns.slice(1), process.execPath, ...daemonArgv] : daemonArgv,
       { env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"], detached: opts.detached ?? false },
     );
     proc.stdout!.on("data", (c: Buffer) => output.push(c.toString()));
     proc.stderr!.on("data", (c: Buffer) => output.push(c.toString()));
-    await waitReady(d.api, proc, output);
+    // One that never got ready is not left running: no teardown has a handle on it.
+    await waitReady(d.api, proc, output).catch((err: unknown) => {
+      proc.kill("SIGKILL");
+      throw err;
+    });
     return proc;
   };
   d.proc = await launch(opts.args ?? []);
@@ -145,6 +161,21 @@ async function stopFenceProcess(runDir: string): Promise<void> {
     return;
   }
   for (let i = 0; i < 40 && (await readFile(`/proc/${pid}/stat`, "utf8").then((s) => !/\) Z /.test(s), () => false)); i++) await sleep(25);
+}
+
+/**
+ * The cgroups of this daemon's VMs (src/limits/vm-cgroup.ts): a qemu killed after
+ * its daemon has no daemon left to remove its cgroup. Each is empty once its
+ * qemu has gone, which takes a moment after the SIGKILL.
+ */
+async function removeVmCgroups(runDir: string): Promise<void> {
+  const { readdir } = await import("node:fs/promises");
+  const { removeVmCgroup, vmCgroupLeaf } = await import("../../src/limits/vm-cgroup.js");
+  const names = await readdir(path.join(runDir, "vms")).catch(() => [] as string[]);
+  for (const name of names) {
+    const leaf = vmCgroupLeaf(name, path.join(runDir, "vms", name));
+    for (let i = 0; i < 20 && !(await removeVmCgroup(leaf)); i++) await sleep(50);
+  }
 }
 
 /** Kills every qemu whose command line mentions this test's directory. */

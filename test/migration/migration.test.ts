@@ -23,7 +23,7 @@ t.test("live migration", { timeout: 280_000 }, async (t) => {
   const shared = await sharedGuestPool(t);
   const guest = await ensureGuest();
   const daemon = (ns: string, ip: string, port: number, ...extra: string[]) =>
-    startDaemon({ netns: ns, args: ["--listen", `${ip}:${port}`, "--pool", `images=${shared}`, "--peer-token", TOKEN, ...extra] });
+    startDaemon({ netns: ns, args: ["--listen", `${ip}:${port}`, "--pool", `images=${shared}`, "--peer-token", TOKEN, "--insecure-migration", ...extra] });
   const a = await daemon(hosts.a.ns, hosts.a.ip, PORT);
   const b = await daemon(hosts.b.ns, hosts.b.ip, PORT);
   t.teardown(async () => {

@@ -100,13 +100,14 @@ t.test("guests on a bridge", async (t) => {
     vmctl("create", "v", "--nic", "user", "--nic", `bridge:${BRIDGE}`);
     const shown = vmctl("show", "v");
     t.match(shown, /nic 0\s+52:54:00(:[0-9a-f]{2}){3} user\n/);
-    t.match(shown, new RegExp(`nic 1\\s+52:54:00(:[0-9a-f]{2}){3} bridge ${BRIDGE}\\n`));
+    t.match(shown, new RegExp(`nic 1\\s+52:54:00(:[0-9a-f]{2}){3} bridge ${BRIDGE}  filtering strict\\n`), "a bridged NIC shows its filtering");
     vmctl("delete", "v");
   });
 
   // Two vCPUs for a: its tap is multi-queue.
-  await defineGuestVm(daemon, "a", { vcpus: 2, nics: [bridgeNic()], boot: boot(IP.a, IP.b) });
-  await defineGuestVm(daemon, "b", { nics: [bridgeNic()], boot: boot(IP.b, IP.a) });
+  // Filtering is strict by default: each guest may send from its declared address only.
+  await defineGuestVm(daemon, "a", { vcpus: 2, nics: [{ ...bridgeNic(), addresses: [`${IP.a}/24`] }], boot: boot(IP.a, IP.b) });
+  await defineGuestVm(daemon, "b", { nics: [{ ...bridgeNic(), addresses: [`${IP.b}/24`] }], boot: boot(IP.b, IP.a) });
   const uuid = {
     a: (await daemon.api.json<VmJson>("GET", "/v1/vms/a")).uuid,
     b: (await daemon.api.json<VmJson>("GET", "/v1/vms/b")).uuid,

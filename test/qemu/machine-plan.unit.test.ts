@@ -41,10 +41,11 @@ t.test("the snapshot VM: its plan renders to the snapshot argv", async (t) => {
   t.same(plan.kernel, { kernel: "/var/lib/vmhostd/images/vmlinuz", initrd: "/var/lib/vmhostd/images/initrd.img", cmdline: "console=ttyS0 quiet" });
   t.same(plan.serial, { id: "serial0", path: paths.consoleSocket, logfile: paths.consoleLog }, "the console is logged");
   const kinds = plan.entries.map((e) => (e.kind === "device" ? `device:${e.device.driver}` : e.kind));
-  t.same(kinds.slice(0, 8), [
-    "netdev", "device:pcie-root-port", "device:virtio-net-pci",
-    "object", "blockdev", "blockdev", "device:pcie-root-port", "device:virtio-blk-pci",
-  ], "each device after what it rests on and its own root port");
+  t.same(kinds.slice(0, 10), [
+    "object", "netdev", "device:pcie-root-port", "device:virtio-net-pci",
+    "object", "blockdev", "blockdev", "blockdev", "device:pcie-root-port", "device:virtio-blk-pci",
+  ], "the throttle group first, then each device after what it rests on and its own root port");
+  t.same(plan.entries[0], { kind: "object", object: { "qom-type": "throttle-group", id: "throttle0", limits: {} } }, "one throttle group, unlimited without disk limits");
   const disk = plan.entries.find((e) => e.kind === "device" && e.device.driver === "virtio-blk-pci");
   t.same(disk, {
     kind: "device",
@@ -74,8 +75,9 @@ t.test("hot-plugging a disk: QMP commands from the plan, as the disk would be at
         discard: "unmap",
       },
     },
-    { command: "blockdev-add", args: { driver: "qcow2", "node-name": "d-data", file: "f-data", "read-only": false, discard: "unmap" } },
-  ], "iothread, file node, format node: in the order they rest on each other");
+    { command: "blockdev-add", args: { driver: "throttle", "node-name": "t-data", "throttle-group": "throttle0", file: "f-data" } },
+    { command: "blockdev-add", args: { driver: "qcow2", "node-name": "d-data", file: "t-data", "read-only": false, discard: "unmap" } },
+  ], "iothread, file node, the VM's throttle filter, format node: in the order they rest on each other");
   t.same(deviceAddCommand(part, "rp5"), {
     command: "device_add",
     args: { driver: "virtio-blk-pci", id: "disk-data", drive: "d-data", serial: "data", iothread: "io-data", "write-cache": "off", bus: "rp5" },

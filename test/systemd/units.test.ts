@@ -63,14 +63,14 @@ t.test("vmhostd.service: notify, watchdog, and VMs outlive the daemon", async (t
   t.equal(svc.get("NotifyAccess"), "all", "the notifications come from the helper child");
   t.ok(svc.get("WatchdogSec"), "watchdog on");
   t.equal(svc.get("KillMode"), "process", "stop and restart signal the daemon only, never the VMs");
-  t.match(svc.get("ExecStart"), /\/dist\/src\/main\.js$/);
+  t.match(svc.get("ExecStart"), /\/dist\/bundle\/vmhostd\.js$/, "the bundled daemon (scripts/bundle.mjs)");
   // One set of node flags wherever the daemon starts: the unit, `npm start` and main.js's own #! line.
   const shebang = (await readFile(path.join(unitsDir, "../src/main.ts"), "utf8")).split("\n", 1)[0]!;
   const flags = /^#!\/usr\/bin\/env -S node (.*)$/.exec(shebang)?.[1];
   t.ok(flags?.includes("--max-semi-space-size"), "main.ts's #! line carries the memory flags");
-  t.equal(svc.get("ExecStart"), `/usr/bin/node ${flags} /opt/vmhostd/dist/src/main.js`, "the unit runs node with them");
+  t.equal(svc.get("ExecStart"), `/usr/bin/node ${flags} /opt/vmhostd/dist/bundle/vmhostd.js`, "the unit runs node with them");
   const pkg = JSON.parse(await readFile(path.join(unitsDir, "../package.json"), "utf8")) as { scripts: Record<string, string> };
-  t.match(pkg.scripts.start, ` node ${flags} dist/src/main.js`, "npm start too");
+  t.match(pkg.scripts.start, ` node ${flags} dist/bundle/vmhostd.js`, "npm start too");
   // The token reaches the daemon as a credential: never on its command line or in its environment.
   t.equal(svc.get("LoadCredential"), "peer-token:/etc/vmhostd/peer-token");
   t.notMatch(svc.get("ExecStart"), /peer-token/);

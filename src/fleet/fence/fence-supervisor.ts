@@ -83,7 +83,7 @@ export class FenceSupervisor {
     if (previous?.lost) this.lost = previous.lost;
     this.fleet.on("renewed", (r: LeaseRenewal) => this.write(r));
     this.fleet.on("lease-lost", (leaseId: string, reason: string) => this.leaseLost(leaseId, reason));
-    this.fleet.onHaKey = () => this.sync();
+    this.fleet.keys.onHaKey = () => this.sync();
     this.fleet.fenceReport = () => this.statusValue;
     // The state first: a fence process started now reads this daemon's view at once.
     const r = this.fleet.renewal;
@@ -121,7 +121,7 @@ export class FenceSupervisor {
   /** Serialised: an older renewal must never overwrite a newer one. */
   private write(r: LeaseRenewal): void {
     const ha = this.haVms().map((v) => {
-      const keyLease = this.fleet.keyLease(v.name);
+      const keyLease = this.fleet.keys.keyLease(v.name);
       return { ...v, ...(keyLease ? { keyLease } : {}) };
     });
     const before = this.lost;

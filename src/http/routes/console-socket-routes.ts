@@ -65,13 +65,7 @@ function consoleRoute(app: FastifyInstance, registry: VmRegistry, streams: Clien
         socket.close(why.code, err instanceof VmhError ? err.message.slice(0, 120) : why.reason);
         return;
       }
-      socket.on("message", (data: RawData) => attachment.input(toBuffer(data)));
-      const heartbeat = keepAlive(socket);
-      socket.on("close", () => {
-        clearInterval(heartbeat);
-        attachment.leave();
-        release();
-      });
+      pipeConsole(socket, attachment, release);
     },
   });
 }
@@ -79,7 +73,21 @@ function consoleRoute(app: FastifyInstance, registry: VmRegistry, streams: Clien
 /** A viewer whose peer vanished without closing (a TCP client whose network went away) must not keep the writer's place. */
 const PING_INTERVAL_MS = 30_000;
 
-function keepAlive(socket: WebSocket): NodeJS.Timeout {
+/**
+ * Feeds the socket's frames to a console attachment (the serial hub, or a VNC
+ * session) and, once the socket closes, leaves it and frees the client's slot.
+ */
+export function pipeConsole(socket: WebSocket, attachment: { input(data: Buffer): void; leave(): void }, release: () => void): void {
+  socket.on("message", (data: RawData) => attachment.input(toBuffer(data)));
+  const heartbeat = keepAlive(socket);
+  socket.on("close", () => {
+    clearInterval(heartbeat);
+    attachment.leave();
+    release();
+  });
+}
+
+export function keepAlive(socket: WebSocket): NodeJS.Timeout {
   let answered = true;
   socket.on("pong", () => (answered = true));
   return setInterval(() => {
@@ -89,7 +97,7 @@ function keepAlive(socket: WebSocket): NodeJS.Timeout {
   }, PING_INTERVAL_MS);
 }
 
-function viewerOf(socket: WebSocket): ConsoleViewer {
+export function viewerOf(socket: WebSocket): ConsoleViewer {
   return {
     send: (data) => {
       if (socket.readyState === socket.OPEN) socket.send(data, { binary: true });
@@ -104,7 +112,7 @@ function viewerOf(socket: WebSocket): ConsoleViewer {
   };
 }
 
-function toBuffer(data: RawData): Buffer {
+export function toBuffer(data: RawData): Buffer {
   if (Buffer.isBuffer(data)) return data;
   if (Array.isArray(data)) return Buffer.concat(data);
   return Buffer.from(data);

@@ -9,7 +9,7 @@ import type { VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { agentSchema, balloonSchema, json, problems, vmSchema } from "../response-schemas.js";
 import { emptyBody, vmParams } from "../schemas.js";
-import { balloonBody, deviceRemoveQuery, diskAddBody, diskRefParams, nicAddBody, nicRefParams } from "../device-schemas.js";
+import { balloonBody, deviceRemoveQuery, diskAddBody, diskRefParams, nicAddBody, nicFilterBody, nicRefParams } from "../device-schemas.js";
 
 export function registerDeviceRoutes(app: FastifyInstance, registry: VmRegistry): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
@@ -66,6 +66,23 @@ export function registerDeviceRoutes(app: FastifyInstance, registry: VmRegistry)
       const { name } = req.params;
       const vm = await registry.perform(name, { kind: "add-nic", nic: req.body });
       return reply.status(201).header("location", `/v1/vms/${name}`).send(vm);
+    },
+  );
+
+  r.patch(
+    "/v1/vms/:name/nics/:nic",
+    {
+      schema: {
+        operationId: "setNicFilter",
+        summary: "change a bridged NIC's addresses or filtering: while the VM runs, its rules are replaced in one nft transaction and read back",
+        params: nicRefParams,
+        body: nicFilterBody,
+        response: { 200: json("the VM", vmSchema), ...problems(...errors.nicFilter) },
+      },
+    },
+    async (req) => {
+      const { name, nic } = req.params;
+      return registry.perform(name, { kind: "set-nic-filter", nic, ...req.body });
     },
   );
 

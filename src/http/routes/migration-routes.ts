@@ -1,6 +1,9 @@
 // Live migration: the operator's side (/v1/vms/{name}/migrate; the job it answers
 // with is followed under /v1/jobs) and the peer side that a source daemon drives on
 // the destination (/v1/incoming).
+import type { X509Certificate } from "node:crypto";
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
@@ -23,6 +26,12 @@ const resolveMigrationSchema = z
       .describe("committed: the guest runs on the destination (the copy here is removed); aborted: it never will (resumed here)"),
   })
   .strict();
+
+/** The verified client certificate of a mutual-TLS connection (the calling host's), if any. */
+function callerCertificate(socket: Socket): X509Certificate | undefined {
+  const s = socket as Partial<TLSSocket>;
+  return s.authorized && typeof s.getPeerX509Certificate === "function" ? s.getPeerX509Certificate() : undefined;
+}
 
 export interface MigrationDeps {
   jobs: JobRegistry;
@@ -58,7 +67,7 @@ export function registerMigrationRoutes(app: FastifyInstance, registry: VmRegist
         response: { 201: json("where to send RAM and disks", incomingReplySchema), ...problems(...errors.incoming) },
       },
     },
-    async (req, reply) => reply.status(201).send(await target.prepare(req.body)),
+    async (req, reply) => reply.status(201).send(await target.prepare(req.body, callerCertificate(req.raw.socket))),
   );
   r.get(
     "/v1/incoming/:name",

@@ -7,11 +7,13 @@ import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { VmStateConflict } from "../../errors.js";
 import type { Vm } from "../vm.js";
+import { thumbnailPng } from "./thumbnail.js";
 
 /** screendump renders and encodes the whole frame; under TCG on a busy host that can take seconds. */
 const SCREENDUMP_TIMEOUT_MS = 30_000;
 
-export async function takeScreenshot(vm: Vm): Promise<Buffer> {
+/** `width`: a thumbnail at most that wide, the aspect kept (qemu writes PPM, scaled and encoded here). */
+export async function takeScreenshot(vm: Vm, width?: number): Promise<Buffer> {
   const session = vm.session;
   if (!session) throw new VmStateConflict(vm.name, vm.state(), "take a screenshot of");
   // A qemu started before VMs had a display (and adopted since) has nothing to show.
@@ -19,10 +21,12 @@ export async function takeScreenshot(vm: Vm): Promise<Buffer> {
     throw new VmStateConflict(vm.name, "running without a display device (started by an older vmhostd)", "take a screenshot of");
   }
   // In qemu's own run directory: an unprivileged qemu may write nowhere else.
-  const file = path.join(vm.paths.qemuRunDir, `screendump-${randomUUID()}.png`);
+  const format = width === undefined ? "png" : "ppm";
+  const file = path.join(vm.paths.qemuRunDir, `screendump-${randomUUID()}.${format}`);
   try {
-    await session.execute("screendump", { filename: file, format: "png" }, SCREENDUMP_TIMEOUT_MS);
-    return await readFile(file);
+    await session.execute("screendump", { filename: file, format }, SCREENDUMP_TIMEOUT_MS);
+    const image = await readFile(file);
+    return width === undefined ? image : thumbnailPng(image, width);
   } finally {
     await rm(file, { force: true });
   }

@@ -92,6 +92,7 @@ export async function plugDisk(session: QemuSession, machine: string, disk: Disk
 export async function releaseDiskBackend(session: QemuSession, disk: string): Promise<void> {
   const ids = diskBackendIds(disk);
   await ignoreMissing(session.execute("blockdev-del", { "node-name": ids.formatNode }));
+  await ignoreMissing(session.execute("blockdev-del", { "node-name": ids.throttleNode }));
   await ignoreMissing(session.execute("blockdev-del", { "node-name": ids.fileNode }));
   await ignoreMissing(session.execute("object-del", { id: ids.iothread }));
 }

@@ -10,9 +10,21 @@ import type { ActionRun } from "./action-run.js";
 import { changeCdrom } from "./change-cdrom.js";
 import { addDisk, addNic, DEFAULT_RELEASE_TIMEOUT_SEC, findNic, removeDisk, removeNic } from "./hotplug.js";
 import { resizeDisk } from "./resize-disk.js";
+import { setNicFilter } from "./nic-filter-change.js";
+import { setLimits } from "./set-limits.js";
 
 export type DeviceAction = ActionOf<
-  "add-disk" | "remove-disk" | "add-nic" | "remove-nic" | "set-balloon" | "change-cdrom" | "eject-cdrom" | "resize-disk" | "set-cloud-init"
+  | "add-disk"
+  | "remove-disk"
+  | "add-nic"
+  | "remove-nic"
+  | "set-balloon"
+  | "change-cdrom"
+  | "eject-cdrom"
+  | "resize-disk"
+  | "set-cloud-init"
+  | "set-nic-filter"
+  | "set-limits"
 >;
 
 export async function performDeviceAction(c: ActionContext, vm: Vm, action: DeviceAction, run: ActionRun): Promise<void> {
@@ -44,6 +56,10 @@ export async function performDeviceAction(c: ActionContext, vm: Vm, action: Devi
       return await resizeDisk(vm, host, action.disk, action.sizeGiB, run);
     case "set-cloud-init":
       return await setCloudInit(vm, host, action.cloudInit);
+    case "set-nic-filter":
+      return await setNicFilter(vm, host, findNic(vm, action.nic), { addresses: action.addresses, filtering: action.filtering });
+    case "set-limits":
+      return await setLimits(vm, host, action.patch);
     default:
       assertNever(action);
   }

@@ -39,7 +39,7 @@ export interface BackupRequest {
   speedMiBps?: number;
 }
 
-type Outcome = { event: "BLOCK_JOB_COMPLETED" | "BLOCK_JOB_CANCELLED"; error?: string };
+type Outcome = { event: "BLOCK_JOB_COMPLETED" | "BLOCK_JOB_CANCELLED"; len?: number; error?: string };
 
 export class DiskBackups {
   constructor(
@@ -127,7 +127,9 @@ export class DiskBackups {
       session.onEvent((e: QmpEvent) => {
         if (e.data?.device !== jobId) return;
         if (e.event === "BLOCK_JOB_COMPLETED" || e.event === "BLOCK_JOB_CANCELLED") {
-          outcome = { event: e.event, ...(typeof e.data.error === "string" ? { error: e.data.error } : {}) };
+          // The event carries the job's length: a backup done before the first poll still reports its size.
+          const len = typeof e.data.len === "number" ? { len: e.data.len } : {};
+          outcome = { event: e.event, ...len, ...(typeof e.data.error === "string" ? { error: e.data.error } : {}) };
         }
       }, stopListening.signal);
       job.setPhase("copying");
@@ -155,6 +157,7 @@ export class DiskBackups {
       }
       if (outcome.event === "BLOCK_JOB_CANCELLED") throw new StorageFailed("cancelled by the operator");
       if (outcome.error) throw new StorageFailed(`backup of ${b.disk} failed: ${outcome.error}`);
+      if (outcome.len !== undefined) job.update({ bytesTotal: outcome.len });
     } finally {
       stopListening.abort();
       // Closes the target file; after a failure qemu may already be gone.

@@ -9,6 +9,8 @@ import { DeviceExists, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeou
 import type { JournalEntry } from "../../store/operation-journal.js";
 import { diskPath } from "../../store/vm-paths.js";
 import { checkBridges, createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
+import { applyTapShaping, removeShapingOf, removeTapShaping } from "../../limits/tap-shaping.js";
+import { vmTaps } from "../../net/vm-taps.js";
 import { generateMac, type DiskDefinition, type NicDefinition, type VmDefinition } from "../../definition/vm-definition.js";
 import {
   deviceExists,
@@ -159,8 +161,11 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
         }
         const [tap] = nic.network.type === "bridge" ? await createVmTaps(taps, vm.log, c.session.identity) : [];
         try {
+          // The VM's network limits are on the tap before the guest can use it.
+          if (tap) await applyTapShaping(tap.name, vm.definition.limits?.network);
           await plugNic(c.session, vm.definition.machine, { index, nic, tap, accel: host.accel });
         } catch (err) {
+          if (tap) await removeTapShaping(tap.name);
           await removeVmTaps(taps, vm.log);
           throw err;
         }
@@ -169,6 +174,7 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
         if (!c.session) return;
         await unplugDevice(c.session, nicDeviceId(index), 10_000);
         await releaseNicBackend(c.session, index);
+        await removeShapingOf(vmTaps(taps));
         await removeVmTaps(taps, vm.log);
       },
     },
@@ -182,7 +188,8 @@ export async function addNic(vm: Vm, host: HostContext, req: Omit<NicDefinition,
 /** The bridge must exist (and be a Linux bridge); the error names the request's field. */
 async function checkBridge(def: Pick<VmDefinition, "nics">, index: number): Promise<void> {
   await checkBridges({ nics: def.nics.slice(index) }).catch((err: Error & { fields?: { field?: string } }) => {
-    if (err.fields?.field) err.fields.field = "network.bridge";
+    // The request's fields are the NIC's own: `nics.0.network.bridge` → `network.bridge`.
+    if (err.fields?.field) err.fields.field = err.fields.field.replace(/^nics\.\d+\./, "");
     throw err;
   });
 }
@@ -214,6 +221,7 @@ export async function removeNic(vm: Vm, host: HostContext, ref: string, timeoutS
         if (!c.session) return;
         await unplugOrLeavePending(vm, c.session, id, timeoutSec, finishLater);
         await releaseNicBackend(c.session, index);
+        await removeShapingOf(vmTaps(taps));
         await removeVmTaps(taps, vm.log);
       },
     },
@@ -314,6 +322,7 @@ async function settle(vm: Vm, host: HostContext, { action, facts }: JournalEntry
         return;
       }
       if (session) await releaseNicBackend(session, index);
+      await removeShapingOf(vmTaps(oneNic(vm.definition, index, nic)));
       await removeVmTaps(oneNic(vm.definition, index, nic), vm.log);
       if (inDef) await recordDefinition(ctx, (d) => ({ ...d, nics: d.nics.filter((n) => n.mac !== nic.mac) }));
       return;

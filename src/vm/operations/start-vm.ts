@@ -27,6 +27,7 @@ import type { QemuIdentity } from "../../qemu/qemu-user.js";
 import { createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
 import { access } from "node:fs/promises";
 import type { Vm } from "../vm.js";
+import { placeQemu, releaseLimits } from "../../limits/vm-limits.js";
 import type { ActionRun } from "./action-run.js";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
@@ -138,7 +139,15 @@ const steps: Step<StartContext>[] = [
       await l.exit;
       await c.recorded?.catch(() => {});
       await removeRuntimeRecord(c.vm.paths).catch(() => {});
+      await releaseLimits(c.vm).catch(() => {});
     },
+  },
+  {
+    name: "limits",
+    // Before the guest runs a single instruction (qemu waits under -S): a limit can
+    // never be late. The cgroup goes with qemu (spawn's undo); a restart re-applies.
+    journaled: false,
+    run: (c) => placeQemu(c.vm, c.launched!.pid),
   },
   {
     name: "connect",
