@@ -4,13 +4,16 @@
 // record naming them, a middle snapshot merged away live with the daemon killed
 // after the merge, the top one merged by an active commit, a revert while
 // stopped, a snapshot and a merge while stopped, --max-snapshots, and the
-// refusals. One daemon and one guest throughout.
+// refusals. The guest also plays the noisy neighbour under a writeBps limit:
+// its O_DIRECT writes must stay in the VM's throttle group on the overlay a
+// snapshot puts on top of its disk, and after the merge that takes it away.
+// One daemon and one guest throughout.
 import { readFile, access } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import { defineShellVm, problem, startDaemon, waitForVm, type TestDaemon } from "../helpers/daemon.js";
-import { readSector, writeSector } from "../helpers/guest-shell.js";
+import { readSector, shellRun, writeSector } from "../helpers/guest-shell.js";
 import { imageFile } from "../../src/vm/snapshots/block-graph.js";
 
 const VM = "snap";
@@ -53,6 +56,26 @@ async function jobDone(d: TestDaemon, id: string): Promise<{ state: string; resu
   });
 }
 
+const MiB = 1024 * 1024;
+const WRITE_BPS = 2 * MiB;
+let timedRuns = 0;
+
+/** Host wall time for the guest to write 6 MiB with O_DIRECT at 32 MiB into its disk (past the marker sectors). */
+async function timedWrite(d: TestDaemon): Promise<number> {
+  const n = ++timedRuns;
+  const t0 = performance.now();
+  const m = await shellRun(d, VM, `dd if=/dev/zero of=/dev/vda bs=64k count=96 seek=512 oflag=direct 2>/dev/null; echo D$((${n}+0))-$?`, new RegExp(`D${n}-(\\d+)`), 60_000);
+  if (m[1] !== "0") throw new Error(`the guest's dd failed (exit ${m[1]})`);
+  return (performance.now() - t0) / 1000;
+}
+
+/** 6 MiB at WRITE_BPS: within ±20% of 3 s (a write escaping the throttle takes a fraction of that). */
+async function heldAtLimit(t: { ok(v: boolean, m: string): unknown }, d: TestDaemon, when: string): Promise<void> {
+  const want = (96 * 64 * 1024) / WRITE_BPS;
+  const got = await timedWrite(d);
+  t.ok(Math.abs(got - want) <= want * 0.2, `${when}: 6 MiB took ${got.toFixed(2)} s, within ±20% of ${want.toFixed(2)} s`);
+}
+
 async function exited(d: TestDaemon): Promise<void> {
   await until("daemon exit", async () => (d.proc.exitCode !== null || d.proc.signalCode !== null ? true : undefined), 60_000);
 }
@@ -75,11 +98,13 @@ t.test("snapshots: live, killed daemon, live merges, revert, stopped merge, limi
   t.equal((await problem(d, "POST", `/v1/vms/${VM}/snapshots`, { name: "Bad Name" })).code, "VMH_ERR_VALIDATION", "a bad snapshot name is a 400");
   t.equal((await problem(d, "POST", `/v1/vms/${VM}/snapshots/none/revert`, {})).code, "VMH_ERR_SNAPSHOT_NOT_FOUND", "an unknown snapshot is a 404");
 
+  await d.api.json("PATCH", `/v1/vms/${VM}/limits`, { disk: { writeBps: WRITE_BPS } });
+  await heldAtLimit(t, d, "before any snapshot");
   await writeSector(d, VM, 1000, "MARK-A");
 
   // The daemon kills itself once qemu writes the overlay and before the record names it.
   const cut = await d.api.request("POST", `/v1/vms/${VM}/snapshots`, { name: "s1" }).catch((e: unknown) => e);
-  t.ok(cut instanceof Error || (cut as { status: number }).status >= 500, "the request is cut short by the daemon's death");
+  t.ok(cut instanceof Error, `the request is cut short by the daemon's death: ${cut instanceof Error ? cut.message : JSON.stringify(cut)}`);
   await exited(d);
   env.VMHOSTD_TEST_CRASH_AT = "snapshot-merged";
   await d.restart();
@@ -87,6 +112,7 @@ t.test("snapshots: live, killed daemon, live merges, revert, stopped merge, limi
   t.same(afterCrash.map((s) => s.name), ["s1"], "the restarted daemon finished the snapshot qemu had already switched to");
   t.same(await chain(d), ["disks/data.qcow2", "snapshots/data.1.qcow2"], "the record names the overlay");
   t.equal(await qemuTop(d), "snapshots/data.1.qcow2", "qemu writes the overlay");
+  await heldAtLimit(t, d, "on the snapshot's overlay");
   const unplug = await problem(d, "DELETE", `/v1/vms/${VM}/disks/data`);
   t.same([unplug.status, unplug.code], [409, "VMH_ERR_SNAPSHOT_UNSUPPORTED"], "a disk with snapshots is not hot-removed");
 
@@ -120,6 +146,7 @@ t.test("snapshots: live, killed daemon, live merges, revert, stopped merge, limi
   t.same(await chain(d), ["disks/data.qcow2", "snapshots/data.1.qcow2"], "the guest writes the layer of s1 again");
   t.equal(await qemuTop(d), "snapshots/data.1.qcow2", "qemu moved the disk onto it");
   t.equal(await readSector(d, VM, 4000), "MARK-D", "the guest's last write survived the active commit");
+  await heldAtLimit(t, d, "after the active commit moved the disk back onto s1's layer");
   await writeSector(d, VM, 5000, "MARK-E");
 
   const running = await problem(d, "POST", `/v1/vms/${VM}/snapshots/s1/revert`, {});

@@ -33,7 +33,8 @@ export async function mergeLive(session: QemuSession, vmDir: string, m: Merge, p
       "block-commit",
       {
         "job-id": jobId,
-        device: active.node,
+        // qemu wants the root: the VM's throttle filter over the chain (or, started by an earlier vmhostd, the top).
+        device: active.root,
         "top-node": top,
         "base-node": base,
         // The layer over the merged one then names the base, by a name relative to itself.
