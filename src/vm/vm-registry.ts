@@ -15,7 +15,7 @@ import { findQemuProcesses, type QemuProcessInfo } from "../qemu/qemu-process.js
 import { assertNever, type ActionOf, type VmAction } from "../definition/vm-action.js";
 import type { ActionContext } from "./operations/action-context.js";
 import { actionRun, type ActionRun } from "./operations/action-run.js";
-import { performLifecycle } from "./operations/lifecycle-actions.js";
+import { asStart, performLifecycle } from "./operations/lifecycle-actions.js";
 import { performDeviceAction } from "./operations/device-actions.js";
 import { recoverInterrupted, type MigrationRecovery, type Recovery } from "./interrupted-operation.js";
 import { VmOwnership } from "./vm-ownership.js";
@@ -291,7 +291,12 @@ export class VmRegistry {
       case "snapshot-revert": {
         const snapshots = this.snapshots;
         if (!snapshots) throw new Error("no handler for snapshots");
-        await this.underLock(vm, action, (run) => (action.kind === "snapshot-create" ? snapshots.create(vm, action, run) : snapshots.revert(vm, action, run)));
+        // A revert that resumes a snapshot's memory starts a guest: the start's gate and admission first.
+        const asStarted = (body: () => Promise<void>): Promise<void> => {
+          this.hostGate?.(vm.name, { kind: "start" });
+          return asStart(this.context, vm, body);
+        };
+        await this.underLock(vm, action, (run) => (action.kind === "snapshot-create" ? snapshots.create(vm, action, run) : snapshots.revert(vm, action, run, asStarted)));
         break;
       }
       case "add-disk":

@@ -2,12 +2,14 @@
 // after the snapshot and a sector is written, then a forced revert brings the
 // guest back exactly where it was: the counter resumes from the snapshot's
 // value, with the same boot id (no reboot), and the write made after the
-// snapshot is gone from its disk while the one before is still there.
+// snapshot is gone from its disk while the one before is still there. Before
+// that, the same revert on a daemon whose memory admission refuses it is refused
+// as a start is, and the guest runs on untouched.
 import { access } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
-import { consoleSize, defineShellVm, problem, startDaemon, waitForVm, type TestDaemon } from "../helpers/daemon.js";
+import { consoleAfter, consoleSize, defineShellVm, problem, startDaemon, waitForVm, type TestDaemon } from "../helpers/daemon.js";
 import { readSector, shellRun, writeSector } from "../helpers/guest-shell.js";
 
 const VM = "mem";
@@ -35,6 +37,8 @@ t.test("snapshot with memory: revert resumes the guest where it was", async (t) 
   await d.api.json("POST", `/v1/vms/${VM}/disks`, { name: "data", sizeGiB: 0.0625 });
   await d.api.json("POST", `/v1/vms/${VM}/start`);
   await waitForVm(d, VM, (v: { state: string }) => v.state === "running");
+  // Typed before the shell's prompt, a command loses its first characters to the kernel's console.
+  await consoleAfter(d, VM, 0, /vmh# /, 120_000);
   await shellRun(d, VM, "echo P$((1+1))", /P2/, 60_000);
 
   await writeSector(d, VM, 1000, "MARK-A");
@@ -61,6 +65,19 @@ t.test("snapshot with memory: revert resumes the guest where it was", async (t) 
 
   const noForce = await problem(d, "POST", `/v1/vms/${VM}/snapshots/m1/revert`, {});
   t.equal(noForce.code, "VMH_ERR_VM_STATE", "a running VM is reverted only with force");
+  // Resuming the snapshot's memory starts a guest: it is admitted as a start is. A daemon that keeps all the
+  // host's memory for itself refuses it with the start's error, before anything changes.
+  const pid = (await d.api.json<{ pid?: number }>("GET", `/v1/vms/${VM}`)).pid;
+  await d.kill();
+  await d.restart(["--reserve-memory", String(1 << 30)]);
+  const noMemory = await problem(d, "POST", `/v1/vms/${VM}/snapshots/m1/revert`, { force: true });
+  t.same([noMemory.status, noMemory.code], [409, "VMH_ERR_INSUFFICIENT_MEMORY"], "a revert with memory the host cannot admit is refused as a start is");
+  const untouched = await d.api.json<{ state: string; pid?: number }>("GET", `/v1/vms/${VM}`);
+  t.same([untouched.state, untouched.pid], ["running", pid], "the guest runs on in the same qemu");
+  t.equal(await readSector(d, VM, 2000), "MARK-B", "its disk is not reverted");
+  await d.kill();
+  await d.restart();
+
   const before = await consoleSize(d, VM);
   await d.api.json("POST", `/v1/vms/${VM}/snapshots/m1/revert`, { force: true });
   t.equal((await d.api.json<{ state: string }>("GET", `/v1/vms/${VM}`)).state, "running", "the guest runs after the revert");

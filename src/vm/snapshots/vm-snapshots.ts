@@ -17,6 +17,7 @@ import type { PreparedJob } from "../operations/job-actions.js";
 import { killQemu } from "../operations/stop-vm.js";
 import type { Vm } from "../vm.js";
 import { activeNode } from "./block-graph.js";
+import { THROTTLE_GROUP_ID } from "../../limits/disk-throttle.js";
 import { mergeLive } from "./live-merge.js";
 import { SnapshotImages } from "./snapshot-images.js";
 import { planCreate, planDelete, planRevert, type NewOverlay } from "./snapshot-plans.js";
@@ -142,10 +143,15 @@ export class VmSnapshots {
         // The same cache and aio as the disk's own file node: the overlay is the disk from now on.
         const fileNode = { ...(planDisk(disk, path.join(vm.paths.dir, o.file), { ioUring: this.host.ioUring === true }).backends[1] as { node: Record<string, unknown> }).node };
         delete fileNode["node-name"];
-        // backing null: blockdev-snapshot gives it the disk's current top as its backing.
-        await session.execute("blockdev-add", { driver: "qcow2", "node-name": node, file: fileNode, backing: null, discard: "unmap" } as never, QMP_MS);
+        const top = await activeNode(session, o.disk);
+        // A qemu started by an earlier vmhostd has its throttle under the top, not over it: the overlay then
+        // gets a filter in the VM's group under it, so the guest's writes stay in the budget.
+        const file = top.throttled ? fileNode : { driver: "throttle", "throttle-group": THROTTLE_GROUP_ID, file: fileNode };
+        // backing null: blockdev-snapshot gives it the disk's current top as its backing. The top is replaced
+        // under all its parents: under the throttle filter the device is attached to.
+        await session.execute("blockdev-add", { driver: "qcow2", "node-name": node, file, backing: null, discard: "unmap" } as never, QMP_MS);
         added.push(node);
-        actions.push({ type: "blockdev-snapshot", data: { node: (await activeNode(session, o.disk)).node, overlay: node } });
+        actions.push({ type: "blockdev-snapshot", data: { node: top.node, overlay: node } });
       }
       await session.executeUntyped("transaction", { actions }, QMP_MS);
     } catch (err) {
@@ -154,11 +160,13 @@ export class VmSnapshots {
     }
   }
 
-  async revert(vm: Vm, action: ActionOf<"snapshot-revert">, run: ActionRun): Promise<void> {
+  /** `asStarted` admits a start (memory, owner key): a snapshot with memory is resumed only through it. */
+  async revert(vm: Vm, action: ActionOf<"snapshot-revert">, run: ActionRun, asStarted: (body: () => Promise<void>) => Promise<void>): Promise<void> {
     const record = await readSnapshotRecord(vm.paths);
     const plan = planRevert(record, vm.name, action.snapshot);
     if (vm.session && !action.force) throw new VmStateConflict(vm.name, vm.settledState(), "revert (stop it first, or give force) a snapshot of");
-    await run.journaled(action, async () => {
+    const admitted = plan.snapshot.memory ? asStarted : (body: () => Promise<void>) => body();
+    await admitted(() => run.journaled(action, async () => {
       if (vm.session) await killQemu(vm, "host-stop");
       try {
         await this.images.makeOverlays(vm, plan.overlays);
@@ -169,7 +177,7 @@ export class VmSnapshots {
       }
       await this.images.sweep(vm, plan.record);
       if (plan.snapshot.memory) await this.resume(vm, plan.snapshot.name);
-    });
+    }));
     vm.log.info({ snapshot: action.snapshot }, "reverted to snapshot");
     vm.publish("vm.snapshot-reverted", { snapshot: action.snapshot });
   }
