@@ -298,8 +298,15 @@ export class TooManySnapshots extends defineError("VMH_ERR_TOO_MANY_SNAPSHOTS", 
   }
 }
 
-/** A snapshot asked of a VM whose disks cannot have one (an in-place pool image, a raw disk), or an operation a VM with snapshots does not take. */
+/** A snapshot asked of a VM whose disks cannot have one (an in-place pool image, a raw disk), or a disk with snapshots hot-removed. */
 export class SnapshotUnsupported extends defineError("VMH_ERR_SNAPSHOT_UNSUPPORTED", 409, "Snapshot not possible") {}
+
+/**
+ * A migration of a VM that has snapshots: their layers live in the VM's own
+ * directory, which only a copy migration moves, and a copy sends each disk's
+ * merged content, not its chain.
+ */
+export class SnapshotsNotMigrated extends defineError("VMH_ERR_SNAPSHOTS_NOT_MIGRATED", 409, "A VM with snapshots is not migrated") {}
 
 /** Anything unforeseen; the message is logged in full, the response says little. */
 export class InternalError extends defineError("VMH_ERR_INTERNAL", 500, "Internal error") {}
@@ -362,5 +369,6 @@ export const errorCatalogue = [
   SnapshotExists,
   TooManySnapshots,
   SnapshotUnsupported,
+  SnapshotsNotMigrated,
   InternalError,
 ] as const;

@@ -47,6 +47,7 @@ import {
   ConsoleBusy,
   HostInMaintenance,
   SnapshotUnsupported,
+  SnapshotsNotMigrated,
 } from "../errors.js";
 
 /** Any request: over TCP without the token; anything unforeseen. */
@@ -99,7 +100,7 @@ export const stream = [...withInput, TooManyClients] as const;
 export const consoleSocket = [...stream, VmNotFound, VmStateConflict, ConsoleBusy] as const;
 export const qmpPassthrough = [...vmChange, ...qemuCommand, QmpNotAllowed, QmpCommandRefused] as const;
 export const job = [...withInput, JobNotFound] as const;
-export const migration = [...vmChange, ...qemuCommand, MigrationFailed, InsecureMigrationRefused, InsufficientResources, StorageFailed, SnapshotUnsupported] as const;
+export const migration = [...vmChange, ...qemuCommand, MigrationFailed, InsecureMigrationRefused, InsufficientResources, StorageFailed, SnapshotsNotMigrated] as const;
 export const incoming = [...withBody, LimitsFailed, InsecureMigrationRefused, HostInMaintenance, VmExists, UuidInUse, VmStateConflict, VmOwnedElsewhere, EtcdUnreachable, InsufficientResources, InsufficientMemory, ...definitionFiles, StateWriteFailed, StateDiskFull, ShuttingDown, ...qemuCommand] as const;
 export const backup = [...vmChange, ...qemuCommand, DeviceNotFound, PathOutsidePool, FileExists, StorageFailed] as const;
 export const fleet = [...anyRequest, NotInFleetMode, EtcdUnreachable] as const;

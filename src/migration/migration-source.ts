@@ -6,7 +6,7 @@
 // on a guess: it asks the destination, and keeps the guest paused until it knows.
 import { endEntry } from "../vm/action-journal.js";
 import { setTimeout as sleep } from "node:timers/promises";
-import { MigrationFailed, SnapshotUnsupported, ValidationFailed, VmStateConflict, VmhError } from "../errors.js";
+import { MigrationFailed, SnapshotsNotMigrated, ValidationFailed, VmStateConflict, VmhError } from "../errors.js";
 import { devicesChangedSinceStart } from "../vm/devices/device-hotplug.js";
 import type { Job, JobRegistry } from "../jobs/job-registry.js";
 import type { MigrationInfo } from "../qmp/migration-commands.js";
@@ -79,6 +79,14 @@ export class MigrationSource {
     if (difference.length) {
       throw new VmStateConflict(name, `running with other devices than its definition gives (${difference.join("; ")}); restart it first`, "migrate");
     }
+    // Snapshots exist only on disks in the VM's own directory, which shared storage does not reach, and a copy
+    // would give the destination each disk's merged content, not its chain: the snapshots would be lost.
+    if ((await readSnapshotRecord(vm.paths)).snapshots.length > 0) {
+      throw new SnapshotsNotMigrated(
+        `VM "${name}" has snapshots, which a migration would lose (storage "copy" sends each disk's merged content, not its chain); delete them (DELETE /v1/vms/${name}/snapshots/{snap}) before migrating it`,
+        { vm: name },
+      );
+    }
     if (req.storage === "shared") {
       const own = vm.definition.disks.findIndex((d) => !d.image);
       if (own >= 0) {
@@ -87,10 +95,6 @@ export class MigrationSource {
           { field: "storage", message: `disk ${vm.definition.disks[own]!.name} is not on shared storage` },
         ]);
       }
-    }
-    // The destination would get each disk's merged content, not its chain: the snapshots would be lost.
-    if ((await readSnapshotRecord(vm.paths)).snapshots.length > 0) {
-      throw new SnapshotUnsupported(`VM "${name}" has snapshots; delete them before migrating it`, { vm: name });
     }
     // Refused here, before the destination is asked anything, when RAM would cross the network in clear unallowed.
     if (checkClearMigration({ tls: migratesOverTls(this.host), insecureMigration: this.host.config.insecureMigration }, destinationHost(req), "source")) {

@@ -88,7 +88,7 @@ async function startAndPrompt(d: TestDaemon): Promise<void> {
 
 t.test("snapshots: live, killed daemon, live merges, revert, stopped merge, limits", async (t) => {
   const env: NodeJS.ProcessEnv = { VMHOSTD_TEST_CRASH_AT: "snapshot-switched" };
-  const d = await startDaemon({ env, args: ["--max-snapshots", "3"] });
+  const d = await startDaemon({ env, args: ["--max-snapshots", "3", "--peer-token", "snapshot-test-token-0123"] });
   t.teardown(() => d.cleanup());
   await defineShellVm(d, VM);
   // A second definition change: the shell guest with one disk of its own.
@@ -115,6 +115,10 @@ t.test("snapshots: live, killed daemon, live merges, revert, stopped merge, limi
   await heldAtLimit(t, d, "on the snapshot's overlay");
   const unplug = await problem(d, "DELETE", `/v1/vms/${VM}/disks/data`);
   t.same([unplug.status, unplug.code], [409, "VMH_ERR_SNAPSHOT_UNSUPPORTED"], "a disk with snapshots is not hot-removed");
+  for (const storage of ["copy", "shared"]) {
+    const away = await problem(d, "POST", `/v1/vms/${VM}/migrate`, { destination: "http://127.0.0.1:9", storage });
+    t.same([away.status, away.code], [409, "VMH_ERR_SNAPSHOTS_NOT_MIGRATED"], `a VM with snapshots is not migrated (storage ${storage})`);
+  }
 
   await writeSector(d, VM, 2000, "MARK-B");
   await d.api.json("POST", `/v1/vms/${VM}/snapshots`, { name: "s2" });
