@@ -50,9 +50,10 @@ const steps: Step<ResizeContext>[] = [
       if (c.bytes === c.currentBytes) return;
       const session = c.vm.session;
       if (session) {
-        // The disk's top node: a snapshot moves it onto an overlay.
-        const { node } = await activeNode(session, c.disk.name);
-        await session.execute("block_resize", { "node-name": node, size: c.bytes }, RESIZE_TIMEOUT_MS);
+        // The device's own node (the throttle filter, which passes it to the chain's top): qemu tells the
+        // device of a new size only through the node it is attached to.
+        const { root } = await activeNode(session, c.disk.name);
+        await session.execute("block_resize", { "node-name": root, size: c.bytes }, RESIZE_TIMEOUT_MS);
       } else {
         await c.host.qemuImg.resize(activeImage(await readSnapshotRecord(c.vm.paths), c.vm.paths, c.disk), c.disk.format, c.bytes, c.as);
       }

@@ -27,8 +27,9 @@ interface BlockGraph {
 
 /**
  * A disk's nodes: `root`, the one its device is attached to (what block-commit and
- * blockdev-mirror must name: qemu wants a root node), and `node`, the top format
- * node of its chain (what blockdev-snapshot, a backup, a bitmap and a resize name)
+ * blockdev-mirror must name: qemu wants a root node; and block_resize, whose new
+ * size reaches the device only through it), and `node`, the top format node of
+ * its chain (what blockdev-snapshot, a backup and a bitmap name)
  * with the image it opened. The root is the VM's throttle filter over the chain,
  * or, in a qemu started by an earlier vmhostd, the top format node itself, with
  * the throttle under it (`throttled` false: an overlay put on that top needs a
