@@ -142,7 +142,7 @@ export class MigrationTarget {
       ...(req.postcopy ? [{ capability: "postcopy-ram", state: true }] : []),
       ...(req.channels > 1 ? [{ capability: "multifd", state: true }] : []),
     ];
-    if (capabilities.length) await session.execute("migrate-set-capabilities", { capabilities });
+    await session.execute("migrate-set-capabilities", { capabilities });
     if (req.channels > 1) await session.execute("migrate-set-parameters", { "multifd-channels": req.channels });
     let nbd: IncomingReply["nbd"];
     if (req.storage === "copy") {
