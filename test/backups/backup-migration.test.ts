@@ -36,7 +36,7 @@ t.test("the dirty bitmap follows a live migration", { timeout: 280_000 }, async 
   const hosts = makeTwoHosts();
   const shared = await sharedGuestPool(t);
   const guest = await ensureGuest();
-  const daemon = (ns: string, ip: string) => startDaemon({ netns: ns, args: ["--listen", `${ip}:${PORT}`, "--pool", `images=${shared}`, "--peer-token", TOKEN] });
+  const daemon = (ns: string, ip: string) => startDaemon({ netns: ns, args: ["--listen", `${ip}:${PORT}`, "--pool", `images=${shared}`, "--peer-token", TOKEN, "--insecure-migration"] });
   const a = await daemon(hosts.a.ns, hosts.a.ip);
   const b = await daemon(hosts.b.ns, hosts.b.ip);
   t.teardown(async () => {
