@@ -277,6 +277,37 @@ export class HostInMaintenance extends defineError("VMH_ERR_HOST_IN_MAINTENANCE"
 /** An evacuation ended with VMs still on this host (each listed in the job with why). */
 export class EvacuationIncomplete extends defineError("VMH_ERR_EVACUATION_INCOMPLETE", 409, "Evacuation incomplete") {}
 
+/** A VM has no snapshot of that name. */
+export class SnapshotNotFound extends defineError("VMH_ERR_SNAPSHOT_NOT_FOUND", 404, "Snapshot not found") {
+  constructor(vm: string, snapshot: string) {
+    super(`VM "${vm}" has no snapshot "${snapshot}"`, { vm, snapshot });
+  }
+}
+
+/** A snapshot name already taken on the VM. */
+export class SnapshotExists extends defineError("VMH_ERR_SNAPSHOT_EXISTS", 409, "Snapshot already exists") {
+  constructor(vm: string, snapshot: string) {
+    super(`VM "${vm}" already has a snapshot "${snapshot}"`, { vm, snapshot, field: "name" });
+  }
+}
+
+/** The VM already has --max-snapshots snapshots: a deeper chain would slow every read. */
+export class TooManySnapshots extends defineError("VMH_ERR_TOO_MANY_SNAPSHOTS", 409, "Too many snapshots") {
+  constructor(vm: string, max: number) {
+    super(`VM "${vm}" has ${max} snapshots, the most allowed (--max-snapshots); delete one first`, { vm, max });
+  }
+}
+
+/** A snapshot asked of a VM whose disks cannot have one (an in-place pool image, a raw disk), or a disk with snapshots hot-removed. */
+export class SnapshotUnsupported extends defineError("VMH_ERR_SNAPSHOT_UNSUPPORTED", 409, "Snapshot not possible") {}
+
+/**
+ * A migration of a VM that has snapshots: their layers live in the VM's own
+ * directory, which only a copy migration moves, and a copy sends each disk's
+ * merged content, not its chain.
+ */
+export class SnapshotsNotMigrated extends defineError("VMH_ERR_SNAPSHOTS_NOT_MIGRATED", 409, "A VM with snapshots is not migrated") {}
+
 /** Anything unforeseen; the message is logged in full, the response says little. */
 export class InternalError extends defineError("VMH_ERR_INTERNAL", 500, "Internal error") {}
 
@@ -334,5 +365,10 @@ export const errorCatalogue = [
   MigrationRecordNotFound,
   HostInMaintenance,
   EvacuationIncomplete,
+  SnapshotNotFound,
+  SnapshotExists,
+  TooManySnapshots,
+  SnapshotUnsupported,
+  SnapshotsNotMigrated,
   InternalError,
 ] as const;

@@ -22,6 +22,7 @@ import { DefinitionStore } from "./store/definition-store.js";
 import { QemuImg } from "./storage/qemu-img.js";
 import { StoragePools } from "./storage/storage-pools.js";
 import { DiskBackups } from "./vm/operations/disk-backup.js";
+import { VmSnapshots } from "./vm/snapshots/vm-snapshots.js";
 import type { HostContext } from "./vm/host-context.js";
 import { VmRegistry } from "./vm/vm-registry.js";
 import { JobRegistry } from "./jobs/job-registry.js";
@@ -183,7 +184,13 @@ async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Prom
   const source = new MigrationSource(host, registry, jobs);
   const backups = new DiskBackups(host, jobs);
   const migration = { jobs, target };
-  registry.jobActions = { backup: (vm, action) => backups.prepare(vm, action), migrate: (vm, action) => source.prepare(vm, action) };
+  const snapshots = new VmSnapshots(host, jobs);
+  registry.snapshots = snapshots;
+  registry.jobActions = {
+    backup: (vm, action) => backups.prepare(vm, action),
+    migrate: (vm, action) => source.prepare(vm, action),
+    deleteSnapshot: (vm, action) => snapshots.prepareDelete(vm, action),
+  };
   // A migration cut short by a restart of this daemon is finished or rolled back by its own side.
   registry.recoverMigration = {
     out: (vm, action, entry) => source.recover(vm, action, entry),

@@ -46,9 +46,18 @@ export const vmActionSchema = z.discriminatedUnion("kind", [
     disk: z.string(),
     target: z.string(),
     format: z.enum(["qcow2", "raw"]),
+    /** Incremental: only what the disk's dirty bitmap marks since `since` (the latest backup); full when it cannot be. */
+    mode: z.enum(["full", "incremental"]).optional(),
+    since: z.string().optional(),
     /** Bandwidth limit, so a backup does not starve the guest's own I/O. */
     speedMiBps: z.number().positive().optional(),
   }),
+  /** New overlays on every disk of the VM's own (running, paused or stopped), atomically. */
+  z.strictObject({ kind: z.literal("snapshot-create"), name: z.string(), memory: z.boolean() }),
+  /** Every disk back to a snapshot (VM stopped, or stopped first with force); later snapshots go. */
+  z.strictObject({ kind: z.literal("snapshot-revert"), snapshot: z.string(), force: z.boolean().optional() }),
+  /** A snapshot merged away (live: block-commit), as a job. */
+  z.strictObject({ kind: z.literal("snapshot-delete"), snapshot: z.string() }),
   /** Send the running VM to another host (migrate out), as a job. */
   z.strictObject({
     kind: z.literal("migrate"),

@@ -86,6 +86,9 @@ export const diskSchema = z
       .optional()
       .describe("a qcow2 overlay in the VM's directory on top of this base image in a pool; the base is never written"),
     importImage: poolPath.optional().describe("copy this image in a pool into the VM's directory when the VM is created"),
+    restoreFrom: poolPath
+      .optional()
+      .describe("a backup in a pool (the newest image of a full or incremental chain): its chain flattened into the VM's own disk when the VM is created"),
     format: z.enum(["qcow2", "raw"]).default("qcow2").describe("the format of the VM's disk, and of an in-place image; never guessed from content"),
     sourceFormat: z
       .enum(["qcow2", "raw"])
@@ -103,15 +106,15 @@ export const diskSchema = z
   })
   .strict()
   .superRefine((d, ctx) => {
-    const sources = (["image", "backingImage", "importImage"] as const).filter((k) => d[k] !== undefined);
+    const sources = (["image", "backingImage", "importImage", "restoreFrom"] as const).filter((k) => d[k] !== undefined);
     if (sources.length > 1) {
-      ctx.addIssue({ code: "custom", path: [sources[1]!], message: `give at most one of image, backingImage and importImage` });
+      ctx.addIssue({ code: "custom", path: [sources[1]!], message: `give at most one of image, backingImage, importImage and restoreFrom` });
     } else if (sources.length === 0 && d.sizeGiB === undefined) {
       ctx.addIssue({ code: "custom", path: ["sizeGiB"], message: "give sizeGiB for a blank disk, or one of image, backingImage and importImage" });
     } else if (d.image !== undefined && d.sizeGiB !== undefined) {
       ctx.addIssue({ code: "custom", path: ["sizeGiB"], message: "an existing image (image) keeps its own size; sizeGiB is for the VM's own disks" });
     }
-    if (d.sourceFormat !== undefined && d.backingImage === undefined && d.importImage === undefined) {
+    if (d.sourceFormat !== undefined && d.backingImage === undefined && d.importImage === undefined && d.restoreFrom === undefined) {
       ctx.addIssue({ code: "custom", path: ["sourceFormat"], message: "sourceFormat is the format of a backingImage or importImage; an in-place image's is format" });
     }
     if (d.backingImage !== undefined && d.format !== "qcow2") {

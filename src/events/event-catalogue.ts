@@ -139,6 +139,21 @@ export const eventCatalogue = {
     payload: z.strictObject({ disk: diskName, target: z.string() }),
     description: "a live backup of a disk completed into target",
   },
+  "vm.snapshot-created": {
+    subject: "vm",
+    payload: z.strictObject({ snapshot: z.string(), memory: z.boolean() }),
+    description: "a snapshot of every disk of the VM's own was taken",
+  },
+  "vm.snapshot-reverted": {
+    subject: "vm",
+    payload: z.strictObject({ snapshot: z.string() }),
+    description: "the VM's disks were returned to a snapshot",
+  },
+  "vm.snapshot-deleted": {
+    subject: "vm",
+    payload: z.strictObject({ snapshot: z.string() }),
+    description: "a snapshot was merged away",
+  },
   "vm.balloon": {
     subject: "vm",
     payload: z.strictObject({ targetMiB: z.number() }),

@@ -20,6 +20,8 @@ import { registerVmRoutes } from "./routes/vm-routes.js";
 import { registerJobRoutes } from "./routes/job-routes.js";
 import { registerMigrationRoutes, type MigrationDeps } from "./routes/migration-routes.js";
 import { registerStorageRoutes, type StorageDeps } from "./routes/storage-routes.js";
+import { registerSnapshotRoutes } from "./routes/snapshot-routes.js";
+import { registerBackupRoutes } from "./routes/backup-routes.js";
 import { registerEventRoutes } from "./routes/event-routes.js";
 import { requirePeerToken } from "./peer-auth.js";
 import { ClientSlots, type SlotLimits } from "./client-slots.js";
@@ -177,6 +179,8 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     registerCdromRoutes(scope, registry);
     registerDeviceRoutes(scope, registry);
     registerStorageRoutes(scope, registry, storage);
+    registerSnapshotRoutes(scope, registry);
+    registerBackupRoutes(scope, registry);
     registerEventRoutes(scope, registry.host.bus, streams);
     registerMetricsRoutes(scope, registry);
     registerQmpRoutes(scope, registry);

@@ -46,6 +46,8 @@ import {
   VmStateConflict,
   ConsoleBusy,
   HostInMaintenance,
+  SnapshotUnsupported,
+  SnapshotsNotMigrated,
 } from "../errors.js";
 
 /** Any request: over TCP without the token; anything unforeseen. */
@@ -93,12 +95,12 @@ export const definitionFiles = [PathOutsidePool, FileNotFound, FileNotAccessible
 export const create = [...withBody, ...definitionFiles, VmExists, UuidInUse, FirmwareUnavailable, ShuttingDown, StateWriteFailed, StateDiskFull] as const;
 export const deviceAdd = [...vmChange, ...qemuCommand, ...definitionFiles, DeviceExists, NoFreeHotplugPort, BridgeNotFound, NetworkFailed, LimitsFailed] as const;
 export const nicFilter = [...vmChange, DeviceNotFound, NetworkFailed] as const;
-export const deviceRemove = [...vmChange, ...qemuCommand, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeout, NetworkFailed, StorageFailed] as const;
+export const deviceRemove = [...vmChange, ...qemuCommand, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeout, NetworkFailed, StorageFailed, SnapshotUnsupported] as const;
 export const stream = [...withInput, TooManyClients] as const;
 export const consoleSocket = [...stream, VmNotFound, VmStateConflict, ConsoleBusy] as const;
 export const qmpPassthrough = [...vmChange, ...qemuCommand, QmpNotAllowed, QmpCommandRefused] as const;
 export const job = [...withInput, JobNotFound] as const;
-export const migration = [...vmChange, ...qemuCommand, MigrationFailed, InsecureMigrationRefused, InsufficientResources, StorageFailed] as const;
+export const migration = [...vmChange, ...qemuCommand, MigrationFailed, InsecureMigrationRefused, InsufficientResources, StorageFailed, SnapshotsNotMigrated] as const;
 export const incoming = [...withBody, LimitsFailed, InsecureMigrationRefused, HostInMaintenance, VmExists, UuidInUse, VmStateConflict, VmOwnedElsewhere, EtcdUnreachable, InsufficientResources, InsufficientMemory, ...definitionFiles, StateWriteFailed, StateDiskFull, ShuttingDown, ...qemuCommand] as const;
 export const backup = [...vmChange, ...qemuCommand, DeviceNotFound, PathOutsidePool, FileExists, StorageFailed] as const;
 export const fleet = [...anyRequest, NotInFleetMode, EtcdUnreachable] as const;

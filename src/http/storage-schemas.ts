@@ -22,6 +22,11 @@ export const diskBackupBody = z
       .refine((p) => !p.includes("\0"), "must not contain NUL")
       .describe("the image to create, in a storage pool (relative: in the images pool); must not exist"),
     format: z.enum(["qcow2", "raw"]).default("qcow2"),
+    mode: z
+      .enum(["full", "incremental"])
+      .default("full")
+      .describe("incremental: only the blocks the disk's dirty bitmap marks since the latest backup; made full (with the reason in the job) when that cannot be trusted"),
+    since: z.string().max(100).optional().describe("the backup (a finished job's result.backupId) an incremental one builds on; the latest"),
     speedMiBps: z.number().int().min(1).max(1024 * 1024).optional().describe("bandwidth limit of the copy"),
   })
   .strict();

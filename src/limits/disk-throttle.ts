@@ -1,10 +1,12 @@
 // A VM's disk limits: one qemu throttle group per VM (`-object throttle-group`),
-// and under each disk's format node a `throttle` filter node in that group, so
-// all of a VM's disks share one budget and adding a disk adds no I/O. The filter
-// sits between the format node and the file node: the format node stays the root
-// the device and every block command (resize, backup, migration's copy) name,
-// and what is counted is the I/O the host's storage sees, a backup's and a
-// migration's copy included. Changed live with qom-set on the group's `limits`.
+// and over each disk's chain a `throttle` filter node in that group, so all of a
+// VM's disks share one budget and adding a disk adds no I/O. The filter is the
+// node the device is attached to, above the disk's top format node: a snapshot's
+// overlay goes under it (blockdev-snapshot replaces the top under its parents),
+// and a merge moves the filter back onto the base, so whatever the chain is, the
+// guest's I/O passes the group. A backup reads the top format node, not through
+// the filter, and has a speed of its own. Changed live with qom-set on the
+// group's `limits`.
 import type { DiskLimits } from "./limits-schema.js";
 
 export const THROTTLE_GROUP_ID = "throttle0";

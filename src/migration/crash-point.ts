@@ -1,4 +1,4 @@
-// Test hook, for the migration fault matrix only (test/migration/outcome-faults.test.ts):
+// Test hook, for the fault tests only (test/migration/outcome-faults.test.ts, test/snapshots/):
 // with VMHOSTD_TEST_CRASH_AT=<point> in its environment the daemon SIGKILLs itself
 // when a migration reaches that named point, which no outside timing can hit
 // reliably. Unset (always, outside those tests) it does nothing. It kills only the
@@ -12,6 +12,10 @@ export const crashPoints = [
   "migrate-switching-over",
   /** Source: the destination answered the commit; the copy here not yet removed. */
   "migrate-committed",
+  /** Snapshot: qemu writes the new overlays; the record does not name them yet. */
+  "snapshot-switched",
+  /** Snapshot delete: the layers are merged in qemu; the record still lists the snapshot. */
+  "snapshot-merged",
 ] as const;
 export type CrashPoint = (typeof crashPoints)[number];
 

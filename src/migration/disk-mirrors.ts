@@ -8,6 +8,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { MigrationFailed } from "../errors.js";
 import type { QemuSession } from "../vm/qemu-session.js";
+import { activeNode } from "../vm/snapshots/block-graph.js";
 
 const POLL_MS = 200;
 
@@ -40,7 +41,8 @@ export class DiskMirrors {
       this.started.push(disk);
       await this.session.execute("blockdev-mirror", {
         "job-id": `mirror-${disk}`,
-        device: `d-${disk}`,
+        // The disk's root (qemu wants one): its throttle filter, so the copy is counted in the VM's disk budget.
+        device: (await activeNode(this.session, disk)).root,
         target: `mig-${disk}`,
         sync: "full",
         "copy-mode": "write-blocking",

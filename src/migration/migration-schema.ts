@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { MAX_DISK_GIB, vmDefinitionSchema } from "../definition/vm-definition.js";
 import { migrationIdSchema } from "./outcome-record.js";
+import { backupRecordSchema } from "../vm/backups/backup-record.js";
 
 export const migrateRequestSchema = z
   .object({
@@ -32,6 +33,8 @@ export const incomingRequestSchema = z
      */
     diskSizes: z.record(z.string(), z.number().int().positive().max(MAX_DISK_GIB * 1024 ** 3)).default({}),
     postcopy: z.boolean().default(false),
+    /** The VM's backups and their checkpoints: the dirty bitmaps come in qemu's stream, their record with it. */
+    backups: backupRecordSchema.optional(),
     /** Fleet mode: the source's hold on the owner key, which the destination swaps to itself at commit. */
     owner: z.object({ host: z.string().min(1), revision: z.string().regex(/^\d+$/) }).strict().optional(),
     /** The migration's id, made by the source: the destination records the outcome under it. */

@@ -6,7 +6,7 @@
 // on a guess: it asks the destination, and keeps the guest paused until it knows.
 import { endEntry } from "../vm/action-journal.js";
 import { setTimeout as sleep } from "node:timers/promises";
-import { MigrationFailed, ValidationFailed, VmStateConflict, VmhError } from "../errors.js";
+import { MigrationFailed, SnapshotsNotMigrated, ValidationFailed, VmStateConflict, VmhError } from "../errors.js";
 import { devicesChangedSinceStart } from "../vm/devices/device-hotplug.js";
 import type { Job, JobRegistry } from "../jobs/job-registry.js";
 import type { MigrationInfo } from "../qmp/migration-commands.js";
@@ -29,6 +29,8 @@ import { crashPoint } from "./crash-point.js";
 import { installQemuTls, migratesOverTls, removeQemuTls, TLS_CREDS_ID } from "./migration-tls.js";
 import { checkAnsweredAddresses, checkClearMigration } from "./migration-transport.js";
 import { settleOutcome, type Settlement } from "./outcome-settlement.js";
+import { readSnapshotRecord } from "../vm/snapshots/snapshot-record.js";
+import { readBackupRecord } from "../vm/backups/backup-record.js";
 
 /** Mirror jobs a restarted daemon finds: completed (after RAM) or abandoned (before). */
 async function cancelLeftoverMirrors(session: QemuSession, force = true): Promise<void> {
@@ -76,6 +78,14 @@ export class MigrationSource {
     const difference = await deviceLayoutDifference(vm, this.host);
     if (difference.length) {
       throw new VmStateConflict(name, `running with other devices than its definition gives (${difference.join("; ")}); restart it first`, "migrate");
+    }
+    // Snapshots exist only on disks in the VM's own directory, which shared storage does not reach, and a copy
+    // would give the destination each disk's merged content, not its chain: the snapshots would be lost.
+    if ((await readSnapshotRecord(vm.paths)).snapshots.length > 0) {
+      throw new SnapshotsNotMigrated(
+        `VM "${name}" has snapshots, which a migration would lose (storage "copy" sends each disk's merged content, not its chain); delete them (DELETE /v1/vms/${name}/snapshots/{snap}) before migrating it`,
+        { vm: name },
+      );
     }
     if (req.storage === "shared") {
       const own = vm.definition.disks.findIndex((d) => !d.image);
@@ -192,6 +202,7 @@ export class MigrationSource {
         storage: req.storage,
         files,
         diskSizes,
+        backups: await readBackupRecord(vm.paths),
         postcopy: req.postcopy ?? false,
         migration,
         tls: transport.tlsHostname !== undefined,
@@ -210,6 +221,8 @@ export class MigrationSource {
         { capability: "events", state: true },
         { capability: "auto-converge", state: req.autoConverge ?? false },
         { capability: "postcopy-ram", state: req.postcopy ?? false },
+        // The disks' dirty bitmaps go along, so the next backup on the destination can be incremental.
+        { capability: "dirty-bitmaps", state: true },
         { capability: "multifd", state: transport.channels > 1 },
       ],
     });

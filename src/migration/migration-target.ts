@@ -30,6 +30,7 @@ import type { OutcomeStore } from "./outcome-store.js";
 import type { OutcomeRecord } from "./outcome-record.js";
 import { crashPoint } from "./crash-point.js";
 import { recoverIncoming, settlePreparedRecords } from "./incoming-recovery.js";
+import { writeBackupRecord } from "../vm/backups/backup-record.js";
 
 /** An incoming VM whose source has not been heard from for this long is aborted. */
 const SOURCE_SILENCE_MS = 15_000;
@@ -104,6 +105,7 @@ export class MigrationTarget {
     await this.checkMemory(def.memoryMiB);
     const localDef = withFilePaths(def, await this.localPaths(req));
     await this.host.store.create(localDef, async (staging) => {
+      if (req.backups) await writeBackupRecord(staging, req.backups);
       if (req.storage !== "copy") return;
       for (const [i, disk] of localDef.disks.entries()) {
         const size = req.diskSizes[disk.name];
@@ -135,10 +137,12 @@ export class MigrationTarget {
       await session.execute("migrate-set-parameters", tls);
     }
     const capabilities = [
+      // The source sends the disks' dirty bitmaps: the stream has a section for them only this takes.
+      { capability: "dirty-bitmaps", state: true },
       ...(req.postcopy ? [{ capability: "postcopy-ram", state: true }] : []),
       ...(req.channels > 1 ? [{ capability: "multifd", state: true }] : []),
     ];
-    if (capabilities.length) await session.execute("migrate-set-capabilities", { capabilities });
+    await session.execute("migrate-set-capabilities", { capabilities });
     if (req.channels > 1) await session.execute("migrate-set-parameters", { "multifd-channels": req.channels });
     let nbd: IncomingReply["nbd"];
     if (req.storage === "copy") {

@@ -13,8 +13,11 @@ export const nicDeviceId = (index: number): string => `nic${index}`;
 export const netdevId = (index: number): string => `net${index}`;
 
 /**
- * A disk's iothread and its three block nodes: the file, the VM's throttle filter
- * over it, and the format on top (what QMP block commands name).
+ * A disk's iothread and its three block nodes: the file, the format over it (the
+ * top of the disk's chain; a snapshot's overlay goes on top of it), and the VM's
+ * throttle filter over the whole chain, which the device is attached to. A VM
+ * started by an earlier vmhostd has the throttle between file and format instead
+ * (src/vm/snapshots/block-graph.ts tells the two apart).
  */
 export function diskBackendIds(disk: string): { iothread: string; fileNode: string; throttleNode: string; formatNode: string } {
   return { iothread: `io-${disk}`, fileNode: `f-${disk}`, throttleNode: throttleNodeName(disk), formatNode: `d-${disk}` };
@@ -60,13 +63,13 @@ export function planDisk(disk: DiskDefinition, image: string, host: DiskHostSupp
           discard: "unmap",
         },
       },
-      { kind: "blockdev", node: { driver: "throttle", "node-name": ids.throttleNode, "throttle-group": THROTTLE_GROUP_ID, file: ids.fileNode } },
-      { kind: "blockdev", node: { driver: disk.format, "node-name": ids.formatNode, file: ids.throttleNode, "read-only": false, discard: "unmap" } },
+      { kind: "blockdev", node: { driver: disk.format, "node-name": ids.formatNode, file: ids.fileNode, "read-only": false, discard: "unmap" } },
+      { kind: "blockdev", node: { driver: "throttle", "node-name": ids.throttleNode, "throttle-group": THROTTLE_GROUP_ID, file: ids.formatNode } },
     ],
     device: {
       driver: "virtio-blk-pci",
       id: diskDeviceId(disk.name),
-      drive: ids.formatNode,
+      drive: ids.throttleNode,
       serial: disk.name,
       iothread: ids.iothread,
       ...(disk.cache === "writethrough" ? { "write-cache": "off" as const } : {}),

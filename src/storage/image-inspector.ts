@@ -34,7 +34,7 @@ interface ReadImage {
 
 export class ImageInspector {
   constructor(
-    private readonly pools: StoragePools,
+    private readonly pools: Pick<StoragePools, "poolOfRealPath">,
     private readonly maxDepth = DEFAULT_MAX_CHAIN_DEPTH,
   ) {}
 

@@ -38,6 +38,11 @@ export class QemuImg {
     await this.run("create", createArgs("/dev/fd/3", format, sizeBytes), label, 60_000, { fd });
   }
 
+  /** An empty qcow2 overlay made through an open descriptor, naming `backing` (a qcow2) without opening it (-u). */
+  async createOverlayOnFd(fd: number, label: string, backing: string, sizeBytes: number): Promise<void> {
+    await this.run("create", ["create", "-q", "-u", "-f", "qcow2", "-b", backing, "-F", "qcow2", "/dev/fd/3", String(sizeBytes)], label, 60_000, { fd });
+  }
+
   /** The virtual size, read with the declared format. -U: a running qemu may hold the image's lock. */
   async info(file: string, format: ImageFormat, as?: RunAs): Promise<{ virtualSize: number }> {
     const out = await this.run("info", ["info", "-U", "-f", format, "--output=json", file], file, 30_000, as ? { as } : {});
@@ -70,6 +75,21 @@ export class QemuImg {
   async resize(file: string, format: ImageFormat, sizeBytes: number, as?: RunAs): Promise<void> {
     const node = `json:${JSON.stringify(chainNode([{ file, format }]))}`;
     await this.run("resize", ["resize", "-q", node, String(sizeBytes)], file, 60_000, as ? { as } : {});
+  }
+
+  /**
+   * Merges a qcow2 layer into the one under it (its backing file), offline. Run
+   * as the VM's uid: the chain's headers are the guest's writing, and that uid
+   * can open only the VM's own files. -d: the layer is removed afterwards, so
+   * emptying it would be wasted work.
+   */
+  async commit(file: string, as?: RunAs): Promise<void> {
+    await this.run("commit", ["commit", "-q", "-d", "-f", "qcow2", file], file, 60 * 60_000, as ? { as } : {});
+  }
+
+  /** Rewrites which file a qcow2 layer names as its backing (-u: the content is the same, nothing is copied). */
+  async rebaseUnsafe(file: string, backing: string, backingFormat: ImageFormat, as?: RunAs): Promise<void> {
+    await this.run("rebase", ["rebase", "-q", "-u", "-f", "qcow2", "-b", backing, "-F", backingFormat, file], file, 60_000, as ? { as } : {});
   }
 
   private run(what: string, args: string[], file: string, timeout: number, opts: { fd?: number; as?: RunAs } = {}): Promise<string> {

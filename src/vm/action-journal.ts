@@ -28,6 +28,8 @@ export interface JournalRule {
 
 const deviceRule: JournalRule = { begin: "before", onFailure: "end", onSuccess: "end-logged" };
 const hardStopRule: JournalRule = { begin: "best-effort", onFailure: "keep", onSuccess: "end" };
+// A failed snapshot operation cleans up after itself; a killed one is settled from the entry (src/vm/snapshots/).
+const snapshotRule: JournalRule = { begin: "before", onFailure: "end", onSuccess: "end" };
 const migrationRule: JournalRule = { begin: "before", onFailure: "keep", onSuccess: "outcome" };
 
 /** Every action kind's rule; "none" for one that changes nothing a restart must finish or undo. */
@@ -55,6 +57,9 @@ export const journalRules = {
   // Applied, then recorded: a restart in between re-applies the definition at adoption, old or new.
   "set-limits": "none",
   backup: "none",
+  "snapshot-create": snapshotRule,
+  "snapshot-revert": snapshotRule,
+  "snapshot-delete": snapshotRule,
   migrate: migrationRule,
   "migrate-in": migrationRule,
   // Carried out by the waiting migration, under its lock and its journal entry.

@@ -16,12 +16,16 @@ export interface MigrationRecovery {
   in(vm: Vm, entry: JournalEntry): Promise<void>;
 }
 
+type SnapshotKind = "snapshot-create" | "snapshot-revert" | "snapshot-delete";
+
 export interface Recovery {
   context: ActionContext;
   perform(name: string, action: ActionOf<"shutdown" | "stop" | "change-cdrom" | "eject-cdrom" | "resize-disk">): Promise<unknown>;
   migration: MigrationRecovery | undefined;
+  /** Settles a snapshot operation a restart cut short (src/vm/snapshots/). */
+  snapshots: ((vm: Vm, entry: JournalEntry) => Promise<void>) | undefined;
   /** Runs a recovery under the VM's operation lock in the stored action's name (the registry's, as perform's). */
-  underLock(vm: Vm, action: ActionOf<"add-disk" | "remove-disk" | "add-nic" | "remove-nic" | "migrate" | "migrate-in">, body: (run: ActionRun) => Promise<void>): Promise<void>;
+  underLock(vm: Vm, action: ActionOf<"add-disk" | "remove-disk" | "add-nic" | "remove-nic" | "migrate" | "migrate-in" | SnapshotKind>, body: (run: ActionRun) => Promise<void>): Promise<void>;
 }
 
 export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntry): Promise<void> {
@@ -54,6 +58,13 @@ export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntr
       // Done again in full: the disc may or may not have changed; growing to the size asked for is a no-op if reached.
       await r.perform(vm.name, action);
       return;
+    case "snapshot-create":
+    case "snapshot-revert":
+    case "snapshot-delete": {
+      const settle = r.snapshots;
+      if (settle) await r.underLock(vm, action, () => settle(vm, entry));
+      return;
+    }
     case "migrate": {
       const side = r.migration;
       if (side) await r.underLock(vm, action, () => side.out(vm, action, entry));

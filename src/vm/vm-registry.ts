@@ -15,7 +15,7 @@ import { findQemuProcesses, type QemuProcessInfo } from "../qemu/qemu-process.js
 import { assertNever, type ActionOf, type VmAction } from "../definition/vm-action.js";
 import type { ActionContext } from "./operations/action-context.js";
 import { actionRun, type ActionRun } from "./operations/action-run.js";
-import { performLifecycle } from "./operations/lifecycle-actions.js";
+import { asStart, performLifecycle } from "./operations/lifecycle-actions.js";
 import { performDeviceAction } from "./operations/device-actions.js";
 import { recoverInterrupted, type MigrationRecovery, type Recovery } from "./interrupted-operation.js";
 import { VmOwnership } from "./vm-ownership.js";
@@ -24,6 +24,7 @@ import { performJobAction, type JobAction, type JobActions, type JobHold } from 
 import { runPassthrough, type PassthroughLog } from "./operations/qmp-passthrough.js";
 import { performMigrateIn, type IncomingWork } from "./operations/migrate-in.js";
 import type { Job } from "../jobs/job-registry.js";
+import type { VmSnapshots } from "./snapshots/vm-snapshots.js";
 import type { z } from "zod";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -90,6 +91,8 @@ export class VmRegistry {
   recoverMigration: MigrationRecovery | undefined;
   /** The work of a backup or a migration out (set by main: the migration side imports the registry). */
   jobActions: JobActions | undefined;
+  /** The snapshot operations (set by main, with the job registry a delete runs in). */
+  snapshots: VmSnapshots | undefined;
   /** Refuses an action the host does not take now: starts and incoming migrations in maintenance (set by main, src/host/maintenance/). */
   hostGate: ((name: string, action: PerformedAction) => void) | undefined;
 
@@ -109,6 +112,7 @@ export class VmRegistry {
       context: this.context,
       perform: (name, action) => this.perform(name, action),
       migration: this.recoverMigration,
+      snapshots: this.snapshots ? (vm, entry) => this.snapshots!.recover(vm, entry) : undefined,
       underLock: (vm, action, body) => this.underLock(vm, action, body),
     };
     recoverInterrupted(recovery, vm, interrupted).catch((err) => vm.log.error({ err, action: interrupted.action }, "finishing the interrupted operation failed"));
@@ -247,10 +251,11 @@ export class VmRegistry {
       case "qmp":
         return await runPassthrough(vm, action, this.host.config.qmpPassthrough, log, (send) => this.underLock(vm, action, send));
       case "backup":
-      case "migrate": {
+      case "migrate":
+      case "snapshot-delete": {
         if (!this.jobActions) throw new Error(`no handler for ${action.kind} jobs`);
         // A backup may run for hours, and the VM can still be stopped meanwhile (which ends it as failed).
-        const hold: JobHold = action.kind === "migrate" ? (work) => this.underLock(vm, action, work) : (work) => work(actionRun(vm, action, new AbortController().signal));
+        const hold: JobHold = action.kind !== "backup" ? (work) => this.underLock(vm, action, work) : (work) => work(actionRun(vm, action, new AbortController().signal));
         return await performJobAction(this.jobActions, vm, action, hold);
       }
       case "delete": {
@@ -282,6 +287,18 @@ export class VmRegistry {
       case "resume":
         await this.underLock(vm, action, (run) => performLifecycle(this.context, vm, action, run));
         break;
+      case "snapshot-create":
+      case "snapshot-revert": {
+        const snapshots = this.snapshots;
+        if (!snapshots) throw new Error("no handler for snapshots");
+        // A revert that resumes a snapshot's memory starts a guest: the start's gate and admission first.
+        const asStarted = (body: () => Promise<void>): Promise<void> => {
+          this.hostGate?.(vm.name, { kind: "start" });
+          return asStart(this.context, vm, body);
+        };
+        await this.underLock(vm, action, (run) => (action.kind === "snapshot-create" ? snapshots.create(vm, action, run) : snapshots.revert(vm, action, run, asStarted)));
+        break;
+      }
       case "add-disk":
       case "remove-disk":
       case "add-nic":

@@ -49,7 +49,7 @@ t.test("the snapshot VM: its plan renders to the snapshot argv", async (t) => {
   const disk = plan.entries.find((e) => e.kind === "device" && e.device.driver === "virtio-blk-pci");
   t.same(disk, {
     kind: "device",
-    device: { driver: "virtio-blk-pci", id: "disk-root", drive: "d-root", serial: "root", iothread: "io-root", bus: "rp2" },
+    device: { driver: "virtio-blk-pci", id: "disk-root", drive: "t-root", serial: "root", iothread: "io-root", bus: "rp2" },
   }, "a typed object, no JSON string");
   const strings = (v: unknown): string[] =>
     typeof v === "string" ? [v] : v && typeof v === "object" ? Object.values(v).flatMap(strings) : [];
@@ -75,14 +75,14 @@ t.test("hot-plugging a disk: QMP commands from the plan, as the disk would be at
         discard: "unmap",
       },
     },
-    { command: "blockdev-add", args: { driver: "throttle", "node-name": "t-data", "throttle-group": "throttle0", file: "f-data" } },
-    { command: "blockdev-add", args: { driver: "qcow2", "node-name": "d-data", file: "t-data", "read-only": false, discard: "unmap" } },
-  ], "iothread, file node, the VM's throttle filter, format node: in the order they rest on each other");
+    { command: "blockdev-add", args: { driver: "qcow2", "node-name": "d-data", file: "f-data", "read-only": false, discard: "unmap" } },
+    { command: "blockdev-add", args: { driver: "throttle", "node-name": "t-data", "throttle-group": "throttle0", file: "d-data" } },
+  ], "iothread, file node, format node, the VM's throttle filter over it: in the order they rest on each other");
   t.same(deviceAddCommand(part, "rp5"), {
     command: "device_add",
-    args: { driver: "virtio-blk-pci", id: "disk-data", drive: "d-data", serial: "data", iothread: "io-data", "write-cache": "off", bus: "rp5" },
+    args: { driver: "virtio-blk-pci", id: "disk-data", drive: "t-data", serial: "data", iothread: "io-data", "write-cache": "off", bus: "rp5" },
   }, "on the free root port, without a boot index");
-  t.same(deviceAddCommand(part, undefined).args, { driver: "virtio-blk-pci", id: "disk-data", drive: "d-data", serial: "data", iothread: "io-data", "write-cache": "off" }, "pc: qemu picks the slot");
+  t.same(deviceAddCommand(part, undefined).args, { driver: "virtio-blk-pci", id: "disk-data", drive: "t-data", serial: "data", iothread: "io-data", "write-cache": "off" }, "pc: qemu picks the slot");
   t.notOk("bus" in part.device, "the plan itself is left without a bus");
 
   // The same disk in a VM that starts with it: the same backends and device (plus boot index and port).

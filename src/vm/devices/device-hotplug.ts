@@ -91,8 +91,13 @@ export async function plugDisk(session: QemuSession, machine: string, disk: Disk
 /** Frees what plugDisk made below the device; each part that is already gone counts as freed. */
 export async function releaseDiskBackend(session: QemuSession, disk: string): Promise<void> {
   const ids = diskBackendIds(disk);
+  // Top down: the throttle over the format node, or (a qemu started by an earlier vmhostd) the other way round.
+  const throttleFirst = await ignoreMissing(session.execute("blockdev-del", { "node-name": ids.throttleNode })).then(
+    () => true,
+    () => false,
+  );
   await ignoreMissing(session.execute("blockdev-del", { "node-name": ids.formatNode }));
-  await ignoreMissing(session.execute("blockdev-del", { "node-name": ids.throttleNode }));
+  if (!throttleFirst) await ignoreMissing(session.execute("blockdev-del", { "node-name": ids.throttleNode }));
   await ignoreMissing(session.execute("blockdev-del", { "node-name": ids.fileNode }));
   await ignoreMissing(session.execute("object-del", { id: ids.iothread }));
 }

@@ -57,7 +57,10 @@ export async function checkDiskSources(
       ? (["backing", disk.backingImage, "backingImage"] as const)
       : disk.importImage
         ? (["import", disk.importImage, "importImage"] as const)
-        : [undefined, undefined, undefined];
+        : disk.restoreFrom
+          ? // A backup chain is copied flattened, as an import is: the inspector checks every image of it lies in a pool.
+            (["import", disk.restoreFrom, "restoreFrom"] as const)
+          : [undefined, undefined, undefined];
     if (!kind) continue;
     const field = `disks.${i}.${key}`;
     const file = (await pools.resolveFile(input, field)).absolute;

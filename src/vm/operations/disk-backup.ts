@@ -11,10 +11,9 @@
 // like a good one. It holds no operation lock, so the VM can still be stopped;
 // that ends the backup as failed.
 import { setTimeout as sleep } from "node:timers/promises";
-import { DeviceNotFound, StorageFailed, VmBusy, VmStateConflict, VmhError } from "../../errors.js";
+import { DeviceNotFound, StorageFailed, ValidationFailed, VmBusy, VmStateConflict, VmhError } from "../../errors.js";
 import type { Job, JobRegistry } from "../../jobs/job-registry.js";
 import type { QmpEvent } from "../../qmp/commands.js";
-import { diskPath } from "../../store/vm-paths.js";
 import { createInPool, removeIfSame } from "../../storage/pool-files.js";
 import type { DiskDefinition } from "../../definition/vm-definition.js";
 import type { HostContext } from "../host-context.js";
@@ -22,6 +21,11 @@ import type { QemuSession } from "../qemu-session.js";
 import type { Vm } from "../vm.js";
 import type { ActionOf } from "../../definition/vm-action.js";
 import type { PreparedJob } from "./job-actions.js";
+import { activeNode } from "../snapshots/block-graph.js";
+import { activeImage, readSnapshotRecord } from "../snapshots/snapshot-record.js";
+import { markPending, planCheckpoint, recordBackup, startBackup, type Checkpoint } from "../backups/backup-checkpoints.js";
+import { BACKUP_BITMAP } from "../backups/backup-record.js";
+import path from "node:path";
 
 const POLL_MS = 200;
 const QMP_TIMEOUT_MS = 30_000;
@@ -57,11 +61,22 @@ export class DiskBackups {
     const held = vm.lock.current;
     if (held) throw new VmBusy(name, held.name);
     const target = (await this.host.pools.resolveNewFile(req.target, "target")).absolute;
+    // A qcow2 disk carries the dirty bitmap; full or incremental is decided by what it and the record show.
+    const asked = { mode: req.mode ?? "full", ...(req.since !== undefined ? { since: req.since } : {}) };
+    const cp = disk.format === "qcow2" ? await planCheckpoint(vm, session, diskName, asked, (p) => this.host.pools.resolveFile(p, "since").then((r) => r.absolute, () => undefined)) : undefined;
+    const reason = cp?.reason ?? (asked.mode === "incremental" && !cp ? "a raw disk has no dirty bitmap" : undefined);
+    if (cp?.mode === "incremental" && req.format !== "qcow2") {
+      throw new ValidationFailed("format: an incremental backup is a qcow2 overlay of the previous one", [{ field: "format", message: "must be qcow2 for an incremental backup" }]);
+    }
     // Made exclusively here, so two requests for one target cannot both pass the check;
     // formatted through the descriptor, so the directory is the one just checked.
     const made = await createInPool(this.host.pools, target, "target");
     try {
-      await this.host.qemuImg.createOnFd(made.handle.fd, target, req.format, await this.sourceSize(vm, disk));
+      const size = await this.sourceSize(vm, disk);
+      if (cp?.mode === "incremental") {
+        // Only the changed blocks are written; the rest reads through to the previous backup, named relative to this one.
+        await this.host.qemuImg.createOverlayOnFd(made.handle.fd, target, path.relative(path.dirname(target), cp.parent!.file), size);
+      } else await this.host.qemuImg.createOnFd(made.handle.fd, target, req.format, size);
     } catch (err) {
       await made.handle.close();
       await removeIfSame(made.path, made);
@@ -69,12 +84,13 @@ export class DiskBackups {
     }
     await made.handle.close();
     const job = this.jobs.create("backup", name);
-    job.update({ disk: diskName, target: req.target });
+    job.update({ disk: diskName, target: req.target, mode: cp?.mode ?? "full", ...(reason ? { fullBecause: reason } : {}) });
     return {
       job,
-      run: () => this.run(vm, session, job, { format: req.format, speedMiBps: req.speedMiBps, disk: diskName, target: made.path }),
+      run: () => this.run(vm, session, job, { format: req.format, speedMiBps: req.speedMiBps, disk: diskName, target: made.path, poolPath: req.target, cp, reason }),
       failed: async (err: unknown) => {
         await removeIfSame(made.path, made).catch(() => {});
+        if (cp) await recordBackup(vm, undefined, diskName).catch(() => {});
         const e = err instanceof VmhError ? err : new StorageFailed((err as Error).message);
         const state = job.signal.aborted ? "cancelled" : "failed";
         job.finish(state, undefined, { code: e.code, detail: e.message });
@@ -88,7 +104,7 @@ export class DiskBackups {
    * writing, so qemu-img reads it as the VM's own uid, not as root.
    */
   private async sourceSize(vm: Vm, disk: DiskDefinition): Promise<number> {
-    const file = disk.image ? (await this.host.pools.resolveFile(disk.image, "disk")).absolute : diskPath(vm.paths, disk);
+    const file = disk.image ? (await this.host.pools.resolveFile(disk.image, "disk")).absolute : activeImage(await readSnapshotRecord(vm.paths), vm.paths, disk);
     const as = await this.host.qemuUsers.identityFor(vm.name);
     return (await this.host.qemuImg.info(file, disk.format, as)).virtualSize;
   }
@@ -97,7 +113,7 @@ export class DiskBackups {
     vm: Vm,
     session: QemuSession,
     job: Job,
-    b: BackupRequest & { disk: string; target: string },
+    b: BackupRequest & { disk: string; target: string; poolPath: string; cp: Checkpoint | undefined; reason: string | undefined },
   ): Promise<void> {
     const node = `bk-${b.disk}`;
     const jobId = `backup-${b.disk}`;
@@ -117,17 +133,11 @@ export class DiskBackups {
         }
       }, stopListening.signal);
       job.setPhase("copying");
-      await session.execute(
-        "blockdev-backup",
-        {
-          "job-id": jobId,
-          device: `d-${b.disk}`,
-          target: node,
-          sync: "full",
-          ...(b.speedMiBps ? { speed: b.speedMiBps * 1024 * 1024 } : {}),
-        },
-        QMP_TIMEOUT_MS,
-      );
+      const copy = { "job-id": jobId, device: (await activeNode(session, b.disk)).node, target: node, ...(b.speedMiBps ? { speed: b.speedMiBps * 1024 * 1024 } : {}) };
+      if (b.cp) {
+        await markPending(vm, b.disk, job.id);
+        await startBackup(session, b.cp, copy);
+      } else await session.execute("blockdev-backup", { ...copy, sync: "full" }, QMP_TIMEOUT_MS);
       let cancelSent = false;
       let goneAt: number | undefined;
       while (!outcome) {
@@ -156,7 +166,13 @@ export class DiskBackups {
     const bytes = Number(job.progress.bytesTotal ?? 0);
     job.update({ bytesCopied: bytes, bytesTotal: bytes, percent: 100 });
     job.setPhase("completed");
-    job.finish("succeeded", { disk: b.disk, target: b.target, format: b.format, bytes });
+    const mode = b.cp?.mode ?? "full";
+    if (b.cp) {
+      const checkpoint = { image: b.cp.image, bitmap: BACKUP_BITMAP };
+      const entry = { id: job.id, disk: b.disk, mode, target: b.poolPath, file: b.target, createdAt: job.startedAt, bytes, checkpoint, ...(b.cp.parent ? { parent: b.cp.parent.id } : {}) };
+      await recordBackup(vm, entry, b.disk);
+    }
+    job.finish("succeeded", { disk: b.disk, target: b.target, format: b.format, bytes, backupId: job.id, mode, ...(b.cp?.parent ? { since: b.cp.parent.id } : {}), ...(b.reason ? { fullBecause: b.reason } : {}) });
     vm.log.info({ job: job.id, disk: b.disk, target: b.target }, "backup completed");
     vm.publish("vm.disk-backed-up", { disk: b.disk, target: b.target });
   }

@@ -5,7 +5,7 @@
 // can settle a change it cut short: it looks whether the device is in qemu and
 // finishes or undoes the rest to match (recoverHotplug).
 import { rm } from "node:fs/promises";
-import { DeviceExists, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeout, ValidationFailed, VmStateConflict } from "../../errors.js";
+import { DeviceExists, DeviceNotFound, DeviceRemovalPending, DeviceRemovalTimeout, SnapshotUnsupported, ValidationFailed, VmStateConflict } from "../../errors.js";
 import type { JournalEntry } from "../../store/operation-journal.js";
 import { diskPath } from "../../store/vm-paths.js";
 import { checkBridges, createVmTaps, removeVmTaps } from "../../net/tap-devices.js";
@@ -30,6 +30,7 @@ import type { QemuSession } from "../qemu-session.js";
 import type { Vm } from "../vm.js";
 import { checkInPlaceImage } from "../devices/disk-sources.js";
 import { ImageInspector } from "../../storage/image-inspector.js";
+import { readSnapshotRecord } from "../snapshots/snapshot-record.js";
 
 const GiB = 1024 ** 3;
 /** How long a removal waits for the guest by default. Linux's pciehp alone waits 5 s for a cancel. */
@@ -55,9 +56,10 @@ function liveSession(vm: Vm, wanted: string): QemuSession | undefined {
 // ---- disks ----
 
 export async function addDisk(vm: Vm, host: HostContext, disk: DiskDefinition, run: ActionRun): Promise<void> {
-  if (disk.backingImage !== undefined || disk.importImage !== undefined) {
+  if (disk.backingImage !== undefined || disk.importImage !== undefined || disk.restoreFrom !== undefined) {
     const message = "a disk added to an existing VM is a blank one (sizeGiB) or an existing image (image)";
-    throw new ValidationFailed(message, [{ field: disk.backingImage !== undefined ? "backingImage" : "importImage", message }]);
+    const field = disk.backingImage !== undefined ? "backingImage" : disk.importImage !== undefined ? "importImage" : "restoreFrom";
+    throw new ValidationFailed(message, [{ field, message }]);
   }
   if (vm.definition.disks.some((d) => d.name === disk.name)) {
     throw new DeviceExists(`VM "${vm.name}" already has a disk named "${disk.name}"`, { field: "name", disk: disk.name });
@@ -104,6 +106,10 @@ export async function removeDisk(vm: Vm, host: HostContext, name: string, timeou
   const disk = vm.definition.disks.find((d) => d.name === name);
   if (!disk) throw new DeviceNotFound(`VM "${vm.name}" has no disk named "${name}"`, { disk: name });
   const session = liveSession(vm, "remove a disk from");
+  // Its graph is a chain the device's removal would not take apart; its snapshots would name a disk that is gone.
+  if ((await readSnapshotRecord(vm.paths)).chains[name]) {
+    throw new SnapshotUnsupported(`disk ${name} of VM "${vm.name}" has snapshots; delete them before removing the disk`, { vm: vm.name, disk: name });
+  }
   const id = diskDeviceId(name);
   await checkPending(vm, session, id);
   const steps: Step<Ctx>[] = [

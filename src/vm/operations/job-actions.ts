@@ -22,9 +22,10 @@ export interface PreparedJob {
 export interface JobActions {
   backup(vm: Vm, action: ActionOf<"backup">): Promise<PreparedJob>;
   migrate(vm: Vm, action: ActionOf<"migrate">): Promise<PreparedJob>;
+  deleteSnapshot(vm: Vm, action: ActionOf<"snapshot-delete">): Promise<PreparedJob>;
 }
 
-export type JobAction = ActionOf<"backup" | "migrate">;
+export type JobAction = ActionOf<"backup" | "migrate" | "snapshot-delete">;
 
 /** Runs a job's work, under the VM's lock for a job that holds it (perform decides). */
 export type JobHold = (work: (run: ActionRun) => Promise<void>) => Promise<void>;
@@ -35,6 +36,8 @@ export async function performJobAction(handlers: JobActions, vm: Vm, action: Job
       return launch(vm, await handlers.backup(vm, action), hold);
     case "migrate":
       return launch(vm, await handlers.migrate(vm, action), hold);
+    case "snapshot-delete":
+      return launch(vm, await handlers.deleteSnapshot(vm, action), hold);
     default:
       assertNever(action);
   }

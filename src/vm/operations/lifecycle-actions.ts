@@ -57,3 +57,19 @@ async function withMemory(c: ActionContext, vm: Vm, run: () => Promise<void>): P
     release();
   }
 }
+
+/**
+ * What admits a start, for another way of starting a guest (a revert that
+ * resumes a snapshot's memory): the host's memory claimed for the VM's whole
+ * memoryMiB, then (fleet mode) the owner key held. Asked before anything
+ * changes, also of a VM still running (its qemu is replaced), so a refusal
+ * leaves the VM as it was, with the start's error.
+ */
+export async function asStart(c: ActionContext, vm: Vm, body: () => Promise<void>): Promise<void> {
+  const release = await c.memory.admit(vm.name, vm.definition.memoryMiB);
+  try {
+    await c.ownership.whileOwned(vm, body);
+  } finally {
+    release();
+  }
+}

@@ -14,6 +14,8 @@ import type { HostContext } from "../host-context.js";
 import { runSteps, type Step } from "../operation-steps.js";
 import type { ActionRun } from "./action-run.js";
 import type { Vm } from "../vm.js";
+import { activeNode } from "../snapshots/block-graph.js";
+import { activeImage, readSnapshotRecord } from "../snapshots/snapshot-record.js";
 
 /** Resizing is metadata only, but may wait for in-flight I/O to drain. */
 const RESIZE_TIMEOUT_MS = 30_000;
@@ -35,7 +37,7 @@ const steps: Step<ResizeContext>[] = [
     journaled: false,
     run: async (c) => {
       c.as = await guestWriter(c);
-      c.currentBytes = (await c.host.qemuImg.info(diskPath(c.vm.paths, c.disk), c.disk.format, c.as)).virtualSize;
+      c.currentBytes = (await c.host.qemuImg.info(activeImage(await readSnapshotRecord(c.vm.paths), c.vm.paths, c.disk), c.disk.format, c.as)).virtualSize;
       if (c.bytes < c.currentBytes) {
         const message = `must be at least the disk's size, ${c.currentBytes} bytes (${c.currentBytes / 1024 ** 3} GiB): disks only grow`;
         throw new ValidationFailed(`sizeGiB: ${message}`, [{ field: "sizeGiB", message }]);
@@ -48,9 +50,12 @@ const steps: Step<ResizeContext>[] = [
       if (c.bytes === c.currentBytes) return;
       const session = c.vm.session;
       if (session) {
-        await session.execute("block_resize", { "node-name": `d-${c.disk.name}`, size: c.bytes }, RESIZE_TIMEOUT_MS);
+        // The device's own node (the throttle filter, which passes it to the chain's top): qemu tells the
+        // device of a new size only through the node it is attached to.
+        const { root } = await activeNode(session, c.disk.name);
+        await session.execute("block_resize", { "node-name": root, size: c.bytes }, RESIZE_TIMEOUT_MS);
       } else {
-        await c.host.qemuImg.resize(diskPath(c.vm.paths, c.disk), c.disk.format, c.bytes, c.as);
+        await c.host.qemuImg.resize(activeImage(await readSnapshotRecord(c.vm.paths), c.vm.paths, c.disk), c.disk.format, c.bytes, c.as);
       }
     },
   },

@@ -19,6 +19,7 @@ import { runSteps, type Step } from "../operation-steps.js";
 import { QemuSession } from "../qemu-session.js";
 import { resolveVmFiles } from "../vm-files.js";
 import { checkDisksBeforeStart } from "../devices/disk-sources.js";
+import { chainInspector, checkSnapshotChains } from "../snapshots/chain-check.js";
 import { ensureUefiVars, findOvmf } from "../devices/uefi-firmware.js";
 import { ensureCloudInitSeed } from "../guest/cloud-init-seed.js";
 import { prepareQemuFiles } from "../../qemu/qemu-files.js";
@@ -67,7 +68,10 @@ const steps: Step<StartContext>[] = [
         ),
       ]);
       // An incoming VM's disks were made here for the migration, or checked by its source.
-      if (!c.incoming) await checkDisksBeforeStart(c.vm.definition, files.disks, c.host.pools);
+      if (!c.incoming) {
+        await checkDisksBeforeStart(c.vm.definition, files.disks, c.host.pools, chainInspector(c.vm, c.host));
+        await checkSnapshotChains(c.vm, c.host, identity);
+      }
       c.files = { ...files, ...(firmware ? { firmware } : {}) };
       c.identity = identity;
     },
