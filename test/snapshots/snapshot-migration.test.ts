@@ -99,6 +99,7 @@ t.test("snapshots go along with a storage-copy migration", { timeout: 240_000 },
   await consoleAfter(a, VM, 0, /vmh# /, 60_000);
   await shellRun(a, VM, "echo P$((1+1))", /P2/, 60_000);
   await writeSector(a, VM, 100, "MARK-A");
+  await writeSector(a, VM, 200, "MARK-Z");
   await a.api.json("POST", `/v1/vms/${VM}/snapshots`, { name: "s1" });
   await writeSector(a, VM, 100, "MARK-B");
   const full = await backup(a, "sm-full.qcow2");
@@ -129,6 +130,11 @@ t.test("snapshots go along with a storage-copy migration", { timeout: 240_000 },
     await waitForVm(b, VM, (v: { state: string }) => v.state === "running", 60_000);
     t.equal(await readSector(b, VM, 100), "MARK-B", "the guest reads B on the destination");
     t.equal(await readSector(b, VM, 300), "MARK-C", "and the write after the backup");
+    t.equal(await readSector(b, VM, 200), "MARK-Z", "and what only the copied layer holds");
+    // Only the top was mirrored: the top made on the destination holds nothing at sector 200, read from the layer under it.
+    const map = JSON.parse(execFileSync("qemu-img", ["map", "-U", "--output=json", "-f", "qcow2", path.join(vmDirB, "snapshots/data.1.qcow2")], { encoding: "utf8" })) as { start: number; length: number; depth: number }[];
+    const at200 = map.find((m) => m.start <= 200 * 512 && 200 * 512 < m.start + m.length);
+    t.equal(at200?.depth, 1, "the destination's top reads sector 200 from the copied layer (the mirror copied the top only)");
     const listed = (await b.api.json<{ snapshots: { name: string }[] }>("GET", `/v1/vms/${VM}/snapshots`)).snapshots.map((s) => s.name);
     t.same(listed, ["s1"], "s1 is listed on the destination");
     t.same((await filesUnder(path.join(a.stateDir, "vms", VM))), [], "nothing of the VM is left on the source");
