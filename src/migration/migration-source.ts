@@ -126,16 +126,17 @@ export class MigrationSource {
     const transport = this.transport(req);
     const snapshots = req.storage === "copy" ? await readSnapshotRecord(vm.paths) : undefined;
     const chained = snapshots ? chainedDisks(snapshots) : new Set<string>();
+    // What arrived there is removed if the destination does not take it in; one that cannot be told removes it after a silence.
+    const dropLayers = async (err: unknown): Promise<never> => {
+      if (chained.size > 0) await peer.request("DELETE", `/v1/incoming/${vm.name}`, undefined, 5000).catch(() => {});
+      throw err;
+    };
     if (snapshots && chained.size > 0) {
       job.setPhase("copying-layers");
-      await sendLayers(peer, vm.name, migration, vm.paths.dir, snapshots, (p) => job.update(p), job.signal).catch(async (err: unknown) => {
-        // What arrived there is removed; a destination that cannot be told removes it after a silence.
-        await peer.request("DELETE", `/v1/incoming/${vm.name}`).catch(() => {});
-        throw err;
-      });
+      await sendLayers(peer, vm.name, migration, vm.paths.dir, snapshots, (p) => job.update(p), job.signal).catch(dropLayers);
     }
     job.setPhase("preparing-destination");
-    const reply = await this.prepareDestination(vm, peer, req, migration, transport, chained.size > 0 ? snapshots : undefined);
+    const reply = await this.prepareDestination(vm, peer, req, migration, transport, chained.size > 0 ? snapshots : undefined).catch(dropLayers);
     await vm.journal.stepDone("destination-prepared");
     const mirrors = new DiskMirrors(session, vm.definition.disks.map((d) => d.name), chained);
     let ramStarted = false;
