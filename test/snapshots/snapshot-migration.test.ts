@@ -1,17 +1,21 @@
 // A VM's snapshots go along with a live migration with storage copy: two daemons
-// in two network namespaces, the guest writing sectors it then reads back.
-// Written A, snapshot s1, written B, a full backup, more writes; a migration
+// in two network namespaces speaking mutual TLS (the layers go over the peer API,
+// with its token and client certificate), the guest writing sectors it then
+// reads back. Written A, snapshot s1, written B, snapshot s2 with memory, a full
+// backup, more writes; a migration
 // cancelled on purpose (in its RAM phase, with every layer already copied) leaves
 // no file of the VM on the destination and the source as it was; then the
-// migration: the guest reads B there, s1 is listed, the first backup there is
-// incremental (the bitmap found its node, though the top is named otherwise on
-// the source), and a revert to s1 there gives A back and not B. A hostile peer's
+// migration: the guest reads B there, both are listed, the memory state arrived
+// byte for byte, the first backup there is incremental (the bitmap found its
+// node, though the top is named otherwise on the source), a revert to s2 there
+// resumes the guest from its memory, and a revert to s1 there gives A back and
+// not B; s1 is then deleted there. A hostile peer's
 // layer uploads (a name out of the VM's directory, a body not matching its
 // sha256) are refused and leave nothing behind.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readdir } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import t from "tap";
@@ -21,6 +25,7 @@ import { consoleAfter, startDaemon, waitForVm, type TestDaemon } from "../helper
 import { ensureGuest } from "../helpers/guest.js";
 import { readSector, shellRun, writeSector } from "../helpers/guest-shell.js";
 import { allStarted, migrate, sharedGuestPool, waitJob } from "../helpers/migration.js";
+import { makeCertDir } from "../helpers/tls-certs.js";
 import { makeTwoHosts } from "../helpers/two-hosts.js";
 
 const TOKEN = "snapshot-migration-token-0123456789";
@@ -65,14 +70,19 @@ t.test("snapshots go along with a storage-copy migration", { timeout: 240_000 },
   const hosts = makeTwoHosts();
   const shared = await sharedGuestPool(t);
   const guest = await ensureGuest();
-  const daemon = (ns: string, ip: string) => startDaemon({ netns: ns, args: ["--listen", `${ip}:${PORT}`, "--pool", `images=${shared}`, "--peer-token", TOKEN, "--insecure-migration"] });
-  const [a, b] = await allStarted([daemon(hosts.a.ns, hosts.a.ip), daemon(hosts.b.ns, hosts.b.ip)]);
+  const certs = await makeCertDir();
+  const ca = await certs.ca("snapmig-ca");
+  const [certA, certB] = await Promise.all([ca.issue("host-a", { ips: [hosts.a.ip] }), ca.issue("host-b", { ips: [hosts.b.ip] })]);
+  const daemon = (ns: string, ip: string, c: { cert: string; key: string }) =>
+    startDaemon({ netns: ns, args: ["--listen", `${ip}:${PORT}`, "--pool", `images=${shared}`, "--peer-token", TOKEN, "--tls-cert", c.cert, "--tls-key", c.key, "--tls-ca", ca.cert] });
+  const [a, b] = await allStarted([daemon(hosts.a.ns, hosts.a.ip, certA), daemon(hosts.b.ns, hosts.b.ip, certB)]);
   t.teardown(async () => {
     await a.cleanup();
     await b.cleanup();
     hosts.cleanup();
+    await certs.cleanup();
   });
-  const urlB = `http://${hosts.b.ip}:${PORT}`;
+  const urlB = `https://${hosts.b.ip}:${PORT}`;
   const vmDirB = path.join(b.stateDir, "vms", VM);
   const leftOnB = async () => [...(await filesUnder(vmDirB)), ...(await filesUnder(path.join(b.stateDir, "incoming-layers")))];
 
@@ -102,6 +112,9 @@ t.test("snapshots go along with a storage-copy migration", { timeout: 240_000 },
   await writeSector(a, VM, 200, "MARK-Z");
   await a.api.json("POST", `/v1/vms/${VM}/snapshots`, { name: "s1" });
   await writeSector(a, VM, 100, "MARK-B");
+  await a.api.json("POST", `/v1/vms/${VM}/snapshots`, { name: "s2", memory: true });
+  const vmstateSha = createHash("sha256").update(await readFile(path.join(a.stateDir, "vms", VM, "snapshots/s2.vmstate"))).digest("hex");
+  // After the last snapshot: the bitmap is on the top the guest writes.
   const full = await backup(a, "sm-full.qcow2");
   t.equal(full.mode, "full", "the first backup is full");
   await writeSector(a, VM, 300, "MARK-C");
@@ -121,22 +134,25 @@ t.test("snapshots go along with a storage-copy migration", { timeout: 240_000 },
     t.same((await findQemuProcesses(b.runDir)).filter((p) => p.name === VM), [], "no qemu on the destination");
     t.equal(await readSector(a, VM, 100), "MARK-B", "the source's guest runs on with its disk as it was");
     const names = (await a.api.json<{ snapshots: { name: string }[] }>("GET", `/v1/vms/${VM}/snapshots`)).snapshots.map((s) => s.name);
-    t.same(names, ["s1"], "the source keeps its snapshot");
+    t.same(names, ["s1", "s2"], "the source keeps its snapshots");
   });
 
   t.test("migrated: same chain, the snapshot listed and reverted there, the bitmap carried", async (t) => {
     const job = await migrate(a, VM, { destination: urlB, storage: "copy" });
     t.equal(job.state, "succeeded", `migration ${job.state}: ${JSON.stringify(job.error ?? {})}`);
+    t.match(job.result, { tls: true }, "over TLS");
     await waitForVm(b, VM, (v: { state: string }) => v.state === "running", 60_000);
     t.equal(await readSector(b, VM, 100), "MARK-B", "the guest reads B on the destination");
     t.equal(await readSector(b, VM, 300), "MARK-C", "and the write after the backup");
     t.equal(await readSector(b, VM, 200), "MARK-Z", "and what only the copied layer holds");
     // Only the top was mirrored: the top made on the destination holds nothing at sector 200, read from the layer under it.
-    const map = JSON.parse(execFileSync("qemu-img", ["map", "-U", "--output=json", "-f", "qcow2", path.join(vmDirB, "snapshots/data.1.qcow2")], { encoding: "utf8" })) as { start: number; length: number; depth: number }[];
+    const map = JSON.parse(execFileSync("qemu-img", ["map", "-U", "--output=json", "-f", "qcow2", path.join(vmDirB, "snapshots/data.2.qcow2")], { encoding: "utf8" })) as { start: number; length: number; depth: number }[];
     const at200 = map.find((m) => m.start <= 200 * 512 && 200 * 512 < m.start + m.length);
-    t.equal(at200?.depth, 1, "the destination's top reads sector 200 from the copied layer (the mirror copied the top only)");
+    t.ok((at200?.depth ?? 0) >= 1, "the destination's top reads sector 200 from the copied layer (the mirror copied the top only)");
     const listed = (await b.api.json<{ snapshots: { name: string }[] }>("GET", `/v1/vms/${VM}/snapshots`)).snapshots.map((s) => s.name);
-    t.same(listed, ["s1"], "s1 is listed on the destination");
+    t.same(listed, ["s1", "s2"], "s1 and s2 are listed on the destination");
+    const arrived = createHash("sha256").update(await readFile(path.join(vmDirB, "snapshots/s2.vmstate"))).digest("hex");
+    t.equal(arrived, vmstateSha, "s2's memory state arrived byte for byte");
     t.same((await filesUnder(path.join(a.stateDir, "vms", VM))), [], "nothing of the VM is left on the source");
 
     await writeSector(b, VM, 500, "MARK-D");
@@ -144,9 +160,16 @@ t.test("snapshots go along with a storage-copy migration", { timeout: 240_000 },
     t.equal(inc.mode, "incremental", `the first backup on the destination is incremental (${inc.fullBecause ?? ""})`);
     t.equal(inc.since, full.backupId, "on the full backup taken on the source");
     await b.api.json("POST", `/v1/vms/${VM}/pause`);
-    const top = path.join(vmDirB, "snapshots/data.1.qcow2");
+    const top = path.join(vmDirB, "snapshots/data.2.qcow2");
     const same = execFileSync("qemu-img", ["compare", "-U", "-f", "qcow2", "-F", "qcow2", path.join(shared, "sm-inc.qcow2"), top], { encoding: "utf8" });
     t.match(same, /Images are identical/, "the backup chain made on two hosts is the disk byte for byte");
+
+    await b.api.json("POST", `/v1/vms/${VM}/resume`);
+    const bootId = (await shellRun(b, VM, "echo B=$(cat /proc/sys/kernel/random/boot_id)", /B=([0-9a-f-]{36})/))[1];
+    await b.api.json("POST", `/v1/vms/${VM}/snapshots/s2/revert`, { force: true });
+    await waitForVm(b, VM, (v: { state: string; operation?: unknown }) => v.state === "running" && !v.operation, 60_000);
+    t.equal((await shellRun(b, VM, "echo B=$(cat /proc/sys/kernel/random/boot_id)", /B=([0-9a-f-]{36})/))[1], bootId, "a revert to s2 there resumes the guest from its memory (same boot)");
+    t.equal(await readSector(b, VM, 500), "", "and the write made there after s2 is gone");
 
     await b.api.json("POST", `/v1/vms/${VM}/stop`);
     await b.api.json("POST", `/v1/vms/${VM}/snapshots/s1/revert`, {});
