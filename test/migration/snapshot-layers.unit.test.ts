@@ -75,6 +75,10 @@ t.test("uploads: checked, then named; adopted whole or not at all; discarded", a
   t.equal(await layers.discard("web"), true, "an upload not taken in is discarded");
   t.equal(await layers.discard("web"), false, "once");
   t.same(await readdir(path.join(root, "incoming")), [], "nothing left");
+
+  await layers.receive(up("disks/data.qcow2"), Readable.from([body]));
+  await layers.sweep();
+  t.same(await files(), ["vm/disks/data.qcow2"], "a daemon's start sweeps every upload away");
 });
 
 t.test("bitmaps go to the destination's top node", async (t) => {
