@@ -40,8 +40,8 @@ export function topFiles(record: SnapshotRecord): Set<string> {
 
 /**
  * Why a record from a source cannot be taken as it is (undefined: it can): every
- * name a plain layer name, every layer under a top and no top among them, and the
- * chains only of `disks`.
+ * name a plain layer name, every layer under a top and no top among them, each
+ * snapshot's image one of its disk's layers, and the chains only of `disks`.
  */
 export function recordProblem(record: SnapshotRecord, disks: readonly string[]): string | undefined {
   const tops = topFiles(record);
@@ -54,6 +54,11 @@ export function recordProblem(record: SnapshotRecord, disks: readonly string[]):
   for (const f of layerFiles(record)) {
     if (!isLayerName(f)) return `${f} is not a layer name`;
     if (tops.has(f)) return `${f} is both a top and a layer under one`;
+  }
+  for (const snap of record.snapshots) {
+    for (const [disk, f] of Object.entries(snap.disks)) {
+      if (!record.chains[disk]?.slice(0, -1).includes(f)) return `snapshots.${snap.name}: ${f} is not a layer under disk ${disk}'s top`;
+    }
   }
   return undefined;
 }

@@ -46,6 +46,12 @@ t.test("a source's record naming anything else is refused", async (t) => {
   t.match(recordProblem(withChain(["disks/data.qcow2", "disks/data.qcow2"]), ["data"]), /twice/);
   const crossed = { ...record(), chains: { data: ["disks/data.qcow2", "snapshots/data.1.qcow2"], root: ["snapshots/data.1.qcow2", "disks/root.qcow2"] } };
   t.match(recordProblem(crossed, ["data", "root"]), /both a top and a layer/);
+  const frozenTop = record();
+  frozenTop.snapshots[1]!.disks.data = "snapshots/data.3.qcow2";
+  t.match(recordProblem(frozenTop, ["data", "root"]), /snapshots\.s2: .* not a layer under disk data's top/, "a snapshot's image must be a layer under the top");
+  const outside = record();
+  outside.snapshots[0]!.disks.data = "snapshots/..";
+  t.match(recordProblem(outside, ["data", "root"]), /snapshots\.s1/, "or it names a file outside the chain");
 });
 
 t.test("uploads: checked, then named; adopted whole or not at all; discarded", async (t) => {
