@@ -302,11 +302,10 @@ export class TooManySnapshots extends defineError("VMH_ERR_TOO_MANY_SNAPSHOTS", 
 export class SnapshotUnsupported extends defineError("VMH_ERR_SNAPSHOT_UNSUPPORTED", 409, "Snapshot not possible") {}
 
 /**
- * A migration of a VM that has snapshots: their layers live in the VM's own
- * directory, which only a copy migration moves, and a copy sends each disk's
- * merged content, not its chain.
+ * A shared-storage migration of a VM that has snapshots: their layers live in
+ * the VM's own directory, which shared storage does not reach; a copy moves them.
  */
-export class SnapshotsNotMigrated extends defineError("VMH_ERR_SNAPSHOTS_NOT_MIGRATED", 409, "A VM with snapshots is not migrated") {}
+export class SnapshotsNotMigrated extends defineError("VMH_ERR_SNAPSHOTS_NOT_MIGRATED", 409, "A VM with snapshots is not migrated with shared storage") {}
 
 /** Anything unforeseen; the message is logged in full, the response says little. */
 export class InternalError extends defineError("VMH_ERR_INTERNAL", 500, "Internal error") {}

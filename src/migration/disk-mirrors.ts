@@ -18,6 +18,8 @@ export class DiskMirrors {
   constructor(
     private readonly session: QemuSession,
     private readonly disks: string[],
+    /** Disks whose lower layers are on the destination already: only their top is copied. */
+    private readonly topOnly: ReadonlySet<string> = new Set(),
   ) {}
 
   async start(
@@ -44,7 +46,8 @@ export class DiskMirrors {
         // The disk's root (qemu wants one): its throttle filter, so the copy is counted in the VM's disk budget.
         device: (await activeNode(this.session, disk)).root,
         target: `mig-${disk}`,
-        sync: "full",
+        // sync top: only what the top layer holds; the destination's top reads the rest from the copied layers.
+        sync: this.topOnly.has(disk) ? "top" : "full",
         "copy-mode": "write-blocking",
       });
     }

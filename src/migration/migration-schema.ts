@@ -4,6 +4,7 @@ import { z } from "zod";
 import { MAX_DISK_GIB, vmDefinitionSchema } from "../definition/vm-definition.js";
 import { migrationIdSchema } from "./outcome-record.js";
 import { backupRecordSchema } from "../vm/backups/backup-record.js";
+import { snapshotRecordSchema } from "../vm/snapshots/snapshot-record.js";
 
 export const migrateRequestSchema = z
   .object({
@@ -35,6 +36,11 @@ export const incomingRequestSchema = z
     postcopy: z.boolean().default(false),
     /** The VM's backups and their checkpoints: the dirty bitmaps come in qemu's stream, their record with it. */
     backups: backupRecordSchema.optional(),
+    /**
+     * The VM's snapshots (its snapshots.json), storage copy only: the layers under
+     * each disk's top were sent ahead under the migration's id; the tops are made here.
+     */
+    snapshots: snapshotRecordSchema.optional(),
     /** Fleet mode: the source's hold on the owner key, which the destination swaps to itself at commit. */
     owner: z.object({ host: z.string().min(1), revision: z.string().regex(/^\d+$/) }).strict().optional(),
     /** The migration's id, made by the source: the destination records the outcome under it. */

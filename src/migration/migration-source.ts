@@ -29,7 +29,10 @@ import { crashPoint } from "./crash-point.js";
 import { installQemuTls, migratesOverTls, removeQemuTls, TLS_CREDS_ID } from "./migration-tls.js";
 import { checkAnsweredAddresses, checkClearMigration } from "./migration-transport.js";
 import { settleOutcome, type Settlement } from "./outcome-settlement.js";
-import { readSnapshotRecord } from "../vm/snapshots/snapshot-record.js";
+import { activeImage, readSnapshotRecord, type SnapshotRecord } from "../vm/snapshots/snapshot-record.js";
+import { sendLayers } from "./layer-upload.js";
+import { chainedDisks } from "./layer-files.js";
+import { readBitmapMapping } from "./bitmap-mapping.js";
 import { readBackupRecord } from "../vm/backups/backup-record.js";
 
 /** Mirror jobs a restarted daemon finds: completed (after RAM) or abandoned (before). */
@@ -79,11 +82,10 @@ export class MigrationSource {
     if (difference.length) {
       throw new VmStateConflict(name, `running with other devices than its definition gives (${difference.join("; ")}); restart it first`, "migrate");
     }
-    // Snapshots exist only on disks in the VM's own directory, which shared storage does not reach, and a copy
-    // would give the destination each disk's merged content, not its chain: the snapshots would be lost.
-    if ((await readSnapshotRecord(vm.paths)).snapshots.length > 0) {
+    // A VM's own disks, where its snapshot layers live, are never on shared storage: only a copy carries them.
+    if (req.storage === "shared" && (await readSnapshotRecord(vm.paths)).snapshots.length > 0) {
       throw new SnapshotsNotMigrated(
-        `VM "${name}" has snapshots, which a migration would lose (storage "copy" sends each disk's merged content, not its chain); delete them (DELETE /v1/vms/${name}/snapshots/{snap}) before migrating it`,
+        `VM "${name}" has snapshots: their layers live in the VM's own directory, which shared storage does not reach; migrate it with storage "copy", which copies them`,
         { vm: name },
       );
     }
@@ -121,11 +123,22 @@ export class MigrationSource {
     const started = Date.now();
     vm.publish("migration.started", { job: job.id, destination: req.destination, storage: req.storage });
 
-    job.setPhase("preparing-destination");
     const transport = this.transport(req);
-    const reply = await this.prepareDestination(vm, peer, req, migration, transport);
+    const snapshots = req.storage === "copy" ? await readSnapshotRecord(vm.paths) : undefined;
+    const chained = snapshots ? chainedDisks(snapshots) : new Set<string>();
+    // What arrived there is removed if the destination does not take it in; one that cannot be told removes it after a silence.
+    const dropLayers = async (err: unknown): Promise<never> => {
+      if (chained.size > 0) await peer.request("DELETE", `/v1/incoming/${vm.name}`, undefined, 5000).catch(() => {});
+      throw err;
+    };
+    if (snapshots && chained.size > 0) {
+      job.setPhase("copying-layers");
+      await sendLayers(peer, vm.name, migration, vm.paths.dir, snapshots, (p) => job.update(p), job.signal).catch(dropLayers);
+    }
+    job.setPhase("preparing-destination");
+    const reply = await this.prepareDestination(vm, peer, req, migration, transport, chained.size > 0 ? snapshots : undefined).catch(dropLayers);
     await vm.journal.stepDone("destination-prepared");
-    const mirrors = new DiskMirrors(session, vm.definition.disks.map((d) => d.name));
+    const mirrors = new DiskMirrors(session, vm.definition.disks.map((d) => d.name), chained);
     let ramStarted = false;
     try {
       await checkAnsweredAddresses(req.destination, reply);
@@ -137,7 +150,7 @@ export class MigrationSource {
         await vm.journal.stepDone("disks-in-sync");
       }
       job.setPhase("migrating-ram");
-      await this.configure(session, req, transport);
+      await this.configure(session, req, transport, vm.definition.disks.map((d) => d.name));
       ramStarted = true;
       await session.execute("migrate", { uri: reply.uri });
       const info = await this.watchRam(vm, session, peer, job, req);
@@ -180,7 +193,14 @@ export class MigrationSource {
     return migratesOverTls(this.host) ? { tlsHostname: destinationHost(req), channels } : { channels };
   }
 
-  private async prepareDestination(vm: Vm, peer: PeerClient, req: MigrateRequest, migration: string, transport: SourceTransport): Promise<IncomingReply> {
+  private async prepareDestination(
+    vm: Vm,
+    peer: PeerClient,
+    req: MigrateRequest,
+    migration: string,
+    transport: SourceTransport,
+    snapshots: SnapshotRecord | undefined,
+  ): Promise<IncomingReply> {
     const files: Record<string, { pool: string; relative: string }> = {};
     for (const f of definitionFiles(vm.definition)) {
       const r = await this.host.pools.resolveFile(f.path, f.field);
@@ -192,7 +212,9 @@ export class MigrationSource {
       // The disks are the guest's writing: qemu-img reads them as the VM's own uid.
       const as = await this.host.qemuUsers.identityFor(vm.name);
       for (const [i, disk] of vm.definition.disks.entries()) {
-        const file = disk.image ? (await this.host.pools.resolveFile(resolved[`disks.${i}.image`]!, `disks.${i}.image`)).absolute : diskPath(vm.paths, disk);
+        // A disk with snapshots: its top's size (a live resize grew the top only).
+        const own = snapshots ? activeImage(snapshots, vm.paths, disk) : diskPath(vm.paths, disk);
+        const file = disk.image ? (await this.host.pools.resolveFile(resolved[`disks.${i}.image`]!, `disks.${i}.image`)).absolute : own;
         diskSizes[disk.name] = (await this.host.qemuImg.info(file, disk.format, as)).virtualSize;
       }
     }
@@ -203,6 +225,7 @@ export class MigrationSource {
         files,
         diskSizes,
         backups: await readBackupRecord(vm.paths),
+        ...(snapshots ? { snapshots } : {}),
         postcopy: req.postcopy ?? false,
         migration,
         tls: transport.tlsHostname !== undefined,
@@ -215,7 +238,7 @@ export class MigrationSource {
     }
   }
 
-  private async configure(session: QemuSession, req: MigrateRequest, transport: SourceTransport): Promise<void> {
+  private async configure(session: QemuSession, req: MigrateRequest, transport: SourceTransport, disks: string[]): Promise<void> {
     await session.execute("migrate-set-capabilities", {
       capabilities: [
         { capability: "events", state: true },
@@ -234,6 +257,8 @@ export class MigrationSource {
       "tls-creds": transport.tlsHostname ? TLS_CREDS_ID : "",
       "tls-hostname": transport.tlsHostname ?? "",
       ...(transport.channels > 1 ? { "multifd-channels": transport.channels } : {}),
+      // A copy: each disk's bitmaps go to the destination's top node, whatever the top is named here (bitmap-mapping.ts).
+      ...(req.storage === "copy" ? { "block-bitmap-mapping": await readBitmapMapping(session, disks) } : {}),
     });
   }
 

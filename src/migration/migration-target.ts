@@ -10,7 +10,7 @@ import os from "node:os";
 import type { X509Certificate } from "node:crypto";
 import { checkClearMigration } from "./migration-transport.js";
 import { distinguishedName, installQemuTls, migratesOverTls, removeQemuTls, TLS_AUTHZ_ID, TLS_CREDS_ID } from "./migration-tls.js";
-import { FileNotFound, InsecureMigrationRefused, InsufficientResources, MigrationRecordNotFound, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
+import { FileNotFound, InsecureMigrationRefused, InsufficientResources, MigrationRecordNotFound, VmExists, VmOwnedElsewhere, VmStateConflict } from "../errors.js";
 import type { HostContext } from "../vm/host-context.js";
 import { launchIncomingQemu } from "../vm/operations/start-vm.js";
 import { killQemu } from "../vm/operations/stop-vm.js";
@@ -31,6 +31,12 @@ import type { OutcomeRecord } from "./outcome-record.js";
 import { crashPoint } from "./crash-point.js";
 import { recoverIncoming, settlePreparedRecords } from "./incoming-recovery.js";
 import { writeBackupRecord } from "../vm/backups/backup-record.js";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import { IncomingLayers, type LayerUpload } from "./incoming-layers.js";
+import { layerFiles } from "./layer-files.js";
+import { checkIncomingRecord, makeTop } from "./incoming-chains.js";
+import { activeImage, writeSnapshotRecord } from "../vm/snapshots/snapshot-record.js";
 
 /** An incoming VM whose source has not been heard from for this long is aborted. */
 const SOURCE_SILENCE_MS = 15_000;
@@ -61,6 +67,8 @@ export class MigrationTarget {
   private readonly incoming = new Map<string, Incoming>();
   /** Pool images made for a storage copy, until the commit makes them the guest's. */
   private readonly images: IncomingImages;
+  /** Snapshot layers copied here ahead of the prepare that takes them in. */
+  private readonly layers: IncomingLayers;
 
   constructor(
     private readonly host: HostContext,
@@ -68,6 +76,13 @@ export class MigrationTarget {
     private readonly outcomes: OutcomeStore,
   ) {
     this.images = new IncomingImages(host.pools, host.qemuImg);
+    this.layers = new IncomingLayers(path.join(host.config.stateDir, "incoming-layers"));
+  }
+
+  /** One snapshot layer of a VM that is to migrate here (incoming-layers.ts); a VM of that name here already refuses it. */
+  async receiveLayer(up: LayerUpload, body: Readable): Promise<void> {
+    if (this.registry.list().some((v) => v.name === up.vm)) throw new VmExists(up.vm);
+    await this.layers.receive(up, body);
   }
 
   /** `caller`: the certificate the source presented on this request (mutual TLS), whose name alone may send the migration. */
@@ -94,6 +109,7 @@ export class MigrationTarget {
         undo: async (vm) => {
           if (vm) await this.removeAll(vm, migration);
           else await this.images.remove(def.name);
+          await this.layers.discard(def.name);
         },
       },
     );
@@ -104,14 +120,23 @@ export class MigrationTarget {
     const def = req.definition;
     await this.checkMemory(def.memoryMiB);
     const localDef = withFilePaths(def, await this.localPaths(req));
+    const snapshots = req.snapshots;
+    if (snapshots) checkIncomingRecord(snapshots, req);
     await this.host.store.create(localDef, async (staging) => {
       if (req.backups) await writeBackupRecord(staging, req.backups);
       if (req.storage !== "copy") return;
+      // The layers under each top were copied ahead (layer-upload.ts): they become the VM's, the tops are made empty over them.
+      if (snapshots) {
+        await this.layers.adopt(def.name, req.migration!, layerFiles(snapshots), staging.dir);
+        await writeSnapshotRecord(staging, snapshots);
+      }
       for (const [i, disk] of localDef.disks.entries()) {
         const size = req.diskSizes[disk.name];
         if (!size) throw new FileNotFound(`no size given for disk ${disk.name}`, { field: `diskSizes.${disk.name}` });
+        const chain = snapshots?.chains[disk.name];
         if (disk.image) await this.images.create(def.name, disk.image, `disks.${i}.image`, disk.format, size);
-        else await this.host.qemuImg.create(diskPath(staging, disk), disk.format, size);
+        else if (chain && chain.length > 1) await makeTop(this.host, staging.dir, chain, size);
+        else await this.host.qemuImg.create(snapshots ? activeImage(snapshots, staging, disk) : diskPath(staging, disk), disk.format, size);
       }
     });
     return localDef;
@@ -245,9 +270,10 @@ export class MigrationTarget {
     return vm;
   }
 
-  /** Removes everything prepared for an incoming VM that was never committed. */
+  /** Removes everything prepared for an incoming VM that was never committed (or only its layers copied ahead). */
   async abort(name: string, why: string): Promise<void> {
     const entry = this.incoming.get(name);
+    if (!entry && (await this.layers.discard(name))) return;
     if (!entry) throw new VmStateConflict(name, "not incoming", "abort");
     if (entry.state !== "receiving") throw new VmStateConflict(name, entry.state, "abort");
     // A commit under way decides; an abort now could kill a guest about to run here.
@@ -306,6 +332,7 @@ export class MigrationTarget {
 
   /** At the daemon's start, once adoption settled: see settlePreparedRecords. */
   async settleRecords(): Promise<void> {
+    await this.layers.sweep();
     await settlePreparedRecords(this.outcomes, this.registry.list());
   }
 

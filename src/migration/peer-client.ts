@@ -3,6 +3,8 @@
 // certificate presented), with the first peer token. A refusal comes back as MigrationFailed carrying the
 // destination's own status, code and words; a lost connection as PeerUnreachable,
 // which callers must treat as "outcome unknown", never as "it failed".
+import { createReadStream } from "node:fs";
+import type { IncomingMessage } from "node:http";
 import { MigrationFailed } from "../errors.js";
 import { describeTransportError, transportFor, type ClientTls, type Transport } from "../tls/client-transport.js";
 import type { HostContext } from "../vm/host-context.js";
@@ -45,25 +47,30 @@ export class PeerClient {
     return new Promise((resolve, reject) => {
       const req = this.transport.request(
         { ...this.transport.options, method, path, headers, agent: false, timeout: timeoutMs },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("end", () => {
-            const text = Buffer.concat(chunks).toString("utf8");
-            let parsed: unknown = text;
-            try {
-              parsed = text ? JSON.parse(text) : undefined;
-            } catch {
-              // not JSON: keep the text for the message
-            }
-            resolve({ status: res.statusCode ?? 0, body: parsed as T });
-          });
-          res.on("error", (err) => reject(new PeerUnreachable(err.message)));
-        },
+        (res) => readReply(res, resolve, reject),
       );
       req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
       req.on("error", (err) => reject(new PeerUnreachable(`${this.url}: ${describeTransportError(err)}`)));
       req.end(payload);
+    });
+  }
+
+  /**
+   * Streams `file` (`size` bytes) as the body of a PUT: a snapshot layer sent to
+   * the destination. Answers as `request` does; no timeout while bytes flow.
+   */
+  upload<T = unknown>(path: string, file: string, size: number, idleMs = 30_000): Promise<PeerReply<T>> {
+    const headers: Record<string, string | number> = { "content-type": "application/octet-stream", "content-length": size };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    return new Promise((resolve, reject) => {
+      const req = this.transport.request({ ...this.transport.options, method: "PUT", path, headers, agent: false, timeout: idleMs }, (res) =>
+        readReply(res, resolve, reject),
+      );
+      req.on("timeout", () => req.destroy(new Error(`no progress within ${idleMs} ms`)));
+      req.on("error", (err) => reject(new PeerUnreachable(`${this.url}: ${describeTransportError(err)}`)));
+      const stream = createReadStream(file);
+      stream.on("error", (err) => req.destroy(err));
+      stream.pipe(req);
     });
   }
 
@@ -80,4 +87,21 @@ export class PeerClient {
     }
     return r.body;
   }
+}
+
+/** The status and parsed body of an answer (its text when not JSON). */
+function readReply<T>(res: IncomingMessage, resolve: (r: PeerReply<T>) => void, reject: (e: Error) => void): void {
+  const chunks: Buffer[] = [];
+  res.on("data", (c: Buffer) => chunks.push(c));
+  res.on("end", () => {
+    const text = Buffer.concat(chunks).toString("utf8");
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      // not JSON: keep the text for the message
+    }
+    resolve({ status: res.statusCode ?? 0, body: parsed as T });
+  });
+  res.on("error", (err) => reject(new PeerUnreachable(err.message)));
 }

@@ -14,10 +14,26 @@ import { incomingRequestSchema, migrateRequestSchema } from "../../migration/mig
 import * as errors from "../route-errors.js";
 import { incomingReplySchema, incomingStateSchema, jobSchema, json, named, noContent, outcomeRecordResponseSchema, problems, vmSchema } from "../response-schemas.js";
 import { migrationIdSchema } from "../../migration/outcome-record.js";
-import { EtcdUnreachable, MigrationRecordNotFound, VmOwnedElsewhere } from "../../errors.js";
+import { EtcdUnreachable, MigrationRecordNotFound, StateDiskFull, StateWriteFailed, VmExists, VmOwnedElsewhere } from "../../errors.js";
 import { emptyBody, vmParams } from "../schemas.js";
+import { vmNameSchema } from "../../definition/vm-definition.js";
+import { LAYER_MAX_BYTES } from "../../migration/layer-files.js";
 
 const incomingQuery = z.object({ uuid: z.uuid().optional() }).strict();
+const layerParams = z
+  .object({
+    name: vmNameSchema,
+    dir: z.enum(["disks", "snapshots"]),
+    file: z.string().max(100).describe("a snapshot layer (`.qcow2`) or memory state (`.vmstate`), one plain name"),
+  })
+  .strict();
+const layerQuery = z
+  .object({
+    migration: migrationIdSchema.describe("the migration's id: the layer waits under it for the prepare that takes it in"),
+    size: z.coerce.number().int().min(0).max(LAYER_MAX_BYTES).describe("the file's length in bytes: the body must be exactly as long"),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/).describe("the sha256 of the body, lower-case hex"),
+  })
+  .strict();
 const migrationParams = z.object({ id: migrationIdSchema.describe("the migration's id (a uuid)") }).strict();
 const resolveMigrationSchema = z
   .object({
@@ -26,6 +42,8 @@ const resolveMigrationSchema = z
       .describe("committed: the guest runs on the destination (the copy here is removed); aborted: it never will (resumed here)"),
   })
   .strict();
+
+const layerReplySchema = z.object({ file: z.string(), bytes: z.number().int() });
 
 /** The verified client certificate of a mutual-TLS connection (the calling host's), if any. */
 function callerCertificate(socket: Socket): X509Certificate | undefined {
@@ -69,6 +87,27 @@ export function registerMigrationRoutes(app: FastifyInstance, registry: VmRegist
     },
     async (req, reply) => reply.status(201).send(await target.prepare(req.body, callerCertificate(req.raw.socket))),
   );
+  // A snapshot layer's bytes: the body is the file itself, streamed to disk, never buffered.
+  app.register(async (scoped) => {
+    scoped.addContentTypeParser("application/octet-stream", (_req, payload, done) => done(null, payload));
+    scoped.withTypeProvider<ZodTypeProvider>().put(
+      "/v1/incoming/:name/layers/:dir/:file",
+      {
+        schema: {
+          operationId: "putIncomingLayer",
+          summary: "peer API: one snapshot layer or memory state of a VM about to migrate here (storage copy), before its prepare",
+          params: layerParams,
+          querystring: layerQuery,
+          response: { 201: json("the layer is here, checked and durable", layerReplySchema), ...problems(...errors.withBody, VmExists, StateWriteFailed, StateDiskFull) },
+        },
+      },
+      async (req, reply) => {
+        const { name, dir, file } = req.params;
+        await target.receiveLayer({ vm: name, migration: req.query.migration, file: `${dir}/${file}`, size: req.query.size, sha256: req.query.sha256 }, req.raw);
+        return reply.status(201).send({ file: `${dir}/${file}`, bytes: req.query.size });
+      },
+    );
+  });
   r.get(
     "/v1/incoming/:name",
     {

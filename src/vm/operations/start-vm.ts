@@ -68,10 +68,9 @@ const steps: Step<StartContext>[] = [
         ),
       ]);
       // An incoming VM's disks were made here for the migration, or checked by its source.
-      if (!c.incoming) {
-        await checkDisksBeforeStart(c.vm.definition, files.disks, c.host.pools, chainInspector(c.vm, c.host));
-        await checkSnapshotChains(c.vm, c.host, identity);
-      }
+      if (!c.incoming) await checkDisksBeforeStart(c.vm.definition, files.disks, c.host.pools, chainInspector(c.vm, c.host));
+      // A chain's layers may have come from the source's host: their headers are checked here too, and given to qemu.
+      await checkSnapshotChains(c.vm, c.host, identity);
       c.files = { ...files, ...(firmware ? { firmware } : {}) };
       c.identity = identity;
     },
