@@ -253,6 +253,12 @@ export class TooManySnapshots extends defineError("VMH_ERR_TOO_MANY_SNAPSHOTS", 
 /** A snapshot asked of a VM whose disks cannot have one (an in-place pool image, a raw disk), or an operation a VM with snapshots does not take. */
 export class SnapshotUnsupported extends defineError("VMH_ERR_SNAPSHOT_UNSUPPORTED", 409, "Snapshot not possible") {}
 
+/** The disk already has a pull-mode export: one at a time per disk. */
+export class ExportExists extends defineError("VMH_ERR_EXPORT_EXISTS", 409, "Disk already exported") {}
+
+/** The disk has no pull-mode export to end. */
+export class ExportNotFound extends defineError("VMH_ERR_EXPORT_NOT_FOUND", 404, "Export not found") {}
+
 /** Anything unforeseen; the message is logged in full, the response says little. */
 export class InternalError extends defineError("VMH_ERR_INTERNAL", 500, "Internal error") {}
 
@@ -307,5 +313,7 @@ export const errorCatalogue = [
   SnapshotExists,
   TooManySnapshots,
   SnapshotUnsupported,
+  ExportExists,
+  ExportNotFound,
   InternalError,
 ] as const;

@@ -4,6 +4,7 @@
 // Beside it: how it is shown (vm-view.ts), its two logs (vm-logs.ts), how a qemu's
 // end is named and recorded (vm-exit.ts), and the devices awaiting release
 // (pending-removals.ts).
+import { endAllExports } from "./backups/disk-export.js";
 import type { Logger } from "pino";
 import type { EventBus, PayloadArg } from "../events/event-bus.js";
 import type { BusEventType, EventPayload } from "../events/event-catalogue.js";
@@ -260,6 +261,8 @@ export class Vm {
       // Before anyone waiting for the exit hears of it: a stop answers with the taps gone,
       // and a restart (the crash policy, or the next start) makes them afresh.
       removeVmTaps(this.definition, this.log),
+      // An export is of a running VM's disk: it ends with the VM.
+      endAllExports(this).catch((err: unknown) => this.log.warn({ err }, "ending the VM's disk exports failed")),
     ]);
     this.publishState(reason, { lastExit });
     if (reason === "fenced") this.publish("vm.fenced", { pid: session.record.pid, detail: lastExit.detail ?? "the host lease was lost" });

@@ -33,6 +33,8 @@ const operationKinds: Record<VmActionKind, "adopt" | "migration" | "start" | "st
   "snapshot-create": "other",
   "snapshot-revert": "other",
   "snapshot-delete": "other",
+  "export-disk": "other",
+  "unexport-disk": "other",
   takeover: "other",
   "resolve-migration": "other",
   qmp: "other",

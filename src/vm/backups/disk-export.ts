@@ -1,0 +1,268 @@
+// Pull-mode backup: a read-only NBD export of one disk as it was at one instant,
+// with the disk's dirty bitmap as of that instant published on it, for tools
+// such as virtnbdbackup.
+//
+// qemu 7.2 (as shipped) cannot serve an NBD export of a disk that runs in an
+// iothread: when a client hangs up, qemu asserts in nbd_blockdev_client_closed
+// (the close is handled in the iothread, not the main loop) and aborts, taking
+// the guest with it. Every fleecing layout (blockdev-backup sync=none into a
+// fleecing image, copy-before-write with snapshot-access, nbd-server-add, any
+// order of block-export-del and nbd-server-stop) exports a node of the disk's
+// graph, which lives in the disk's iothread; and an NBD client node in qemu
+// looping back to its own server deadlocks its main loop at open. So qemu here
+// serves no NBD at all: the point in time is a blockdev-backup (sync full) into
+// an image beside the disk, begun in one transaction with a disabled copy of
+// the bitmap on that image (persistent, written into it when qemu closes it),
+// and a qemu-nbd of its own, as the VM's uid, serves that image. A client that
+// hangs up, or a qemu-nbd that dies, cannot end the guest. The price is a full
+// copy on the host's storage per export; the network carries only what the
+// tool reads.
+import { chmod, chown, mkdir, readdir, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { DeviceNotFound, ExportExists, ExportNotFound, StorageFailed, VmStateConflict } from "../../errors.js";
+import { spawnChild } from "../../host/child-process.js";
+import type { QmpEvent } from "../../qmp/commands.js";
+import { isSameProcess, readProcCmdline, readProcStartTicks, signalProcess } from "../../qemu/qemu-process.js";
+import type { HostContext } from "../host-context.js";
+import type { QemuSession } from "../qemu-session.js";
+import { activeNode } from "../snapshots/block-graph.js";
+import type { Vm } from "../vm.js";
+import { BACKUP_BITMAP } from "./backup-record.js";
+import { EXPORT_BITMAP, exportImageDir, exportSocketDir, readExports, writeExports, type ExportEntry } from "./export-record.js";
+
+const QMP_MS = 30_000;
+const POLL_MS = 100;
+const SERVE_WAIT_MS = 10_000;
+
+/** What the API answers: where to connect and which bitmap to read. */
+export interface DiskExport {
+  id: string;
+  disk: string;
+  createdAt: string;
+  socket: string;
+  exportName: string;
+  uri: string;
+  bitmap?: string;
+}
+
+export function exportView(e: ExportEntry): DiskExport {
+  const uri = `nbd+unix:///${encodeURIComponent(e.exportName)}?socket=${e.socket}`;
+  return { id: e.id, disk: e.disk, createdAt: e.createdAt, socket: e.socket, exportName: e.exportName, uri, ...(e.bitmap ? { bitmap: e.bitmap } : {}) };
+}
+
+/** The qemu-nbd of an entry still serves it. */
+async function serving(e: ExportEntry): Promise<boolean> {
+  return isSameProcess(e.pid, e.startTicks);
+}
+
+/** The VM's exports that still serve; any other is cleaned up (its server died: a reboot, a kill). */
+export async function listExports(vm: Vm): Promise<DiskExport[]> {
+  const all = await readExports(vm.paths);
+  const live: ExportEntry[] = [];
+  for (const e of all) {
+    if (await serving(e)) live.push(e);
+    else await removeFiles(e);
+  }
+  if (live.length !== all.length) await writeExports(vm.paths, live);
+  return live.map(exportView);
+}
+
+export async function startExport(vm: Vm, host: HostContext, diskName: string): Promise<DiskExport> {
+  const disk = vm.definition.disks.find((d) => d.name === diskName);
+  if (!disk) throw new DeviceNotFound(`VM "${vm.name}" has no disk "${diskName}"`, { vm: vm.name, disk: diskName });
+  const session = vm.session;
+  if (!session?.connected) throw new VmStateConflict(vm.name, vm.settledState(), "export a disk of");
+  if ((await listExports(vm)).some((e) => e.disk === diskName)) throw new ExportExists(`disk "${diskName}" of VM "${vm.name}" is already exported: end that export first`, { vm: vm.name, disk: diskName });
+  const id = await host.qemuUsers.identityFor(vm.name);
+  const imageDir = exportImageDir(vm.paths);
+  await mkdir(imageDir, { recursive: true, mode: 0o711 });
+  const image = path.join(imageDir, `${diskName}.qcow2`);
+  const socketDir = exportSocketDir(vm.paths);
+  await mkdir(socketDir, { recursive: true, mode: 0o750 });
+  // qemu-nbd (the VM's uid) makes its socket here; the daemon's group may enter, nobody else.
+  if (id) await chown(socketDir, id.uid, process.getgid!());
+  await chmod(socketDir, 0o750);
+  const socket = path.join(socketDir, `${diskName}.sock`);
+  await rm(image, { force: true });
+  await rm(socket, { force: true });
+  try {
+    const top = await activeNode(session, diskName);
+    const size = await virtualSize(session, top.node);
+    await host.qemuImg.create(image, "qcow2", size);
+    if (id) await chown(image, id.uid, id.gid);
+    const bitmap = await copyPointInTime(session, diskName, top.node, image);
+    const child = spawnChild(
+      "qemu-nbd",
+      ["--read-only", "--persistent", "--shared=0", "--format=qcow2", `--export-name=${diskName}`, ...(bitmap ? [`--bitmap=${bitmap}`] : []), `--socket=${socket}`, image],
+      { detached: true, stdio: "ignore", ...(id ? { uid: id.uid, gid: id.gid } : {}) },
+    );
+    child.unref();
+    const pid = child.pid;
+    if (pid === undefined) throw new StorageFailed("qemu-nbd did not start");
+    await waitForSocket(socket, pid);
+    // Owner and the daemon's group only: reading the export is reading the guest's disk.
+    if (id) await chown(socket, id.uid, process.getgid!());
+    await chmod(socket, 0o660);
+    const entry: ExportEntry = {
+      id: `${diskName}-${Date.now().toString(36)}`,
+      disk: diskName,
+      image,
+      socket,
+      exportName: diskName,
+      ...(bitmap ? { bitmap } : {}),
+      pid,
+      startTicks: (await readProcStartTicks(pid)) ?? 0,
+      createdAt: new Date().toISOString(),
+    };
+    await writeExports(vm.paths, [...(await readExports(vm.paths)), entry]);
+    vm.log.info({ disk: diskName, socket }, "disk export started");
+    return exportView(entry);
+  } catch (err) {
+    await rm(socket, { force: true });
+    await rm(image, { force: true });
+    throw err instanceof StorageFailed || err instanceof VmStateConflict ? err : new StorageFailed(`export of ${diskName} failed: ${(err as Error).message}`);
+  }
+}
+
+/** Ends the disk's export: its server stopped (its clients cut off), its image and socket removed. */
+export async function endExport(vm: Vm, diskName: string): Promise<void> {
+  const all = await readExports(vm.paths);
+  const e = all.find((x) => x.disk === diskName);
+  if (!e) throw new ExportNotFound(`disk "${diskName}" of VM "${vm.name}" has no export`, { vm: vm.name, disk: diskName });
+  await stopServer(e);
+  await removeFiles(e);
+  await writeExports(vm.paths, all.filter((x) => x !== e));
+  vm.log.info({ disk: diskName }, "disk export ended");
+}
+
+/** Every export of the VM ended (the VM stopped, or it is deleted). */
+export async function endAllExports(vm: Vm): Promise<void> {
+  const all = await readExports(vm.paths).catch(() => []);
+  for (const e of all) {
+    await stopServer(e).catch(() => {});
+    await removeFiles(e).catch(() => {});
+  }
+  if (all.length) await writeExports(vm.paths, []);
+}
+
+async function stopServer(e: ExportEntry): Promise<void> {
+  if (!(await signalProcess(e.pid, e.startTicks, "SIGTERM"))) return;
+  for (let i = 0; i < 50 && (await serving(e)); i++) await sleep(POLL_MS);
+  if (await serving(e)) await signalProcess(e.pid, e.startTicks, "SIGKILL");
+}
+
+async function removeFiles(e: ExportEntry): Promise<void> {
+  await rm(e.socket, { force: true });
+  await rm(e.image, { force: true });
+}
+
+async function virtualSize(session: QemuSession, node: string): Promise<number> {
+  const nodes = (await session.executeUntyped("query-named-block-nodes", { flat: true }, QMP_MS)) as { "node-name": string; image: { "virtual-size": number } }[];
+  const found = nodes.find((n) => n["node-name"] === node);
+  if (!found) throw new StorageFailed(`qemu shows no node ${node}`);
+  return found.image["virtual-size"];
+}
+
+/**
+ * The disk's content and bitmap at one instant, into `image`: in one transaction
+ * a disabled copy of the disk's bitmap on the image and the start of a full
+ * backup (qemu copies a block out before the guest overwrites it). Resolves with
+ * the bitmap's name, or undefined for a disk with no bitmap (raw).
+ */
+async function copyPointInTime(session: QemuSession, disk: string, source: string, image: string): Promise<string | undefined> {
+  const node = `ex-${disk}`;
+  const jobId = `export-${disk}`;
+  await session.execute("blockdev-add", { driver: "qcow2", "node-name": node, file: { driver: "file", filename: image }, backing: null }, QMP_MS);
+  const stopListening = new AbortController();
+  try {
+    let outcome: { error?: string; cancelled: boolean } | undefined;
+    session.onEvent((ev: QmpEvent) => {
+      if (ev.data?.device !== jobId) return;
+      if (ev.event === "BLOCK_JOB_COMPLETED" || ev.event === "BLOCK_JOB_CANCELLED") {
+        outcome = { cancelled: ev.event === "BLOCK_JOB_CANCELLED", ...(typeof ev.data.error === "string" ? { error: ev.data.error } : {}) };
+      }
+    }, stopListening.signal);
+    const bitmap = (await hasBitmap(session, source)) ? EXPORT_BITMAP : undefined;
+    const actions: Record<string, unknown>[] = [];
+    if (bitmap) {
+      actions.push({ type: "block-dirty-bitmap-add", data: { node, name: bitmap, persistent: true, disabled: true } });
+      actions.push({ type: "block-dirty-bitmap-merge", data: { node, target: bitmap, bitmaps: [{ node: source, name: BACKUP_BITMAP }] } });
+    }
+    actions.push({ type: "blockdev-backup", data: { "job-id": jobId, device: source, target: node, sync: "full", "auto-dismiss": true } });
+    await session.executeUntyped("transaction", { actions }, QMP_MS);
+    let goneAt: number | undefined;
+    while (!outcome) {
+      const running = ((await session.executeUntyped("query-block-jobs", undefined, QMP_MS)) as { device: string }[]).some((j) => j.device === jobId);
+      if (!running) {
+        goneAt ??= Date.now();
+        if (Date.now() - goneAt > 5_000) throw new StorageFailed("the export's copy ended without saying how");
+      }
+      if (!outcome) await sleep(POLL_MS);
+    }
+    if (outcome.cancelled || outcome.error) throw new StorageFailed(`the export's copy of ${disk} failed: ${outcome.error ?? "cancelled"}`);
+    return bitmap;
+  } finally {
+    stopListening.abort();
+    // Closing the node writes the bitmap into the image.
+    await session.execute("blockdev-del", { "node-name": node }, QMP_MS).catch(() => {});
+  }
+}
+
+async function hasBitmap(session: QemuSession, node: string): Promise<boolean> {
+  const nodes = (await session.executeUntyped("query-named-block-nodes", { flat: true }, QMP_MS)) as { "node-name": string; "dirty-bitmaps"?: { name: string; inconsistent?: boolean }[] }[];
+  const b = nodes.find((n) => n["node-name"] === node)?.["dirty-bitmaps"]?.find((x) => x.name === BACKUP_BITMAP);
+  return b !== undefined && b.inconsistent !== true;
+}
+
+async function waitForSocket(socket: string, pid: number): Promise<void> {
+  const until = Date.now() + SERVE_WAIT_MS;
+  while (Date.now() < until) {
+    if (await stat(socket).then((s) => s.isSocket(), () => false)) return;
+    if ((await readProcStartTicks(pid)) === undefined) throw new StorageFailed("qemu-nbd ended before it served");
+    await sleep(50);
+  }
+  process.kill(pid, "SIGKILL");
+  throw new StorageFailed("qemu-nbd did not open its socket in time");
+}
+
+/**
+ * A daemon killed while it made an export: one already recorded serves on
+ * (re-adopted as it is); otherwise whatever it had made is torn down: the copy
+ * job and its node in qemu, a qemu-nbd it had started, the image and socket.
+ */
+export async function settleInterruptedExport(vm: Vm, diskName: string): Promise<void> {
+  if ((await listExports(vm)).some((e) => e.disk === diskName)) {
+    vm.log.info({ disk: diskName }, "the disk export begun before the restart serves: kept");
+    return;
+  }
+  const session = vm.session;
+  if (session?.connected) {
+    await session.executeUntyped("block-job-cancel", { device: `export-${diskName}`, force: true }, QMP_MS).catch(() => {});
+    for (let i = 0; i < 50; i++) {
+      const jobs = (await session.executeUntyped("query-block-jobs", undefined, QMP_MS).catch(() => [])) as { device: string }[];
+      if (!jobs.some((j) => j.device === `export-${diskName}`)) break;
+      await sleep(POLL_MS);
+    }
+    await session.execute("blockdev-del", { "node-name": `ex-${diskName}` }, QMP_MS).catch(() => {});
+  }
+  const socket = path.join(exportSocketDir(vm.paths), `${diskName}.sock`);
+  for (const pid of await serversOf(socket)) {
+    const ticks = await readProcStartTicks(pid);
+    if (ticks !== undefined) await stopServer({ pid, startTicks: ticks } as ExportEntry);
+  }
+  await rm(socket, { force: true });
+  await rm(path.join(exportImageDir(vm.paths), `${diskName}.qcow2`), { force: true });
+  vm.log.info({ disk: diskName }, "the disk export cut short by the restart was torn down");
+}
+
+/** The qemu-nbd processes listening on `socket` (found by their argv). */
+async function serversOf(socket: string): Promise<number[]> {
+  const pids = (await readdir("/proc").catch(() => [] as string[])).filter((n) => /^\d+$/.test(n)).map(Number);
+  const found: number[] = [];
+  for (const pid of pids) {
+    const argv = await readProcCmdline(pid);
+    if (argv && path.basename(argv[0] ?? "") === "qemu-nbd" && argv.includes(`--socket=${socket}`)) found.push(pid);
+  }
+  return found;
+}
