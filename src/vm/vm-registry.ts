@@ -24,7 +24,7 @@ import { runPassthrough, type PassthroughLog } from "./operations/qmp-passthroug
 import { performMigrateIn, type IncomingWork } from "./operations/migrate-in.js";
 import type { Job } from "../jobs/job-registry.js";
 import type { VmSnapshots } from "./snapshots/vm-snapshots.js";
-import { endExport, startExport, type DiskExport } from "./backups/disk-export.js";
+import { endAllExports, endExport, startExport, type DiskExport } from "./backups/disk-export.js";
 import type { z } from "zod";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -105,6 +105,8 @@ export class VmRegistry {
       return;
     }
     vm.publish("vm.adopted", { state: vm.state(), pid: vm.session?.pid });
+    // qemu ended while no daemon watched: an export of its disk ends with it.
+    if (!vm.session) await endAllExports(vm).catch((err: unknown) => vm.log.warn({ err }, "ending the stopped VM's disk exports failed"));
     if (vm.session && this.host.fleet) void this.ownership.reclaim(vm);
     if (vm.lastExit?.reason === "crashed" && !vm.session && !interrupted) this.crashPolicy.onCrash(vm);
     if (!interrupted) return;
