@@ -4,8 +4,9 @@
 // block written since the last backup); 20 clients that connect and hang up (one
 // killed mid-connection) leave the guest running (qemu 7.2 aborts when a client
 // of its own NBD server in an iothread hangs up: that design would fail here);
-// a second export of the disk is refused; another uid cannot connect; the
-// export outlives a daemon SIGKILL and is found again; DELETE ends it (a new
+// a second export of the disk is refused; another uid cannot connect; an
+// export cut short by a daemon SIGKILL is torn down at the restart, one that
+// serves outlives a daemon SIGKILL and is found again; DELETE ends it (a new
 // connection is refused, the image is gone), and so does the VM's stop.
 import { execFileSync, spawn } from "node:child_process";
 import { open, readdir, readFile, stat } from "node:fs/promises";
@@ -60,7 +61,9 @@ async function sectorOf(file: string): Promise<string> {
 }
 
 t.test("a pull-mode NBD export of a running guest's disk", async (t) => {
-  const d = await startDaemon();
+  // The daemon kills itself once the first export's qemu-nbd serves, before the record names it.
+  const env: NodeJS.ProcessEnv = { VMHOSTD_TEST_CRASH_AT: "export-serving" };
+  const d = await startDaemon({ env });
   t.teardown(async () => {
     for (const pid of await servers(d)) process.kill(pid, "SIGKILL");
     await d.cleanup();
@@ -77,6 +80,18 @@ t.test("a pull-mode NBD export of a running guest's disk", async (t) => {
   const job = await d.api.json<{ id: string }>("POST", `/v1/vms/${VM}/disks/data/backup`, { target: "full.qcow2", format: "qcow2" });
   for (let i = 0; i < 300 && (await d.api.json<{ state: string }>("GET", `/v1/jobs/${job.id}`)).state === "running"; i++) await sleep(100);
   await writeSector(d, VM, SECTOR, "OLD-MARK");
+
+  const image = path.join(d.stateDir, "vms", VM, "exports", "data.qcow2");
+  const cut = await d.api.request("POST", `/v1/vms/${VM}/disks/data/export`).catch((e: unknown) => e);
+  t.ok(cut instanceof Error || (cut as { status: number }).status >= 500, "an export cut short by the daemon's death");
+  for (let i = 0; i < 600 && d.proc.exitCode === null && d.proc.signalCode === null; i++) await sleep(100);
+  t.equal((await servers(d)).length, 1, "its qemu-nbd serves on, unrecorded");
+  delete env.VMHOSTD_TEST_CRASH_AT;
+  await d.restart();
+  await waitForVm(d, VM, (v: { state: string }) => v.state === "running", 60_000);
+  for (let i = 0; i < 100 && ((await servers(d)).length > 0 || (await exists(image))); i++) await sleep(100);
+  t.equal((await servers(d)).length, 0, "the restarted daemon stops the unrecorded server");
+  t.notOk(await exists(image), "and removes its image");
 
   const exp = await d.api.json<ExportJson>("POST", `/v1/vms/${VM}/disks/data/export`);
   t.equal(exp.bitmap, "vmh-export", "the dirty bitmap is published");
@@ -116,7 +131,6 @@ t.test("a pull-mode NBD export of a running guest's disk", async (t) => {
   t.same(listed.exports.map((e) => e.uri), [exp.uri], "the export is re-adopted after a daemon SIGKILL");
   t.ok(nbdAnswers(exp.uri), "and still serves");
 
-  const image = path.join(d.stateDir, "vms", VM, "exports", "data.qcow2");
   t.ok(await exists(image), "the export's image is beside the VM's disks while it serves");
   const out = await runVmctl(d, "unexport", VM, "data");
   t.equal(out.code, 0, `vmctl unexport: ${out.stderr}`);

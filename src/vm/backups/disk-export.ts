@@ -23,6 +23,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { DeviceNotFound, ExportExists, ExportNotFound, StorageFailed, VmStateConflict } from "../../errors.js";
 import { spawnChild } from "../../host/child-process.js";
 import type { QmpEvent } from "../../qmp/commands.js";
+import { crashPoint } from "../../migration/crash-point.js";
 import { isSameProcess, readProcCmdline, readProcStartTicks, signalProcess } from "../../qemu/qemu-process.js";
 import type { HostContext } from "../host-context.js";
 import type { QemuSession } from "../qemu-session.js";
@@ -68,7 +69,8 @@ export async function listExports(vm: Vm): Promise<DiskExport[]> {
   return live.map(exportView);
 }
 
-export async function startExport(vm: Vm, host: HostContext, diskName: string): Promise<DiskExport> {
+/** `preempted`: a stop of the VM does not wait for the copy; the copy is cancelled and the export fails. */
+export async function startExport(vm: Vm, host: HostContext, diskName: string, preempted?: AbortSignal): Promise<DiskExport> {
   const disk = vm.definition.disks.find((d) => d.name === diskName);
   if (!disk) throw new DeviceNotFound(`VM "${vm.name}" has no disk "${diskName}"`, { vm: vm.name, disk: diskName });
   const session = vm.session;
@@ -91,7 +93,8 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string): 
     const size = await virtualSize(session, top.node);
     await host.qemuImg.create(image, "qcow2", size);
     if (id) await chown(image, id.uid, id.gid);
-    const bitmap = await copyPointInTime(session, diskName, top.node, image);
+    const bitmap = await copyPointInTime(session, diskName, top.node, image, preempted);
+    crashPoint("export-copied");
     const child = spawnChild(
       "qemu-nbd",
       ["--read-only", "--persistent", "--shared=0", "--format=qcow2", `--export-name=${diskName}`, ...(bitmap ? [`--bitmap=${bitmap}`] : []), `--socket=${socket}`, image],
@@ -101,6 +104,7 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string): 
     const pid = child.pid;
     if (pid === undefined) throw new StorageFailed("qemu-nbd did not start");
     await waitForSocket(socket, pid);
+    crashPoint("export-serving");
     // Owner and the daemon's group only: reading the export is reading the guest's disk.
     if (id) await chown(socket, id.uid, process.getgid!());
     await chmod(socket, 0o660);
@@ -170,7 +174,7 @@ async function virtualSize(session: QemuSession, node: string): Promise<number> 
  * backup (qemu copies a block out before the guest overwrites it). Resolves with
  * the bitmap's name, or undefined for a disk with no bitmap (raw).
  */
-async function copyPointInTime(session: QemuSession, disk: string, source: string, image: string): Promise<string | undefined> {
+async function copyPointInTime(session: QemuSession, disk: string, source: string, image: string, preempted?: AbortSignal): Promise<string | undefined> {
   const node = `ex-${disk}`;
   const jobId = `export-${disk}`;
   await session.execute("blockdev-add", { driver: "qcow2", "node-name": node, file: { driver: "file", filename: image }, backing: null }, QMP_MS);
@@ -192,7 +196,12 @@ async function copyPointInTime(session: QemuSession, disk: string, source: strin
     actions.push({ type: "blockdev-backup", data: { "job-id": jobId, device: source, target: node, sync: "full", "auto-dismiss": true } });
     await session.executeUntyped("transaction", { actions }, QMP_MS);
     let goneAt: number | undefined;
+    let cancelSent = false;
     while (!outcome) {
+      if (preempted?.aborted && !cancelSent) {
+        cancelSent = true;
+        await session.executeUntyped("block-job-cancel", { device: jobId, force: true }, QMP_MS).catch(() => {});
+      }
       const running = ((await session.executeUntyped("query-block-jobs", undefined, QMP_MS)) as { device: string }[]).some((j) => j.device === jobId);
       if (!running) {
         goneAt ??= Date.now();
@@ -200,7 +209,7 @@ async function copyPointInTime(session: QemuSession, disk: string, source: strin
       }
       if (!outcome) await sleep(POLL_MS);
     }
-    if (outcome.cancelled || outcome.error) throw new StorageFailed(`the export's copy of ${disk} failed: ${outcome.error ?? "cancelled"}`);
+    if (outcome.cancelled || outcome.error) throw new StorageFailed(`the export's copy of ${disk} failed: ${outcome.error ?? (cancelSent ? "the VM is being stopped" : "cancelled")}`);
     return bitmap;
   } finally {
     stopListening.abort();
