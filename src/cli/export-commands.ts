@@ -16,8 +16,9 @@ export function registerExportCommands(program: Command, io: CliIo): void {
   program
     .command("export <name> <disk>")
     .description("a read-only NBD export of a running VM's disk as it is now, with its dirty bitmap (pull-mode backup)")
-    .action(async (name: string, d: string) => {
-      const e = await io.client().json<ExportJson>("POST", disk(name, d));
+    .option("--tls", "on TCP with TLS instead of the Unix socket")
+    .action(async (name: string, d: string, o: { tls?: boolean }) => {
+      const e = await io.client().json<ExportJson>("POST", disk(name, d), o.tls ? { tls: true } : undefined);
       io.out(io.json() ? JSON.stringify(e, null, 2) : `${e.uri}${e.bitmap ? `  bitmap qemu:dirty-bitmap:${e.bitmap}` : ""}`);
     });
   program

@@ -7,14 +7,16 @@
 // a second export of the disk is refused; another uid cannot connect; an
 // export cut short by a daemon SIGKILL is torn down at the restart, one that
 // serves outlives a daemon SIGKILL and is found again; DELETE ends it (a new
-// connection is refused, the image is gone), and so does the VM's stop.
+// connection is refused, the image is gone), and so does the VM's stop. On TCP
+// with TLS, a client with another CA's certificate, or without TLS, is refused.
 import { execFileSync, spawn } from "node:child_process";
-import { open, readdir, readFile, stat } from "node:fs/promises";
+import { copyFile, mkdir, open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import { consoleSize, defineShellVm, problem, consoleAfter, startDaemon, waitForVm, runVmctl, type TestDaemon } from "../helpers/daemon.js";
 import { shellRun, writeSector } from "../helpers/guest-shell.js";
+import { makeCertDir } from "../helpers/tls-certs.js";
 
 const VM = "ex";
 const SECTOR = 50_000;
@@ -47,9 +49,29 @@ async function servers(d: TestDaemon): Promise<number[]> {
   for (const n of await readdir("/proc")) {
     if (!/^\d+$/.test(n)) continue;
     const argv = (await readFile(`/proc/${n}/cmdline`, "utf8").catch(() => "")).split("\0");
-    if (path.basename(argv[0] ?? "") === "qemu-nbd" && argv.some((a) => a.startsWith(`--socket=${d.runDir}`))) found.push(Number(n));
+    if (path.basename(argv[0] ?? "") === "qemu-nbd" && argv.some((a) => a.startsWith(`--pid-file=${d.runDir}`))) found.push(Number(n));
   }
   return found;
+}
+
+/** A directory of client credentials as qemu's tls-creds-x509 reads them. */
+async function clientDir(d: TestDaemon, name: string, caCert: string, cert: { cert: string; key: string }): Promise<string> {
+  const dir = path.join(d.root, `tls-${name}`);
+  await mkdir(dir);
+  await copyFile(caCert, path.join(dir, "ca-cert.pem"));
+  await copyFile(cert.cert, path.join(dir, "client-cert.pem"));
+  await copyFile(cert.key, path.join(dir, "client-key.pem"));
+  return dir;
+}
+
+/** qemu-img info of the TLS export with the client credentials in `dir`: true if it was served. */
+function tlsAnswers(dir: string, port: number): boolean {
+  try {
+    execFileSync("qemu-img", ["info", "--object", `tls-creds-x509,id=t0,endpoint=client,dir=${dir}`, "--image-opts", `driver=nbd,host=127.0.0.1,port=${port},export=data,tls-creds=t0`], { stdio: "pipe", timeout: 10_000 });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function sectorOf(file: string): Promise<string> {
@@ -63,10 +85,14 @@ async function sectorOf(file: string): Promise<string> {
 t.test("a pull-mode NBD export of a running guest's disk", async (t) => {
   // The daemon kills itself once the first export's qemu-nbd serves, before the record names it.
   const env: NodeJS.ProcessEnv = { VMHOSTD_TEST_CRASH_AT: "export-serving" };
-  const d = await startDaemon({ env });
+  const certs = await makeCertDir();
+  const ca = await certs.ca("ca");
+  const hostCert = await ca.issue("host", { ips: ["127.0.0.1"] });
+  const d = await startDaemon({ env, args: ["--tls-cert", hostCert.cert, "--tls-key", hostCert.key, "--tls-ca", ca.cert] });
   t.teardown(async () => {
     for (const pid of await servers(d)) process.kill(pid, "SIGKILL");
     await d.cleanup();
+    await certs.cleanup();
   });
   await defineShellVm(d, VM);
   await d.api.json("POST", `/v1/vms/${VM}/disks`, { name: "data", sizeGiB: 0.0625 });
@@ -138,6 +164,20 @@ t.test("a pull-mode NBD export of a running guest's disk", async (t) => {
   t.notOk(await exists(image), "and its image is gone");
   t.same((await servers(d)).length, 0, "its server is gone");
   t.equal((await problem(d, "DELETE", `/v1/vms/${VM}/disks/data/export`)).code, "VMH_ERR_EXPORT_NOT_FOUND");
+
+  // On TCP with TLS: only a client with a certificate of the daemon's CA is served.
+  const tlsExp = await d.api.json<ExportJson & { tls: boolean; socket?: string }>("POST", `/v1/vms/${VM}/disks/data/export`, { tls: true });
+  const port = Number(/^nbds:\/\/127\.0\.0\.1:(\d+)\/data$/.exec(tlsExp.uri)?.[1]);
+  t.ok(tlsExp.tls && port > 0 && tlsExp.socket === undefined, `a TLS export answers with an nbds:// URI (${tlsExp.uri})`);
+  const ours = await clientDir(d, "ours", ca.cert, await ca.issue("backup-tool", { dns: ["backup-tool"] }));
+  const rogue = await certs.ca("rogue");
+  const theirs = await clientDir(d, "theirs", ca.cert, await rogue.issue("intruder", { dns: ["intruder"] }));
+  t.ok(tlsAnswers(ours, port), "a client with a certificate of the daemon's CA reads the export");
+  t.notOk(tlsAnswers(theirs, port), "a client with another CA's certificate is refused");
+  t.notOk(nbdAnswers(`nbd://127.0.0.1:${port}/data`), "a client without TLS is refused");
+  t.notOk(await exists(path.join(d.runDir, "vms", VM, "export-data-tls")), "qemu-nbd's copy of the host's key is gone once it listens");
+  await d.api.json("DELETE", `/v1/vms/${VM}/disks/data/export`);
+  t.notOk(tlsAnswers(ours, port), "DELETE ends the TLS export");
 
   // The VM's stop ends its exports.
   const again = await runVmctl(d, "export", VM, "data");

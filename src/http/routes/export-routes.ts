@@ -16,11 +16,17 @@ const exportSchema = z.object({
   id: z.string(),
   disk: z.string(),
   createdAt: z.string().describe("the instant whose content the export serves"),
-  socket: z.string().describe("the NBD server's Unix socket (the daemon's group may connect)"),
+  socket: z.string().optional().describe("the NBD server's Unix socket (the daemon's group may connect); absent for TLS"),
+  tls: z.boolean().describe("on TCP with TLS: the client presents a certificate the daemon's --tls-ca signed"),
   exportName: z.string(),
   uri: z.string().describe("an NBD URI for qemu-img, nbdinfo, nbdcopy, virtnbdbackup"),
   bitmap: z.string().optional().describe("the published dirty bitmap: read it as qemu:dirty-bitmap:<bitmap>"),
 });
+
+const exportBody = z
+  .object({ tls: z.boolean().optional().describe("serve on TCP with TLS (the host's migration address) instead of the Unix socket") })
+  .strict()
+  .optional();
 
 export function registerExportRoutes(app: FastifyInstance, registry: VmRegistry): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
@@ -31,10 +37,14 @@ export function registerExportRoutes(app: FastifyInstance, registry: VmRegistry)
         operationId: "exportDisk",
         summary: "a read-only NBD export of the disk as it is now, with its dirty bitmap, for pull-mode backup tools",
         params: diskParams,
+        body: exportBody,
         response: { 201: json("where to read it", exportSchema), ...problems(...errors.vmChange, ...errors.qemuCommand, DeviceNotFound, ExportExists, StorageFailed) },
       },
     },
-    async (req, reply) => reply.status(201).send(await registry.perform(req.params.name, { kind: "export-disk", disk: req.params.disk })),
+    async (req, reply) => {
+      const tls = req.body?.tls;
+      return reply.status(201).send(await registry.perform(req.params.name, { kind: "export-disk", disk: req.params.disk, ...(tls !== undefined ? { tls } : {}) }));
+    },
   );
   r.delete(
     "/v1/vms/:name/disks/:disk/export",

@@ -20,7 +20,7 @@
 import { chmod, chown, mkdir, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { DeviceNotFound, ExportExists, ExportNotFound, StorageFailed, VmStateConflict } from "../../errors.js";
+import { DeviceNotFound, ExportExists, ExportNotFound, StorageFailed, ValidationFailed, VmStateConflict } from "../../errors.js";
 import { spawnChild } from "../../host/child-process.js";
 import type { QmpEvent } from "../../qmp/commands.js";
 import { crashPoint } from "../../migration/crash-point.js";
@@ -30,6 +30,7 @@ import type { QemuSession } from "../qemu-session.js";
 import { activeNode } from "../snapshots/block-graph.js";
 import type { Vm } from "../vm.js";
 import { BACKUP_BITMAP } from "./backup-record.js";
+import { exportHost, freePort, tlsServerArgs, tlsUri, waitForListener, writeServerCredentials } from "./export-tls.js";
 import { EXPORT_BITMAP, exportImageDir, exportSocketDir, readExports, writeExports, type ExportEntry } from "./export-record.js";
 
 const QMP_MS = 30_000;
@@ -41,19 +42,20 @@ export interface DiskExport {
   id: string;
   disk: string;
   createdAt: string;
-  socket: string;
+  socket?: string;
+  tls: boolean;
   exportName: string;
   uri: string;
   bitmap?: string;
 }
 
 export function exportView(e: ExportEntry): DiskExport {
-  const uri = `nbd+unix:///${encodeURIComponent(e.exportName)}?socket=${e.socket}`;
-  return { id: e.id, disk: e.disk, createdAt: e.createdAt, socket: e.socket, exportName: e.exportName, uri, ...(e.bitmap ? { bitmap: e.bitmap } : {}) };
+  const uri = e.tcp ? tlsUri(e.tcp.host, e.tcp.port, e.exportName) : `nbd+unix:///${encodeURIComponent(e.exportName)}?socket=${e.socket}`;
+  return { id: e.id, disk: e.disk, createdAt: e.createdAt, ...(e.socket ? { socket: e.socket } : {}), tls: e.tcp !== undefined, exportName: e.exportName, uri, ...(e.bitmap ? { bitmap: e.bitmap } : {}) };
 }
 
 /** The qemu-nbd of an entry still serves it. */
-async function serving(e: ExportEntry): Promise<boolean> {
+async function serving(e: Pick<ExportEntry, "pid" | "startTicks">): Promise<boolean> {
   return isSameProcess(e.pid, e.startTicks);
 }
 
@@ -70,12 +72,14 @@ export async function listExports(vm: Vm): Promise<DiskExport[]> {
 }
 
 /** `preempted`: a stop of the VM does not wait for the copy; the copy is cancelled and the export fails. */
-export async function startExport(vm: Vm, host: HostContext, diskName: string, preempted?: AbortSignal): Promise<DiskExport> {
+export async function startExport(vm: Vm, host: HostContext, diskName: string, opts: { tls?: boolean }, preempted?: AbortSignal): Promise<DiskExport> {
   const disk = vm.definition.disks.find((d) => d.name === diskName);
   if (!disk) throw new DeviceNotFound(`VM "${vm.name}" has no disk "${diskName}"`, { vm: vm.name, disk: diskName });
   const session = vm.session;
   if (!session?.connected) throw new VmStateConflict(vm.name, vm.settledState(), "export a disk of");
   if ((await listExports(vm)).some((e) => e.disk === diskName)) throw new ExportExists(`disk "${diskName}" of VM "${vm.name}" is already exported: end that export first`, { vm: vm.name, disk: diskName });
+  const tls = opts.tls === true ? host.tls : undefined;
+  if (opts.tls && !tls?.verifiesClients) throw new ValidationFailed("tls: the daemon has no --tls-cert and --tls-ca to serve and check clients with", [{ field: "tls", message: "needs --tls-cert, --tls-key and --tls-ca" }]);
   const id = await host.qemuUsers.identityFor(vm.name);
   const imageDir = exportImageDir(vm.paths);
   await mkdir(imageDir, { recursive: true, mode: 0o711 });
@@ -86,8 +90,11 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string, p
   if (id) await chown(socketDir, id.uid, process.getgid!());
   await chmod(socketDir, 0o750);
   const socket = path.join(socketDir, `${diskName}.sock`);
+  const pidFile = path.join(socketDir, `${diskName}.pid`);
+  const credsDir = path.join(vm.paths.runDir, `export-${diskName}-tls`);
   await rm(image, { force: true });
   await rm(socket, { force: true });
+  await rm(pidFile, { force: true });
   try {
     const top = await activeNode(session, diskName);
     const size = await virtualSize(session, top.node);
@@ -95,24 +102,42 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string, p
     if (id) await chown(image, id.uid, id.gid);
     const bitmap = await copyPointInTime(session, diskName, top.node, image, preempted);
     crashPoint("export-copied");
+    let tcp: { host: string; port: number } | undefined;
+    let listenArgs = [`--socket=${socket}`];
+    if (tls) {
+      tcp = { host: exportHost(host), port: await freePort(exportHost(host)) };
+      await writeServerCredentials(credsDir, tls.clientOptions(), id);
+      listenArgs = tlsServerArgs(credsDir, tcp.host, tcp.port);
+    }
     const child = spawnChild(
       "qemu-nbd",
-      ["--read-only", "--persistent", "--shared=0", "--format=qcow2", `--export-name=${diskName}`, ...(bitmap ? [`--bitmap=${bitmap}`] : []), `--socket=${socket}`, image],
+      ["--read-only", "--persistent", "--shared=0", "--format=qcow2", `--export-name=${diskName}`, ...(bitmap ? [`--bitmap=${bitmap}`] : []), `--pid-file=${pidFile}`, ...listenArgs, image],
       { detached: true, stdio: "ignore", ...(id ? { uid: id.uid, gid: id.gid } : {}) },
     );
     child.unref();
     const pid = child.pid;
     if (pid === undefined) throw new StorageFailed("qemu-nbd did not start");
-    await waitForSocket(socket, pid);
+    try {
+      if (tcp) await waitForListener(tcp.host, tcp.port, async () => (await readProcStartTicks(pid)) !== undefined);
+      else await waitForSocket(socket, pid);
+    } catch (err) {
+      process.kill(pid, "SIGKILL");
+      throw err;
+    } finally {
+      await rm(credsDir, { recursive: true, force: true });
+    }
     crashPoint("export-serving");
-    // Owner and the daemon's group only: reading the export is reading the guest's disk.
-    if (id) await chown(socket, id.uid, process.getgid!());
-    await chmod(socket, 0o660);
+    if (!tcp) {
+      // Owner and the daemon's group only: reading the export is reading the guest's disk.
+      if (id) await chown(socket, id.uid, process.getgid!());
+      await chmod(socket, 0o660);
+    }
     const entry: ExportEntry = {
       id: `${diskName}-${Date.now().toString(36)}`,
       disk: diskName,
       image,
-      socket,
+      ...(tcp ? { tcp } : { socket }),
+      pidFile,
       exportName: diskName,
       ...(bitmap ? { bitmap } : {}),
       pid,
@@ -120,10 +145,12 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string, p
       createdAt: new Date().toISOString(),
     };
     await writeExports(vm.paths, [...(await readExports(vm.paths)), entry]);
-    vm.log.info({ disk: diskName, socket }, "disk export started");
+    vm.log.info({ disk: diskName, socket: tcp ? undefined : socket, tcp }, "disk export started");
     return exportView(entry);
   } catch (err) {
     await rm(socket, { force: true });
+    await rm(pidFile, { force: true });
+    await rm(credsDir, { recursive: true, force: true });
     await rm(image, { force: true });
     throw err instanceof StorageFailed || err instanceof VmStateConflict ? err : new StorageFailed(`export of ${diskName} failed: ${(err as Error).message}`);
   }
@@ -150,14 +177,15 @@ export async function endAllExports(vm: Vm): Promise<void> {
   if (all.length) await writeExports(vm.paths, []);
 }
 
-async function stopServer(e: ExportEntry): Promise<void> {
+async function stopServer(e: Pick<ExportEntry, "pid" | "startTicks">): Promise<void> {
   if (!(await signalProcess(e.pid, e.startTicks, "SIGTERM"))) return;
   for (let i = 0; i < 50 && (await serving(e)); i++) await sleep(POLL_MS);
   if (await serving(e)) await signalProcess(e.pid, e.startTicks, "SIGKILL");
 }
 
-async function removeFiles(e: ExportEntry): Promise<void> {
-  await rm(e.socket, { force: true });
+async function removeFiles(e: Pick<ExportEntry, "socket" | "pidFile" | "image">): Promise<void> {
+  if (e.socket) await rm(e.socket, { force: true });
+  await rm(e.pidFile, { force: true });
   await rm(e.image, { force: true });
 }
 
@@ -256,22 +284,23 @@ export async function settleInterruptedExport(vm: Vm, diskName: string): Promise
     await session.execute("blockdev-del", { "node-name": `ex-${diskName}` }, QMP_MS).catch(() => {});
   }
   const socket = path.join(exportSocketDir(vm.paths), `${diskName}.sock`);
-  for (const pid of await serversOf(socket)) {
+  const pidFile = path.join(exportSocketDir(vm.paths), `${diskName}.pid`);
+  for (const pid of await serversOf(pidFile)) {
     const ticks = await readProcStartTicks(pid);
-    if (ticks !== undefined) await stopServer({ pid, startTicks: ticks } as ExportEntry);
+    if (ticks !== undefined) await stopServer({ pid, startTicks: ticks });
   }
-  await rm(socket, { force: true });
-  await rm(path.join(exportImageDir(vm.paths), `${diskName}.qcow2`), { force: true });
+  await rm(path.join(vm.paths.runDir, `export-${diskName}-tls`), { recursive: true, force: true });
+  await removeFiles({ socket, pidFile, image: path.join(exportImageDir(vm.paths), `${diskName}.qcow2`) });
   vm.log.info({ disk: diskName }, "the disk export cut short by the restart was torn down");
 }
 
-/** The qemu-nbd processes listening on `socket` (found by their argv). */
-async function serversOf(socket: string): Promise<number[]> {
+/** The qemu-nbd processes started with `pidFile` (found by their argv: the file is the server's to write). */
+async function serversOf(pidFile: string): Promise<number[]> {
   const pids = (await readdir("/proc").catch(() => [] as string[])).filter((n) => /^\d+$/.test(n)).map(Number);
   const found: number[] = [];
   for (const pid of pids) {
     const argv = await readProcCmdline(pid);
-    if (argv && path.basename(argv[0] ?? "") === "qemu-nbd" && argv.includes(`--socket=${socket}`)) found.push(pid);
+    if (argv && path.basename(argv[0] ?? "") === "qemu-nbd" && argv.includes(`--pid-file=${pidFile}`)) found.push(pid);
   }
   return found;
 }

@@ -16,7 +16,11 @@ export const exportEntrySchema = z.strictObject({
   id: z.string(),
   disk: z.string(),
   image: z.string(),
-  socket: z.string(),
+  /** Where it listens: a Unix socket, or TCP with TLS. */
+  socket: z.string().optional(),
+  tcp: z.strictObject({ host: z.string(), port: z.number().int() }).optional(),
+  /** qemu-nbd's pid file: how an unrecorded server is found again. */
+  pidFile: z.string(),
   exportName: z.string(),
   bitmap: z.string().optional(),
   pid: z.number().int(),
