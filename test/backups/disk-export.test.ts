@@ -17,6 +17,7 @@ import t from "tap";
 import { consoleSize, defineShellVm, problem, consoleAfter, startDaemon, waitForVm, runVmctl, type TestDaemon } from "../helpers/daemon.js";
 import { shellRun, writeSector } from "../helpers/guest-shell.js";
 import { makeCertDir } from "../helpers/tls-certs.js";
+import { checkHeldEvents } from "../helpers/event-check.js";
 
 const VM = "ex";
 const SECTOR = 50_000;
@@ -189,4 +190,5 @@ t.test("a pull-mode NBD export of a running guest's disk", async (t) => {
   t.notOk(nbdAnswers(exp.uri), "the VM's stop ends its export");
   t.notOk(await exists(image), "and removes its image");
   t.same((await d.api.json<{ exports: ExportJson[] }>("GET", `/v1/vms/${VM}/exports`)).exports, []);
+  await checkHeldEvents(t, d, ["vm.disk-exported", "vm.disk-export-ended"]);
 });

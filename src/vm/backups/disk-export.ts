@@ -65,7 +65,10 @@ export async function listExports(vm: Vm): Promise<DiskExport[]> {
   const live: ExportEntry[] = [];
   for (const e of all) {
     if (await serving(e)) live.push(e);
-    else await removeFiles(e);
+    else {
+      await removeFiles(e);
+      vm.publish("vm.disk-export-ended", { disk: e.disk, reason: "server-gone" });
+    }
   }
   if (live.length !== all.length) await writeExports(vm.paths, live);
   return live.map(exportView);
@@ -146,7 +149,9 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string, o
     };
     await writeExports(vm.paths, [...(await readExports(vm.paths)), entry]);
     vm.log.info({ disk: diskName, socket: tcp ? undefined : socket, tcp }, "disk export started");
-    return exportView(entry);
+    const view = exportView(entry);
+    vm.publish("vm.disk-exported", { disk: diskName, uri: view.uri, tls: view.tls });
+    return view;
   } catch (err) {
     await rm(socket, { force: true });
     await rm(pidFile, { force: true });
@@ -165,6 +170,7 @@ export async function endExport(vm: Vm, diskName: string): Promise<void> {
   await removeFiles(e);
   await writeExports(vm.paths, all.filter((x) => x !== e));
   vm.log.info({ disk: diskName }, "disk export ended");
+  vm.publish("vm.disk-export-ended", { disk: diskName, reason: "deleted" });
 }
 
 /** Every export of the VM ended (the VM stopped, or it is deleted). */
@@ -173,6 +179,7 @@ export async function endAllExports(vm: Vm): Promise<void> {
   for (const e of all) {
     await stopServer(e).catch(() => {});
     await removeFiles(e).catch(() => {});
+    vm.publish("vm.disk-export-ended", { disk: e.disk, reason: "vm-stopped" });
   }
   if (all.length) await writeExports(vm.paths, []);
 }
