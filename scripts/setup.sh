@@ -14,7 +14,8 @@ if [ "$mode" = "--test" ]; then
   # grub's two platforms, xorriso and mtools make the installer ISO; systemd brings systemd-analyze.
   # etcd-server: the fleet tests start their own etcd on loopback (never the packaged service).
   # openssl: the TLS tests make throw-away CAs and host certificates.
-  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server openssl)
+  # libnbd-bin: nbdinfo reads the disk exports and their dirty bitmaps (test/backups/disk-export.test.ts).
+  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server openssl libnbd-bin)
 fi
 
 missing=()
