@@ -17,8 +17,10 @@ export function registerExportCommands(program: Command, io: CliIo): void {
     .command("export <name> <disk>")
     .description("a read-only NBD export of a running VM's disk as it is now, with its dirty bitmap (pull-mode backup)")
     .option("--tls", "on TCP with TLS instead of the Unix socket")
-    .action(async (name: string, d: string, o: { tls?: boolean }) => {
-      const e = await io.client().json<ExportJson>("POST", disk(name, d), o.tls ? { tls: true } : undefined);
+    .option("--speed <MiBps>", "bandwidth limit of the point-in-time copy", (v) => Number(v))
+    .action(async (name: string, d: string, o: { tls?: boolean; speed?: number }) => {
+      const body = { ...(o.tls ? { tls: true } : {}), ...(o.speed !== undefined ? { speedMiBps: o.speed } : {}) };
+      const e = await io.client().json<ExportJson>("POST", disk(name, d), Object.keys(body).length ? body : undefined);
       io.out(io.json() ? JSON.stringify(e, null, 2) : `${e.uri}${e.bitmap ? `  bitmap qemu:dirty-bitmap:${e.bitmap}` : ""}`);
     });
   program

@@ -293,7 +293,7 @@ export class VmRegistry {
       case "export-disk":
         return await this.underLock(vm, action, async (run) => {
           let made: DiskExport | undefined;
-          await run.journaled(action, async () => void (made = await startExport(vm, this.host, action.disk, { tls: action.tls }, run.preempted)));
+          await run.journaled(action, async () => void (made = await startExport(vm, this.host, action.disk, { tls: action.tls, speedMiBps: action.speedMiBps }, run.preempted)));
           return made!;
         });
       case "unexport-disk":

@@ -24,7 +24,10 @@ const exportSchema = z.object({
 });
 
 const exportBody = z
-  .object({ tls: z.boolean().optional().describe("serve on TCP with TLS (the host's migration address) instead of the Unix socket") })
+  .object({
+    tls: z.boolean().optional().describe("serve on TCP with TLS (the host's migration address) instead of the Unix socket"),
+    speedMiBps: z.number().positive().optional().describe("bandwidth limit of the point-in-time copy, so it does not starve the guest's own I/O"),
+  })
   .strict()
   .optional();
 
@@ -42,8 +45,9 @@ export function registerExportRoutes(app: FastifyInstance, registry: VmRegistry)
       },
     },
     async (req, reply) => {
-      const tls = req.body?.tls;
-      return reply.status(201).send(await registry.perform(req.params.name, { kind: "export-disk", disk: req.params.disk, ...(tls !== undefined ? { tls } : {}) }));
+      const { tls, speedMiBps } = req.body ?? {};
+      const action = { kind: "export-disk" as const, disk: req.params.disk, ...(tls !== undefined ? { tls } : {}), ...(speedMiBps !== undefined ? { speedMiBps } : {}) };
+      return reply.status(201).send(await registry.perform(req.params.name, action));
     },
   );
   r.delete(

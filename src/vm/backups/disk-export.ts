@@ -72,8 +72,12 @@ export async function listExports(vm: Vm): Promise<DiskExport[]> {
   return live.map(exportView);
 }
 
-/** `preempted`: a stop of the VM does not wait for the copy; the copy is cancelled and the export fails. */
-export async function startExport(vm: Vm, host: HostContext, diskName: string, opts: { tls?: boolean }, preempted?: AbortSignal): Promise<DiskExport> {
+/**
+ * `speedMiBps` limits the copy (it reads the disk's top format node, not
+ * through the VM's throttle filter, as a backup does). `preempted`: a stop of the
+ * VM does not wait for the copy; the copy is cancelled and the export fails.
+ */
+export async function startExport(vm: Vm, host: HostContext, diskName: string, opts: { tls?: boolean; speedMiBps?: number | undefined }, preempted?: AbortSignal): Promise<DiskExport> {
   const disk = vm.definition.disks.find((d) => d.name === diskName);
   if (!disk) throw new DeviceNotFound(`VM "${vm.name}" has no disk "${diskName}"`, { vm: vm.name, disk: diskName });
   const session = vm.session;
@@ -101,7 +105,7 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string, o
     const size = await virtualSize(session, top.node);
     await host.qemuImg.create(image, "qcow2", size);
     if (id) await chown(image, id.uid, id.gid);
-    const bitmap = await copyPointInTime(session, diskName, top.node, image, preempted);
+    const bitmap = await copyPointInTime(session, diskName, top.node, image, opts.speedMiBps, preempted);
     crashPoint("export-copied");
     let tcp: { host: string; port: number } | undefined;
     let listenArgs = [`--socket=${socket}`];

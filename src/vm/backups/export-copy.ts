@@ -24,7 +24,7 @@ export async function virtualSize(session: QemuSession, node: string): Promise<n
  * backup (qemu copies a block out before the guest overwrites it). Resolves with
  * the bitmap's name, or undefined for a disk with no bitmap (raw).
  */
-export async function copyPointInTime(session: QemuSession, disk: string, source: string, image: string, preempted?: AbortSignal): Promise<string | undefined> {
+export async function copyPointInTime(session: QemuSession, disk: string, source: string, image: string, speedMiBps: number | undefined, preempted?: AbortSignal): Promise<string | undefined> {
   const node = `ex-${disk}`;
   const jobId = `export-${disk}`;
   await session.execute("blockdev-add", { driver: "qcow2", "node-name": node, file: { driver: "file", filename: image }, backing: null }, QMP_MS);
@@ -43,7 +43,7 @@ export async function copyPointInTime(session: QemuSession, disk: string, source
       actions.push({ type: "block-dirty-bitmap-add", data: { node, name: bitmap, persistent: true, disabled: true } });
       actions.push({ type: "block-dirty-bitmap-merge", data: { node, target: bitmap, bitmaps: [{ node: source, name: BACKUP_BITMAP }] } });
     }
-    actions.push({ type: "blockdev-backup", data: { "job-id": jobId, device: source, target: node, sync: "full", "auto-dismiss": true } });
+    actions.push({ type: "blockdev-backup", data: { "job-id": jobId, device: source, target: node, sync: "full", "auto-dismiss": true, ...(speedMiBps ? { speed: Math.round(speedMiBps * 1024 * 1024) } : {}) } });
     await session.executeUntyped("transaction", { actions }, QMP_MS);
     let goneAt: number | undefined;
     let cancelSent = false;
