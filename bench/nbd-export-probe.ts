@@ -1,6 +1,6 @@
 // Which NBD export layouts survive their clients hanging up, on this host's qemu,
-// with no guest: a qemu whose one virtio-blk disk runs in an iothread behind a
-// throttle filter (the daemon's layout), a point-in-time view of it exported in
+// with no guest: a qemu whose one virtio-blk disk runs in an iothread under a
+// throttle filter (the daemon's layout: the filter is the device's root), a point-in-time view of it exported in
 // each way qemu offers, clients that connect and hang up, then: is qemu alive?
 // Prints a table; exits 1 if the layout the daemon uses (a copy served by a
 // qemu-nbd of its own, src/vm/backups/disk-export.ts) did not survive.
@@ -34,9 +34,10 @@ async function startQemu(dir: string): Promise<Probe> {
     "-object", JSON.stringify({ "qom-type": "iothread", id: "io-data" }),
     "-object", JSON.stringify({ "qom-type": "throttle-group", id: "throttle0", limits: {} }),
     "-blockdev", JSON.stringify({ driver: "file", "node-name": "f-data", filename: disk, cache: { direct: true } }),
-    "-blockdev", JSON.stringify({ driver: "throttle", "node-name": "t-data", "throttle-group": "throttle0", file: "f-data" }),
-    "-blockdev", JSON.stringify({ driver: "qcow2", "node-name": "d-data", file: "t-data" }),
-    "-device", JSON.stringify({ driver: "virtio-blk-pci", id: "disk-data", drive: "d-data", iothread: "io-data" }),
+    "-blockdev", JSON.stringify({ driver: "qcow2", "node-name": "d-data", file: "f-data" }),
+    // The VM's throttle filter is the device's root, over the disk's top format node.
+    "-blockdev", JSON.stringify({ driver: "throttle", "node-name": "t-data", "throttle-group": "throttle0", file: "d-data" }),
+    "-device", JSON.stringify({ driver: "virtio-blk-pci", id: "disk-data", drive: "t-data", iothread: "io-data" }),
   ];
   const log = await open(path.join(dir, "qemu.log"), "w");
   const q = spawnRawQemu(argv, log.fd);
@@ -118,7 +119,6 @@ const layouts: Record<string, Layout> = {
     await p.qmp.execute("nbd-server-add", { device: "fl", name: "data", writable: false });
     return hangUps(p, `nbd+unix:///data?socket=${sock}`);
   },
-  // 7.2 cannot put the filter above a device's root while the device runs (no blockdev-replace): refused.
   "copy-before-write + snapshot-access, block-export-add": async (p) => {
     const sock = await nbdServer(p);
     const fleece = path.join(p.dir, "fleece.qcow2");
@@ -126,7 +126,8 @@ const layouts: Record<string, Layout> = {
     await p.qmp.execute("blockdev-add", { driver: "qcow2", "node-name": "fl", file: { driver: "file", filename: fleece } });
     try {
       await p.qmp.execute("blockdev-add", { driver: "copy-before-write", "node-name": "cbw", file: "d-data", target: "fl" });
-      // The filter's hold on the disk takes effect once something reads through it.
+      // Put between the throttle filter and the disk: the guest's writes then pass it.
+      await p.qmp.execute("blockdev-reopen", { options: [{ driver: "throttle", "node-name": "t-data", "throttle-group": "throttle0", file: "cbw" }] });
       await p.qmp.execute("blockdev-add", { driver: "snapshot-access", "node-name": "acc", file: "cbw" });
     } catch (err) {
       return `refused: ${(err as Error).message.replace(/ \(uses node[^)]*\)/g, "")}`;

@@ -1,14 +1,15 @@
 // Pull-mode backup: a read-only NBD export of one disk as it was at one instant,
-// with the disk's dirty bitmap as of that instant published on it, for tools
-// such as virtnbdbackup.
+// with the disk's dirty bitmap as of that instant published on it, for backup
+// tools that read over NBD.
 //
 // qemu 7.2 (as shipped) cannot serve an NBD export of a disk that runs in an
-// iothread: when a client hangs up, qemu asserts in nbd_blockdev_client_closed
+// iothread: when a client hangs up first, qemu asserts in nbd_blockdev_client_closed
 // (the close is handled in the iothread, not the main loop) and aborts, taking
 // the guest with it. Every fleecing layout (blockdev-backup sync=none into a
 // fleecing image, copy-before-write with snapshot-access, nbd-server-add, any
 // order of block-export-del and nbd-server-stop) exports a node of the disk's
-// graph, which lives in the disk's iothread; and an NBD client node in qemu
+// graph, which lives in the disk's iothread (bench/nbd-export-probe shows each
+// on this host's qemu); and an NBD client node in qemu
 // looping back to its own server deadlocks its main loop at open. So qemu here
 // serves no NBD at all: the point in time is a blockdev-backup (sync full) into
 // an image beside the disk, begun in one transaction with a disabled copy of
