@@ -88,8 +88,11 @@ async function hangUps(p: Probe, uri: string): Promise<string> {
     await sleep(300);
   }
   if (!p.q.exited()) return `alive: ${served}/${cycles} clients served`;
-  const log = execFileSync("tail", ["-n", "1", path.join(p.dir, "qemu.log")], { encoding: "utf8" }).trim();
-  return `qemu died after ${served} client(s): ${log}`;
+  return `qemu died after ${served} client(s): ${lastLogLine(p)}`;
+}
+
+function lastLogLine(p: Probe): string {
+  return execFileSync("tail", ["-n", "1", path.join(p.dir, "qemu.log")], { encoding: "utf8" }).trim();
 }
 
 async function nbdServer(p: Probe): Promise<string> {
@@ -130,6 +133,8 @@ const layouts: Record<string, Layout> = {
       await p.qmp.execute("blockdev-reopen", { options: [{ driver: "throttle", "node-name": "t-data", "throttle-group": "throttle0", file: "cbw" }] });
       await p.qmp.execute("blockdev-add", { driver: "snapshot-access", "node-name": "acc", file: "cbw" });
     } catch (err) {
+      await Promise.race([p.q.exit, sleep(1_000)]);
+      if (p.q.exited()) return `qemu died while the chain was put in: ${lastLogLine(p)}`;
       return `refused: ${(err as Error).message.replace(/ \(uses node[^)]*\)/g, "")}`;
     }
     await p.qmp.execute("block-export-add", { type: "nbd", id: "e", "node-name": "acc", name: "data", writable: false });
