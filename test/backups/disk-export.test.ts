@@ -135,6 +135,10 @@ t.test("a pull-mode NBD export of a running guest's disk", async (t) => {
   t.ok(dirtyBytes > 0 && dirtyBytes <= 1024 * 1024, `and little else (${dirtyBytes} bytes dirty)`);
 
   t.equal((await problem(d, "POST", `/v1/vms/${VM}/disks/data/export`)).code, "VMH_ERR_EXPORT_EXISTS", "a second export of the disk is refused");
+  const slow = await d.api.json<{ id: string }>("POST", `/v1/vms/${VM}/disks/data/backup`, { target: "slow.qcow2", format: "qcow2", speedMiBps: 1 });
+  t.equal((await problem(d, "POST", `/v1/vms/${VM}/disks/data/export`)).code, "VMH_ERR_VM_BUSY", "an export while a backup copies the disk is refused");
+  await d.api.json("POST", `/v1/jobs/${slow.id}/cancel`);
+  for (let i = 0; i < 100 && (await d.api.json<{ state: string }>("GET", `/v1/jobs/${slow.id}`)).state === "running"; i++) await sleep(100);
   t.equal((await problem(d, "POST", `/v1/vms/${VM}/disks/nope/export`)).code, "VMH_ERR_DEVICE_NOT_FOUND");
   t.notOk(nbdAnswers(exp.uri, "nobody"), "another uid, not in the daemon's group, cannot connect");
   t.ok(nbdAnswers(exp.uri, "group"), "another uid in the daemon's group can");

@@ -21,7 +21,7 @@
 import { chmod, chown, mkdir, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { DeviceNotFound, ExportExists, ExportNotFound, StorageFailed, ValidationFailed, VmStateConflict } from "../../errors.js";
+import { DeviceNotFound, ExportExists, ExportNotFound, StorageFailed, ValidationFailed, VmBusy, VmStateConflict } from "../../errors.js";
 import { spawnChild } from "../../host/child-process.js";
 import { crashPoint } from "../../migration/crash-point.js";
 import { isSameProcess, readProcCmdline, readProcStartTicks, signalProcess } from "../../qemu/qemu-process.js";
@@ -83,6 +83,8 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string, o
   if (!disk) throw new DeviceNotFound(`VM "${vm.name}" has no disk "${diskName}"`, { vm: vm.name, disk: diskName });
   const session = vm.session;
   if (!session?.connected) throw new VmStateConflict(vm.name, vm.settledState(), "export a disk of");
+  // A backup holds no lock but copies from the same disk: one at a time.
+  if (vm.job?.state === "running") throw new VmBusy(vm.name, vm.job.kind);
   if ((await listExports(vm)).some((e) => e.disk === diskName)) throw new ExportExists(`disk "${diskName}" of VM "${vm.name}" is already exported: end that export first`, { vm: vm.name, disk: diskName });
   const tls = opts.tls === true ? host.tls : undefined;
   if (opts.tls && !tls?.verifiesClients) throw new ValidationFailed("tls: the daemon has no --tls-cert and --tls-ca to serve and check clients with", [{ field: "tls", message: "needs --tls-cert, --tls-key and --tls-ca" }]);
