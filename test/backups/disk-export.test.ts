@@ -7,7 +7,8 @@
 // a second export of the disk is refused; another uid cannot connect; an
 // export cut short by a daemon SIGKILL is torn down at the restart, one that
 // serves outlives a daemon SIGKILL and is found again; DELETE ends it (a new
-// connection is refused, the image is gone), and so does the VM's stop. On TCP
+// connection is refused, the image is gone), and so does the VM's stop, which
+// also cuts short an export still copying. On TCP
 // with TLS, a client with another CA's certificate, or without TLS, is refused;
 // the copy keeps to its bandwidth limit.
 import { execFileSync, spawn } from "node:child_process";
@@ -98,6 +99,7 @@ t.test("a pull-mode NBD export of a running guest's disk", async (t) => {
   });
   await defineShellVm(d, VM);
   await d.api.json("POST", `/v1/vms/${VM}/disks`, { name: "data", sizeGiB: 0.0625 });
+  await d.api.json("POST", `/v1/vms/${VM}/disks`, { name: "aux", sizeGiB: 0.0625 });
   const from = await consoleSize(d, VM);
   await d.api.json("POST", `/v1/vms/${VM}/start`);
   await waitForVm(d, VM, (v: { state: string }) => v.state === "running", 60_000);
@@ -193,8 +195,15 @@ t.test("a pull-mode NBD export of a running guest's disk", async (t) => {
   const again = await runVmctl(d, "export", VM, "data");
   t.equal(again.code, 0, `vmctl export: ${again.stderr}`);
   t.ok(nbdAnswers(exp.uri), "a new export of the disk serves");
+  // A second disk's export copying at 1 MiB/s (a minute) when the stop comes: the stop does not wait for it.
+  const slowExport = d.api.request("POST", `/v1/vms/${VM}/disks/aux/export`, { speedMiBps: 1 });
+  await sleep(1_000);
+  const stopAt = Date.now();
   await d.api.json("POST", `/v1/vms/${VM}/stop`);
   await waitForVm(d, VM, (v: { state: string }) => v.state === "stopped", 30_000);
+  t.ok(Date.now() - stopAt < 20_000, `the stop cut the copy short (${Date.now() - stopAt} ms)`);
+  t.ok((await slowExport).status >= 400, "the export whose copy the stop cut short failed");
+  t.notOk(await exists(path.join(d.stateDir, "vms", VM, "exports", "aux.qcow2")), "and left no image");
   for (let i = 0; i < 50 && (await servers(d)).length > 0; i++) await sleep(100);
   t.notOk(nbdAnswers(exp.uri), "the VM's stop ends its export");
   t.notOk(await exists(image), "and removes its image");
