@@ -103,11 +103,15 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string, o
   await rm(image, { force: true });
   await rm(socket, { force: true });
   await rm(pidFile, { force: true });
+  // Once started, the server is ended by any failure before the record names it.
+  let server: number | undefined;
   try {
     const top = await activeNode(session, diskName);
     const size = await virtualSize(session, top.node);
     await host.qemuImg.create(image, "qcow2", size);
     if (id) await chown(image, id.uid, id.gid);
+    // The instant the copy begins is the one it holds.
+    const instant = new Date().toISOString();
     const bitmap = await copyPointInTime(session, diskName, top.node, image, opts.speedMiBps, preempted);
     crashPoint("export-copied");
     let tcp: { host: string; port: number } | undefined;
@@ -125,12 +129,10 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string, o
     child.unref();
     const pid = child.pid;
     if (pid === undefined) throw new StorageFailed("qemu-nbd did not start");
+    server = pid;
     try {
       if (tcp) await waitForListener(tcp.host, tcp.port, async () => (await readProcStartTicks(pid)) !== undefined);
       else await waitForSocket(socket, pid);
-    } catch (err) {
-      process.kill(pid, "SIGKILL");
-      throw err;
     } finally {
       await rm(credsDir, { recursive: true, force: true });
     }
@@ -150,7 +152,7 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string, o
       ...(bitmap ? { bitmap } : {}),
       pid,
       startTicks: (await readProcStartTicks(pid)) ?? 0,
-      createdAt: new Date().toISOString(),
+      createdAt: instant,
     };
     await writeExports(vm.paths, [...(await readExports(vm.paths)), entry]);
     vm.log.info({ disk: diskName, socket: tcp ? undefined : socket, tcp }, "disk export started");
@@ -158,6 +160,13 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string, o
     vm.publish("vm.disk-exported", { disk: diskName, uri: view.uri, tls: view.tls });
     return view;
   } catch (err) {
+    if (server !== undefined) {
+      try {
+        process.kill(server, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
     await rm(socket, { force: true });
     await rm(pidFile, { force: true });
     await rm(credsDir, { recursive: true, force: true });
@@ -208,7 +217,6 @@ async function waitForSocket(socket: string, pid: number): Promise<void> {
     if ((await readProcStartTicks(pid)) === undefined) throw new StorageFailed("qemu-nbd ended before it served");
     await sleep(50);
   }
-  process.kill(pid, "SIGKILL");
   throw new StorageFailed("qemu-nbd did not open its socket in time");
 }
 
