@@ -164,6 +164,8 @@ t.test("a pull-mode NBD export of a running guest's disk", async (t) => {
   const listed = await d.api.json<{ exports: ExportJson[] }>("GET", `/v1/vms/${VM}/exports`);
   t.same(listed.exports.map((e) => e.uri), [exp.uri], "the export is re-adopted after a daemon SIGKILL");
   t.ok(nbdAnswers(exp.uri), "and still serves");
+  const table = await runVmctl(d, "exports", VM);
+  t.match(table.stdout, new RegExp(`^data\\s.*${exp.uri.replace(/[?.+]/g, "\\$&")}\\s+vmh-export$`, "m"), "vmctl exports lists it");
 
   t.ok(await exists(image), "the export's image is beside the VM's disks while it serves");
   const out = await runVmctl(d, "unexport", VM, "data");
