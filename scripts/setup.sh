@@ -18,7 +18,8 @@ if [ "$mode" = "--test" ]; then
   # chromium: the console page tests drive it headless (puppeteer-core).
   # gcc and libc6-dev compile the guest's raw frame sender; tcpdump watches taps in the network isolation tests and
   # captures what crosses the migration TLS test's link.
-  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server openssl chromium gcc libc6-dev tcpdump)
+  # libnbd-bin: nbdinfo reads the disk exports and their dirty bitmaps (test/backups/disk-export.test.ts).
+  packages+=(cpio iproute2 systemd grub-pc-bin grub-efi-amd64-bin mtools etcd-server openssl chromium gcc libc6-dev tcpdump libnbd-bin)
 fi
 
 missing=()

@@ -307,6 +307,12 @@ export class SnapshotUnsupported extends defineError("VMH_ERR_SNAPSHOT_UNSUPPORT
  */
 export class SnapshotsNotMigrated extends defineError("VMH_ERR_SNAPSHOTS_NOT_MIGRATED", 409, "A VM with snapshots is not migrated with shared storage") {}
 
+/** The disk already has a pull-mode export: one at a time per disk. */
+export class ExportExists extends defineError("VMH_ERR_EXPORT_EXISTS", 409, "Disk already exported") {}
+
+/** The disk has no pull-mode export to end. */
+export class ExportNotFound extends defineError("VMH_ERR_EXPORT_NOT_FOUND", 404, "Export not found") {}
+
 /** Anything unforeseen; the message is logged in full, the response says little. */
 export class InternalError extends defineError("VMH_ERR_INTERNAL", 500, "Internal error") {}
 
@@ -369,5 +375,7 @@ export const errorCatalogue = [
   TooManySnapshots,
   SnapshotUnsupported,
   SnapshotsNotMigrated,
+  ExportExists,
+  ExportNotFound,
   InternalError,
 ] as const;

@@ -9,6 +9,7 @@ import { ApiClient, ApiError, type ApiTarget } from "./api-client.js";
 import { migrateCommand, type MigrateFlags } from "./migrate-command.js";
 import { autostartAll, formatOutcome, shutdownAll, type VmOutcome } from "./host-power.js";
 import { registerStorageCommands } from "./storage-commands.js";
+import { registerExportCommands } from "./export-commands.js";
 import { registerDeviceCommands } from "./device-commands.js";
 import { registerEventsCommand } from "./events-command.js";
 import { registerFleetCommands } from "./fleet-commands.js";
@@ -320,6 +321,7 @@ function collect(v: string, all: string[]): string[] {
 }
 
 registerStorageCommands(program, { client, json: asJson, out, table: formatTable });
+registerExportCommands(program, { client, json: asJson, out, table: formatTable });
 registerDeviceCommands(program, { client, json: asJson, out, table: formatTable });
 registerEventsCommand(program, { target, json: asJson, out });
 registerFleetCommands(program, { client, json: asJson, out, table: formatTable });

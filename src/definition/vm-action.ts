@@ -58,6 +58,9 @@ export const vmActionSchema = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("snapshot-revert"), snapshot: z.string(), force: z.boolean().optional() }),
   /** A snapshot merged away (live: block-commit), as a job. */
   z.strictObject({ kind: z.literal("snapshot-delete"), snapshot: z.string() }),
+  /** A read-only NBD export of one disk as it is now, with its dirty bitmap (pull-mode backup); and its end. */
+  z.strictObject({ kind: z.literal("export-disk"), disk: z.string(), tls: z.boolean().optional(), speedMiBps: z.number().positive().optional() }),
+  z.strictObject({ kind: z.literal("unexport-disk"), disk: z.string() }),
   /** Send the running VM to another host (migrate out), as a job. */
   z.strictObject({
     kind: z.literal("migrate"),

@@ -139,6 +139,16 @@ export const eventCatalogue = {
     payload: z.strictObject({ disk: diskName, target: z.string() }),
     description: "a live backup of a disk completed into target",
   },
+  "vm.disk-exported": {
+    subject: "vm",
+    payload: z.strictObject({ disk: diskName, uri: z.string(), tls: z.boolean() }),
+    description: "a read-only NBD export of a disk as it was then began serving at uri",
+  },
+  "vm.disk-export-ended": {
+    subject: "vm",
+    payload: z.strictObject({ disk: diskName, reason: z.enum(["deleted", "vm-stopped", "server-gone"]) }),
+    description: "a disk's NBD export ended: DELETE, the VM's stop, or its server found gone",
+  },
   "vm.snapshot-created": {
     subject: "vm",
     payload: z.strictObject({ snapshot: z.string(), memory: z.boolean() }),

@@ -22,6 +22,7 @@ import { registerMigrationRoutes, type MigrationDeps } from "./routes/migration-
 import { registerStorageRoutes, type StorageDeps } from "./routes/storage-routes.js";
 import { registerSnapshotRoutes } from "./routes/snapshot-routes.js";
 import { registerBackupRoutes } from "./routes/backup-routes.js";
+import { registerExportRoutes } from "./routes/export-routes.js";
 import { registerEventRoutes } from "./routes/event-routes.js";
 import { requirePeerToken } from "./peer-auth.js";
 import { ClientSlots, type SlotLimits } from "./client-slots.js";
@@ -181,6 +182,7 @@ export function buildHttpApp(deps: HttpDeps): FastifyInstance {
     registerStorageRoutes(scope, registry, storage);
     registerSnapshotRoutes(scope, registry);
     registerBackupRoutes(scope, registry);
+    registerExportRoutes(scope, registry);
     registerEventRoutes(scope, registry.host.bus, streams);
     registerMetricsRoutes(scope, registry);
     registerQmpRoutes(scope, registry);

@@ -16,6 +16,10 @@ export const crashPoints = [
   "snapshot-switched",
   /** Snapshot delete: the layers are merged in qemu; the record still lists the snapshot. */
   "snapshot-merged",
+  /** Disk export: the point-in-time copy is made; no server yet. */
+  "export-copied",
+  /** Disk export: its qemu-nbd serves; the record does not name it yet. */
+  "export-serving",
 ] as const;
 export type CrashPoint = (typeof crashPoints)[number];
 

@@ -60,6 +60,10 @@ export const journalRules = {
   "snapshot-create": snapshotRule,
   "snapshot-revert": snapshotRule,
   "snapshot-delete": snapshotRule,
+  // A daemon killed mid-export finds the entry and tears down what the export had made (backups/disk-export.ts).
+  "export-disk": { begin: "before", onFailure: "end", onSuccess: "end" },
+  // Its server stopped and its files removed: a restart's lazy clean-up ends an export whose server is gone.
+  "unexport-disk": "none",
   migrate: migrationRule,
   "migrate-in": migrationRule,
   // Carried out by the waiting migration, under its lock and its journal entry.

@@ -2,6 +2,7 @@
 // finished or undone, by the stored action itself: performed again where doing
 // it again is safe, settled by what qemu has for a device change, handed to its
 // own side for a migration. A start cut short was already undone by adoption.
+import { settleInterruptedExport } from "./backups/disk-export.js";
 import { assertNever, type ActionOf, type VmAction } from "../definition/vm-action.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import type { ActionContext } from "./operations/action-context.js";
@@ -75,6 +76,9 @@ export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntr
       if (side) await r.underLock(vm, action, () => side.in(vm, entry));
       return;
     }
+    case "export-disk":
+      await settleInterruptedExport(vm, action.disk);
+      return;
     // Undone by the adoption itself.
     case "start":
     // Never journaled: nothing is left half done.
@@ -88,6 +92,7 @@ export async function recoverInterrupted(r: Recovery, vm: Vm, entry: JournalEntr
     case "set-nic-filter":
     case "set-limits":
     case "backup":
+    case "unexport-disk":
     case "takeover":
     case "resolve-migration":
     case "qmp":

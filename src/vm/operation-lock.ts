@@ -15,7 +15,8 @@ export interface RunningOperation {
 }
 
 const preemptable: Partial<Record<VmActionKind, VmActionKind[]>> = {
-  stop: ["shutdown"],
+  // A stop does not wait for an export's copy (its handler cancels it).
+  stop: ["shutdown", "export-disk"],
 };
 
 /** Told when an operation begins and ends (not when it is refused), e.g. to publish it as events. */

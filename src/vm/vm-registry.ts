@@ -25,6 +25,7 @@ import { runPassthrough, type PassthroughLog } from "./operations/qmp-passthroug
 import { performMigrateIn, type IncomingWork } from "./operations/migrate-in.js";
 import type { Job } from "../jobs/job-registry.js";
 import type { VmSnapshots } from "./snapshots/vm-snapshots.js";
+import { endAllExports, endExport, startExport, type DiskExport } from "./backups/disk-export.js";
 import type { z } from "zod";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -37,7 +38,7 @@ export type { VmAction, MigrationRecovery, JobActions };
  */
 export type PerformedAction = Exclude<VmAction, { kind: "adopt" }>;
 /** The actions that answer with the VM's view. */
-export type ViewAction = Exclude<PerformedAction, JobAction | ActionOf<"qmp" | "migrate-in">>;
+export type ViewAction = Exclude<PerformedAction, JobAction | ActionOf<"qmp" | "migrate-in" | "export-disk">>;
 
 export class VmRegistry {
   private readonly vms = new Map<string, Vm>();
@@ -105,6 +106,8 @@ export class VmRegistry {
       return;
     }
     vm.publish("vm.adopted", { state: vm.state(), pid: vm.session?.pid });
+    // qemu ended while no daemon watched: an export of its disk ends with it.
+    if (!vm.session) await endAllExports(vm).catch((err: unknown) => vm.log.warn({ err }, "ending the stopped VM's disk exports failed"));
     if (vm.session && this.host.fleet) void this.ownership.reclaim(vm);
     if (vm.lastExit?.reason === "crashed" && !vm.session && !interrupted) this.crashPolicy.onCrash(vm);
     if (!interrupted) return;
@@ -233,6 +236,7 @@ export class VmRegistry {
   async perform(name: string, action: JobAction): Promise<Job>;
   async perform(name: string, action: ActionOf<"qmp">, log?: PassthroughLog): Promise<unknown>;
   async perform<R>(name: string, action: ActionOf<"migrate-in">, work: IncomingWork<R>): Promise<R>;
+  async perform(name: string, action: ActionOf<"export-disk">): Promise<DiskExport>;
   async perform(name: string, action: ViewAction): Promise<VmView>;
   async perform(name: string, action: PerformedAction, extra?: PassthroughLog | IncomingWork<unknown>): Promise<unknown> {
     this.assertOpen();
@@ -286,6 +290,15 @@ export class VmRegistry {
       case "pause":
       case "resume":
         await this.underLock(vm, action, (run) => performLifecycle(this.context, vm, action, run));
+        break;
+      case "export-disk":
+        return await this.underLock(vm, action, async (run) => {
+          let made: DiskExport | undefined;
+          await run.journaled(action, async () => void (made = await startExport(vm, this.host, action.disk, { tls: action.tls, speedMiBps: action.speedMiBps }, run.preempted)));
+          return made!;
+        });
+      case "unexport-disk":
+        await this.underLock(vm, action, () => endExport(vm, action.disk));
         break;
       case "snapshot-create":
       case "snapshot-revert": {

@@ -4,6 +4,7 @@
 // Beside it: how it is shown (vm-view.ts), its two logs (vm-logs.ts), how a qemu's
 // end is named and recorded (vm-exit.ts), and the devices awaiting release
 // (pending-removals.ts).
+import { endAllExports } from "./backups/disk-export.js";
 import type { Logger } from "pino";
 import type { EventBus, PayloadArg } from "../events/event-bus.js";
 import type { BusEventType, EventPayload } from "../events/event-catalogue.js";
@@ -271,6 +272,8 @@ export class Vm {
       // and a restart (the crash policy, or the next start) makes them afresh.
       removeVmTaps(this.definition, this.log),
       releaseLimits(this).catch((err: unknown) => this.log.warn({ err }, "cannot remove the VM's cgroup")),
+      // An export is of a running VM's disk: it ends with the VM.
+      endAllExports(this).catch((err: unknown) => this.log.warn({ err }, "ending the VM's disk exports failed")),
     ]);
     this.publishState(reason, { lastExit });
     if (reason === "fenced") this.publish("vm.fenced", { pid: session.record.pid, detail: lastExit.detail ?? "the host lease was lost" });

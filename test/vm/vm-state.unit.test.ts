@@ -35,6 +35,8 @@ const operationKinds: Record<VmActionKind, "adopt" | "migration" | "start" | "st
   "snapshot-create": "other",
   "snapshot-revert": "other",
   "snapshot-delete": "other",
+  "export-disk": "other",
+  "unexport-disk": "other",
   takeover: "other",
   "resolve-migration": "other",
   qmp: "other",
