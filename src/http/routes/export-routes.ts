@@ -5,7 +5,7 @@ import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { DeviceNotFound, ExportExists, ExportNotFound, StorageFailed } from "../../errors.js";
-import { listExports } from "../../vm/backups/disk-export.js";
+import { exportsServing } from "../../vm/backups/disk-export.js";
 import type { VmRegistry } from "../../vm/vm-registry.js";
 import * as errors from "../route-errors.js";
 import { json, problems, vmSchema } from "../response-schemas.js";
@@ -72,6 +72,6 @@ export function registerExportRoutes(app: FastifyInstance, registry: VmRegistry)
         response: { 200: json("the exports", z.object({ exports: z.array(exportSchema) })), ...problems(...errors.onVm) },
       },
     },
-    async (req) => ({ exports: await listExports(registry.get(req.params.name)) }),
+    async (req) => ({ exports: await exportsServing(registry.get(req.params.name)) }),
   );
 }

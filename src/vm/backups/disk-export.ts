@@ -58,8 +58,19 @@ async function serving(e: Pick<ExportEntry, "pid" | "startTicks">): Promise<bool
   return isSameProcess(e.pid, e.startTicks);
 }
 
-/** The VM's exports that still serve; any other is cleaned up (its server died: a reboot, a kill). */
-export async function listExports(vm: Vm): Promise<DiskExport[]> {
+/**
+ * The VM's exports that still serve, for a reader. It changes nothing: the record
+ * is rewritten only under the VM's lock, where a dead server's entry is cleaned up.
+ */
+export async function exportsServing(vm: Vm): Promise<DiskExport[]> {
+  const all = await readExports(vm.paths);
+  const live: DiskExport[] = [];
+  for (const e of all) if (await serving(e)) live.push(exportView(e));
+  return live;
+}
+
+/** Under the VM's lock: its exports that still serve; any other is cleaned up (its server died: a reboot, a kill). */
+async function settleExports(vm: Vm): Promise<DiskExport[]> {
   const all = await readExports(vm.paths);
   const live: ExportEntry[] = [];
   for (const e of all) {
@@ -85,7 +96,7 @@ export async function startExport(vm: Vm, host: HostContext, diskName: string, o
   if (!session?.connected) throw new VmStateConflict(vm.name, vm.settledState(), "export a disk of");
   // A backup holds no lock but copies from the same disk: one at a time.
   if (vm.job?.state === "running") throw new VmBusy(vm.name, vm.job.kind);
-  if ((await listExports(vm)).some((e) => e.disk === diskName)) throw new ExportExists(`disk "${diskName}" of VM "${vm.name}" is already exported: end that export first`, { vm: vm.name, disk: diskName });
+  if ((await settleExports(vm)).some((e) => e.disk === diskName)) throw new ExportExists(`disk "${diskName}" of VM "${vm.name}" is already exported: end that export first`, { vm: vm.name, disk: diskName });
   const tls = opts.tls === true ? host.tls : undefined;
   if (opts.tls && !tls?.verifiesClients) throw new ValidationFailed("tls: the daemon has no --tls-cert and --tls-ca to serve and check clients with", [{ field: "tls", message: "needs --tls-cert, --tls-key and --tls-ca" }]);
   const id = await host.qemuUsers.identityFor(vm.name);
@@ -226,7 +237,7 @@ async function waitForSocket(socket: string, pid: number): Promise<void> {
  * job and its node in qemu, a qemu-nbd it had started, the image and socket.
  */
 export async function settleInterruptedExport(vm: Vm, diskName: string): Promise<void> {
-  if ((await listExports(vm)).some((e) => e.disk === diskName)) {
+  if ((await settleExports(vm)).some((e) => e.disk === diskName)) {
     vm.log.info({ disk: diskName }, "the disk export begun before the restart serves: kept");
     return;
   }
