@@ -32,6 +32,7 @@ const expected: Record<string, RegExp> = {
     "m",
   ),
   "api-tls.js": /^mTLS, new connection\s+5\s/m,
+  "api-tails.js": /^this build: GET \/metrics, new connection\s+5\s/m,
 };
 
 async function benchEntries(): Promise<string[]> {
