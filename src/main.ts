@@ -213,8 +213,8 @@ async function run(config: Config, log: Logger, tls: TlsFiles | undefined): Prom
     const watchdog = config.watchdog ? { device: config.watchdog, timeoutMs: config.watchdogTimeout * 1000 } : undefined;
     await new FenceSupervisor(config.runDir, host.fleet, haVms, log, { ...(watchdog ? { watchdog } : {}) }).start();
   }
-  // The API opens once adoption settles, or after a short wait: a hung qemu must not keep it closed.
-  await Promise.race([registry.adopted, sleep(ADOPTION_WAIT_MS)]);
+  // The API opens once adoption settles (bar qemus slow to answer), or after a short wait: a hung qemu must not keep it closed.
+  await Promise.race([registry.answered, sleep(ADOPTION_WAIT_MS)]);
   host.bus.publish("daemon.started", undefined, { qemuVersion, accel });
 
   const inventory = new HostInventory(host, registry, () => maintenance.view());

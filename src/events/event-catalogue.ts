@@ -42,7 +42,7 @@ export const eventCatalogue = {
   "vm.state": {
     subject: "vm",
     payload: z.strictObject({ state: vmState, reason: z.string(), lastExit: lastExit.optional() }),
-    description: "the VM's state changed: why (an operation, a qemu event such as qemu.STOP, how qemu exited, with lastExit); only on a change",
+    description: "the VM's state changed: why (an operation, a qemu event such as qemu.STOP, how qemu exited, with lastExit, or qemu.answering: a qemu that had not answered does again); only on a change",
   },
   "operation.started": {
     subject: "vm",

@@ -83,33 +83,41 @@ export async function applyLimits(vm: LimitedVm, limits: VmLimits | undefined): 
   for (const tap of vmTaps(vm.definition)) await applyTapShaping(tap.name, limits?.network);
 }
 
+/** Limits as read back, and whether every source answered (a hung qemu leaves the disk limits out). */
+export interface AppliedLimitsRead {
+  limits: VmLimits;
+  whole: boolean;
+}
+
 /**
  * The limits the running VM holds, read from its cgroup, qemu's throttle group and
  * its taps. qemu is given `qmpTimeoutMs` to answer (a hung one is not waited on:
- * the disk limits are then left out).
+ * the disk limits are then left out and the read is not whole).
  */
-export async function readAppliedLimits(vm: LimitedVm, qmpTimeoutMs = 1000): Promise<VmLimits | undefined> {
+export async function readAppliedLimits(vm: LimitedVm, qmpTimeoutMs = 1000): Promise<AppliedLimitsRead | undefined> {
   const session = vm.session;
   if (!session?.connected) return undefined;
   const ref = await findVmCgroup(session.pid);
   const fromCgroup = ref && isVmCgroup(ref, leafOf(vm)) ? await readCgroupLimits(ref) : {};
   // Raced rather than given a short command timeout: a slow answer is not a hung qemu.
   let timer: NodeJS.Timeout | undefined;
+  const timedOut = Symbol("timed out");
   const throttle = session.unresponsive
-    ? undefined
-    : ((await Promise.race([
-        session.execute("qom-get", { path: THROTTLE_GROUP_PATH, property: "limits" }).catch(() => undefined),
-        new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), qmpTimeoutMs))),
-      ]).finally(() => clearTimeout(timer))) as ThrottleLimits | undefined);
-  const disk = throttle ? diskLimitsFromThrottle(throttle) : undefined;
+    ? timedOut
+    : await Promise.race([
+        session.execute("qom-get", { path: THROTTLE_GROUP_PATH, property: "limits" }).then((t) => t as ThrottleLimits, () => undefined),
+        new Promise<typeof timedOut>((resolve) => (timer = setTimeout(() => resolve(timedOut), qmpTimeoutMs))),
+      ]).finally(() => clearTimeout(timer));
+  const disk = throttle && throttle !== timedOut ? diskLimitsFromThrottle(throttle) : undefined;
   // Each bridged NIC's tap carries the same limits; the first one's are shown.
   const tap = vmTaps(vm.definition)[0];
   const network = tap ? await readTapShaping(tap.name).catch(() => ({})) : {};
-  return {
+  const limits = {
     ...fromCgroup,
     ...(disk ? { disk } : {}),
     ...(Object.keys(network).length > 0 ? { network } : {}),
   };
+  return { limits, whole: throttle !== timedOut };
 }
 
 /** After qemu ended: its cgroup (empty now) and its taps' ifb devices. */

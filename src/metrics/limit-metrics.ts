@@ -1,8 +1,7 @@
 // Each running VM's limits as it holds them (read back from its cgroup, qemu's
-// throttle group and tc at each scrape): one gauge, a series per limit that is set.
+// throttle group and tc, as the VM's view has them): one gauge, a series per limit that is set.
 import { Gauge } from "prom-client";
 import type { VmLimits } from "../limits/limits-schema.js";
-import { readAppliedLimits } from "../limits/vm-limits.js";
 import type { Vm } from "../vm/vm.js";
 import { registry } from "./metric-hooks.js";
 import { QMP_SAMPLE_DEADLINE_MS } from "./vm-sampler.js";
@@ -35,12 +34,23 @@ export function limitSeries(l: VmLimits): [string, number][] {
   return out;
 }
 
-/** Read before the registry is reset, so a scrape never shows a half-filled set. */
+/**
+ * Read before the registry is reset, so a scrape never shows a half-filled set.
+ * Each VM's limits are those its view holds, read again only when an event or an
+ * operation may have changed them; a read that qemu keeps waiting is not waited
+ * for beyond the scrape's QMP deadline (the last limits read are shown).
+ */
 export async function readLimitSamples(vms: Vm[]): Promise<Map<string, VmLimits>> {
   const out = new Map<string, VmLimits>();
   await Promise.all(
     vms.map(async (v) => {
-      const l = await readAppliedLimits(v, QMP_SAMPLE_DEADLINE_MS).catch(() => undefined);
+      if (!v.session) return;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        v.refresh().catch(() => undefined),
+        new Promise((resolve) => (timer = setTimeout(resolve, QMP_SAMPLE_DEADLINE_MS))),
+      ]).finally(() => clearTimeout(timer));
+      const l = v.limitsHeld;
       if (l) out.set(v.name, l);
     }),
   );

@@ -1,15 +1,25 @@
 // Reads what the metrics report of each VM's qemu: CPU time from /proc, NIC
-// counters from its taps in /sys, disk counters and the balloon over QMP. A scrape
-// never waits on a hung qemu: the QMP part of every VM is asked in parallel with a
-// short deadline, and a VM that misses it keeps its last values, marked stale.
+// counters from its taps in /sys, disk counters and the balloon over QMP. qemu's
+// counters change all the time and no event says so, so a scrape does not wait
+// for them: while the metrics are being scraped, every running qemu is asked in
+// the background every few seconds, and a scrape serves its last answer. Only a
+// VM with no recent answer (the first scrape, a new qemu) is asked there and then,
+// and never waited on beyond a short deadline: a qemu that misses it, or leaves
+// a background question unanswered past it, keeps its last values, marked stale.
 import { readFile } from "node:fs/promises";
 import { execChild } from "../host/child-process.js";
 import type { BlockStatsEntry } from "../qmp/block-commands.js";
 import { vmTaps } from "../net/vm-taps.js";
 import type { Vm } from "../vm/vm.js";
 
-/** How long a scrape waits for each VM's QMP answers. */
+/** How long a scrape waits for each VM's QMP answers; also how long a question may go unanswered before its VM is stale. */
 export const QMP_SAMPLE_DEADLINE_MS = 250;
+/** While being scraped, how often every running qemu is asked for its counters: the most a served figure lags. */
+export const QMP_SAMPLE_EVERY_MS = 5_000;
+/** A scrape serves an answer up to this old without asking (one background round may be late on a busy host). */
+const QMP_SAMPLE_MAX_AGE_MS = 2 * QMP_SAMPLE_EVERY_MS;
+/** Background sampling stops when no scrape came for this long (longer than any usual scrape interval). */
+const KEEP_SAMPLING_MS = 120_000;
 
 export interface DiskSample {
   readBytes: number;
@@ -48,18 +58,31 @@ interface QmpCache {
   /** The qemu the sample came from: a new qemu starts from nothing. */
   pid: number;
   last: QmpSample | undefined;
+  /** When `last` was answered (performance.now()). */
+  at: number;
   /** A query still waiting for qemu: no second one is sent while it waits. */
   inFlight: Promise<QmpSample> | undefined;
+  /** When the query in flight was sent. */
+  sentAt: number;
+  /** The last question failed (timed out, no monitor): stale until an answer comes. */
+  failed: boolean;
 }
 
 export class VmSampler {
   private readonly cache = new Map<string, QmpCache>();
   private clockTicks: Promise<number> | undefined;
+  /** The VMs of the last scrape, which background rounds ask. */
+  private scraped: Vm[] = [];
+  private lastScrapeAt = 0;
+  private rounds: NodeJS.Timeout | undefined;
 
   /** Samples every VM that has a qemu, all at once. */
   async sample(vms: Vm[]): Promise<Map<string, VmSample>> {
     const live = vms.filter((vm) => vm.session);
     for (const name of this.cache.keys()) if (!live.some((vm) => vm.name === name)) this.cache.delete(name);
+    this.scraped = live;
+    this.lastScrapeAt = performance.now();
+    this.rounds ??= setInterval(() => this.backgroundRound(), QMP_SAMPLE_EVERY_MS).unref();
     const ticks = await (this.clockTicks ??= readClockTicks());
     const samples = await Promise.all(live.map(async (vm) => [vm.name, await this.sampleVm(vm, ticks)] as const));
     return new Map(samples.filter((s): s is readonly [string, VmSample] => s[1] !== undefined));
@@ -76,27 +99,58 @@ export class VmSampler {
     return { cpuSeconds, nics, qmp: qmp.sample, stale: qmp.stale };
   }
 
-  private async sampleQmp(vm: Vm, pid: number): Promise<{ sample: QmpSample | undefined; stale: boolean }> {
+  /** Asks every qemu of the last scrape, until scrapes stop coming. */
+  private backgroundRound(): void {
+    if (performance.now() - this.lastScrapeAt > KEEP_SAMPLING_MS) {
+      clearInterval(this.rounds);
+      this.rounds = undefined;
+      this.scraped = [];
+      return;
+    }
+    for (const vm of this.scraped) if (vm.session) void this.ask(vm, vm.session.pid).catch(() => {});
+  }
+
+  private entryOf(vm: Vm, pid: number): QmpCache {
     let entry = this.cache.get(vm.name);
     if (!entry || entry.pid !== pid) {
-      entry = { pid, last: undefined, inFlight: undefined };
+      entry = { pid, last: undefined, at: 0, inFlight: undefined, sentAt: 0, failed: false };
       this.cache.set(vm.name, entry);
     }
-    const cached = entry;
+    return entry;
+  }
+
+  /** The question in flight to this qemu, sent now if none is. */
+  private ask(vm: Vm, pid: number): Promise<QmpSample> {
+    const cached = this.entryOf(vm, pid);
     if (!cached.inFlight) {
+      cached.sentAt = performance.now();
       cached.inFlight = queryQmp(vm);
       // Settles on qemu's answer, or at the command's own QMP timeout for a hung qemu.
       void cached.inFlight.then(
         (s) => {
           cached.last = s;
+          cached.at = performance.now();
           cached.inFlight = undefined;
+          cached.failed = false;
         },
-        () => (cached.inFlight = undefined),
+        () => {
+          cached.inFlight = undefined;
+          cached.failed = true;
+        },
       );
     }
+    return cached.inFlight;
+  }
+
+  private async sampleQmp(vm: Vm, pid: number): Promise<{ sample: QmpSample | undefined; stale: boolean }> {
+    const cached = this.entryOf(vm, pid);
+    const now = performance.now();
+    const unanswered = cached.inFlight !== undefined && now - cached.sentAt > QMP_SAMPLE_DEADLINE_MS;
+    if (cached.last && now - cached.at <= QMP_SAMPLE_MAX_AGE_MS) return { sample: cached.last, stale: unanswered || cached.failed };
+    const asked = this.ask(vm, pid);
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), QMP_SAMPLE_DEADLINE_MS)));
-    const fresh = await Promise.race([cached.inFlight.catch(() => undefined), deadline]);
+    const fresh = await Promise.race([asked.catch(() => undefined), deadline]);
     clearTimeout(timer);
     return fresh ? { sample: fresh, stale: false } : { sample: cached.last, stale: true };
   }

@@ -28,6 +28,8 @@ export class QemuSession {
   private qmp: QmpClient | undefined;
   private readonly stopWatching = new AbortController();
   private readonly eventListeners = new Set<(e: QmpEvent) => void>();
+  private readonly answeringListeners = new Set<() => void>();
+  private retrying = false;
   readonly gone: Promise<SessionExit>;
 
   constructor(
@@ -107,24 +109,36 @@ export class QemuSession {
     });
   }
 
-  /** A QMP hang-up (or none yet) with the process still alive: keep trying to get the monitor back. */
+  /**
+   * A QMP hang-up, no connection yet, or a qemu that did not answer its status:
+   * while the process lives, keep trying to get the monitor back and its status
+   * read; listeners of onAnswering hear once it is.
+   */
   reconnectInBackground(): void {
-    void this.reconnectWhileAlive();
+    if (this.retrying) return;
+    this.retrying = true;
+    void this.reconnectWhileAlive().finally(() => (this.retrying = false));
   }
 
   private async reconnectWhileAlive(): Promise<void> {
     await sleep(200);
-    while (!this.stopWatching.signal.aborted && !this.qmp) {
+    while (!this.stopWatching.signal.aborted && (!this.qmp || this.unresponsive || this.status === undefined)) {
       if (!(await isSameProcess(this.record.pid, this.record.procStartTicks))) return;
       try {
-        await this.connect(1000);
+        if (!this.qmp) await this.connect(1000);
         await this.refreshStatus(2000);
-        this.log.info("QMP reconnected");
+        this.log.info({ status: this.status }, "qemu answers QMP again");
+        for (const l of this.answeringListeners) l();
         return;
       } catch {
         await sleep(1000);
       }
     }
+  }
+
+  /** Told each time a qemu that had not answered (or had no monitor) answers its status again. */
+  onAnswering(listener: () => void): void {
+    this.answeringListeners.add(listener);
   }
 
   private onQmpEvent(e: QmpEvent): void {

@@ -18,14 +18,28 @@ import { readoptLimits, releaseLimits } from "../limits/vm-limits.js";
 import { fencedDetail, takeFencedRecord } from "./vm-exit.js";
 import type { Vm } from "./vm.js";
 
-const ADOPT_CONNECT_MS = 2_000;
+/**
+ * How long adoption waits for a qemu's monitor and its status, all told: the time
+ * a hung qemu holds its place in the adoption pool before it is left `unknown`
+ * and retried in the background.
+ */
+const ADOPT_QMP_BUDGET_MS = 2_000;
+/** The least a status query is given, even when connecting took most of the budget. */
+const STATUS_MIN_MS = 500;
+/** A qemu that has not answered in this long is slow or hung: the API need not wait for its adoption to open. */
+export const QEMU_SLOW_MS = 250;
+
+export interface AdoptionHooks {
+  /** The VM's qemu lives but has not answered within QEMU_SLOW_MS (its adoption goes on). */
+  qemuSlow?: () => void;
+}
 
 /**
  * Adopts the VM; resolves with the journal entry of an operation a restart cut
  * short, which VmRegistry.recover settles once the VM's lock is free again. A
  * start cut short is undone here, before anything else may act on the VM.
  */
-export async function adoptVm(vm: Vm): Promise<JournalEntry | undefined> {
+export async function adoptVm(vm: Vm, hooks: AdoptionHooks = {}): Promise<JournalEntry | undefined> {
   vm.restoreLastExit(await readLastExit(vm.paths));
   const interrupted = await vm.journal.readInterrupted((err, raw) =>
     vm.log.error({ err, entry: raw.slice(0, 4096) }, "the journal entry of an interrupted operation cannot be read; that operation is not recovered"),
@@ -34,7 +48,7 @@ export async function adoptVm(vm: Vm): Promise<JournalEntry | undefined> {
   const alive = record !== undefined && (await isOurQemu(vm, record));
 
   if (alive) {
-    await attach(vm, record);
+    await attach(vm, record, hooks);
     await recheckVmTaps(vm.definition, vm.log);
     // -action shutdown=pause: a guest that powered off while we were away waits for us to end it.
     if (vm.session?.status === "shutdown") await vm.endAfterGuestShutdown();
@@ -93,21 +107,43 @@ async function isOurQemu(vm: Vm, rec: RuntimeRecord): Promise<boolean> {
   return cmdline?.includes(rec.uuid) ?? false;
 }
 
-async function attach(vm: Vm, record: RuntimeRecord): Promise<void> {
+async function attach(vm: Vm, record: RuntimeRecord, hooks: AdoptionHooks): Promise<void> {
   // A record of an older daemon lacks the executable the fence recognises qemu by; the process is proven ours above.
   record.exe ??= await readExeIdentity(record.pid).catch(() => undefined);
   const session = new QemuSession(vm.name, record, vm.paths.qmpSocket, vm.log);
   vm.attachSession(session);
+  const until = Date.now() + ADOPT_QMP_BUDGET_MS;
+  const slow = setTimeout(() => hooks.qemuSlow?.(), QEMU_SLOW_MS);
   try {
-    await session.connect(ADOPT_CONNECT_MS);
-    await session.refreshStatus(ADOPT_CONNECT_MS);
+    await session.connect(ADOPT_QMP_BUDGET_MS);
+    await session.refreshStatus(Math.max(STATUS_MIN_MS, until - Date.now()));
     vm.log.info({ pid: record.pid, status: session.status }, "adopted running qemu");
   } catch (err) {
-    // An unreachable monitor is the daemon's problem, not a reason to touch the guest.
+    // An unreachable monitor is the daemon's problem, not a reason to touch the guest:
+    // the VM shows `unknown` until qemu answers, then is adopted the rest of the way.
     session.unresponsive = true;
     vm.log.error({ err: (err as Error).message, pid: record.pid }, "adopted qemu does not answer QMP; will keep trying");
+    session.onAnswering(() => void finishLateAdoption(vm, session));
     session.reconnectInBackground();
+  } finally {
+    clearTimeout(slow);
   }
+}
+
+/**
+ * A qemu that did not answer at adoption answers now: what adoption would have
+ * done with its answer is done now, under the VM's lock like any change (a VM an
+ * operation holds meanwhile is that operation's; its limits stay as they were).
+ */
+async function finishLateAdoption(vm: Vm, session: QemuSession): Promise<void> {
+  if (vm.session !== session) return;
+  if (session.status === "shutdown") {
+    await vm.endAfterGuestShutdown();
+    return;
+  }
+  await vm.lock
+    .run("adopt", () => readoptLimits(vm))
+    .catch((err: unknown) => vm.log.warn({ err }, "cannot apply the VM's limits again after it answered"));
 }
 
 async function recordEndedWhileAway(vm: Vm, record: RuntimeRecord): Promise<void> {

@@ -9,6 +9,7 @@ import { CrashPolicy } from "./crash-policy.js";
 import { MemoryAdmission } from "../host/memory-admission.js";
 import { Vm, type VmView } from "./vm.js";
 import { adoptVm } from "./vm-adoption.js";
+import { ADOPTION_PARALLEL, runBounded } from "./adoption-pool.js";
 import { pruneTapFilters } from "../net/tap-devices.js";
 import type { JournalEntry } from "../store/operation-journal.js";
 import { findQemuProcesses, type QemuProcessInfo } from "../qemu/qemu-process.js";
@@ -61,10 +62,11 @@ export class VmRegistry {
   }
 
   /**
-   * Loads every stored VM, then adopts the qemu of each in parallel. Resolves once
-   * every VM is registered; `adopted` resolves once every adoption has settled.
-   * A VM still being adopted shows state `unknown` and refuses operations (busy),
-   * so one hung qemu never holds up the others or the API.
+   * Loads every stored VM, then adopts the qemu of each, a bounded number at a
+   * time (adoption-pool.ts). Resolves once every VM is registered; `adopted`
+   * resolves once every adoption has settled. A VM still being adopted shows state
+   * `unknown` and refuses operations (busy), so one hung qemu never holds up the
+   * others or the API.
    */
   async load(): Promise<void> {
     for (const stored of await this.host.store.list()) {
@@ -77,7 +79,9 @@ export class VmRegistry {
       }
       this.vms.set(stored.name, this.newVm(stored.definition));
     }
-    this.adopted = Promise.all([...this.vms.values()].map((vm) => this.adopt(vm))).then(() => pruneTapFilters(this.host.log));
+    const adoptions = [...this.vms.values()].map((vm) => ({ vm, ...settledSignal() }));
+    this.answered = Promise.all(adoptions.map((a) => a.signalled)).then(() => {});
+    this.adopted = runBounded(adoptions, ADOPTION_PARALLEL, (a) => this.adopt(a.vm, a.signal).finally(a.signal)).then(() => pruneTapFilters(this.host.log));
     void this.adopted.then(() =>
       this.ownership.settleKeys({
         find: (name) => this.vms.get(name),
@@ -88,6 +92,12 @@ export class VmRegistry {
   }
 
   adopted: Promise<void> = Promise.resolve();
+  /**
+   * Resolves once every VM is adopted or waits on a qemu that has not answered
+   * quickly (vm-adoption.ts, QEMU_SLOW_MS): what the API waits for before it opens,
+   * so that a hung qemu keeps neither the API closed nor the others `unknown`.
+   */
+  answered: Promise<void> = Promise.resolve();
   /** Finishes or rolls back a migration a restart cut short, each by its own side (set by main). */
   recoverMigration: MigrationRecovery | undefined;
   /** The work of a backup or a migration out (set by main: the migration side imports the registry). */
@@ -97,10 +107,10 @@ export class VmRegistry {
   /** Refuses an action the host does not take now: starts and incoming migrations in maintenance (set by main, src/host/maintenance/). */
   hostGate: ((name: string, action: PerformedAction) => void) | undefined;
 
-  private async adopt(vm: Vm): Promise<void> {
+  private async adopt(vm: Vm, qemuSlow?: () => void): Promise<void> {
     let interrupted: JournalEntry | undefined;
     try {
-      interrupted = await vm.lock.run("adopt", () => adoptVm(vm));
+      interrupted = await vm.lock.run("adopt", () => adoptVm(vm, { qemuSlow }));
     } catch (err) {
       vm.log.error({ err }, "adoption failed; the VM is left as it is");
       return;
@@ -395,4 +405,11 @@ const CLOSE_GRACE_MS = 10_000;
 /** Stands in for a definition that cannot be read, so the VM is still listed (state `error`). */
 function placeholderDefinition(name: string): VmDefinition {
   return completeDefinition(vmCreateSchema.parse({ name, uuid: "00000000-0000-4000-8000-000000000000" }), new Date(0));
+}
+
+/** A promise and the function that resolves it (any number of times). */
+function settledSignal(): { signal: () => void; signalled: Promise<void> } {
+  let signal!: () => void;
+  const signalled = new Promise<void>((resolve) => (signal = resolve));
+  return { signal, signalled };
 }

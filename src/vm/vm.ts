@@ -28,6 +28,8 @@ import { deriveState, type VmState } from "./vm-state.js";
 import { MigrationOutcome } from "./migration-outcome.js";
 import { readAppliedLimits, releaseLimits } from "../limits/vm-limits.js";
 import type { VmLimits } from "../limits/limits-schema.js";
+import { FactFreshness } from "./fact-freshness.js";
+import { QemuUnresponsive } from "../errors.js";
 
 export type { VmView };
 
@@ -42,6 +44,8 @@ export class Vm {
   readonly removals = new PendingRemovals();
   /** Set while a migration out does not know its outcome (the guest held paused here). */
   readonly migrationOutcome = new MigrationOutcome(() => this.publishState("outcome-unknown"));
+  /** Whether qemu's status, the limits as applied and the balloon may have changed since last read. */
+  readonly facts = new FactFreshness();
   // What the VM is, each changed only through the methods below (called from the
   // action handlers and adoption); everything else reads it.
   private currentDefinition: VmDefinition;
@@ -61,6 +65,8 @@ export class Vm {
   private balloonBytes: number | undefined;
   /** The limits qemu held when last read back (refresh); undefined while no qemu runs. */
   private appliedLimits: VmLimits | undefined;
+  /** The read of qemu's and the host's facts under way: concurrent views share it. */
+  private reading: Promise<void> | undefined;
   private readonly exitWaiters = new Set<() => void>();
   /** The state the last `vm.state` event announced. */
   private publishedState: VmState | undefined;
@@ -77,11 +83,13 @@ export class Vm {
     this.currentDefinition = definition;
     this.lock = new OperationLock(definition.name, {
       started: (operation) => {
+        this.facts.changed();
         this.publish("operation.started", { operation });
         this.publishState(operation);
       },
       // The state first: a client that sees the operation end already knows where it left the VM.
       ended: (operation, err) => {
+        this.facts.changed();
         this.publishState(operation);
         const e = err as { code?: unknown; message?: unknown } | undefined;
         this.publish("operation.ended", {
@@ -209,18 +217,47 @@ export class Vm {
     });
   }
 
-  /** Re-reads qemu's status before a view is served; a hung qemu is flagged, not waited on. */
+  /**
+   * Brings the facts a view shows from qemu and the host up to date before it is
+   * served: asked of qemu (status, throttle group, balloon) and the host (cgroup,
+   * tc) only when an event or an operation may have changed them since the last
+   * complete read, or when qemu did not answer last time. A hung qemu is flagged,
+   * not waited on.
+   */
   async refresh(timeoutMs = 1000): Promise<void> {
-    if (!this.session?.connected) return;
-    await this.session.refreshStatus(timeoutMs).catch(() => {});
-    this.appliedLimits = await readAppliedLimits(this, timeoutMs).catch((err: unknown) => {
+    const session = this.session;
+    if (!session?.connected) return;
+    if (this.facts.fresh && !session.unresponsive && session.status !== undefined) return;
+    this.reading ??= this.readFacts(session, timeoutMs).finally(() => (this.reading = undefined));
+    await this.reading;
+  }
+
+  private async readFacts(session: QemuSession, timeoutMs: number): Promise<void> {
+    const token = this.facts.begin();
+    const status = await session.refreshStatus(timeoutMs).then(() => true, () => false);
+    const limits = await readAppliedLimits(this, timeoutMs).catch((err: unknown) => {
       this.log.warn({ err }, "cannot read the VM's limits back");
       return undefined;
     });
+    if (this.session !== session) return;
+    this.appliedLimits = limits?.limits;
     // A guest without the balloon driver makes qemu refuse; the view then shows no balloon.
-    if (this.definition.balloon && !this.session.unresponsive) {
-      this.balloonBytes = await this.session.execute("query-balloon", undefined, timeoutMs).then((b) => b.actual, () => undefined);
+    let balloon = true;
+    if (this.definition.balloon && !session.unresponsive) {
+      this.balloonBytes = await session.execute("query-balloon", undefined, timeoutMs).then(
+        (b) => b.actual,
+        (err: unknown) => {
+          balloon = !(err instanceof QemuUnresponsive);
+          return undefined;
+        },
+      );
     }
+    if (status && limits?.whole && balloon && !session.unresponsive && this.session === session) this.facts.settled(token);
+  }
+
+  /** The limits the running VM held at the last read (refresh). */
+  get limitsHeld(): VmLimits | undefined {
+    return this.appliedLimits;
   }
 
   publish<K extends BusEventType>(type: K, ...data: PayloadArg<K>): void {
@@ -241,13 +278,20 @@ export class Vm {
   /** Takes ownership of a live qemu: from here on its exit is noticed and recorded. */
   attachSession(session: QemuSession): void {
     this.currentSession = session;
+    this.facts.changed();
     this.logs.watch();
     session.onEvent((e) => {
+      this.facts.changed();
       this.log.info({ event: e.event, data: e.data }, "qemu event");
       this.publish(`qemu.${e.event}`, { data: e.data ?? {} });
       if (["STOP", "RESUME", "SHUTDOWN"].includes(e.event)) this.publishState(`qemu.${e.event}`);
       if (e.event === "SHUTDOWN" && e.data?.guest === true) void this.endAfterGuestShutdown();
       if (e.event === "BALLOON_CHANGE" && typeof e.data?.actual === "number") this.balloonBytes = e.data.actual;
+    });
+    // A qemu that had not answered (a hung one, a lost monitor) is heard from again: its state is known anew.
+    session.onAnswering(() => {
+      this.facts.changed();
+      this.publishState("qemu.answering");
     });
     void session.gone.then((exit) => this.onSessionGone(session, exit));
   }
@@ -260,6 +304,7 @@ export class Vm {
     const reason = lastExit.reason;
     this.currentLastExit = lastExit;
     this.currentSession = undefined;
+    this.facts.changed();
     this.logs.qemuEnded();
     this.expectedExit = undefined;
     this.balloonBytes = undefined;

@@ -34,6 +34,7 @@ const expected: Record<string, RegExp> = {
   "api-tls.js": /^mTLS, new connection\s+5\s/m,
   // The bench itself fails when the incremental backup was full or not much smaller than the full one.
   "backup.js": /^\| incremental \| [\d.]+ \| [\d.]+ \|$/m,
+  "api-tails.js": /^this build: GET \/metrics, new connection\s+5\s/m,
 };
 
 async function benchEntries(): Promise<string[]> {

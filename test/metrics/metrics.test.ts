@@ -1,10 +1,12 @@
 // GET /metrics against a real qemu: the figures come from qemu itself (CPU time
-// from /proc, disk counters from query-blockstats), the daemon's histograms fill
-// as it works, and a hung qemu costs a scrape no more than its short deadline.
+// from /proc, disk counters from query-blockstats, asked in the background every
+// few seconds while scrapes come), the daemon's histograms fill as it works, and a
+// hung qemu costs a scrape nothing: it is shown stale within one sampling round.
 import t from "tap";
 import type { VmJson } from "../../src/cli/vm-format.js";
 import { defineGuestVm, startDaemon, waitForBoot, type TestDaemon } from "../helpers/daemon.js";
 import { setTimeout as sleep } from "node:timers/promises";
+import { QMP_SAMPLE_EVERY_MS } from "../../src/metrics/vm-sampler.js";
 
 interface Sample {
   name: string;
@@ -58,6 +60,18 @@ async function scrape(d: TestDaemon): Promise<{ e: Exposition; ms: number; conte
   return { e: parseExposition(res.body.toString("utf8")), ms, contentType: String(res.headers["content-type"]) };
 }
 
+/** Scrapes (every 100 ms) until `ok` holds, or fails after `timeoutMs`; `each` is told every scrape's time. */
+async function scrapeUntil(d: TestDaemon, ok: (e: Exposition) => boolean, timeoutMs: number, each?: (ms: number) => void): Promise<{ e: Exposition; ms: number }> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await scrape(d);
+    each?.(s.ms);
+    if (ok(s.e)) return s;
+    if (Date.now() > until) throw new Error(`metrics: condition not met within ${timeoutMs} ms`);
+    await sleep(100);
+  }
+}
+
 t.test("metrics of a running VM come from its qemu", async (t) => {
   const d = await startDaemon();
   const frozen: number[] = [];
@@ -80,7 +94,8 @@ t.test("metrics of a running VM come from its qemu", async (t) => {
   t.not(readOps0, undefined, "the disk is reported under its definition's name");
 
   await waitForBoot(d, "m1", 1);
-  const booted = await scrape(d);
+  // qemu's counters are served from the last background round: they lag by up to one round.
+  const booted = await scrapeUntil(d, (e) => value(e, "vmhostd_vm_disk_read_ops_total", diskL)! > readOps0!, 3 * QMP_SAMPLE_EVERY_MS);
   await sleep(3000);
   const later = await scrape(d);
 
@@ -116,9 +131,16 @@ t.test("metrics of a running VM come from its qemu", async (t) => {
   t.equal(later.e.samples.filter((s) => s.labels.route?.includes("m1")).length, 0, "no raw URLs as routes");
   t.ok(value(later.e, "vmhostd_adoption_duration_seconds", {})! > 0, "adoption duration set");
 
-  // A hung qemu: the scrape answers within its deadline, with the last figures marked stale.
+  // A hung qemu: every scrape answers at once; within a sampling round (and the deadline
+  // of its question) the VM is marked stale, with the last figures kept.
   process.kill(vm.pid!, "SIGSTOP");
   frozen.push(vm.pid!);
+  const frozenAt = Date.now();
+  let slowest = 0;
+  const firstStale = await scrapeUntil(d, (e) => value(e, "vmhostd_vm_metrics_stale", vmL) === 1, 2 * QMP_SAMPLE_EVERY_MS + 2000, (ms) => (slowest = Math.max(slowest, ms)));
+  t.ok(slowest < 1000, `no scrape waited on the hung qemu (slowest ${slowest} ms)`);
+  t.comment(`marked stale ${Date.now() - frozenAt} ms after the freeze`);
+  t.equal(value(firstStale.e, "vmhostd_vm_disk_read_ops_total", diskL), value(later.e, "vmhostd_vm_disk_read_ops_total", diskL), "the last disk figures are kept");
   for (let i = 0; i < 2; i++) {
     const hung = await scrape(d);
     t.ok(hung.ms < 1000, `scrape ${i + 1} of a hung qemu takes ${hung.ms} ms`);

@@ -43,8 +43,12 @@ export interface ConsolePageDeps {
   authenticated(socket: Socket): void;
 }
 
-/** dist/web/console: the page's script and styles, with noVNC and xterm.js copied from node_modules by scripts/build.sh. */
-export const CONSOLE_ASSETS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../web/console");
+/**
+ * dist/web/console: the page's script and styles, with noVNC and xterm.js copied from node_modules by scripts/build.sh.
+ * Reached from tsc's dist/src/http/routes or from the bundle's dist/bundle, whichever this code runs from.
+ */
+const codeDir = path.dirname(fileURLToPath(import.meta.url));
+export const CONSOLE_ASSETS_DIR = path.resolve(codeDir, path.basename(codeDir) === "bundle" ? "../web/console" : "../../../web/console");
 
 const ticketParams = z.object({ ticket: z.string().min(1).max(256).describe("the console ticket, as minted") }).strict();
 const noQuery = z.object({}).strict();

@@ -24,6 +24,8 @@ export async function setBalloonTarget(vm: Vm, targetMiB: number): Promise<Ballo
   }
   await session.execute("balloon", { value: targetMiB * MiB });
   vm.publish("vm.balloon", { targetMiB });
+  // The target changed what qemu reports: read it afresh rather than from before.
+  vm.facts.changed();
   await vm.refresh();
   return { targetMiB, ...(vm.balloonActual !== undefined ? { actualMiB: Math.round(vm.balloonActual / MiB) } : {}) };
 }
