@@ -14,38 +14,11 @@ import { ensureGuest } from "./guest-files.js";
 import { formatTable, type Row } from "./latency-stats.js";
 import { defineGuests, startGuests, waitGuestsReady } from "./readoption-rounds.js";
 import { BenchRun, numberArg, smokeMode } from "./bench-run.js";
+import { pct, sampleGets } from "./timed-gets.js";
 import { BenchDaemon, daemonEntry } from "./vmhostd-daemon.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const bench = new BenchRun("api-tails");
-
-/** Nearest-rank percentile of unsorted samples. */
-function pct(samples: number[], p: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.max(1, Math.ceil((p / 100) * sorted.length)) - 1]!;
-}
-
-/** One GET over the daemon's socket, timed to its last byte; `agent` false: a fresh connection, as vmctl makes. */
-function timedGet(socket: string, urlPath: string, agent: http.Agent | false): Promise<number> {
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: socket, method: "GET", path: urlPath, agent }, (res) => {
-      res.on("data", () => {});
-      res.on("end", () => (res.statusCode === 200 ? resolve(performance.now() - t0) : reject(new Error(`${urlPath}: ${res.statusCode}`))));
-      res.on("error", reject);
-    });
-    req.on("error", reject);
-    req.end();
-  });
-}
-
-async function sample(socket: string, paths: () => string, n: number, agent: http.Agent | false): Promise<number[]> {
-  // Warm-up: the first requests compile the route's code paths.
-  for (let i = 0; i < Math.min(20, n); i++) await timedGet(socket, paths(), agent);
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) out.push(await timedGet(socket, paths(), agent));
-  return out;
-}
 
 /** Polls until the daemon shows every running VM `running` (its state read from qemu). */
 async function waitAdopted(daemon: BenchDaemon, running: string[], timeoutMs: number): Promise<void> {
@@ -107,10 +80,10 @@ async function main(): Promise<void> {
       let next = 0;
       const runningVm = (): string => `/v1/vms/${runningNames[next++ % runningNames.length]}`;
       const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
-      side.getKeepAlive.push(...(await sample(daemon.socket, runningVm, requests, keepAlive)));
+      side.getKeepAlive.push(...(await sampleGets(daemon.socket, runningVm, requests, keepAlive)));
       keepAlive.destroy();
-      side.getFresh.push(...(await sample(daemon.socket, runningVm, requests, false)));
-      side.metrics.push(...(await sample(daemon.socket, () => "/metrics", scrapes, false)));
+      side.getFresh.push(...(await sampleGets(daemon.socket, runningVm, requests, false)));
+      side.metrics.push(...(await sampleGets(daemon.socket, () => "/metrics", scrapes, false)));
       side.rssMiB.push((await daemon.rssKiB()) / 1024);
       process.stderr.write(`api-tails: turn ${turn + 1}/${turns}, ${side.label} measured\n`);
     }

@@ -10,40 +10,13 @@ import { ensureGuest } from "./guest-files.js";
 import { formatTable, summarize } from "./latency-stats.js";
 import { defineGuests, readoptionRounds, startGuests, waitGuestsReady } from "./readoption-rounds.js";
 import { BenchRun, numberArg, smokeMode } from "./bench-run.js";
+import { pct, sampleGets } from "./timed-gets.js";
 import { BenchDaemon, daemonEntry } from "./vmhostd-daemon.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const mainJs = daemonEntry(repoRoot);
 
 const bench = new BenchRun("scale");
-
-/** Nearest-rank percentile of unsorted samples. */
-function pct(samples: number[], p: number): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.max(1, Math.ceil((p / 100) * sorted.length)) - 1]!;
-}
-
-/** One GET over the daemon's socket; `agent` decides between a fresh connection (as vmctl does) and keep-alive. */
-function timedGet(socket: string, urlPath: string, agent: http.Agent | false): Promise<number> {
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: socket, method: "GET", path: urlPath, agent }, (res) => {
-      res.on("data", () => {});
-      res.on("end", () => (res.statusCode === 200 ? resolve(performance.now() - t0) : reject(new Error(`${urlPath}: ${res.statusCode}`))));
-      res.on("error", reject);
-    });
-    req.on("error", reject);
-    req.end();
-  });
-}
-
-async function sampleGets(daemon: BenchDaemon, paths: () => string, n: number, agent: http.Agent | false): Promise<number[]> {
-  const out: number[] = [];
-  // Warm-up: the first requests compile the route's code paths.
-  for (let i = 0; i < 20; i++) await timedGet(daemon.socket, paths(), agent);
-  for (let i = 0; i < n; i++) out.push(await timedGet(daemon.socket, paths(), agent));
-  return out;
-}
 
 async function settledRssMiB(daemon: BenchDaemon): Promise<number> {
   await sleep(1000);
@@ -79,12 +52,12 @@ async function main(): Promise<void> {
   const runningVm = (): string => `/v1/vms/${runningNames[next++ % runningNames.length]}`;
   const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
   const rows = [
-    { label: "GET /v1/vms (new connection)", samples: await sampleGets(daemon, () => "/v1/vms", requests, false) },
-    { label: "GET /v1/vms/{name} (new connection)", samples: await sampleGets(daemon, oneVm, requests, false) },
-    ...(running > 0 ? [{ label: "GET /v1/vms/{running} (new connection)", samples: await sampleGets(daemon, runningVm, requests, false) }] : []),
-    { label: "GET /v1/vms (keep-alive)", samples: await sampleGets(daemon, () => "/v1/vms", requests, keepAlive) },
-    { label: "GET /v1/vms/{name} (keep-alive)", samples: await sampleGets(daemon, oneVm, requests, keepAlive) },
-    { label: "GET /metrics (new connection)", samples: await sampleGets(daemon, () => "/metrics", Math.ceil(requests / 20), false) },
+    { label: "GET /v1/vms (new connection)", samples: await sampleGets(daemon.socket, () => "/v1/vms", requests, false) },
+    { label: "GET /v1/vms/{name} (new connection)", samples: await sampleGets(daemon.socket, oneVm, requests, false) },
+    ...(running > 0 ? [{ label: "GET /v1/vms/{running} (new connection)", samples: await sampleGets(daemon.socket, runningVm, requests, false) }] : []),
+    { label: "GET /v1/vms (keep-alive)", samples: await sampleGets(daemon.socket, () => "/v1/vms", requests, keepAlive) },
+    { label: "GET /v1/vms/{name} (keep-alive)", samples: await sampleGets(daemon.socket, oneVm, requests, keepAlive) },
+    { label: "GET /metrics (new connection)", samples: await sampleGets(daemon.socket, () => "/metrics", Math.ceil(requests / 20), false) },
   ];
   keepAlive.destroy();
   rss.push({ label: "after the GET loops", mib: await settledRssMiB(daemon) });
