@@ -7,37 +7,13 @@
 import { execFileSync } from "node:child_process";
 import { stat } from "node:fs/promises";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import t from "tap";
 import { consoleAfter, consoleSize, defineShellVm, problem, startDaemon, waitForVm, type TestDaemon } from "../helpers/daemon.js";
+import { backupData, scribble } from "../helpers/disk-backups.js";
 import { shellRun } from "../helpers/guest-shell.js";
 
 const VM = "bk";
 const MiB = 1024 * 1024;
-
-interface JobJson {
-  id: string;
-  state: string;
-  result?: { backupId: string; mode: string; since?: string; fullBecause?: string; bytes: number };
-  error?: unknown;
-}
-
-async function backup(d: TestDaemon, target: string, body: Record<string, unknown> = {}): Promise<NonNullable<JobJson["result"]>> {
-  const job = await d.api.json<JobJson>("POST", `/v1/vms/${VM}/disks/data/backup`, { target, ...body });
-  for (let i = 0; i < 600; i++) {
-    const j = await d.api.json<JobJson>("GET", `/v1/jobs/${job.id}`);
-    if (j.state === "succeeded") return j.result!;
-    if (j.state !== "running") throw new Error(`backup ${target} ${j.state}: ${JSON.stringify(j.error)}`);
-    await sleep(100);
-  }
-  throw new Error(`backup ${target} did not end`);
-}
-
-/** Random data over `mib` MiB of the guest's disk from `atMiB` on, synced. */
-async function scribble(d: TestDaemon, atMiB: number, mib: number): Promise<void> {
-  const n = Math.floor(Math.random() * 1e9);
-  await shellRun(d, VM, `dd if=/dev/urandom of=/dev/vda bs=1M seek=${atMiB} count=${mib} conv=fsync 2>/dev/null && echo S$((${n}+0))`, new RegExp(`S${n}\\b`), 60_000);
-}
 
 /** qemu-img compare of a backup chain with the disk, the guest paused meanwhile so the disk holds still. */
 async function compareWithDisk(d: TestDaemon, target: string): Promise<string> {
@@ -69,27 +45,27 @@ t.test("incremental backups with a persistent dirty bitmap", async (t) => {
   let from = await consoleSize(d, VM);
   await d.api.json("POST", `/v1/vms/${VM}/start`);
   await prompt(d, from);
-  await scribble(d, 0, 32);
+  await scribble(d, VM, 0, 32);
 
-  const first = await backup(d, "full.qcow2", { mode: "incremental" });
+  const first = await backupData(d, VM, "full.qcow2", { mode: "incremental" });
   t.equal(first.mode, "full", "the first backup is full");
   t.match(first.fullBecause, /no earlier backup/, "and says why");
   t.ok((await allocated(d, "full.qcow2")) >= 32 * MiB, "the full backup holds the 32 MiB written");
 
-  await scribble(d, 64, 2);
-  const inc1 = await backup(d, "inc1.qcow2", { mode: "incremental", since: first.backupId });
+  await scribble(d, VM, 64, 2);
+  const inc1 = await backupData(d, VM, "inc1.qcow2", { mode: "incremental", since: first.backupId });
   t.equal(inc1.mode, "incremental");
   t.equal(inc1.since, first.backupId, "built on the full backup");
   const size1 = await allocated(d, "inc1.qcow2");
   t.ok(size1 >= 2 * MiB && size1 < 4 * MiB, `the incremental image holds about the 2 MiB changed (${size1} bytes)`);
   t.match(await compareWithDisk(d, "inc1.qcow2"), /Images are identical/, "inc1 → full is the disk byte for byte");
 
-  const stale = await backup(d, "stale.qcow2", { mode: "incremental", since: first.backupId });
+  const stale = await backupData(d, VM, "stale.qcow2", { mode: "incremental", since: first.backupId });
   t.equal(stale.mode, "full", "an incremental from an older backup than the latest is full");
   t.match(stale.fullBecause, /latest backup/);
 
   // A clean stop and start, and a guest reboot: qemu saved the bitmap in the image and loads it again.
-  await scribble(d, 80, 1);
+  await scribble(d, VM, 80, 1);
   await d.api.json("POST", `/v1/vms/${VM}/stop`);
   await waitForVm(d, VM, (v: { state: string }) => v.state === "stopped");
   from = await consoleSize(d, VM);
@@ -98,8 +74,8 @@ t.test("incremental backups with a persistent dirty bitmap", async (t) => {
   from = await consoleSize(d, VM);
   await d.api.json("POST", `/v1/vms/${VM}/reset`);
   await prompt(d, from);
-  await scribble(d, 90, 1);
-  const inc2 = await backup(d, "inc2.qcow2", { mode: "incremental" });
+  await scribble(d, VM, 90, 1);
+  const inc2 = await backupData(d, VM, "inc2.qcow2", { mode: "incremental" });
   t.equal(inc2.mode, "incremental", "still incremental after a stop, a start and a reboot");
   const size2 = await allocated(d, "inc2.qcow2");
   t.ok(size2 >= 2 * MiB && size2 < 4 * MiB, `holds the 2 MiB written around the restart (${size2} bytes)`);
@@ -109,25 +85,25 @@ t.test("incremental backups with a persistent dirty bitmap", async (t) => {
   await d.kill();
   await d.restart();
   await prompt(d, 0);
-  await scribble(d, 100, 1);
-  const inc3 = await backup(d, "inc3.qcow2", { mode: "incremental" });
+  await scribble(d, VM, 100, 1);
+  const inc3 = await backupData(d, VM, "inc3.qcow2", { mode: "incremental" });
   t.equal(inc3.mode, "incremental", "still incremental after a daemon SIGKILL");
   t.match(await compareWithDisk(d, "inc3.qcow2"), /Images are identical/, "and correct");
 
   // qemu killed between backups: the bitmap it held was never saved.
-  await scribble(d, 110, 1);
+  await scribble(d, VM, 110, 1);
   const { pid } = await d.api.json<{ pid: number }>("GET", `/v1/vms/${VM}`);
   from = await consoleSize(d, VM);
   process.kill(pid, "SIGKILL");
   await waitForVm(d, VM, (v: { state: string; pid?: number }) => v.pid !== pid, 60_000);
   if ((await d.api.json<{ state: string }>("GET", `/v1/vms/${VM}`)).state !== "running") await d.api.json("POST", `/v1/vms/${VM}/start`);
   await prompt(d, from);
-  const after = await backup(d, "after-crash.qcow2", { mode: "incremental" });
+  const after = await backupData(d, VM, "after-crash.qcow2", { mode: "incremental" });
   t.equal(after.mode, "full", "after a qemu SIGKILL the next backup is full");
   t.match(after.fullBecause, /inconsistent|no dirty bitmap/, `with the reason (${after.fullBecause})`);
   t.match(await compareWithDisk(d, "after-crash.qcow2"), /Images are identical/, "and correct");
-  await scribble(d, 5, 1);
-  const inc4 = await backup(d, "inc4.qcow2", { mode: "incremental" });
+  await scribble(d, VM, 5, 1);
+  const inc4 = await backupData(d, VM, "inc4.qcow2", { mode: "incremental" });
   t.equal(inc4.mode, "incremental", "and the one after it incremental again");
   t.match(await compareWithDisk(d, "inc4.qcow2"), /Images are identical/);
 

@@ -23,6 +23,7 @@ import type { JobView } from "../../src/jobs/job-registry.js";
 import { findQemuProcesses } from "../../src/qemu/qemu-process.js";
 import { consoleAfter, startDaemon, waitForVm, type TestDaemon } from "../helpers/daemon.js";
 import { ensureGuest } from "../helpers/guest.js";
+import { backupData } from "../helpers/disk-backups.js";
 import { readSector, shellRun, writeSector } from "../helpers/guest-shell.js";
 import { allStarted, migrate, sharedGuestPool, waitJob } from "../helpers/migration.js";
 import { makeCertDir } from "../helpers/tls-certs.js";
@@ -32,13 +33,6 @@ const TOKEN = "snapshot-migration-token-0123456789";
 const PORT = 18780;
 const VM = "sm";
 const MIGRATION_ID = "0b0e9a3c-6c1f-4c55-9a59-2f0d3f3b7a10";
-
-async function backup(d: TestDaemon, target: string): Promise<{ backupId: string; mode: string; since?: string; fullBecause?: string }> {
-  const job = await d.api.json<{ id: string }>("POST", `/v1/vms/${VM}/disks/data/backup`, { target, mode: "incremental" });
-  const end = await waitJob(d, job.id, (j) => j.state !== "running", 60_000);
-  if (end.state !== "succeeded") throw new Error(`backup ${target} ${end.state}: ${JSON.stringify(end.error)}`);
-  return end.result as { backupId: string; mode: string; since?: string; fullBecause?: string };
-}
 
 /** Every file under `dir` (recursively), relative to it; none when it does not exist. */
 async function filesUnder(dir: string): Promise<string[]> {
@@ -115,7 +109,7 @@ t.test("snapshots go along with a storage-copy migration", { timeout: 240_000 },
   await a.api.json("POST", `/v1/vms/${VM}/snapshots`, { name: "s2", memory: true });
   const vmstateSha = createHash("sha256").update(await readFile(path.join(a.stateDir, "vms", VM, "snapshots/s2.vmstate"))).digest("hex");
   // After the last snapshot: the bitmap is on the top the guest writes.
-  const full = await backup(a, "sm-full.qcow2");
+  const full = await backupData(a, VM, "sm-full.qcow2", { mode: "incremental" });
   t.equal(full.mode, "full", "the first backup is full");
   await writeSector(a, VM, 300, "MARK-C");
 
@@ -156,7 +150,7 @@ t.test("snapshots go along with a storage-copy migration", { timeout: 240_000 },
     t.same((await filesUnder(path.join(a.stateDir, "vms", VM))), [], "nothing of the VM is left on the source");
 
     await writeSector(b, VM, 500, "MARK-D");
-    const inc = await backup(b, "sm-inc.qcow2");
+    const inc = await backupData(b, VM, "sm-inc.qcow2", { mode: "incremental" });
     t.equal(inc.mode, "incremental", `the first backup on the destination is incremental (${inc.fullBecause ?? ""})`);
     t.equal(inc.since, full.backupId, "on the full backup taken on the source");
     await b.api.json("POST", `/v1/vms/${VM}/pause`);
