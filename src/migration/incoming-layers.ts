@@ -9,15 +9,17 @@
 // daemon's start.
 import { createHash, randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { mkdir, open, readdir, rename, rm } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, statfs } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
-import { FileNotFound, ValidationFailed } from "../errors.js";
+import { FileNotFound, StateDiskFull, ValidationFailed } from "../errors.js";
 import { fsyncDir } from "../store/atomic-file.js";
 import { isLayerName } from "./layer-files.js";
 
 /** Uploads not taken in by a prepared migration within this time are removed. */
 const SILENCE_MS = 60_000;
+/** Free space a layer must leave on the state file system: the daemon's own records must still fit. */
+const KEEP_FREE_BYTES = 1024 ** 3;
 
 export interface LayerUpload {
   vm: string;
@@ -40,6 +42,13 @@ export class IncomingLayers {
   /** Takes one file from the stream; refused (and nothing kept) unless it is exactly what was declared. */
   async receive(up: LayerUpload, body: Readable): Promise<void> {
     if (!isLayerName(up.file)) throw new ValidationFailed(`file: ${up.file} is not a snapshot layer's name`, [{ field: "file", message: "not a layer name" }]);
+    // Refused before a byte is written: a peer's declared size never fills the state disk.
+    await mkdir(this.root, { recursive: true, mode: 0o700 });
+    const fs = await statfs(this.root);
+    const freeBytes = fs.bavail * fs.bsize;
+    if (up.size + KEEP_FREE_BYTES > freeBytes) {
+      throw new StateDiskFull(`${up.file}: ${up.size} bytes declared, the state file system has ${freeBytes} free (1 GiB is kept free)`, { field: "size", freeBytes });
+    }
     const dir = this.dirOf(up.vm, up.migration);
     this.touch(up.vm, up.migration);
     const target = path.join(dir, up.file);

@@ -5,7 +5,7 @@
 // size and sha256 before they get their name, and the bitmap mapping onto the
 // destination's top node names.
 import { createHash } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, statfs } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -67,6 +67,10 @@ t.test("uploads: checked, then named; adopted whole or not at all; discarded", a
   await t.rejects(layers.receive(up("disks/data.qcow2", body.length - 1), Readable.from([body])), { code: "VMH_ERR_VALIDATION" }, "longer than declared");
   await t.rejects(layers.receive(up("disks/data.qcow2", body.length + 1), Readable.from([body])), { code: "VMH_ERR_VALIDATION" }, "shorter than declared");
   await t.rejects(layers.receive(up("snapshots/.."), Readable.from([body])), { code: "VMH_ERR_VALIDATION" }, "a name out of the directory");
+  // A peer declaring more than the state disk can hold is refused before a byte is written.
+  const fs = await statfs(root);
+  const tooBig = up("disks/data.qcow2", fs.bavail * fs.bsize + 1);
+  await t.rejects(layers.receive(tooBig, Readable.from([body])), { code: "VMH_ERR_STATE_DISK_FULL", fields: { field: "size" } }, "a size the state disk cannot hold");
   t.same(await files(), [], "a refused upload leaves no file, not even its temp file");
 
   await layers.receive(up("disks/data.qcow2"), Readable.from([body.subarray(0, 4), body.subarray(4)]));
