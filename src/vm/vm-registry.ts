@@ -110,14 +110,17 @@ export class VmRegistry {
   private async adopt(vm: Vm, qemuSlow?: () => void): Promise<void> {
     let interrupted: JournalEntry | undefined;
     try {
-      interrupted = await vm.lock.run("adopt", () => adoptVm(vm, { qemuSlow }));
+      interrupted = await vm.lock.run("adopt", async () => {
+        const entry = await adoptVm(vm, { qemuSlow });
+        // qemu ended while no daemon watched: an export of its disk ends with it (under the lock, as every write of the record).
+        if (!vm.session) await endAllExports(vm).catch((err: unknown) => vm.log.warn({ err }, "ending the stopped VM's disk exports failed"));
+        return entry;
+      });
     } catch (err) {
       vm.log.error({ err }, "adoption failed; the VM is left as it is");
       return;
     }
     vm.publish("vm.adopted", { state: vm.state(), pid: vm.session?.pid });
-    // qemu ended while no daemon watched: an export of its disk ends with it.
-    if (!vm.session) await endAllExports(vm).catch((err: unknown) => vm.log.warn({ err }, "ending the stopped VM's disk exports failed"));
     if (vm.session && this.host.fleet) void this.ownership.reclaim(vm);
     if (vm.lastExit?.reason === "crashed" && !vm.session && !interrupted) this.crashPolicy.onCrash(vm);
     if (!interrupted) return;
